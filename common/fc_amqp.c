@@ -1,0 +1,507 @@
+/* RabbitMQ client over rabbitmq-c 0.11: connection, declarations, confirmed publishing,
+ * consuming, and a non-blocking frame pump for event loops. */
+#include "fc_amqp.h"
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "fc_error.h"
+#include "fc_log.h"
+
+#define CHANNEL 1
+
+typedef struct pending_pub {
+    uint64_t seq;
+    char *message_id; /* owned */
+    int returned;     /* a basic.return came for it */
+} pending_pub;
+
+struct fc_amqp {
+    amqp_connection_state_t conn; /* NULL while disconnected */
+    char *url_copy;               /* writable copy; amqp_parse_url points into it */
+    struct amqp_connection_info info;
+    int heartbeat_s;
+    char name[128];
+    int ok;
+    char consumer_tag[64];
+    uint64_t next_seq;            /* sequence number of the next publish */
+    pending_pub *pend;            /* unconfirmed publishes, ascending seq from pend_head */
+    size_t pend_head, pend_len, pend_cap;
+    char errstr[256];
+};
+
+int fc_amqp_url_check(const char *url, char *why, size_t whylen) {
+    struct amqp_connection_info info;
+    char *copy = strdup(url);
+    if (!copy) return FC_ENOMEM;
+    int rc = amqp_parse_url(copy, &info);
+    free(copy);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(why, whylen, "is not an AMQP URL (amqp://user:password@host:port/vhost)");
+        return FC_EINVAL;
+    }
+    return FC_OK;
+}
+
+fc_amqp *fc_amqp_new(const char *url, int heartbeat_s, const char *name) {
+    fc_amqp *a = calloc(1, sizeof(*a));
+    if (!a) return NULL;
+    a->url_copy = strdup(url);
+    if (!a->url_copy || amqp_parse_url(a->url_copy, &a->info) != AMQP_STATUS_OK) {
+        fc_amqp_free(a);
+        return NULL;
+    }
+    a->heartbeat_s = heartbeat_s;
+    snprintf(a->name, sizeof(a->name), "%s", name ? name : "flashcard");
+    return a;
+}
+
+static void forget_pending(fc_amqp *a) {
+    for (size_t i = a->pend_head; i < a->pend_len; i++) free(a->pend[i].message_id);
+    a->pend_head = a->pend_len = 0;
+}
+
+static void destroy_conn(fc_amqp *a) {
+    if (a->conn) amqp_destroy_connection(a->conn);
+    a->conn = NULL;
+    a->ok = 0;
+    a->consumer_tag[0] = '\0';
+    forget_pending(a);
+}
+
+void fc_amqp_free(fc_amqp *a) {
+    if (!a) return;
+    destroy_conn(a);
+    free(a->pend);
+    if (a->url_copy) memset(a->url_copy, 0, strlen(a->url_copy));
+    free(a->url_copy);
+    free(a);
+}
+
+/* set_error records why the last operation failed from an RPC reply; returns FC_ECONN or FC_EBROKER. */
+static int rpc_error(fc_amqp *a, amqp_rpc_reply_t r, const char *what) {
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL: return FC_OK;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(a->errstr, sizeof(a->errstr), "%s: %s", what, amqp_error_string2(r.library_error));
+        a->ok = 0;
+        return FC_ECONN;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD || r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            /* Both carry reply_code and reply_text at the same offsets. */
+            amqp_channel_close_t *m = r.reply.decoded;
+            snprintf(a->errstr, sizeof(a->errstr), "%s: broker said %u %.*s", what, m->reply_code,
+                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else {
+            snprintf(a->errstr, sizeof(a->errstr), "%s: broker error 0x%08x", what, r.reply.id);
+        }
+        a->ok = 0;
+        return FC_EBROKER;
+    default:
+        snprintf(a->errstr, sizeof(a->errstr), "%s: no reply", what);
+        a->ok = 0;
+        return FC_ECONN;
+    }
+}
+
+static int login(fc_amqp *a) {
+    amqp_table_entry_t caps[3], props[2];
+    caps[0].key = amqp_cstring_bytes("consumer_cancel_notify");
+    caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps[0].value.value.boolean = 1;
+    caps[1].key = amqp_cstring_bytes("connection.blocked");
+    caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps[1].value.value.boolean = 1;
+    caps[2].key = amqp_cstring_bytes("publisher_confirms");
+    caps[2].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps[2].value.value.boolean = 1;
+    props[0].key = amqp_cstring_bytes("capabilities");
+    props[0].value.kind = AMQP_FIELD_KIND_TABLE;
+    props[0].value.value.table.num_entries = 3;
+    props[0].value.value.table.entries = caps;
+    props[1].key = amqp_cstring_bytes("connection_name");
+    props[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    props[1].value.value.bytes = amqp_cstring_bytes(a->name);
+    amqp_table_t table = {2, props};
+    amqp_rpc_reply_t r = amqp_login_with_properties(a->conn, a->info.vhost, 0, 131072, a->heartbeat_s,
+                                                    &table, AMQP_SASL_METHOD_PLAIN, a->info.user,
+                                                    a->info.password);
+    return rpc_error(a, r, "login");
+}
+
+static int open_channel(fc_amqp *a) {
+    amqp_channel_open(a->conn, CHANNEL);
+    int rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "channel.open");
+    if (rc != FC_OK) return rc;
+    amqp_confirm_select(a->conn, CHANNEL);
+    rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "confirm.select");
+    a->next_seq = 1;
+    forget_pending(a);
+    return rc;
+}
+
+int fc_amqp_connect(fc_amqp *a) {
+    destroy_conn(a);
+    a->conn = amqp_new_connection();
+    amqp_socket_t *sock = a->info.ssl ? amqp_ssl_socket_new(a->conn) : amqp_tcp_socket_new(a->conn);
+    if (!sock) {
+        snprintf(a->errstr, sizeof(a->errstr), "cannot create socket");
+        destroy_conn(a);
+        return FC_ECONN;
+    }
+    struct timeval tv = {5, 0};
+    int st = amqp_socket_open_noblock(sock, a->info.host, a->info.port, &tv);
+    if (st != AMQP_STATUS_OK) {
+        snprintf(a->errstr, sizeof(a->errstr), "cannot connect to %s:%d: %s", a->info.host, a->info.port,
+                 amqp_error_string2(st));
+        destroy_conn(a);
+        return FC_ECONN;
+    }
+    int rc = login(a);
+    if (rc == FC_OK) rc = open_channel(a);
+    if (rc != FC_OK) {
+        destroy_conn(a);
+        return rc;
+    }
+    a->ok = 1;
+    return FC_OK;
+}
+
+void fc_amqp_close(fc_amqp *a) {
+    if (a->conn && a->ok) {
+        amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+    }
+    destroy_conn(a);
+}
+
+int fc_amqp_ok(const fc_amqp *a) { return a->conn && a->ok; }
+const char *fc_amqp_errstr(const fc_amqp *a) { return a->errstr; }
+
+int fc_amqp_fd(const fc_amqp *a) {
+    if (!a->conn) return -1;
+    amqp_socket_t *s = amqp_get_socket(a->conn);
+    return s ? amqp_socket_get_sockfd(s) : -1;
+}
+
+int fc_amqp_pending(const fc_amqp *a) {
+    return a->conn && (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn));
+}
+
+/* make_table converts project fields into an amqp table; entries must hold n slots. */
+static amqp_table_t make_table(const fc_amqp_field *f, size_t n, amqp_table_entry_t *entries) {
+    for (size_t i = 0; i < n; i++) {
+        entries[i].key = amqp_cstring_bytes(f[i].key);
+        if (f[i].is_num) {
+            entries[i].value.kind = AMQP_FIELD_KIND_I64;
+            entries[i].value.value.i64 = f[i].num;
+        } else {
+            entries[i].value.kind = AMQP_FIELD_KIND_UTF8;
+            entries[i].value.value.bytes = amqp_cstring_bytes(f[i].str);
+        }
+    }
+    amqp_table_t t = {(int)n, n ? entries : NULL};
+    return t;
+}
+
+#define MAX_FIELDS 16
+
+int fc_amqp_declare_exchange(fc_amqp *a, const char *name, const char *type, const fc_amqp_field *args,
+                             size_t n) {
+    amqp_table_entry_t e[MAX_FIELDS];
+    if (n > MAX_FIELDS) return FC_EINVAL;
+    amqp_exchange_declare(a->conn, CHANNEL, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1, 0, 0,
+                          make_table(args, n, e));
+    char what[200];
+    snprintf(what, sizeof(what), "declare exchange %s", name);
+    return rpc_error(a, amqp_get_rpc_reply(a->conn), what);
+}
+
+int fc_amqp_declare_queue(fc_amqp *a, const char *name, const fc_amqp_field *args, size_t n) {
+    amqp_table_entry_t e[MAX_FIELDS];
+    if (n > MAX_FIELDS) return FC_EINVAL;
+    amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(name), 0, 1, 0, 0, make_table(args, n, e));
+    char what[200];
+    snprintf(what, sizeof(what), "declare queue %s", name);
+    return rpc_error(a, amqp_get_rpc_reply(a->conn), what);
+}
+
+int fc_amqp_bind(fc_amqp *a, const char *queue, const char *exchange, const char *key) {
+    amqp_queue_bind(a->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
+                    amqp_cstring_bytes(key), amqp_empty_table);
+    return rpc_error(a, amqp_get_rpc_reply(a->conn), "queue.bind");
+}
+
+/* reopen_after_close acknowledges a channel.close and opens the channel again. */
+static int reopen_after_close(fc_amqp *a) {
+    amqp_channel_close_ok_t ok = {0};
+    amqp_send_method(a->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    int rc = open_channel(a);
+    if (rc == FC_OK) a->ok = 1;
+    return rc;
+}
+
+int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *consumers) {
+    amqp_queue_declare_ok_t *r =
+        amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t reply = amqp_get_rpc_reply(a->conn);
+    if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        int rc = reopen_after_close(a);
+        return rc == FC_OK ? FC_ENOTFOUND : rc;
+    }
+    int rc = rpc_error(a, reply, "queue depth");
+    if (rc != FC_OK) return rc;
+    if (messages) *messages = r->message_count;
+    if (consumers) *consumers = r->consumer_count;
+    return FC_OK;
+}
+
+int fc_amqp_delete_queue(fc_amqp *a, const char *queue) {
+    amqp_queue_delete(a->conn, CHANNEL, amqp_cstring_bytes(queue), 0, 0);
+    return rpc_error(a, amqp_get_rpc_reply(a->conn), "queue.delete");
+}
+
+static int add_pending(fc_amqp *a, uint64_t seq, const char *message_id) {
+    if (a->pend_head > 0 && a->pend_head == a->pend_len) a->pend_head = a->pend_len = 0;
+    if (a->pend_len == a->pend_cap) {
+        if (a->pend_head > a->pend_cap / 2) {
+            memmove(a->pend, a->pend + a->pend_head, (a->pend_len - a->pend_head) * sizeof(*a->pend));
+            a->pend_len -= a->pend_head;
+            a->pend_head = 0;
+        } else {
+            size_t cap = a->pend_cap ? a->pend_cap * 2 : 64;
+            pending_pub *p = realloc(a->pend, cap * sizeof(*p));
+            if (!p) return FC_ENOMEM;
+            a->pend = p;
+            a->pend_cap = cap;
+        }
+    }
+    a->pend[a->pend_len].seq = seq;
+    a->pend[a->pend_len].message_id = strdup(message_id ? message_id : "");
+    a->pend[a->pend_len].returned = 0;
+    a->pend_len++;
+    return FC_OK;
+}
+
+int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_amqp_props *p,
+                    const void *body, size_t len, uint64_t *seq) {
+    if (!fc_amqp_ok(a)) return FC_ECONN;
+    amqp_table_entry_t e[MAX_FIELDS];
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof(props));
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+    props.content_type = amqp_cstring_bytes(p->content_type ? p->content_type : "application/json");
+    props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    props.timestamp = (uint64_t)time(NULL);
+    if (p->message_id) {
+        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        props.message_id = amqp_cstring_bytes(p->message_id);
+    }
+    if (p->nheaders) {
+        if (p->nheaders > MAX_FIELDS) return FC_EINVAL;
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers = make_table(p->headers, p->nheaders, e);
+    }
+    amqp_bytes_t b = {len, (void *)body};
+    int st = amqp_basic_publish(a->conn, CHANNEL, amqp_cstring_bytes(exchange), amqp_cstring_bytes(key), 1, 0,
+                                &props, b);
+    if (st != AMQP_STATUS_OK) {
+        snprintf(a->errstr, sizeof(a->errstr), "publish: %s", amqp_error_string2(st));
+        a->ok = 0;
+        return FC_ECONN;
+    }
+    *seq = a->next_seq++;
+    return add_pending(a, *seq, p->message_id);
+}
+
+size_t fc_amqp_unconfirmed(const fc_amqp *a) { return a->pend_len - a->pend_head; }
+
+int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch) {
+    amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)(prefetch > 65535 ? 65535 : prefetch), 0);
+    int rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.qos");
+    if (rc != FC_OK) return rc;
+    amqp_basic_consume_ok_t *ok =
+        amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.consume");
+    if (rc != FC_OK) return rc;
+    snprintf(a->consumer_tag, sizeof(a->consumer_tag), "%.*s", (int)ok->consumer_tag.len,
+             (char *)ok->consumer_tag.bytes);
+    return FC_OK;
+}
+
+int fc_amqp_cancel(fc_amqp *a) {
+    if (!fc_amqp_ok(a) || !a->consumer_tag[0]) return FC_OK;
+    amqp_basic_cancel(a->conn, CHANNEL, amqp_cstring_bytes(a->consumer_tag));
+    a->consumer_tag[0] = '\0';
+    return rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.cancel");
+}
+
+static int status_error(fc_amqp *a, int st, const char *what) {
+    if (st == AMQP_STATUS_OK) return FC_OK;
+    snprintf(a->errstr, sizeof(a->errstr), "%s: %s", what, amqp_error_string2(st));
+    a->ok = 0;
+    return FC_ECONN;
+}
+
+int fc_amqp_ack(fc_amqp *a, uint64_t tag) {
+    if (!fc_amqp_ok(a)) return FC_ECONN;
+    return status_error(a, amqp_basic_ack(a->conn, CHANNEL, tag, 0), "basic.ack");
+}
+
+int fc_amqp_ack_upto(fc_amqp *a, uint64_t tag) {
+    if (!fc_amqp_ok(a)) return FC_ECONN;
+    return status_error(a, amqp_basic_ack(a->conn, CHANNEL, tag, 1), "basic.ack");
+}
+
+int fc_amqp_nack(fc_amqp *a, uint64_t tag, int requeue) {
+    if (!fc_amqp_ok(a)) return FC_ECONN;
+    return status_error(a, amqp_basic_nack(a->conn, CHANNEL, tag, 0, requeue), "basic.nack");
+}
+
+/* settle reports the broker's verdict on seq (or on every seq up to it when multiple). */
+static void settle(fc_amqp *a, uint64_t tag, int multiple, int nack, const fc_amqp_handler *h) {
+    for (size_t i = a->pend_head; i < a->pend_len; i++) {
+        pending_pub *p = &a->pend[i];
+        if (p->seq > tag) break;
+        if (!multiple && p->seq != tag) continue;
+        if (p->seq == 0) continue; /* already settled */
+        uint64_t seq = p->seq;
+        int status = nack ? FC_ENACK : p->returned ? FC_EUNROUTABLE : FC_OK;
+        free(p->message_id);
+        p->message_id = NULL;
+        p->seq = 0;
+        if (h->confirm) h->confirm(h->ud, seq, status);
+    }
+    while (a->pend_head < a->pend_len && a->pend[a->pend_head].seq == 0) a->pend_head++;
+}
+
+static void mark_returned(fc_amqp *a, const amqp_message_t *m) {
+    if (!(m->properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)) return;
+    for (size_t i = a->pend_head; i < a->pend_len; i++) {
+        pending_pub *p = &a->pend[i];
+        if (p->seq && p->message_id && strlen(p->message_id) == m->properties.message_id.len &&
+            memcmp(p->message_id, m->properties.message_id.bytes, m->properties.message_id.len) == 0) {
+            p->returned = 1;
+            return;
+        }
+    }
+}
+
+static long header_i64(const amqp_basic_properties_t *p, const char *key) {
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) return 0;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0) continue;
+        switch (e->value.kind) {
+        case AMQP_FIELD_KIND_I64: return (long)e->value.value.i64;
+        case AMQP_FIELD_KIND_I32: return e->value.value.i32;
+        case AMQP_FIELD_KIND_U32: return (long)e->value.value.u32;
+        case AMQP_FIELD_KIND_I16: return e->value.value.i16;
+        default: return 0;
+        }
+    }
+    return 0;
+}
+
+static void deliver(fc_amqp *a, amqp_envelope_t *env, const fc_amqp_handler *h) {
+    char mid[256] = "", rk[256];
+    amqp_basic_properties_t *p = &env->message.properties;
+    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        snprintf(mid, sizeof(mid), "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
+    snprintf(rk, sizeof(rk), "%.*s", (int)env->routing_key.len, (char *)env->routing_key.bytes);
+    fc_delivery d = {env->delivery_tag, env->message.body.bytes, env->message.body.len, mid, rk,
+                     env->redelivered, header_i64(p, "x-delivery-count")};
+    if (h->delivery) h->delivery(h->ud, &d);
+    (void)a;
+}
+
+/* handle_method deals with a non-delivery frame; returns 0 or FC_ECONN. */
+static int handle_method(fc_amqp *a, amqp_frame_t *f, const fc_amqp_handler *h) {
+    if (f->frame_type != AMQP_FRAME_METHOD) return FC_OK;
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *m = f->payload.method.decoded;
+        settle(a, m->delivery_tag, m->multiple, 0, h);
+        return FC_OK;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *m = f->payload.method.decoded;
+        settle(a, m->delivery_tag, m->multiple, 1, h);
+        return FC_OK;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t msg;
+        amqp_rpc_reply_t r = amqp_read_message(a->conn, f->channel, &msg, 0);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) return rpc_error(a, r, "basic.return");
+        mark_returned(a, &msg);
+        amqp_destroy_message(&msg);
+        return FC_OK;
+    }
+    case AMQP_BASIC_CANCEL_METHOD:
+        a->consumer_tag[0] = '\0';
+        if (h->cancelled) h->cancelled(h->ud);
+        return FC_OK;
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_channel_close_t *m = f->payload.method.decoded;
+        snprintf(a->errstr, sizeof(a->errstr), "channel closed by broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        a->ok = 0;
+        return FC_ECONN;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *m = f->payload.method.decoded;
+        snprintf(a->errstr, sizeof(a->errstr), "connection closed by broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        a->ok = 0;
+        return FC_ECONN;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+        fc_warn("broker blocked publishing (resource alarm)");
+        return FC_OK;
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        fc_info("broker unblocked publishing");
+        return FC_OK;
+    default: return FC_OK;
+    }
+}
+
+/* poll_once reads one event; returns 1 if it handled one, 0 on timeout, FC_ECONN on loss. */
+static int poll_once(fc_amqp *a, struct timeval *tv, const fc_amqp_handler *h) {
+    amqp_envelope_t env;
+    amqp_rpc_reply_t r = amqp_consume_message(a->conn, &env, tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        deliver(a, &env, h);
+        amqp_destroy_envelope(&env);
+        return 1;
+    }
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) return 0;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        amqp_frame_t f;
+        int st = amqp_simple_wait_frame_noblock(a->conn, &f, tv);
+        if (st == AMQP_STATUS_TIMEOUT) return 0;
+        if (st != AMQP_STATUS_OK) return status_error(a, st, "read frame");
+        int rc = handle_method(a, &f, h);
+        return rc == FC_OK ? 1 : rc;
+    }
+    return rpc_error(a, r, "consume");
+}
+
+int fc_amqp_poll(fc_amqp *a, int timeout_ms, const fc_amqp_handler *h) {
+    if (!fc_amqp_ok(a)) return FC_ECONN;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    int rc;
+    while ((rc = poll_once(a, &tv, h)) == 1) {
+        tv.tv_sec = 0;
+        tv.tv_usec = 0;
+    }
+    if (!amqp_frames_enqueued(a->conn)) amqp_maybe_release_buffers(a->conn);
+    return rc < 0 ? FC_ECONN : FC_OK;
+}

@@ -1,0 +1,94 @@
+/* RabbitMQ client: the one module that speaks rabbitmq-c. One connection, one channel in
+ * confirm mode, never shared between threads. Non-blocking polling for event loops, plus
+ * tracking of publisher confirms (acks, nacks and returns matched to publish sequence numbers). */
+#ifndef FC_AMQP_H
+#define FC_AMQP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fc_amqp fc_amqp;
+
+/* A header or queue argument. is_num selects num over str. */
+typedef struct fc_amqp_field {
+    const char *key;
+    const char *str;
+    long long num;
+    int is_num;
+} fc_amqp_field;
+
+typedef struct fc_amqp_props {
+    const char *message_id;     /* required for publishes: matches returns to their publish */
+    const char *content_type;   /* default application/json */
+    const fc_amqp_field *headers;
+    size_t nheaders;
+} fc_amqp_props;
+
+/* A delivery, borrowed: valid only inside the delivery callback. */
+typedef struct fc_delivery {
+    uint64_t tag;
+    const char *body;           /* NOT NUL-terminated */
+    size_t len;
+    const char *message_id;     /* "" if absent */
+    const char *routing_key;
+    int redelivered;
+    long delivery_count;        /* x-delivery-count (quorum queues), 0 if absent */
+} fc_delivery;
+
+typedef struct fc_amqp_handler {
+    void (*delivery)(void *ud, const fc_delivery *d);
+    /* confirm reports the broker's verdict on publish seq: 0, FC_ENACK or FC_EUNROUTABLE. */
+    void (*confirm)(void *ud, uint64_t seq, int status);
+    /* cancelled is called when the broker cancels the consumer (queue deleted). */
+    void (*cancelled)(void *ud);
+    void *ud;
+} fc_amqp_handler;
+
+/* fc_amqp_url_check returns 0 if url is a usable amqp:// or amqps:// URL, else FC_EINVAL with why. */
+int fc_amqp_url_check(const char *url, char *why, size_t whylen);
+
+/* fc_amqp_new prepares a connection (not yet connected); name is shown in the management UI.
+ * Returns NULL on a bad URL or no memory. Free with fc_amqp_free. */
+fc_amqp *fc_amqp_new(const char *url, int heartbeat_s, const char *name);
+void fc_amqp_free(fc_amqp *a);
+
+/* fc_amqp_connect opens the connection and a channel in confirm mode. 0 or FC_ECONN/FC_EBROKER
+ * (reason in fc_amqp_errstr, without the password). Closes any previous connection first. */
+int fc_amqp_connect(fc_amqp *a);
+/* fc_amqp_close closes politely (if still connected) and forgets unconfirmed publishes. */
+void fc_amqp_close(fc_amqp *a);
+/* fc_amqp_ok returns 1 while the connection is usable. */
+int fc_amqp_ok(const fc_amqp *a);
+const char *fc_amqp_errstr(const fc_amqp *a);
+/* fc_amqp_fd returns the socket to poll for readability, or -1. */
+int fc_amqp_fd(const fc_amqp *a);
+/* fc_amqp_pending returns 1 if frames are already buffered (poll would not wake for them). */
+int fc_amqp_pending(const fc_amqp *a);
+
+int fc_amqp_declare_exchange(fc_amqp *a, const char *name, const char *type, const fc_amqp_field *args, size_t n);
+int fc_amqp_declare_queue(fc_amqp *a, const char *name, const fc_amqp_field *args, size_t n);
+int fc_amqp_bind(fc_amqp *a, const char *queue, const char *exchange, const char *key);
+/* fc_amqp_queue_depth asks for a queue's ready messages and consumers (passive declare).
+ * FC_ENOTFOUND if it does not exist (the channel is reopened). */
+int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *consumers);
+int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
+
+/* fc_amqp_publish publishes a persistent, mandatory message; *seq receives its confirm
+ * sequence number. Returns 0 or FC_ECONN. */
+int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_amqp_props *p,
+                    const void *body, size_t len, uint64_t *seq);
+/* fc_amqp_unconfirmed returns the number of publishes awaiting the broker's verdict. */
+size_t fc_amqp_unconfirmed(const fc_amqp *a);
+
+int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch);
+int fc_amqp_cancel(fc_amqp *a);
+int fc_amqp_ack(fc_amqp *a, uint64_t tag);
+/* fc_amqp_ack_upto acks every delivery up to and including tag. */
+int fc_amqp_ack_upto(fc_amqp *a, uint64_t tag);
+int fc_amqp_nack(fc_amqp *a, uint64_t tag, int requeue);
+
+/* fc_amqp_poll handles every frame that arrives within timeout_ms (0 = only what is there),
+ * calling h. Also sends heartbeats. Returns 0 or FC_ECONN once the connection is lost. */
+int fc_amqp_poll(fc_amqp *a, int timeout_ms, const fc_amqp_handler *h);
+
+#endif

@@ -1,0 +1,60 @@
+/* A growable byte buffer. */
+#include "fc_buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_error.h"
+
+int fc_buf_reserve(fc_buf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap) return FC_OK;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1) cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (!p) return FC_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return FC_OK;
+}
+
+int fc_buf_append(fc_buf *b, const void *p, size_t n) {
+    if (fc_buf_reserve(b, n) != FC_OK) return FC_ENOMEM;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return FC_OK;
+}
+
+int fc_buf_puts(fc_buf *b, const char *s) { return fc_buf_append(b, s, strlen(s)); }
+
+int fc_buf_printf(fc_buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || fc_buf_reserve(b, (size_t)n) != FC_OK) return FC_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return FC_OK;
+}
+
+void fc_buf_reset(fc_buf *b) {
+    b->len = 0;
+    if (b->data) b->data[0] = '\0';
+}
+
+void fc_buf_free(fc_buf *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+char *fc_buf_steal(fc_buf *b) {
+    char *p = b->data ? b->data : strdup("");
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return p;
+}

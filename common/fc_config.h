@@ -1,0 +1,86 @@
+/* Configuration: one table of settings, read from the environment and overridden by --flags,
+ * validated at start. Both binaries share the table; each row says which binary uses it. */
+#ifndef FC_CONFIG_H
+#define FC_CONFIG_H
+
+#include <stddef.h>
+
+#define FC_MAX_DELAYS 8
+
+enum fc_program { FC_PRODUCER = 1, FC_WORKER = 2, FC_BOTH = 3 };
+
+typedef struct fc_config {
+    /* shared */
+    char *amqp_url;
+    char *redis_url;
+    char *queue_prefix;
+    char *log_level;
+    char *log_format;
+    char *batch_size_text;   /* "100" or "auto" (producer) */
+    int batch_size;          /* items, 1..10000 (upper bound when "auto") */
+    long rate_limit;         /* API calls per minute, fleet-wide; 0 = unlimited */
+    int max_attempts;
+    long retry_delays[FC_MAX_DELAYS]; /* ms */
+    int nretry_delays;
+    long heartbeat_ms;
+    int delivery_limit;
+    /* worker */
+    int worker_count;        /* API calls in flight per process */
+    int prefetch;            /* batches held unacked; 0 = derived from worker_count and batch_size */
+    char *api_base_url;
+    char *api_key;           /* secret: never logged */
+    char *api_key_file;
+    char *api_model;
+    char *stage1_model;      /* default api_model */
+    char *stage2_model;      /* default api_model */
+    char *api_name;          /* the limiter's and breaker's name for this API */
+    long api_timeout_ms;
+    long api_connect_timeout_ms;
+    double temperature;
+    int max_tokens;
+    char *prompt_dir;
+    char *http_referer;
+    char *x_title;
+    long rate_burst;         /* bucket capacity in calls; 0 = default */
+    long token_limit;        /* tokens per minute; 0 = unlimited */
+    char *rate_limits;       /* named limits per API */
+    char *rate_limit_fallback; /* pause | local */
+    int fleet_size;
+    long hold_limit_ms;
+    long shutdown_timeout_ms;
+    long cache_ttl_ms;       /* 0 disables the result cache */
+    int breaker_failures;
+    long breaker_cooldown_ms;
+    int metrics_port;        /* 0 = off */
+    double price_input;      /* per million input tokens */
+    double price_output;     /* per million output tokens */
+    /* producer */
+    char *format;
+    char *columns;
+    char *job_id;
+    int resume;
+    int strict;
+    int wait;
+    long wait_timeout_ms;    /* 0 = no timeout */
+    char *output;
+    char *report;
+    long batch_max_bytes;
+    /* positional arguments (not owned separately: point into argv) */
+    const char *args[4];
+    int nargs;
+} fc_config;
+
+/* fc_config_load fills cfg with defaults, then the environment, then argv, and validates.
+ * Returns 0; 1 if --help or --version was printed (exit 0); FC_EINVAL with a one-line
+ * message naming the setting in err (exit 2). Free with fc_config_free. */
+int fc_config_load(fc_config *cfg, int program, int argc, char **argv, char *err, size_t errlen);
+void fc_config_free(fc_config *cfg);
+
+/* fc_duration_parse parses "500ms", "30s", "2m", "1h", "1d" or a bare number of seconds
+ * into milliseconds; returns 0 or FC_EINVAL. */
+int fc_duration_parse(const char *s, long *ms);
+
+/* fc_config_print_help writes the usage and the table of settings for program to stdout. */
+void fc_config_print_help(int program);
+
+#endif

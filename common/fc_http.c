@@ -1,0 +1,243 @@
+/* HTTP client over libcurl's multi interface. */
+#include "fc_http.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_buf.h"
+#include "fc_error.h"
+
+typedef struct transfer {
+    CURL *easy;
+    fc_buf response;
+    fc_buf request;
+    void *ud;
+    int active;
+    char errbuf[CURL_ERROR_SIZE];
+    struct transfer *next_free;
+    struct transfer *next_all;    /* every transfer ever created */
+} transfer;
+
+struct fc_http {
+    CURLM *multi;
+    struct curl_slist *headers;
+    char *user_agent;
+    long timeout_ms, connect_timeout_ms;
+    transfer *free_list;
+    transfer *all;
+    int running;
+    transfer *last_done;          /* returned by fc_http_next; recycled on the next call */
+};
+
+static size_t on_data(char *p, size_t size, size_t n, void *ud) {
+    transfer *t = ud;
+    return fc_buf_append(&t->response, p, size * n) == FC_OK ? size * n : 0;
+}
+
+fc_http *fc_http_new(const fc_http_conf *c) {
+    fc_http *h = calloc(1, sizeof(*h));
+    if (!h) return NULL;
+    h->multi = curl_multi_init();
+    h->user_agent = strdup(c->user_agent ? c->user_agent : "flashcard-worker");
+    h->timeout_ms = c->timeout_ms;
+    h->connect_timeout_ms = c->connect_timeout_ms;
+    h->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    h->headers = curl_slist_append(h->headers, "Expect:");
+    char line[8192];
+    if (c->bearer && *c->bearer) {
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", c->bearer);
+        h->headers = curl_slist_append(h->headers, line);
+        memset(line, 0, sizeof(line));
+    }
+    if (c->referer) {
+        snprintf(line, sizeof(line), "HTTP-Referer: %s", c->referer);
+        h->headers = curl_slist_append(h->headers, line);
+    }
+    if (c->title) {
+        snprintf(line, sizeof(line), "X-Title: %s", c->title);
+        h->headers = curl_slist_append(h->headers, line);
+    }
+    if (!h->multi || !h->user_agent || !h->headers) {
+        fc_http_free(h);
+        return NULL;
+    }
+    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    return h;
+}
+
+static void transfer_free(transfer *t) {
+    if (!t) return;
+    if (t->easy) curl_easy_cleanup(t->easy);
+    fc_buf_free(&t->response);
+    fc_buf_free(&t->request);
+    free(t);
+}
+
+void fc_http_free(fc_http *h) {
+    if (!h) return;
+    fc_http_cancel_all(h, NULL, NULL);
+    while (h->all) {
+        transfer *t = h->all;
+        h->all = t->next_all;
+        transfer_free(t);
+    }
+    if (h->multi) curl_multi_cleanup(h->multi);
+    if (h->headers) {
+        /* The Authorization line holds the key: wipe it before freeing. */
+        for (struct curl_slist *s = h->headers; s; s = s->next) memset(s->data, 0, strlen(s->data));
+        curl_slist_free_all(h->headers);
+    }
+    free(h->user_agent);
+    free(h);
+}
+
+/* setup_easy applies the options that do not change between requests. */
+static void setup_easy(fc_http *h, transfer *t) {
+    CURL *e = t->easy;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
+    /* Stall detection: less than 1 byte/s for half the total timeout (at least 10 s). */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, h->timeout_ms / 2000 > 10 ? h->timeout_ms / 2000 : 10L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+}
+
+static transfer *get_transfer(fc_http *h) {
+    transfer *t = h->free_list;
+    if (t) {
+        h->free_list = t->next_free;
+        return t;
+    }
+    t = calloc(1, sizeof(*t));
+    if (!t) return NULL;
+    t->easy = curl_easy_init();
+    if (!t->easy) {
+        free(t);
+        return NULL;
+    }
+    setup_easy(h, t);
+    t->next_all = h->all;
+    h->all = t;
+    return t;
+}
+
+static void recycle(fc_http *h, transfer *t) {
+    fc_buf_reset(&t->response);
+    fc_buf_reset(&t->request);
+    t->active = 0;
+    t->ud = NULL;
+    t->next_free = h->free_list;
+    h->free_list = t;
+}
+
+int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void *ud) {
+    transfer *t = get_transfer(h);
+    if (!t) return FC_ENOMEM;
+    if (fc_buf_append(&t->request, body, len) != FC_OK) {
+        recycle(h, t);
+        return FC_ENOMEM;
+    }
+    t->errbuf[0] = '\0';
+    t->ud = ud;
+    curl_easy_setopt(t->easy, CURLOPT_URL, url);
+    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request.data);
+    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long)len);
+    if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+        recycle(h, t);
+        return FC_EIO;
+    }
+    t->active = 1;
+    h->running++;
+    return FC_OK;
+}
+
+int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
+    struct curl_waitfd w[8];
+    if (nfds > 8) return FC_EINVAL;
+    for (int i = 0; i < nfds; i++) {
+        w[i].fd = fds[i].fd;
+        w[i].events = CURL_WAIT_POLLIN;
+        w[i].revents = 0;
+    }
+    if (curl_multi_poll(h->multi, w, (unsigned)nfds, timeout_ms, NULL) != CURLM_OK) return FC_EIO;
+    for (int i = 0; i < nfds; i++) fds[i].readable = (w[i].revents & CURL_WAIT_POLLIN) != 0;
+    int still;
+    return curl_multi_perform(h->multi, &still) == CURLM_OK ? FC_OK : FC_EIO;
+}
+
+static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
+    long status = 0;
+    curl_off_t retry = 0, total_us = 0;
+    memset(d, 0, sizeof(*d));
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry);
+    curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
+    d->ud = t->ud;
+    d->status = res == CURLE_OK ? (int)status : 0;
+    d->err = res == CURLE_OK ? 0 : res == CURLE_OPERATION_TIMEDOUT ? FC_ETIMEOUT : FC_ECONN;
+    d->body = t->response.data ? t->response.data : "";
+    d->len = t->response.len;
+    d->retry_after_s = retry > 0 ? (long)retry : 0;
+    d->elapsed_ms = (double)total_us / 1000.0;
+    if (res != CURLE_OK)
+        snprintf(d->error, sizeof(d->error), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
+}
+
+int fc_http_next(fc_http *h, fc_http_done *d) {
+    if (h->last_done) {
+        recycle(h, h->last_done);
+        h->last_done = NULL;
+    }
+    int left;
+    CURLMsg *m;
+    while ((m = curl_multi_info_read(h->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        transfer *t;
+        CURLcode res = m->data.result;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        curl_multi_remove_handle(h->multi, t->easy);
+        h->running--;
+        fill_done(t, res, d);
+        h->last_done = t;
+        return 1;
+    }
+    return 0;
+}
+
+int fc_http_running(const fc_http *h) { return h->running; }
+
+void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg) {
+    for (transfer *t = h->all; t; t = t->next_all) {
+        if (!t->active || t == h->last_done) continue;
+        curl_multi_remove_handle(h->multi, t->easy);
+        h->running--;
+        void *ud = t->ud;
+        recycle(h, t);
+        if (cb) cb(ud, arg);
+    }
+}
+
+void fc_http_cancel(fc_http *h, void *ud) {
+    for (transfer *t = h->all; t; t = t->next_all) {
+        if (!t->active || t->ud != ud || t == h->last_done) continue;
+        curl_multi_remove_handle(h->multi, t->easy);
+        h->running--;
+        recycle(h, t);
+        return;
+    }
+}
+
+void fc_http_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+void fc_http_global_cleanup(void) { curl_global_cleanup(); }

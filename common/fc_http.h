@@ -1,0 +1,63 @@
+/* HTTP client: the one module that speaks libcurl. Many POSTs in flight from one thread
+ * through the multi interface, with connection reuse, timeouts and stall detection. */
+#ifndef FC_HTTP_H
+#define FC_HTTP_H
+
+#include <stddef.h>
+
+typedef struct fc_http fc_http;
+
+typedef struct fc_http_conf {
+    const char *bearer;         /* Authorization: Bearer <bearer>; secret, never logged */
+    const char *referer;        /* HTTP-Referer header, NULL = none */
+    const char *title;          /* X-Title header, NULL = none */
+    const char *user_agent;
+    long timeout_ms;            /* total per request */
+    long connect_timeout_ms;
+} fc_http_conf;
+
+typedef struct fc_pollfd {
+    int fd;
+    int readable;               /* set by fc_http_wait */
+} fc_pollfd;
+
+/* A finished request. body is borrowed until the next fc_http_next or fc_http_post. */
+typedef struct fc_http_done {
+    void *ud;
+    int status;                 /* HTTP status; 0 when no response came */
+    int err;                    /* 0, FC_ETIMEOUT or FC_ECONN (transport failure) */
+    const char *body;
+    size_t len;
+    long retry_after_s;         /* Retry-After in seconds, 0 if absent */
+    double elapsed_ms;
+    char error[200];            /* transport error text ("" if none) */
+} fc_http_done;
+
+/* fc_http_global_init/cleanup wrap libcurl's process-wide setup: call once from main. */
+void fc_http_global_init(void);
+void fc_http_global_cleanup(void);
+
+/* fc_http_new copies conf; NULL on failure. */
+fc_http *fc_http_new(const fc_http_conf *conf);
+void fc_http_free(fc_http *h);
+
+/* fc_http_post starts a POST of a JSON body (copied) to url; ud comes back in fc_http_done. */
+int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void *ud);
+
+/* fc_http_wait sleeps until a transfer progresses, one of fds is readable, or timeout_ms
+ * passes, then drives the transfers. Returns 0 or FC_EIO. */
+int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms);
+
+/* fc_http_next pops one finished request into *d; returns 1 if it did, 0 if none. */
+int fc_http_next(fc_http *h, fc_http_done *d);
+
+/* fc_http_running returns the number of requests in flight. */
+int fc_http_running(const fc_http *h);
+
+/* fc_http_cancel aborts the request in flight whose ud is ud, if any. */
+void fc_http_cancel(fc_http *h, void *ud);
+
+/* fc_http_cancel_all aborts every request in flight, calling cb(ud) for each. */
+void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,501 @@
+/* Fleet-wide rate limiter: GCRA buckets in Redis updated by one Lua script per call, a C
+ * mirror of the script's arithmetic for tests and the local fallback, and RATE_LIMITS parsing. */
+#include "fc_limiter.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fc_error.h"
+#include "fc_log.h"
+
+#define US_PER_SEC 1000000LL
+#define BACKOFF_MIN_US 100000LL  /* first reconnect attempt 100 ms after a failure */
+#define BACKOFF_MAX_US 5000000LL /* then doubling, capped at 5 s */
+#define DEFAULT_MAX_WAIT_MS 30000L
+#define KEY_MAX 256
+
+enum { LIM_CALLS, LIM_TOKENS, LIM_N };
+
+/* The script, one for the three operations (one SHA, one NOSCRIPT path). Integer microseconds
+ * throughout; the C mirror is fc_gcra_reserve / fc_gcra_adjust. KEYS[1] is the pause key.
+ *   'r' reserve: ARGV[2] max_wait_us, then (tau_us, inc_us) per limit key KEYS[2..]
+ *                -> {0, wait_us} reserved, {1, wait_us} refused (wait > max_wait)
+ *   'c' correct: KEYS[2] token key, ARGV[2] delta_us -> {0, tat - now}
+ *   'p' pause:   ARGV[2] ms -> {0, deadline - now}
+ * Values are written with %.0f (exact for integers below 2^53) and expire once idle:
+ * PX max(60 s, tat - now + 1 s). */
+static const char script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local function get(k) return tonumber(redis.call('GET', k) or '0') or 0 end\n"
+    "local function put(k, v)\n"
+    "  local ttl = math.max(60000, math.floor((v - now) / 1000) + 1000)\n"
+    "  redis.call('SET', k, string.format('%.0f', v), 'PX', string.format('%.0f', ttl))\n"
+    "end\n"
+    "local mode = ARGV[1]\n"
+    "if mode == 'p' then\n"
+    "  local p = now + tonumber(ARGV[2]) * 1000\n"
+    "  local old = get(KEYS[1])\n"
+    "  if p > old then put(KEYS[1], p) else p = old end\n"
+    "  return {0, p - now}\n"
+    "end\n"
+    "if mode == 'c' then\n"
+    "  local tat = math.max(math.max(get(KEYS[2]), now) + tonumber(ARGV[2]), now)\n"
+    "  put(KEYS[2], tat)\n"
+    "  return {0, tat - now}\n"
+    "end\n"
+    "local start = math.max(now, get(KEYS[1]))\n"
+    "local tat = {}\n"
+    "for i = 2, #KEYS do\n"
+    "  tat[i] = get(KEYS[i])\n"
+    "  start = math.max(start, tat[i] - tonumber(ARGV[2 * i - 1]))\n"
+    "end\n"
+    "local wait = start - now\n"
+    "if wait > tonumber(ARGV[2]) then return {1, wait} end\n"
+    "for i = 2, #KEYS do\n"
+    "  put(KEYS[i], math.max(tat[i], start) + tonumber(ARGV[2 * i]))\n"
+    "end\n"
+    "return {0, wait}\n";
+
+struct fc_limiter {
+    fc_redis *redis;              /* borrowed; NULL = always down */
+    char key_pause[KEY_MAX];
+    char key_limit[LIM_N][KEY_MAX]; /* calls, tokens */
+    char sha[41];                 /* SHA-1 of script, for EVALSHA */
+    fc_gcra fleet[LIM_N];         /* fleet-wide limits (interval 0 = unlimited) */
+    fc_gcra local[LIM_N];         /* this instance's share for FC_LIMITER_LOCAL */
+    int64_t local_tat[LIM_N];     /* local fallback state, monotonic us */
+    int64_t local_pause;          /* local pause deadline, monotonic us */
+    int fallback;
+    int64_t max_wait_us;
+    int down;                     /* Redis found unavailable; retry at next_try_us */
+    int64_t backoff_us;           /* current reconnect backoff */
+    int64_t next_try_us;          /* monotonic us */
+    fc_limiter_clock_fn clock;
+    void *clock_arg;
+    fc_limiter_stats stats;
+};
+
+/* ---- RATE_LIMITS parsing --------------------------------------------------------- */
+
+double fc_limit_default_burst(double per_sec) { return per_sec > 1.0 ? per_sec : 1.0; }
+
+static int api_name_ok(const char *s, size_t len) {
+    if (len == 0 || len >= FC_LIMITS_API_MAX) return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != '_' && c != '-' && c != '.') return 0;
+    }
+    return 1;
+}
+
+/* parse_number reads a plain non-negative decimal at s (no sign, inf, nan or hex); returns
+ * the end pointer or NULL. */
+static const char *parse_number(const char *s, double *v) {
+    if (!isdigit((unsigned char)*s) && *s != '.') return NULL;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) return NULL;
+    char *end;
+    errno = 0;
+    *v = strtod(s, &end);
+    if (end == s || errno || !isfinite(*v) || *v < 0 || *v > 1e12) return NULL;
+    return end;
+}
+
+/* unit_seconds maps "/s" etc. (exactly, up to the next ',' or end) to seconds; 0 if unknown. */
+static double unit_seconds(const char *u, size_t len) {
+    static const struct { const char *name; double secs; } units[] = {
+        {"/s", 1}, {"/sec", 1}, {"/min", 60}, {"/h", 3600}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (strlen(units[i].name) == len && memcmp(units[i].name, u, len) == 0) return units[i].secs;
+    return 0;
+}
+
+/* parse_limit parses "RATE/UNIT[,burst=N]" in part (NUL-terminated); what names it in errors. */
+static int parse_limit(const char *part, fc_limit *out, const char *what, char *err, size_t errlen) {
+    double rate, burst = 0;
+    const char *p = parse_number(part, &rate);
+    if (!p) {
+        snprintf(err, errlen, "%s '%s': rate must be a non-negative number", what, part);
+        return FC_EPARSE;
+    }
+    size_t ulen = strcspn(p, ",");
+    double secs = unit_seconds(p, ulen);
+    if (secs == 0) {
+        snprintf(err, errlen, "%s '%s': unknown unit '%.*s' (use /s, /sec, /min or /h)", what, part, (int)ulen, p);
+        return FC_EPARSE;
+    }
+    p += ulen;
+    if (*p) {
+        const char *q = strncmp(p, ",burst=", 7) == 0 ? parse_number(p + 7, &burst) : NULL;
+        if (!q || *q) {
+            snprintf(err, errlen, "%s '%s': expected ',burst=N' after the rate, got '%s'", what, part, p);
+            return FC_EPARSE;
+        }
+        if (burst < 1) {
+            snprintf(err, errlen, "%s '%s': burst must be >= 1", what, part);
+            return FC_ERANGE;
+        }
+    }
+    out->per_sec = rate / secs;
+    out->burst = burst > 0 ? burst : fc_limit_default_burst(out->per_sec);
+    return FC_OK;
+}
+
+/* parse_entry parses "api=LIMIT[;tokens=LIMIT]" (NUL-terminated, writable) into e. */
+static int parse_entry(char *entry, fc_api_limits *e, char *err, size_t errlen) {
+    char *eq = strchr(entry, '=');
+    if (!eq || !api_name_ok(entry, (size_t)(eq - entry))) {
+        snprintf(err, errlen, "'%s': expected api=RATE/UNIT with api made of [A-Za-z0-9_.-] (max %d chars)",
+                 entry, FC_LIMITS_API_MAX - 1);
+        return FC_EPARSE;
+    }
+    memset(e, 0, sizeof(*e));
+    memcpy(e->api, entry, (size_t)(eq - entry));
+    e->tokens.burst = 1;
+    char *semi = strchr(eq + 1, ';');
+    if (semi) *semi = '\0';
+    int rc = parse_limit(eq + 1, &e->calls, e->api, err, errlen);
+    if (rc != FC_OK || !semi) return rc;
+    if (strncmp(semi + 1, "tokens=", 7) != 0) {
+        snprintf(err, errlen, "%s: '%s': expected ';tokens=RATE/UNIT'", e->api, semi + 1);
+        return FC_EPARSE;
+    }
+    char what[FC_LIMITS_API_MAX + 8];
+    snprintf(what, sizeof(what), "%s tokens", e->api);
+    return parse_limit(semi + 8, &e->tokens, what, err, errlen);
+}
+
+int fc_limits_parse(const char *spec, fc_api_limits *out, size_t max, size_t *n, char *err, size_t errlen) {
+    *n = 0;
+    for (const char *p = spec ? spec : ""; *p;) {
+        p += strspn(p, " \t\n");
+        size_t len = strcspn(p, " \t\n");
+        if (len == 0) break;
+        char entry[256];
+        if (len >= sizeof(entry) || *n >= max) {
+            snprintf(err, errlen, "'%.*s': %s", (int)(len > 60 ? 60 : len), p,
+                     *n >= max ? "too many APIs" : "entry too long");
+            return FC_ETOOBIG;
+        }
+        memcpy(entry, p, len);
+        entry[len] = '\0';
+        int rc = parse_entry(entry, &out[*n], err, errlen);
+        if (rc != FC_OK) return rc;
+        if (fc_limits_find(out, *n, out[*n].api)) {
+            snprintf(err, errlen, "'%s': API listed twice", out[*n].api);
+            return FC_EPARSE;
+        }
+        (*n)++;
+        p += len;
+    }
+    return FC_OK;
+}
+
+const fc_api_limits *fc_limits_find(const fc_api_limits *v, size_t n, const char *api) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].api, api) == 0) return &v[i];
+    return NULL;
+}
+
+/* ---- GCRA core ------------------------------------------------------------------- */
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+void fc_gcra_init(fc_gcra *g, fc_limit lim, int divisor) {
+    memset(g, 0, sizeof(*g));
+    if (divisor < 1) divisor = 1;
+    if (!(lim.per_sec > 0)) return;
+    double burst = lim.burst / divisor;
+    if (burst < 1) burst = 1;
+    g->interval_us = (double)US_PER_SEC * divisor / lim.per_sec;
+    g->tau_us = llround((burst - 1) * g->interval_us);
+}
+
+int64_t fc_gcra_cost_us(const fc_gcra *g, double cost) { return llround(cost * g->interval_us); }
+
+int fc_gcra_reserve(int64_t tat[], const fc_gcra lim[], size_t n, int64_t now_us, int64_t pause_us,
+                    const double costs[], int64_t max_wait_us, int64_t *wait_us) {
+    int64_t start = max64(now_us, pause_us);
+    for (size_t i = 0; i < n; i++)
+        if (lim[i].interval_us > 0) start = max64(start, tat[i] - lim[i].tau_us);
+    *wait_us = start - now_us;
+    if (*wait_us > max_wait_us) return FC_EBUSY;
+    for (size_t i = 0; i < n; i++)
+        if (lim[i].interval_us > 0) tat[i] = max64(tat[i], start) + fc_gcra_cost_us(&lim[i], costs[i]);
+    return FC_OK;
+}
+
+void fc_gcra_adjust(int64_t *tat, int64_t now_us, int64_t delta_us) {
+    *tat = max64(max64(*tat, now_us) + delta_us, now_us);
+}
+
+/* ---- SHA-1 (FIPS 180-4), only to name the script for EVALSHA --------------------- */
+
+static uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *p) {
+    uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999;
+        else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1;
+        else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
+        else f = b ^ c ^ d, k = 0xCA62C1D6;
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d, d = c, c = rol32(b, 30), b = a, a = t;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+void fc_limiter_sha1_hex(const void *data, size_t len, char hex[41]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    const unsigned char *p = data;
+    size_t full = len / 64 * 64;
+    for (size_t off = 0; off < full; off += 64) sha1_block(h, p + off);
+    unsigned char tail[128] = {0};
+    size_t rest = len - full, tlen = rest < 56 ? 64 : 128;
+    if (rest) memcpy(tail, p + full, rest);
+    tail[rest] = 0x80;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) tail[tlen - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t off = 0; off < tlen; off += 64) sha1_block(h, tail + off);
+    for (int i = 0; i < 5; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
+}
+
+/* ---- The limiter ----------------------------------------------------------------- */
+
+static int64_t mono_us(void *arg) {
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * US_PER_SEC + ts.tv_nsec / 1000;
+}
+
+static int64_t now_us(const fc_limiter *l) { return l->clock(l->clock_arg); }
+
+void fc_limiter_set_clock(fc_limiter *l, fc_limiter_clock_fn fn, void *arg) {
+    l->clock = fn ? fn : mono_us;
+    l->clock_arg = fn ? arg : NULL;
+}
+
+static int conf_ok(const fc_limiter_conf *c) {
+    if (!c || !c->prefix || !c->api || !api_name_ok(c->api, strlen(c->api))) return 0;
+    if (strlen(c->prefix) > KEY_MAX / 2) return 0;
+    if (c->calls.per_sec < 0 || c->tokens.per_sec < 0 || c->max_wait_ms < 0 || c->fleet_size < 0) return 0;
+    return c->fallback == FC_LIMITER_PAUSE || c->fallback == FC_LIMITER_LOCAL;
+}
+
+fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c) {
+    if (!conf_ok(c)) {
+        fc_error("rate limiter: invalid configuration (prefix, api [A-Za-z0-9_.-], rates >= 0, fallback)");
+        return NULL;
+    }
+    fc_limiter *l = calloc(1, sizeof(*l));
+    if (!l) return NULL;
+    l->redis = r;
+    snprintf(l->key_pause, KEY_MAX, "%s:rl:{%s}:pause", c->prefix, c->api);
+    snprintf(l->key_limit[LIM_CALLS], KEY_MAX, "%s:rl:{%s}:calls", c->prefix, c->api);
+    snprintf(l->key_limit[LIM_TOKENS], KEY_MAX, "%s:rl:{%s}:tokens", c->prefix, c->api);
+    fc_limiter_sha1_hex(script, strlen(script), l->sha);
+    int fleet = c->fleet_size > 0 ? c->fleet_size : 1;
+    fc_gcra_init(&l->fleet[LIM_CALLS], c->calls, 1);
+    fc_gcra_init(&l->fleet[LIM_TOKENS], c->tokens, 1);
+    fc_gcra_init(&l->local[LIM_CALLS], c->calls, fleet);
+    fc_gcra_init(&l->local[LIM_TOKENS], c->tokens, fleet);
+    l->fallback = c->fallback;
+    l->max_wait_us = (int64_t)(c->max_wait_ms > 0 ? c->max_wait_ms : DEFAULT_MAX_WAIT_MS) * 1000;
+    fc_limiter_set_clock(l, NULL, NULL);
+    return l;
+}
+
+void fc_limiter_free(fc_limiter *l) { free(l); }
+
+void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out) { *out = l->stats; }
+
+/* transient reports whether a Redis error reply means "unavailable for now" (treated like
+ * a lost connection: back off and fall back) rather than a bug. */
+static int transient(const fc_limiter *l, int rc) {
+    if (rc == FC_ECONN) return 1;
+    if (rc != FC_EREDIS) return 0;
+    static const char *const prefixes[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY"};
+    const char *e = fc_redis_errstr(l->redis);
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(e, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+    return 0;
+}
+
+static void mark_down(fc_limiter *l, int64_t now) {
+    if (!l->down) fc_warn("rate limiter %s: redis unavailable (%s), %s", l->key_pause,
+                          l->redis ? fc_redis_errstr(l->redis) : "no client",
+                          l->fallback == FC_LIMITER_LOCAL ? "applying the local share" : "pausing");
+    l->backoff_us = l->down ? l->backoff_us * 2 : BACKOFF_MIN_US;
+    if (l->backoff_us > BACKOFF_MAX_US) l->backoff_us = BACKOFF_MAX_US;
+    l->next_try_us = now + l->backoff_us;
+    l->down = 1;
+    l->stats.redis_failures++;
+}
+
+/* eval sends the script (EVALSHA, EVAL on NOSCRIPT) and parses the {flag, value} answer.
+ * argv[0..1] are filled here; argv[2..argc) hold numkeys, keys and args. */
+static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, long long *value) {
+    fc_reply rep;
+    argv[0] = "EVALSHA";
+    argv[1] = l->sha;
+    l->stats.redis_calls++;
+    int rc = fc_redis_command(l->redis, &rep, argc, argv, NULL);
+    if (rc == FC_ENOSCRIPT) {
+        fc_reply_free(&rep);
+        argv[0] = "EVAL";
+        argv[1] = script;
+        l->stats.redis_calls++;
+        l->stats.eval_fallbacks++;
+        rc = fc_redis_command(l->redis, &rep, argc, argv, NULL);
+    }
+    if (rc == FC_OK && (rep.type != FC_REPLY_ARRAY || rep.nelem != 2 || rep.elem[0].type != FC_REPLY_INT ||
+                        rep.elem[1].type != FC_REPLY_INT))
+        rc = FC_EREDIS;
+    if (rc == FC_OK) *flag = rep.elem[0].integer, *value = rep.elem[1].integer;
+    fc_reply_free(&rep);
+    return rc;
+}
+
+/* redis_eval is eval behind the availability gate: while Redis is marked down it returns
+ * FC_ECONN without I/O until the backoff expires; then one attempt. */
+static int redis_eval(fc_limiter *l, int argc, const char **argv, long long *flag, long long *value) {
+    int64_t now = now_us(l);
+    if (l->down && now < l->next_try_us) return FC_ECONN;
+    if (!l->redis) {
+        mark_down(l, now);
+        return FC_ECONN;
+    }
+    if (l->down) l->stats.reconnect_tries++;
+    int rc = eval(l, argc, argv, flag, value);
+    if (transient(l, rc)) {
+        mark_down(l, now);
+        return FC_ECONN;
+    }
+    if (rc == FC_OK && l->down) {
+        fc_info("rate limiter %s: redis answers again", l->key_pause);
+        l->down = 0;
+    }
+    return rc;
+}
+
+static int unlimited(const fc_limiter *l) {
+    return l->fleet[LIM_CALLS].interval_us <= 0 && l->fleet[LIM_TOKENS].interval_us <= 0;
+}
+
+/* wait_until_retry returns the microseconds until the next reconnect attempt (>= 0). */
+static int64_t wait_until_retry(const fc_limiter *l) {
+    int64_t w = l->next_try_us - now_us(l);
+    return w > 0 ? w : 0;
+}
+
+static int acquire_local(fc_limiter *l, const double costs[], int64_t *wait_us) {
+    int rc = fc_gcra_reserve(l->local_tat, l->local, LIM_N, now_us(l), l->local_pause, costs, l->max_wait_us,
+                             wait_us);
+    if (rc == FC_OK) l->stats.local_grants++;
+    return rc;
+}
+
+static int acquire_redis(fc_limiter *l, const double costs[], int64_t *wait_us) {
+    const char *argv[3 + 1 + LIM_N + 2 + 2 * LIM_N];
+    char nbuf[3 + 2 * LIM_N][24];
+    int nkeys = 1, argc = 3;
+    argv[argc++] = l->key_pause;
+    for (int i = 0; i < LIM_N; i++)
+        if (l->fleet[i].interval_us > 0) argv[argc++] = l->key_limit[i], nkeys++;
+    snprintf(nbuf[0], sizeof(nbuf[0]), "%d", nkeys);
+    argv[2] = nbuf[0];
+    argv[argc++] = "r";
+    snprintf(nbuf[1], sizeof(nbuf[1]), "%lld", (long long)l->max_wait_us);
+    argv[argc++] = nbuf[1];
+    for (int i = 0, b = 2; i < LIM_N; i++) {
+        if (l->fleet[i].interval_us <= 0) continue;
+        snprintf(nbuf[b], sizeof(nbuf[b]), "%lld", (long long)l->fleet[i].tau_us);
+        argv[argc++] = nbuf[b++];
+        snprintf(nbuf[b], sizeof(nbuf[b]), "%lld", (long long)fc_gcra_cost_us(&l->fleet[i], costs[i]));
+        argv[argc++] = nbuf[b++];
+    }
+    long long flag = 0, value = 0;
+    int rc = redis_eval(l, argc, argv, &flag, &value);
+    if (rc != FC_OK) return rc;
+    *wait_us = value;
+    return flag ? FC_EBUSY : FC_OK;
+}
+
+int fc_limiter_acquire_us(fc_limiter *l, long cost_tokens, int64_t *wait_us) {
+    *wait_us = 0;
+    if (cost_tokens < 0) return FC_EINVAL;
+    if (unlimited(l)) return FC_OK;
+    const double costs[LIM_N] = {1, (double)cost_tokens};
+    int rc = acquire_redis(l, costs, wait_us);
+    if (rc != FC_ECONN) return rc;
+    if (l->fallback == FC_LIMITER_LOCAL) return acquire_local(l, costs, wait_us);
+    *wait_us = wait_until_retry(l);
+    return FC_ECONN;
+}
+
+int fc_limiter_acquire(fc_limiter *l, long cost_tokens, long *wait_ms) {
+    int64_t us;
+    int rc = fc_limiter_acquire_us(l, cost_tokens, &us);
+    *wait_ms = (long)((us + 999) / 1000);
+    return rc;
+}
+
+static void sleep_us(int64_t us) {
+    if (us <= 0) return;
+    struct timespec ts = {(time_t)(us / US_PER_SEC), (long)(us % US_PER_SEC) * 1000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+int fc_limiter_acquire_blocking(fc_limiter *l, long cost_tokens, long timeout_ms) {
+    int64_t deadline = mono_us(NULL) + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        int64_t wait;
+        int rc = fc_limiter_acquire_us(l, cost_tokens, &wait);
+        if (rc == FC_OK) {
+            sleep_us(wait);
+            return FC_OK;
+        }
+        if (rc != FC_EBUSY && rc != FC_ECONN) return rc;
+        if (rc == FC_ECONN && wait < 1000) wait = 1000;
+        if (timeout_ms >= 0 && mono_us(NULL) + wait > deadline) return FC_ETIMEOUT;
+        sleep_us(wait);
+    }
+}
+
+int fc_limiter_correct(fc_limiter *l, long delta_tokens) {
+    const fc_gcra *g = &l->fleet[LIM_TOKENS];
+    if (g->interval_us <= 0 || delta_tokens == 0) return FC_OK;
+    char delta[24];
+    snprintf(delta, sizeof(delta), "%lld", (long long)fc_gcra_cost_us(g, (double)delta_tokens));
+    const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_TOKENS], "c", delta};
+    long long flag, value;
+    int rc = redis_eval(l, 7, argv, &flag, &value);
+    if (rc == FC_ECONN && l->fallback == FC_LIMITER_LOCAL) {
+        const fc_gcra *lg = &l->local[LIM_TOKENS];
+        fc_gcra_adjust(&l->local_tat[LIM_TOKENS], now_us(l), fc_gcra_cost_us(lg, (double)delta_tokens));
+        return FC_OK;
+    }
+    return rc;
+}
+
+int fc_limiter_pause(fc_limiter *l, long ms) {
+    if (ms <= 0) return FC_OK;
+    l->local_pause = max64(l->local_pause, now_us(l) + (int64_t)ms * 1000);
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%ld", ms);
+    const char *argv[] = {NULL, NULL, "1", l->key_pause, "p", buf};
+    long long flag, value;
+    return redis_eval(l, 6, argv, &flag, &value);
+}

@@ -1,0 +1,163 @@
+/* Fleet-wide rate limiter: a GCRA token bucket per API kept in Redis and applied by one
+ * Lua script in one round trip per acquire, with a pure C core that mirrors the script.
+ *
+ * Semantics (GCRA, reservation): for each limit the emission interval is T = 1/rate and
+ * the tolerance tau = (burst - 1) * T; the state is "tat", the theoretical arrival time
+ * in microseconds. An acquire computes start = max(now, pause, max_i(tat_i - tau_i)),
+ * reserves the slot (tat_i = max(tat_i, start) + T_i * cost_i) and returns
+ * wait = start - now: the caller sleeps once, then calls. No polling, no herd: N callers
+ * at the same instant get waits 0, T, 2T, ... (after the burst). Time is Redis's TIME,
+ * read once at the top of the script, never a worker's clock.
+ *
+ * Not thread-safe: use one limiter (and one fc_redis) per thread. */
+#ifndef FC_LIMITER_H
+#define FC_LIMITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fc_redis.h"
+
+/* One limit. per_sec == 0 means unlimited. burst is the bucket capacity in units of cost
+ * (calls, or tokens), at least 1.
+ *
+ * Default burst (when a spec omits burst=N): max(1, per_sec), see fc_limit_default_burst. */
+typedef struct fc_limit {
+    double per_sec; /* sustained rate, units per second; 0 = unlimited */
+    double burst;   /* capacity, units; >= 1 */
+} fc_limit;
+
+/* fc_limit_default_burst returns max(1, per_sec): a fleet that was idle may start one
+ * second's worth of calls at once, and any 1-second window then holds at most
+ * burst + rate*1s = 2x the per-second rate. A larger burst would let an idle fleet hit the
+ * provider harder than its per-second quota; a burst of 1 would serialise even a
+ * handful of calls by T and make cold starts needlessly slow. Unlimited (0) gives 1. */
+double fc_limit_default_burst(double per_sec);
+
+/* ---- Configuration parsing: RATE_LIMITS ------------------------------------------- */
+
+#define FC_LIMITS_API_MAX 64
+
+/* The limits of one API as parsed from a RATE_LIMITS entry. */
+typedef struct fc_api_limits {
+    char api[FC_LIMITS_API_MAX]; /* [A-Za-z0-9_.-]+ */
+    fc_limit calls;              /* calls per second; 0 = unlimited */
+    fc_limit tokens;             /* tokens per second; 0 = unlimited (when absent) */
+} fc_api_limits;
+
+/* fc_limits_parse parses spec, e.g.
+ *   "openrouter=600/min,burst=20;tokens=200000/min local=5/s"
+ * Grammar: entries separated by spaces, each api=RATE/UNIT[,burst=N][;tokens=RATE/UNIT[,burst=N]],
+ * units /s, /sec, /min, /h; RATE is a non-negative decimal (0 = unlimited), N a number >= 1.
+ * Fills out[0..*n) (at most max entries; caller-owned array). Returns 0, or FC_EPARSE /
+ * FC_ERANGE / FC_ETOOBIG with a message naming the offending part in err. */
+int fc_limits_parse(const char *spec, fc_api_limits *out, size_t max, size_t *n, char *err, size_t errlen);
+
+/* fc_limits_find returns the entry for api in v[0..n), or NULL (borrowed pointer). */
+const fc_api_limits *fc_limits_find(const fc_api_limits *v, size_t n, const char *api);
+
+/* ---- Pure GCRA core (mirrors the Lua script exactly; integer microseconds) ----------- */
+
+/* A limit prepared for the arithmetic. interval_us == 0 marks an unlimited limit, skipped. */
+typedef struct fc_gcra {
+    double interval_us; /* T = 1e6 / per_sec */
+    int64_t tau_us;     /* (burst - 1) * T, rounded */
+} fc_gcra;
+
+/* fc_gcra_init prepares lim scaled to share = 1/divisor of the rate and burst (divisor 1 for
+ * the fleet-wide limit, fleet_size for the local fallback; burst stays >= 1). */
+void fc_gcra_init(fc_gcra *g, fc_limit lim, int divisor);
+
+/* fc_gcra_cost_us returns the tat increment of cost units: round(cost * T) (may be < 0). */
+int64_t fc_gcra_cost_us(const fc_gcra *g, double cost);
+
+/* fc_gcra_reserve applies one acquire to n limits at once. tat[i] is limit i's state (us;
+ * 0 = fresh), costs[i] its cost; pause_us the pause deadline (0 = none). Sets *wait_us
+ * = start - now. Returns 0 when reserved (tat updated) or FC_EBUSY when the wait would
+ * exceed max_wait_us (tat untouched). */
+int fc_gcra_reserve(int64_t tat[], const fc_gcra lim[], size_t n, int64_t now_us, int64_t pause_us,
+                    const double costs[], int64_t max_wait_us, int64_t *wait_us);
+
+/* fc_gcra_adjust corrects a charge after the fact: tat = max(max(tat, now) + delta_us, now).
+ * A negative delta refunds, but never below now (no credit beyond the bucket capacity). */
+void fc_gcra_adjust(int64_t *tat, int64_t now_us, int64_t delta_us);
+
+/* ---- The limiter ----------------------------------------------------------------- */
+
+enum fc_limiter_fallback {
+    FC_LIMITER_PAUSE = 0, /* Redis down: acquire fails with FC_ECONN, caller retries later */
+    FC_LIMITER_LOCAL = 1  /* Redis down: each process applies rate / fleet_size locally */
+};
+
+typedef struct fc_limiter_conf {
+    const char *prefix;   /* key prefix, e.g. "flashcard" */
+    const char *api;      /* API name, [A-Za-z0-9_.-]+; in a hash tag: one Cluster slot per API */
+    fc_limit calls;       /* calls per second (cost 1 per acquire) */
+    fc_limit tokens;      /* tokens per second (cost given to acquire) */
+    int fallback;         /* enum fc_limiter_fallback */
+    int fleet_size;       /* limiter instances in the fleet, for FC_LIMITER_LOCAL; 0 -> 1 */
+    long max_wait_ms;     /* longest wait acquire reserves; 0 -> 30000 */
+} fc_limiter_conf;
+
+typedef struct fc_limiter fc_limiter;
+
+/* Counters for logs, tests and benchmarks. */
+typedef struct fc_limiter_stats {
+    long redis_calls;     /* scripts sent (EVALSHA, plus EVAL re-sends) */
+    long eval_fallbacks;  /* NOSCRIPT answers re-sent with EVAL */
+    long redis_failures;  /* calls that found Redis down or unavailable */
+    long reconnect_tries; /* calls attempted while marked down */
+    long local_grants;    /* acquires served by the local fallback */
+} fc_limiter_stats;
+
+/* fc_limiter_new creates a limiter for one API. r is borrowed (not owned; may be NULL:
+ * Redis is then always "down" and the fallback applies). Keys:
+ * "<prefix>:rl:{<api>}:calls", ":tokens", ":pause". Returns NULL on an invalid conf
+ * (logged) or out of memory. Free with fc_limiter_free. */
+fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c);
+
+/* fc_limiter_acquire reserves one call costing cost_tokens tokens (prompt bytes/4 +
+ * max_tokens, estimated by the caller). Returns:
+ *   0          reserved: sleep *wait_ms, then call;
+ *   FC_EBUSY   the wait would exceed max_wait_ms: nothing reserved, retry after *wait_ms;
+ *   FC_ECONN   Redis down in FC_LIMITER_PAUSE mode: nothing reserved, retry after *wait_ms
+ *              (the next reconnect attempt: at most one per backoff, 100 ms doubling to 5 s);
+ *   FC_EREDIS  Redis answered an unexpected error (fc_redis_errstr says why).
+ * *wait_ms is rounded up. With both limits unlimited it returns 0 with no Redis call. */
+int fc_limiter_acquire(fc_limiter *l, long cost_tokens, long *wait_ms);
+
+/* fc_limiter_acquire_us is fc_limiter_acquire with the wait in microseconds. */
+int fc_limiter_acquire_us(fc_limiter *l, long cost_tokens, int64_t *wait_us);
+
+/* fc_limiter_acquire_blocking is the convenience of the seed's DistributedRateLimiter.acquire():
+ * it acquires, sleeping the returned waits (also across FC_EBUSY and FC_ECONN retries) until
+ * a slot is reserved and reached. timeout_ms < 0 waits forever. Returns 0, FC_ETIMEOUT
+ * (nothing reserved) or FC_EREDIS/FC_EINVAL. */
+int fc_limiter_acquire_blocking(fc_limiter *l, long cost_tokens, long timeout_ms);
+
+/* fc_limiter_correct charges delta_tokens more (or refunds when negative) to the token
+ * bucket once the real usage is known; one round trip. Returns 0, FC_ECONN (Redis down in
+ * pause mode: the correction is dropped) or FC_EREDIS. */
+int fc_limiter_correct(fc_limiter *l, long delta_tokens);
+
+/* fc_limiter_pause pauses the whole fleet for ms milliseconds from now (Redis time) after
+ * an HTTP 429; an existing later deadline is kept. Every acquire then starts no earlier than
+ * the deadline and resumes at the limit (the burst after a pause is within the capacity).
+ * Also pauses the local fallback. Returns 0, FC_ECONN (only the local pause applied) or FC_EREDIS. */
+int fc_limiter_pause(fc_limiter *l, long ms);
+
+/* fc_limiter_stats_get copies the counters. */
+void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out);
+
+void fc_limiter_free(fc_limiter *l);
+
+/* Test seam: the monotonic clock (us) used by the local fallback and reconnect backoff.
+ * fn NULL restores CLOCK_MONOTONIC. */
+typedef int64_t (*fc_limiter_clock_fn)(void *arg);
+void fc_limiter_set_clock(fc_limiter *l, fc_limiter_clock_fn fn, void *arg);
+
+/* fc_limiter_sha1_hex writes the SHA-1 of data as 40 hex digits + NUL into hex (used for
+ * EVALSHA; exposed for tests). */
+void fc_limiter_sha1_hex(const void *data, size_t len, char hex[41]);
+
+#endif

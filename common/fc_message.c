@@ -1,0 +1,239 @@
+/* Message schema v1: encoding by appending to buffers, decoding with a strict json-c tokener. */
+#include "fc_message.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_error.h"
+
+int fc_job_id_valid(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n > FC_JOB_ID_MAX) return 0;
+    for (; *id; id++)
+        if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z') || (*id >= '0' && *id <= '9') ||
+              *id == '-' || *id == '_' || *id == '.'))
+            return 0;
+    return 1;
+}
+
+int fc_json_str(fc_buf *out, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    if (fc_buf_reserve(out, strlen(s) + 2) != FC_OK) return FC_ENOMEM;
+    int rc = fc_buf_append(out, "\"", 1);
+    const char *run = s;
+    for (; *s && rc == FC_OK; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        rc = fc_buf_append(out, run, (size_t)(s - run));
+        run = s + 1;
+        char esc[7] = {'\\', (char)c, 0};
+        size_t n = 2;
+        if (c == '\n') esc[1] = 'n';
+        else if (c == '\t') esc[1] = 't';
+        else if (c == '\r') esc[1] = 'r';
+        else if (c < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        if (rc == FC_OK) rc = fc_buf_append(out, esc, n);
+    }
+    if (rc == FC_OK) rc = fc_buf_append(out, run, (size_t)(s - run));
+    if (rc == FC_OK) rc = fc_buf_append(out, "\"", 1);
+    return rc;
+}
+
+int fc_message_item(fc_buf *out, const fc_item *it, const char *last_error) {
+    int rc = fc_buf_printf(out, "{\"position\":%lld,\"term\":", it->position);
+    if (rc == FC_OK) rc = fc_json_str(out, it->term);
+    if (rc == FC_OK) rc = fc_buf_puts(out, ",\"type\":");
+    if (rc == FC_OK) rc = fc_json_str(out, it->type ? it->type : "");
+    if (rc == FC_OK && it->nextra) {
+        rc = fc_buf_puts(out, ",\"extra\":{");
+        for (size_t i = 0; rc == FC_OK && i < it->nextra; i++) {
+            if (i) rc = fc_buf_puts(out, ",");
+            if (rc == FC_OK) rc = fc_json_str(out, it->extra[i].name);
+            if (rc == FC_OK) rc = fc_buf_puts(out, ":");
+            if (rc == FC_OK) rc = fc_json_str(out, it->extra[i].value);
+        }
+        if (rc == FC_OK) rc = fc_buf_puts(out, "}");
+    }
+    if (rc == FC_OK && last_error) {
+        rc = fc_buf_puts(out, ",\"last_error\":");
+        if (rc == FC_OK) rc = fc_json_str(out, last_error);
+    }
+    if (rc == FC_OK) rc = fc_buf_puts(out, "}");
+    return rc;
+}
+
+int fc_message_batch_open(fc_buf *out, const fc_batch_hdr *h) {
+    int rc = fc_buf_printf(out, "{\"schema\":%d,\"job_id\":", FC_SCHEMA_VERSION);
+    if (rc == FC_OK) rc = fc_json_str(out, h->job_id);
+    if (rc == FC_OK) rc = fc_buf_printf(out, ",\"batch\":%ld,\"attempt\":%d", h->batch, h->attempt);
+    if (rc == FC_OK && h->not_before_ms) rc = fc_buf_printf(out, ",\"not_before\":%lld", h->not_before_ms);
+    if (rc == FC_OK) rc = fc_buf_puts(out, ",\"items\":[");
+    return rc;
+}
+
+int fc_message_batch_close(fc_buf *out) { return fc_buf_puts(out, "]}"); }
+
+void fc_message_batch_id(char *out, size_t outlen, const fc_batch_hdr *h, const char *suffix) {
+    if (h->attempt <= 1 && !suffix)
+        snprintf(out, outlen, "%s-%ld", h->job_id, h->batch);
+    else
+        snprintf(out, outlen, "%s-%ld-a%d-%s", h->job_id, h->batch, h->attempt, suffix ? suffix : "0");
+}
+
+/* get_int64 fetches a required integer field within [min, max]. */
+static int get_int64(json_object *o, const char *key, long long min, long long max, long long *out, char *why,
+                     size_t whylen, const char *where) {
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v)) {
+        snprintf(why, whylen, "%smissing field '%s'", where, key);
+        return FC_EPARSE;
+    }
+    if (!json_object_is_type(v, json_type_int)) {
+        snprintf(why, whylen, "%sfield '%s' is not an integer", where, key);
+        return FC_EPARSE;
+    }
+    long long x = json_object_get_int64(v);
+    if (x < min || x > max) {
+        snprintf(why, whylen, "%sfield '%s' = %lld is out of range %lld..%lld", where, key, x, min, max);
+        return FC_EPARSE;
+    }
+    *out = x;
+    return FC_OK;
+}
+
+static const char *get_str(json_object *o, const char *key) {
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string)) return NULL;
+    return json_object_get_string(v);
+}
+
+static char *value_text(json_object *v) {
+    if (json_object_is_type(v, json_type_string)) return strdup(json_object_get_string(v));
+    if (json_object_is_type(v, json_type_null)) return strdup("");
+    return strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static int decode_item(json_object *o, fc_item *it, char **last_error, size_t idx, char *why, size_t whylen) {
+    char where[48];
+    snprintf(where, sizeof(where), "items[%zu]: ", idx);
+    if (!json_object_is_type(o, json_type_object)) {
+        snprintf(why, whylen, "%snot an object", where);
+        return FC_EPARSE;
+    }
+    if (get_int64(o, "position", 1, 1000000000000LL, &it->position, why, whylen, where) != FC_OK) return FC_EPARSE;
+    const char *term = get_str(o, "term"), *type = get_str(o, "type"), *err = get_str(o, "last_error");
+    if (!term || !*term) {
+        snprintf(why, whylen, "%smissing or empty 'term'", where);
+        return FC_EPARSE;
+    }
+    it->term = strdup(term);
+    it->type = strdup(type ? type : "");
+    if (err) *last_error = strdup(err);
+    json_object *extra;
+    if (json_object_object_get_ex(o, "extra", &extra) && json_object_is_type(extra, json_type_object)) {
+        json_object_object_foreach(extra, k, v) {
+            char *text = value_text(v);
+            int rc = text ? fc_item_add_extra(it, k, text) : FC_ENOMEM;
+            free(text);
+            if (rc != FC_OK) return rc;
+        }
+    }
+    return it->term && it->type ? FC_OK : FC_ENOMEM;
+}
+
+static int decode_header(json_object *root, fc_batch_hdr *h, char *why, size_t whylen) {
+    long long v;
+    if (get_int64(root, "schema", 0, 1000, &v, why, whylen, "") != FC_OK) return FC_EPARSE;
+    if (v != FC_SCHEMA_VERSION) {
+        snprintf(why, whylen, "unsupported schema version %lld (this worker reads %d)", v, FC_SCHEMA_VERSION);
+        return FC_EPARSE;
+    }
+    const char *job = get_str(root, "job_id");
+    if (!job || !fc_job_id_valid(job)) {
+        snprintf(why, whylen, "missing or invalid 'job_id' (1..64 of A-Z a-z 0-9 - _ .)");
+        return FC_EPARSE;
+    }
+    snprintf(h->job_id, sizeof(h->job_id), "%s", job);
+    if (get_int64(root, "batch", 0, 1LL << 40, &v, why, whylen, "") != FC_OK) return FC_EPARSE;
+    h->batch = (long)v;
+    if (get_int64(root, "attempt", 1, 1000, &v, why, whylen, "") != FC_OK) return FC_EPARSE;
+    h->attempt = (int)v;
+    json_object *nb;
+    h->not_before_ms = json_object_object_get_ex(root, "not_before", &nb) ? json_object_get_int64(nb) : 0;
+    return FC_OK;
+}
+
+static int decode_items(json_object *root, fc_batch_msg *m, char *why, size_t whylen) {
+    json_object *items;
+    if (!json_object_object_get_ex(root, "items", &items) || !json_object_is_type(items, json_type_array)) {
+        snprintf(why, whylen, "missing 'items' array");
+        return FC_EPARSE;
+    }
+    size_t n = json_object_array_length(items);
+    if (n == 0 || n > FC_BATCH_ITEMS_MAX) {
+        snprintf(why, whylen, "'items' holds %zu items (expected 1..%d)", n, FC_BATCH_ITEMS_MAX);
+        return FC_EPARSE;
+    }
+    m->items = calloc(n, sizeof(*m->items));
+    m->last_error = calloc(n, sizeof(*m->last_error));
+    if (!m->items || !m->last_error) return FC_ENOMEM;
+    m->nitems = n;
+    for (size_t i = 0; i < n; i++) {
+        int rc = decode_item(json_object_array_get_idx(items, i), &m->items[i], &m->last_error[i], i, why, whylen);
+        if (rc != FC_OK) return rc;
+    }
+    return FC_OK;
+}
+
+int fc_message_decode_batch(const char *body, size_t len, fc_batch_msg *out, char *why, size_t whylen) {
+    memset(out, 0, sizeof(*out));
+    if (len > FC_MESSAGE_MAX_BYTES) {
+        snprintf(why, whylen, "message of %zu bytes exceeds %ld", len, FC_MESSAGE_MAX_BYTES);
+        return FC_ETOOBIG;
+    }
+    json_tokener *tok = json_tokener_new_ex(32);
+    if (!tok) return FC_ENOMEM;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    /* The tokener needs to see the end of input: parse a NUL-terminated copy including the NUL. */
+    char *copy = malloc(len + 1);
+    json_object *root = NULL;
+    if (copy) {
+        memcpy(copy, body, len);
+        copy[len] = '\0';
+        root = json_tokener_parse_ex(tok, copy, (int)len + 1);
+    }
+    int rc = FC_OK;
+    if (!root || json_tokener_get_error(tok) != json_tokener_success) {
+        snprintf(why, whylen, "not JSON: %s", json_tokener_error_desc(json_tokener_get_error(tok)));
+        rc = FC_EPARSE;
+    } else if (!json_object_is_type(root, json_type_object)) {
+        snprintf(why, whylen, "not a JSON object");
+        rc = FC_EPARSE;
+    }
+    if (rc == FC_OK) rc = decode_header(root, &out->hdr, why, whylen);
+    if (rc == FC_OK) rc = decode_items(root, out, why, whylen);
+    json_object_put(root);
+    json_tokener_free(tok);
+    free(copy);
+    if (rc != FC_OK) fc_batch_msg_free(out);
+    return rc;
+}
+
+void fc_batch_msg_free(fc_batch_msg *m) {
+    for (size_t i = 0; i < m->nitems; i++) {
+        if (m->items) fc_item_clear(&m->items[i]);
+        if (m->last_error) free(m->last_error[i]);
+    }
+    free(m->items);
+    free(m->last_error);
+    m->items = NULL;
+    m->last_error = NULL;
+    m->nitems = 0;
+}

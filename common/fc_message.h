@@ -1,0 +1,56 @@
+/* Message schema v1: the JSON bodies of batch, result and dead-letter messages.
+ * Pure functions over buffers; no I/O. See docs/messages.md for the schema. */
+#ifndef FC_MESSAGE_H
+#define FC_MESSAGE_H
+
+#include <stddef.h>
+
+#include "fc_buf.h"
+#include "fc_item.h"
+
+#define FC_SCHEMA_VERSION 1
+#define FC_JOB_ID_MAX 64
+#define FC_BATCH_ITEMS_MAX 10000
+#define FC_MESSAGE_MAX_BYTES (16L << 20)
+
+/* The header of a batch message: which job, which batch, which attempt. */
+typedef struct fc_batch_hdr {
+    char job_id[FC_JOB_ID_MAX + 1];
+    long batch;               /* batch number within the job, >= 0 */
+    int attempt;              /* 1 for the first attempt */
+    long long not_before_ms;  /* unix ms before which the batch must not start (retry jitter); 0 = now */
+} fc_batch_hdr;
+
+/* A decoded batch message. Owns its items and errors. */
+typedef struct fc_batch_msg {
+    fc_batch_hdr hdr;
+    fc_item *items;
+    char **last_error;        /* per item, NULL if none; the error of its previous attempt */
+    size_t nitems;
+} fc_batch_msg;
+
+/* fc_job_id_valid returns 1 if id is 1..64 characters of A-Z a-z 0-9 - _ . */
+int fc_job_id_valid(const char *id);
+
+/* fc_json_str appends s (UTF-8) to out as a quoted JSON string; 0 or FC_ENOMEM. */
+int fc_json_str(fc_buf *out, const char *s);
+
+/* fc_message_item appends one item as a JSON object: {"position":..,"term":..,"type":..,"extra":{..}}
+ * plus "last_error" if last_error is not NULL. */
+int fc_message_item(fc_buf *out, const fc_item *it, const char *last_error);
+
+/* fc_message_batch_open appends the start of a batch message up to the items array's "[";
+ * append items separated by "," with fc_message_item, then fc_message_batch_close. */
+int fc_message_batch_open(fc_buf *out, const fc_batch_hdr *h);
+int fc_message_batch_close(fc_buf *out);
+
+/* fc_message_batch_id writes the message id of a batch: "<job>-<batch>" for attempt 1,
+ * "<job>-<batch>-a<attempt>-<suffix>" for later ones (suffix tells continuations apart). */
+void fc_message_batch_id(char *out, size_t outlen, const fc_batch_hdr *h, const char *suffix);
+
+/* fc_message_decode_batch validates and decodes a batch message. Returns 0 (free with
+ * fc_batch_msg_free) or FC_EPARSE/FC_ETOOBIG with a precise reason in why. */
+int fc_message_decode_batch(const char *body, size_t len, fc_batch_msg *out, char *why, size_t whylen);
+void fc_batch_msg_free(fc_batch_msg *m);
+
+#endif

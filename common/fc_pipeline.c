@@ -1,0 +1,543 @@
+/* The flashcard pipeline codec: stage-1/stage-2 request bodies, answer parsing and validation, error
+ * classification and cache keys. Keeps all knowledge of the chat-completion wire format in one place. */
+#include "fc_pipeline.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fc_buf.h"
+#include "fc_error.h"
+
+#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define JSON_MAX_DEPTH 64
+#define JSON_MAX_BYTES (64u * 1024 * 1024) /* keeps len + 1 within json-c's int */
+#define PROMPT_MAX_BYTES (1024 * 1024)
+#define REASON_MAX_BYTES 200
+
+/* Fields every stage-1 answer must carry (other_meanings, usage_context, homonyms are optional). */
+static const char *const stage1_required[] = {
+    "term_number",    "term",           "ipa",         "pos",        "primary_meaning",
+    "metaphor",       "metaphor_noun",  "metaphor_action", "suggested_location", "anchor_object",
+    "anchor_sensory", "explanation",    "comparison",  "korean_keywords",
+};
+
+static void set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_why(char *why, size_t whylen, const char *fmt, ...) {
+    if (!why || whylen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+/* copy_reason copies up to REASON_MAX_BYTES of src into why as one line: control characters become spaces and
+ * a UTF-8 sequence is never cut in half, so the result is safe in a log line or a message header. */
+static void copy_reason(char *why, size_t whylen, const char *src, size_t n) {
+    if (!why || whylen == 0) return;
+    size_t max = whylen - 1 < REASON_MAX_BYTES ? whylen - 1 : REASON_MAX_BYTES;
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        why[i] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+    }
+    why[n] = '\0';
+}
+
+/* parse_json parses len bytes of untrusted text as one JSON value other than null. Returns the value (caller
+ * puts) or NULL with "<what> is not JSON: <tokener error>" in why; *rc is FC_EPARSE or FC_ENOMEM. */
+static json_object *parse_json(const char *text, size_t len, const char *what, int *rc, char *why,
+                               size_t whylen) {
+    *rc = FC_ENOMEM;
+    if (len >= JSON_MAX_BYTES) {
+        *rc = FC_EPARSE;
+        set_why(why, whylen, "%s is not JSON: too large (%zu bytes)", what, len);
+        return NULL;
+    }
+    char *copy = malloc(len + 1);
+    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    json_object *obj = NULL;
+    if (!copy || !tok) goto out;
+    if (len) memcpy(copy, text, len);
+    copy[len] = '\0';
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    obj = json_tokener_parse_ex(tok, copy, (int)len + 1);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (jerr != json_tokener_success || !obj) {
+        json_object_put(obj);
+        obj = NULL;
+        *rc = FC_EPARSE;
+        if (jerr == json_tokener_success) /* the literal null */
+            set_why(why, whylen, "%s is not a JSON object", what);
+        else
+            set_why(why, whylen, "%s is not JSON: %s", what, json_tokener_error_desc(jerr));
+    }
+out:
+    if (!copy || !tok) set_why(why, whylen, "out of memory");
+    json_tokener_free(tok);
+    free(copy);
+    return obj;
+}
+
+/* to_json returns a compact, slash-unescaped, UTF-8-unescaped serialization of obj; caller frees. */
+static char *to_json(json_object *obj) {
+    const char *s = json_object_to_json_string_ext(obj, JSON_FLAGS);
+    return s ? strdup(s) : NULL;
+}
+
+/* add_member adds a new value under key, taking ownership; returns 0 or FC_ENOMEM (value freed). */
+static int add_member(json_object *obj, const char *key, json_object *val) {
+    if (!val) return FC_ENOMEM;
+    if (json_object_object_add(obj, key, val) != 0) {
+        json_object_put(val);
+        return FC_ENOMEM;
+    }
+    return FC_OK;
+}
+
+void fc_pipeline_conf_free(fc_pipeline_conf *c) {
+    if (!c) return;
+    free(c->stage1_model);
+    free(c->stage2_model);
+    free(c->stage1_prompt);
+    free(c->stage2_prompt);
+    c->stage1_model = c->stage2_model = c->stage1_prompt = c->stage2_prompt = NULL;
+}
+
+/* read_all appends the rest of f to b; returns 0, FC_EIO, FC_ETOOBIG or FC_ENOMEM. */
+static int read_all(FILE *f, fc_buf *b) {
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (b->len + n > PROMPT_MAX_BYTES) return FC_ETOOBIG;
+        if (fc_buf_append(b, chunk, n) != FC_OK) return FC_ENOMEM;
+    }
+    return ferror(f) ? FC_EIO : FC_OK;
+}
+
+int fc_pipeline_load_prompt(const char *path, char **out, char *err, size_t errlen) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        set_why(err, errlen, "cannot open prompt file '%s': %s", path, strerror(e));
+        return e == ENOENT ? FC_ENOTFOUND : FC_EIO;
+    }
+    fc_buf b = {0};
+    int rc = read_all(f, &b);
+    fclose(f);
+    if (rc == FC_OK && b.len == 0) rc = FC_EPARSE;
+    if (rc != FC_OK) {
+        fc_buf_free(&b);
+        set_why(err, errlen, "cannot read prompt file '%s': %s", path,
+                rc == FC_EPARSE ? "file is empty" : fc_strerror(rc));
+        return rc;
+    }
+    *out = fc_buf_steal(&b);
+    return FC_OK;
+}
+
+/* item_object returns {"position":..,"term":..} plus "type" if with_type; NULL on allocation failure. */
+static json_object *item_object(const fc_item *it, int with_type) {
+    json_object *o = json_object_new_object();
+    if (!o) return NULL;
+    if (add_member(o, "position", json_object_new_int64(it->position)) != FC_OK ||
+        add_member(o, "term", json_object_new_string(it->term ? it->term : "")) != FC_OK ||
+        (with_type && add_member(o, "type", json_object_new_string(it->type ? it->type : "")) != FC_OK)) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *fc_pipeline_item_json(const fc_item *it) {
+    json_object *o = item_object(it, 1);
+    char *s = o ? to_json(o) : NULL;
+    json_object_put(o);
+    return s;
+}
+
+/* add_message appends {"role":role,"content":content} to the array msgs; returns 0 or FC_ENOMEM. */
+static int add_message(json_object *msgs, const char *role, const char *content) {
+    json_object *m = json_object_new_object();
+    if (!m) return FC_ENOMEM;
+    if (add_member(m, "role", json_object_new_string(role)) != FC_OK ||
+        add_member(m, "content", json_object_new_string(content ? content : "")) != FC_OK ||
+        json_object_array_add(msgs, m) != 0) {
+        json_object_put(m);
+        return FC_ENOMEM;
+    }
+    return FC_OK;
+}
+
+/* temperature_value returns the temperature as a JSON number written with at most 6 significant digits
+ * (json-c's default would send 0.20000000000000001); non-finite or negative values become 0. */
+static json_object *temperature_value(double t) {
+    char num[32];
+    if (!isfinite(t) || t < 0) t = 0;
+    snprintf(num, sizeof(num), "%.6g", t);
+    return json_object_new_double_s(t, num);
+}
+
+/* chat_body returns the chat/completions request body for one system and one user message; caller frees. */
+static char *chat_body(const fc_pipeline_conf *c, const char *model, const char *system, const char *user) {
+    json_object *body = json_object_new_object();
+    json_object *msgs = json_object_new_array();
+    char *s = NULL;
+    if (!body || !msgs) goto out;
+    if (add_message(msgs, "system", system) != FC_OK || add_message(msgs, "user", user) != FC_OK) goto out;
+    if (add_member(body, "model", json_object_new_string(model ? model : "")) != FC_OK) goto out;
+    int rc = add_member(body, "messages", msgs);
+    msgs = NULL; /* owned by body now, or freed by add_member */
+    if (rc != FC_OK || add_member(body, "temperature", temperature_value(c->temperature)) != FC_OK ||
+        add_member(body, "max_tokens", json_object_new_int(c->max_tokens)) != FC_OK)
+        goto out;
+    s = to_json(body);
+out:
+    json_object_put(msgs);
+    json_object_put(body);
+    return s;
+}
+
+/* finish_body builds the body for user, hands user to *user_content (or frees it) and returns the body. */
+static char *finish_body(const fc_pipeline_conf *c, const char *model, const char *system, char *user,
+                         char **user_content) {
+    char *body = user ? chat_body(c, model, system, user) : NULL;
+    if (!body) {
+        free(user);
+        user = NULL;
+    }
+    if (user_content)
+        *user_content = user;
+    else
+        free(user);
+    return body;
+}
+
+char *fc_pipeline_stage1_body(const fc_pipeline_conf *c, const fc_item *it, char **user_content) {
+    return finish_body(c, c->stage1_model, c->stage1_prompt, fc_pipeline_item_json(it), user_content);
+}
+
+/* stage2_user returns {"position":..,"term":..,"stage1_result":{..}} or NULL (not an object, no memory). */
+static char *stage2_user(const fc_item *it, const char *stage1_json) {
+    int rc;
+    json_object *s1 = parse_json(stage1_json, strlen(stage1_json), "stage 1 result", &rc, NULL, 0);
+    json_object *o = json_object_is_type(s1, json_type_object) ? item_object(it, 0) : NULL;
+    if (!o) {
+        json_object_put(s1);
+        return NULL;
+    }
+    char *s = add_member(o, "stage1_result", s1) == FC_OK ? to_json(o) : NULL; /* add_member frees s1 on failure */
+    json_object_put(o);
+    return s;
+}
+
+char *fc_pipeline_stage2_body(const fc_pipeline_conf *c, const fc_item *it, const char *stage1_json,
+                              char **user_content) {
+    char *user = stage1_json ? stage2_user(it, stage1_json) : NULL;
+    if (!user) {
+        if (user_content) *user_content = NULL;
+        return NULL;
+    }
+    return finish_body(c, c->stage2_model, c->stage2_prompt, user, user_content);
+}
+
+/* member returns the borrowed member obj[key] if obj is an object holding it with the given type, else NULL. */
+static json_object *member(json_object *obj, const char *key, json_type type) {
+    json_object *v = NULL;
+    if (!json_object_is_type(obj, json_type_object) || !json_object_object_get_ex(obj, key, &v)) return NULL;
+    return json_object_is_type(v, type) ? v : NULL;
+}
+
+/* usage_count returns usage[key] as a non-negative count, 0 when absent or not a number. */
+static long usage_count(json_object *usage, const char *key) {
+    json_object *v = member(usage, key, json_type_int);
+    if (!v) v = member(usage, key, json_type_double);
+    if (!v) return 0;
+    int64_t n = json_object_get_int64(v);
+    return n < 0 ? 0 : (n > 0x7fffffffL ? 0x7fffffffL : (long)n);
+}
+
+/* choice_content returns the borrowed string choices[0].message.content of env, or NULL. */
+static json_object *choice_content(json_object *env) {
+    json_object *choices = member(env, "choices", json_type_array);
+    if (!choices || json_object_array_length(choices) == 0) return NULL;
+    json_object *msg = member(json_object_array_get_idx(choices, 0), "message", json_type_object);
+    return msg ? member(msg, "content", json_type_string) : NULL;
+}
+
+int fc_pipeline_envelope(const char *body, size_t len, char **content, long *prompt_tok, long *completion_tok,
+                         char *why, size_t whylen) {
+    int rc;
+    *content = NULL;
+    if (prompt_tok) *prompt_tok = 0;
+    if (completion_tok) *completion_tok = 0;
+    json_object *env = parse_json(body, len, "response", &rc, why, whylen);
+    if (!env) return rc;
+    json_object *text = choice_content(env);
+    rc = FC_OK;
+    if (!text) {
+        rc = FC_EPARSE;
+        set_why(why, whylen, "response has no choices[0].message.content");
+    } else if (!(*content = strndup(json_object_get_string(text), (size_t)json_object_get_string_len(text)))) {
+        rc = FC_ENOMEM;
+        set_why(why, whylen, "out of memory");
+    } else {
+        json_object *usage = member(env, "usage", json_type_object);
+        if (prompt_tok) *prompt_tok = usage_count(usage, "prompt_tokens");
+        if (completion_tok) *completion_tok = usage_count(usage, "completion_tokens");
+    }
+    json_object_put(env);
+    return rc;
+}
+
+/* error_message returns the borrowed error text of an error body: error.message, or error as a string. */
+static json_object *error_message(json_object *obj) {
+    json_object *err = member(obj, "error", json_type_object);
+    if (err) return member(err, "message", json_type_string);
+    return member(obj, "error", json_type_string);
+}
+
+int fc_pipeline_error_reason(const char *body, size_t len, char *why, size_t whylen) {
+    int rc;
+    json_object *obj = body && len ? parse_json(body, len, "error body", &rc, NULL, 0) : NULL;
+    json_object *msg = obj ? error_message(obj) : NULL;
+    if (msg && json_object_get_string_len(msg) > 0) {
+        copy_reason(why, whylen, json_object_get_string(msg), (size_t)json_object_get_string_len(msg));
+        rc = FC_OK;
+    } else {
+        if (body && len) copy_reason(why, whylen, body, len);
+        else set_why(why, whylen, "empty response body");
+        rc = FC_EPARSE;
+    }
+    json_object_put(obj);
+    return rc;
+}
+
+/* is_trim reports whether ch is whitespace to trim around an answer; tabs are kept (TSV separators). */
+static int is_trim(char ch) { return ch == ' ' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+/* trim narrows [*b, *e) to exclude surrounding whitespace. */
+static void trim(const char **b, const char **e) {
+    while (*b < *e && is_trim(**b)) (*b)++;
+    while (*e > *b && is_trim((*e)[-1])) (*e)--;
+}
+
+/* skip_fence_open steps past an opening ``` and its info string ("json", "tsv"...) up to the end of that line. */
+static const char *skip_fence_open(const char *p, const char *e) {
+    p += 3;
+    while (p < e && *p != '\n' && (*p == '-' || *p == '_' || *p == '+' || (*p >= 'a' && *p <= 'z') ||
+                                   (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+        p++;
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r')) p++;
+    if (p < e && *p == '\n') p++;
+    return p;
+}
+
+char *fc_pipeline_strip_fence(const char *content, size_t len, size_t *outlen) {
+    const char *b = content ? content : "", *e = b + (content ? len : 0);
+    trim(&b, &e);
+    if (e - b >= 3 && memcmp(b, "```", 3) == 0) {
+        b = skip_fence_open(b, e);
+        if (e - b >= 3 && memcmp(e - 3, "```", 3) == 0) e -= 3;
+        trim(&b, &e);
+    }
+    char *s = strndup(b, (size_t)(e - b));
+    if (s && outlen) *outlen = (size_t)(e - b);
+    return s;
+}
+
+/* stage1_check returns 0 if obj is an object with every required field non-null, else FC_EPARSE and a reason. */
+static int stage1_check(json_object *obj, char *why, size_t whylen) {
+    if (!json_object_is_type(obj, json_type_object)) {
+        set_why(why, whylen, "stage 1 answer is not a JSON object");
+        return FC_EPARSE;
+    }
+    for (size_t i = 0; i < sizeof(stage1_required) / sizeof(stage1_required[0]); i++) {
+        json_object *v = NULL;
+        if (!json_object_object_get_ex(obj, stage1_required[i], &v)) {
+            set_why(why, whylen, "stage 1 answer lacks field '%s'", stage1_required[i]);
+            return FC_EPARSE;
+        }
+        if (!v) {
+            set_why(why, whylen, "stage 1 answer has null field '%s'", stage1_required[i]);
+            return FC_EPARSE;
+        }
+    }
+    return FC_OK;
+}
+
+int fc_pipeline_stage1_parse(const char *content, size_t len, char **stage1_json, char *why, size_t whylen) {
+    size_t n;
+    int rc;
+    *stage1_json = NULL;
+    char *text = fc_pipeline_strip_fence(content, len, &n);
+    if (!text) {
+        set_why(why, whylen, "out of memory");
+        return FC_ENOMEM;
+    }
+    json_object *obj = parse_json(text, n, "stage 1 answer", &rc, why, whylen);
+    free(text);
+    if (!obj) return rc;
+    rc = stage1_check(obj, why, whylen);
+    if (rc == FC_OK && !(*stage1_json = to_json(obj))) {
+        rc = FC_ENOMEM;
+        set_why(why, whylen, "out of memory");
+    }
+    json_object_put(obj);
+    return rc;
+}
+
+void fc_cards_free(fc_card *cards, size_t n) {
+    if (!cards) return;
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < FC_CARD_NFIELDS; j++) free(cards[i].f[j]);
+    free(cards);
+}
+
+/* split_tsv splits [b, e) at tabs into at most FC_CARD_NFIELDS spans (start[i], end[i]); returns the total
+ * number of fields in the line, which may exceed FC_CARD_NFIELDS. */
+static size_t split_tsv(const char *b, const char *e, const char **start, const char **end) {
+    size_t n = 0;
+    for (const char *p = b;; p++) {
+        if (p == e || *p == '\t') {
+            if (n < FC_CARD_NFIELDS) {
+                start[n] = b;
+                end[n] = p;
+            }
+            n++;
+            b = p + 1;
+        }
+        if (p == e) return n;
+    }
+}
+
+/* card_from_line fills c from one TSV line; returns 1 if it is a card, 0 if skipped, FC_ENOMEM. */
+static int card_from_line(const char *b, const char *e, fc_card *c) {
+    const char *start[FC_CARD_NFIELDS], *end[FC_CARD_NFIELDS];
+    if (e > b && e[-1] == '\r') e--;
+    size_t n = split_tsv(b, e, start, end);
+    if (n < FC_CARD_NFIELDS - 1) return 0;
+    if (end[0] - start[0] == 8 && strncasecmp(start[0], "position", 8) == 0) return 0; /* header */
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < FC_CARD_NFIELDS; i++) {
+        c->f[i] = i < n ? strndup(start[i], (size_t)(end[i] - start[i])) : strdup("");
+        if (!c->f[i]) {
+            for (size_t j = 0; j < i; j++) free(c->f[j]);
+            return FC_ENOMEM;
+        }
+    }
+    return 1;
+}
+
+/* push_card appends c to the growing array *cards of *n entries; returns 0 or FC_ENOMEM. */
+static int push_card(fc_card **cards, size_t *n, size_t *cap, const fc_card *c) {
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        fc_card *p = realloc(*cards, ncap * sizeof(*p));
+        if (!p) return FC_ENOMEM;
+        *cards = p;
+        *cap = ncap;
+    }
+    (*cards)[(*n)++] = *c;
+    return FC_OK;
+}
+
+/* parse_lines collects the cards of text[0..len); returns 0 or FC_ENOMEM (cards collected so far kept). */
+static int parse_lines(const char *text, size_t len, fc_card **cards, size_t *ncards) {
+    size_t cap = 0;
+    const char *p = text, *e = text + len;
+    while (p < e) {
+        const char *nl = memchr(p, '\n', (size_t)(e - p));
+        const char *le = nl ? nl : e;
+        fc_card c;
+        int r = card_from_line(p, le, &c);
+        if (r < 0) return r;
+        if (r == 1 && push_card(cards, ncards, &cap, &c) != FC_OK) {
+            for (int j = 0; j < FC_CARD_NFIELDS; j++) free(c.f[j]);
+            return FC_ENOMEM;
+        }
+        p = le + (nl ? 1 : 0);
+    }
+    return FC_OK;
+}
+
+int fc_pipeline_stage2_parse(const char *content, size_t len, fc_card **cards, size_t *ncards, char *why,
+                             size_t whylen) {
+    size_t n;
+    *cards = NULL;
+    *ncards = 0;
+    char *text = fc_pipeline_strip_fence(content, len, &n);
+    int rc = text ? parse_lines(text, n, cards, ncards) : FC_ENOMEM;
+    free(text);
+    if (rc == FC_OK && *ncards == 0) {
+        set_why(why, whylen, "stage 2 answer has no cards");
+        rc = FC_EPARSE;
+    } else if (rc != FC_OK) {
+        set_why(why, whylen, "out of memory");
+    }
+    if (rc != FC_OK) {
+        fc_cards_free(*cards, *ncards);
+        *cards = NULL;
+        *ncards = 0;
+    }
+    return rc;
+}
+
+int fc_pipeline_classify(int http_status) {
+    if (http_status <= 0) return FC_CLASS_RETRY;
+    if (http_status >= 200 && http_status < 300) return FC_CLASS_OK;
+    switch (http_status) {
+    case 401:
+    case 403:
+        return FC_CLASS_AUTH;
+    case 408:
+    case 409:
+    case 425:
+    case 429:
+        return FC_CLASS_RETRY;
+    default:
+        break;
+    }
+    if (http_status >= 500 && http_status < 600) return FC_CLASS_RETRY;
+    if (http_status >= 300 && http_status < 500) return FC_CLASS_PERMANENT;
+    return FC_CLASS_RETRY; /* 1xx or nonsense: treat as a transient protocol failure */
+}
+
+const char *fc_class_name(int cls) {
+    switch (cls) {
+    case FC_CLASS_OK:
+        return "ok";
+    case FC_CLASS_RETRY:
+        return "retryable";
+    case FC_CLASS_PERMANENT:
+        return "permanent";
+    case FC_CLASS_AUTH:
+        return "auth";
+    default:
+        return "unknown";
+    }
+}
+
+long fc_pipeline_estimate_tokens(size_t body_len, int max_tokens) {
+    return (long)(body_len / 4) + (max_tokens > 0 ? max_tokens : 0);
+}
+
+void fc_pipeline_cache_key(const char *model, const char *prompt, const char *input,
+                           char key[FC_SHA256_HEX_LEN + 1]) {
+    const char *parts[3] = {model ? model : "", prompt ? prompt : "", input ? input : ""};
+    uint8_t digest[FC_SHA256_DIGEST_LEN];
+    fc_sha256 ctx;
+    fc_sha256_init(&ctx);
+    for (int i = 0; i < 3; i++) fc_sha256_update(&ctx, parts[i], strlen(parts[i]) + (i < 2 ? 1 : 0));
+    fc_sha256_final(&ctx, digest);
+    fc_sha256_to_hex(digest, key);
+}

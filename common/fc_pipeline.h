@@ -1,0 +1,117 @@
+/* The flashcard pipeline codec: builds the stage-1 (analysis) and stage-2 (cards) chat-completion request bodies
+ * and parses and validates the answers. Pure functions over buffers, no I/O except loading a prompt file. */
+#ifndef FC_PIPELINE_H
+#define FC_PIPELINE_H
+
+#include <stddef.h>
+
+#include "fc_item.h"
+#include "fc_sha256.h"
+
+/* Pipeline settings; the strings are owned by whoever fills the struct (see fc_pipeline_conf_free). */
+typedef struct fc_pipeline_conf {
+    char *stage1_model;  /* model name sent in stage-1 requests */
+    char *stage2_model;  /* model name sent in stage-2 requests */
+    char *stage1_prompt; /* stage-1 system prompt text (loaded, not a path) */
+    char *stage2_prompt; /* stage-2 system prompt text */
+    double temperature;  /* sampling temperature, finite, >= 0 */
+    int max_tokens;      /* completion token limit per request, > 0 */
+} fc_pipeline_conf;
+
+/* fc_pipeline_conf_free frees the four strings and sets them to NULL; accepts NULL. */
+void fc_pipeline_conf_free(fc_pipeline_conf *c);
+
+/* fc_pipeline_load_prompt reads the whole prompt file at path into *out (NUL-terminated, caller frees).
+ * Returns 0, FC_ENOTFOUND, FC_EIO, FC_ETOOBIG (over 1 MiB), FC_EPARSE (empty file) or FC_ENOMEM; on failure
+ * writes a message naming the path into err and leaves *out NULL. */
+int fc_pipeline_load_prompt(const char *path, char **out, char *err, size_t errlen);
+
+/* fc_pipeline_item_json returns the item as compact JSON {"position":..,"term":..,"type":..} with UTF-8 left
+ * unescaped; caller frees. NULL on allocation failure. */
+char *fc_pipeline_item_json(const fc_item *it);
+
+/* fc_pipeline_stage1_body returns the stage-1 request body (caller frees) and, if user_content is not NULL, a copy
+ * of the user message, i.e. the item JSON (caller frees). NULL (and *user_content NULL) on allocation failure. */
+char *fc_pipeline_stage1_body(const fc_pipeline_conf *c, const fc_item *it, char **user_content);
+
+/* fc_pipeline_stage2_body returns the stage-2 request body whose user message is
+ * {"position":..,"term":..,"stage1_result":<stage1_json>}; stage1_json is the string fc_pipeline_stage1_parse
+ * produced. Caller frees the result and *user_content. NULL if stage1_json is not a JSON object or on allocation
+ * failure. */
+char *fc_pipeline_stage2_body(const fc_pipeline_conf *c, const fc_item *it, const char *stage1_json,
+                              char **user_content);
+
+/* fc_pipeline_envelope extracts choices[0].message.content (*content, caller frees) and the usage token counts
+ * (0 when absent; either pointer may be NULL) from a chat.completion response body of len bytes (need not be
+ * NUL-terminated). Returns 0, FC_EPARSE with a reason in why, or FC_ENOMEM. */
+int fc_pipeline_envelope(const char *body, size_t len, char **content, long *prompt_tok, long *completion_tok,
+                         char *why, size_t whylen);
+
+/* fc_pipeline_error_reason writes a short single-line reason (at most ~200 bytes, control characters replaced)
+ * for a non-2xx response body into why: error.message of an OpenAI error body, else the start of the body.
+ * Returns 0 if an error message was found, FC_EPARSE if the fallback was used. */
+int fc_pipeline_error_reason(const char *body, size_t len, char *why, size_t whylen);
+
+/* fc_pipeline_strip_fence returns a new NUL-terminated string (caller frees) holding content without surrounding
+ * whitespace and without a ```lang ... ``` fence around it (a missing closing fence is tolerated); its length goes
+ * to *outlen if outlen is not NULL. Tabs are not trimmed (they separate TSV fields). NULL on allocation failure. */
+char *fc_pipeline_strip_fence(const char *content, size_t len, size_t *outlen);
+
+/* fc_pipeline_stage1_parse validates a stage-1 answer (a JSON object, possibly fenced) and on success sets
+ * *stage1_json to the object re-serialized compactly with keys in received order (caller frees).
+ * Returns 0, FC_EPARSE with a reason in why (e.g. "stage 1 answer lacks field 'ipa'"), or FC_ENOMEM. */
+int fc_pipeline_stage1_parse(const char *content, size_t len, char **stage1_json, char *why, size_t whylen);
+
+/* Card columns, in the order of the stage-2 TSV header. */
+enum fc_card_field {
+    FC_CARD_POSITION,
+    FC_CARD_TERM,
+    FC_CARD_TERM_NUMBER,
+    FC_CARD_TAB_NAME,
+    FC_CARD_PRIMER,
+    FC_CARD_FRONT,
+    FC_CARD_BACK,
+    FC_CARD_TAGS,
+    FC_CARD_HONORIFIC_LEVEL,
+    FC_CARD_NFIELDS
+};
+
+/* The header line of the stage-2 TSV answer (and of the results file), without a newline. */
+#define FC_CARD_HEADER "position\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level"
+
+/* One flashcard: FC_CARD_NFIELDS owned strings, never NULL (honorific_level may be ""). Fields are TSV text as the
+ * model wrote it: escape sequences such as a literal backslash-t stay as they are. */
+typedef struct fc_card {
+    char *f[FC_CARD_NFIELDS];
+} fc_card;
+
+/* fc_pipeline_stage2_parse parses a stage-2 TSV answer (possibly fenced, LF or CRLF, header optional) into
+ * *cards (array of *ncards, caller frees with fc_cards_free). Lines with fewer than 8 fields are skipped; fields
+ * past the ninth are dropped. Returns 0, FC_EPARSE with a reason in why ("stage 2 answer has no cards"), or
+ * FC_ENOMEM. */
+int fc_pipeline_stage2_parse(const char *content, size_t len, fc_card **cards, size_t *ncards, char *why,
+                             size_t whylen);
+
+/* fc_cards_free frees n cards and the array; accepts NULL. */
+void fc_cards_free(fc_card *cards, size_t n);
+
+/* How a request outcome should be handled. */
+enum fc_class { FC_CLASS_OK, FC_CLASS_RETRY, FC_CLASS_PERMANENT, FC_CLASS_AUTH };
+
+/* fc_pipeline_classify maps an HTTP status to an fc_class. Pass 0 for a transport error or timeout and a
+ * negative value (e.g. FC_EPARSE) for an invalid answer: both are FC_CLASS_RETRY, as are 408, 409, 425, 429 and
+ * 5xx. 401 and 403 are FC_CLASS_AUTH, other 3xx/4xx FC_CLASS_PERMANENT, 2xx FC_CLASS_OK. */
+int fc_pipeline_classify(int http_status);
+
+/* fc_class_name returns "ok", "retryable", "permanent" or "auth" (static; "unknown" for other values). */
+const char *fc_class_name(int cls);
+
+/* fc_pipeline_estimate_tokens returns the tokens to reserve for a request: body_len / 4 + max_tokens. */
+long fc_pipeline_estimate_tokens(size_t body_len, int max_tokens);
+
+/* fc_pipeline_cache_key writes the 64-hex-digit SHA-256 of model '\0' prompt '\0' input into key.
+ * Stage 1 uses the item JSON as input, stage 2 the stage-1 result JSON. NULL strings count as "". */
+void fc_pipeline_cache_key(const char *model, const char *prompt, const char *input,
+                           char key[FC_SHA256_HEX_LEN + 1]);
+
+#endif

@@ -1,0 +1,230 @@
+/* Redis client over hiredis: URL parsing, lazy reconnect, replies in the project's own type. */
+#include "fc_redis.h"
+
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "fc_error.h"
+
+struct fc_redis {
+    redisContext *ctx;   /* NULL while disconnected */
+    char host[256];
+    int port;
+    int db;
+    char password[256];  /* never logged */
+    int timeout_ms;      /* connect and command timeout */
+    char errstr[256];
+};
+
+/* parse_url fills r from redis://[user][:password@]host[:port][/db]; 0 or FC_EINVAL (err set). */
+static int parse_url(fc_redis *r, const char *url, char *err, size_t errlen) {
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, errlen, "must start with redis://");
+        return FC_EINVAL;
+    }
+    p += 8;
+    const char *at = strchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
+        p = at + 1;
+    }
+    size_t hostlen = strcspn(p, ":/");
+    if (hostlen == 0 || hostlen >= sizeof(r->host)) {
+        snprintf(err, errlen, "missing or too long host");
+        return FC_EINVAL;
+    }
+    memcpy(r->host, p, hostlen);
+    r->host[hostlen] = '\0';
+    p += hostlen;
+    r->port = 6379;
+    if (*p == ':') {
+        char *end;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535 || (*end && *end != '/')) {
+            snprintf(err, errlen, "bad port");
+            return FC_EINVAL;
+        }
+        r->port = (int)port;
+        p = end;
+    }
+    if (*p == '/' && p[1]) {
+        char *end;
+        long db = strtol(p + 1, &end, 10);
+        if (end == p + 1 || *end || db < 0 || db > 15) {
+            snprintf(err, errlen, "bad database number (0..15)");
+            return FC_EINVAL;
+        }
+        r->db = (int)db;
+    }
+    return FC_OK;
+}
+
+fc_redis *fc_redis_new(const char *url, int timeout_ms, char *err, size_t errlen) {
+    fc_redis *r = calloc(1, sizeof(*r));
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (parse_url(r, url, err, errlen) != FC_OK) {
+        free(r);
+        return NULL;
+    }
+    r->timeout_ms = timeout_ms > 0 ? timeout_ms : 2000;
+    return r;
+}
+
+void fc_redis_free(fc_redis *r) {
+    if (!r) return;
+    if (r->ctx) redisFree(r->ctx);
+    memset(r->password, 0, sizeof(r->password));
+    free(r);
+}
+
+static void disconnect(fc_redis *r) {
+    if (r->ctx) redisFree(r->ctx);
+    r->ctx = NULL;
+}
+
+/* simple_command runs a setup command (AUTH/SELECT) on a fresh context; 0 or FC_EREDIS. */
+static int simple_command(fc_redis *r, const char *fmt, const char *arg) {
+    redisReply *rep = redisCommand(r->ctx, fmt, arg);
+    int rc = FC_OK;
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        snprintf(r->errstr, sizeof(r->errstr), "%s failed: %s", strncmp(fmt, "AUTH", 4) ? "SELECT" : "AUTH",
+                 rep ? rep->str : r->ctx->errstr);
+        rc = FC_EREDIS;
+    }
+    if (rep) freeReplyObject(rep);
+    return rc;
+}
+
+/* ensure_connected connects (again) when needed and re-applies timeout, AUTH and SELECT. */
+static int ensure_connected(fc_redis *r) {
+    if (r->ctx) return FC_OK;
+    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    r->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+    if (!r->ctx || r->ctx->err) {
+        snprintf(r->errstr, sizeof(r->errstr), "cannot connect to redis %s:%d: %s", r->host, r->port,
+                 r->ctx ? r->ctx->errstr : "out of memory");
+        disconnect(r);
+        return FC_ECONN;
+    }
+    redisSetTimeout(r->ctx, tv);
+    char db[8];
+    snprintf(db, sizeof(db), "%d", r->db);
+    if ((r->password[0] && simple_command(r, "AUTH %s", r->password) != FC_OK) ||
+        (r->db && simple_command(r, "SELECT %s", db) != FC_OK)) {
+        disconnect(r);
+        return FC_EREDIS;
+    }
+    return FC_OK;
+}
+
+/* convert copies a hiredis reply into out. */
+static int convert(const redisReply *in, fc_reply *out) {
+    memset(out, 0, sizeof(*out));
+    switch (in->type) {
+    case REDIS_REPLY_INTEGER:
+        out->type = FC_REPLY_INT;
+        out->integer = in->integer;
+        return FC_OK;
+    case REDIS_REPLY_NIL: out->type = FC_REPLY_NIL; return FC_OK;
+    case REDIS_REPLY_ARRAY:
+        out->type = FC_REPLY_ARRAY;
+        out->nelem = in->elements;
+        if (in->elements == 0) return FC_OK;
+        out->elem = calloc(in->elements, sizeof(fc_reply));
+        if (!out->elem) return FC_ENOMEM;
+        for (size_t i = 0; i < in->elements; i++)
+            if (convert(in->element[i], &out->elem[i]) != FC_OK) return FC_ENOMEM;
+        return FC_OK;
+    default:
+        out->type = in->type == REDIS_REPLY_STATUS ? FC_REPLY_STATUS
+                  : in->type == REDIS_REPLY_ERROR  ? FC_REPLY_ERROR
+                                                   : FC_REPLY_STR;
+        out->str = malloc(in->len + 1);
+        if (!out->str) return FC_ENOMEM;
+        memcpy(out->str, in->str, in->len);
+        out->str[in->len] = '\0';
+        out->len = in->len;
+        return FC_OK;
+    }
+}
+
+/* finish turns a raw hiredis reply into the caller's reply and a return code; frees raw. */
+static int finish(fc_redis *r, redisReply *raw, fc_reply *out) {
+    if (!raw) {
+        snprintf(r->errstr, sizeof(r->errstr), "redis %s:%d: %s", r->host, r->port,
+                 r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+        disconnect(r);
+        return FC_ECONN;
+    }
+    int rc = FC_OK;
+    if (raw->type == REDIS_REPLY_ERROR) {
+        snprintf(r->errstr, sizeof(r->errstr), "%s", raw->str);
+        rc = strncmp(raw->str, "NOSCRIPT", 8) == 0 ? FC_ENOSCRIPT : FC_EREDIS;
+    }
+    if (out && convert(raw, out) != FC_OK) rc = FC_ENOMEM;
+    freeReplyObject(raw);
+    return rc;
+}
+
+int fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **argv, const size_t *lens) {
+    if (out) memset(out, 0, sizeof(*out));
+    int rc = ensure_connected(r);
+    if (rc != FC_OK) return rc;
+    return finish(r, redisCommandArgv(r->ctx, argc, argv, lens), out);
+}
+
+int fc_redis_cmd(fc_redis *r, fc_reply *out, const char *fmt, ...) {
+    if (out) memset(out, 0, sizeof(*out));
+    int rc = ensure_connected(r);
+    if (rc != FC_OK) return rc;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *raw = redisvCommand(r->ctx, fmt, ap);
+    va_end(ap);
+    return finish(r, raw, out);
+}
+
+int fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int *argcs, const char ***argvs,
+                      const size_t **lens) {
+    int rc = ensure_connected(r);
+    if (rc != FC_OK) return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (redisAppendCommandArgv(r->ctx, argcs[i], argvs[i], lens ? lens[i] : NULL) != REDIS_OK) {
+            disconnect(r);
+            return FC_ENOMEM;
+        }
+    }
+    int first = FC_OK;
+    for (size_t i = 0; i < n; i++) {
+        void *raw = NULL;
+        if (redisGetReply(r->ctx, &raw) != REDIS_OK) raw = NULL;
+        int one = finish(r, raw, replies ? &replies[i] : NULL);
+        if (one != FC_OK && first == FC_OK) first = one;
+        if (one == FC_ECONN) return first;
+    }
+    return first;
+}
+
+const char *fc_redis_errstr(const fc_redis *r) { return r->errstr; }
+
+int fc_redis_connected(const fc_redis *r) { return r->ctx != NULL; }
+
+int fc_redis_ping(fc_redis *r) { return fc_redis_cmd(r, NULL, "PING"); }
+
+void fc_reply_free(fc_reply *rep) {
+    if (!rep) return;
+    for (size_t i = 0; i < rep->nelem && rep->elem; i++) fc_reply_free(&rep->elem[i]);
+    free(rep->elem);
+    free(rep->str);
+    memset(rep, 0, sizeof(*rep));
+}

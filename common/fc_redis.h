@@ -1,0 +1,51 @@
+/* Redis client: the one module that speaks hiredis. Blocking, one context per thread.
+ * Reconnects on demand and re-applies the command timeout, AUTH and SELECT that
+ * hiredis 0.14 forgets after a reconnect. */
+#ifndef FC_REDIS_H
+#define FC_REDIS_H
+
+#include <stddef.h>
+
+typedef struct fc_redis fc_redis;
+
+enum fc_reply_type { FC_REPLY_NIL, FC_REPLY_INT, FC_REPLY_STR, FC_REPLY_ARRAY, FC_REPLY_STATUS, FC_REPLY_ERROR };
+
+/* A reply in the project's own type. Owned by the caller: free with fc_reply_free. */
+typedef struct fc_reply {
+    int type;
+    long long integer;        /* FC_REPLY_INT */
+    char *str;                /* STR, STATUS, ERROR: NUL-terminated, owned */
+    size_t len;
+    struct fc_reply *elem;    /* ARRAY: owned array */
+    size_t nelem;
+} fc_reply;
+
+/* fc_redis_new parses url (redis://[:password@]host[:port][/db]) and connects.
+ * Returns NULL on a malformed URL (why in err); an unreachable server is not an error
+ * here: commands will fail with FC_ECONN and reconnect on the next call. */
+fc_redis *fc_redis_new(const char *url, int timeout_ms, char *err, size_t errlen);
+void fc_redis_free(fc_redis *r);
+
+/* fc_redis_command runs one command given as argv (binary-safe with lens, or NULL lens
+ * for C strings). On success returns 0 and fills *out (caller frees; may be NULL to
+ * discard). A Redis error reply is returned as FC_EREDIS (FC_ENOSCRIPT for NOSCRIPT)
+ * with the text in fc_redis_errstr. I/O failures return FC_ECONN and the next call reconnects. */
+int fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **argv, const size_t *lens);
+
+/* fc_redis_cmd is fc_redis_command with a printf-like hiredis format ("SET %s %b"). */
+int fc_redis_cmd(fc_redis *r, fc_reply *out, const char *fmt, ...);
+
+/* fc_redis_pipeline sends n commands in one round trip; replies (if not NULL) gets n
+ * entries. Returns the first failure. */
+int fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int *argcs,
+                      const char ***argvs, const size_t **lens);
+
+/* fc_redis_errstr returns the last error text (never NULL; never contains the password). */
+const char *fc_redis_errstr(const fc_redis *r);
+int fc_redis_connected(const fc_redis *r);
+/* fc_redis_ping returns 0 if the server answers. */
+int fc_redis_ping(fc_redis *r);
+
+void fc_reply_free(fc_reply *rep);
+
+#endif

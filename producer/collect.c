@@ -1,0 +1,287 @@
+/* Waiting and collecting (--wait): progress comes from the job's Redis record (the worker
+ * writes each item's final outcome there after its outcome messages are confirmed); the
+ * results come from the job's results queue, spooled to a temp file, deduplicated by
+ * position, then written out ordered by position. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fc_error.h"
+#include "fc_log.h"
+#include "fc_topology.h"
+#include "producer.h"
+
+#define PROGRESS_TTY_S 0.5
+#define PROGRESS_LOG_S 5.0
+
+typedef struct spooled {
+    long long position;
+    long offset;   /* of the item's JSON line in the spool */
+} spooled;
+
+typedef struct collector {
+    producer *p;
+    FILE *spool;
+    spooled *v;
+    size_t n, cap;
+    unsigned char *seen;   /* bitmap by position */
+    size_t seen_len;
+    uint64_t last_tag;
+    int bad_message;
+} collector;
+
+static int seen_test_set(collector *c, long long pos) {
+    size_t byte = (size_t)(pos / 8);
+    if (byte >= c->seen_len) {
+        size_t len = byte * 2 + 64;
+        unsigned char *s = realloc(c->seen, len);
+        if (!s) return -1;
+        memset(s + c->seen_len, 0, len - c->seen_len);
+        c->seen = s;
+        c->seen_len = len;
+    }
+    int was = (c->seen[byte] >> (pos % 8)) & 1;
+    c->seen[byte] |= (unsigned char)(1 << (pos % 8));
+    return was;
+}
+
+static void spool_item(collector *c, json_object *item) {
+    json_object *pos;
+    if (!json_object_object_get_ex(item, "position", &pos)) return;
+    long long position = json_object_get_int64(pos);
+    if (position < 1 || seen_test_set(c, position) != 0) return; /* duplicate delivery */
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        c->v = realloc(c->v, c->cap * sizeof(*c->v));
+    }
+    c->v[c->n].position = position;
+    c->v[c->n].offset = ftell(c->spool);
+    c->n++;
+    fputs(json_object_to_json_string_ext(item, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), c->spool);
+    fputc('\n', c->spool);
+}
+
+static void on_result(void *ud, const fc_delivery *d) {
+    collector *c = ud;
+    c->last_tag = d->tag;
+    json_tokener *tok = json_tokener_new();
+    json_object *root = json_tokener_parse_ex(tok, d->body, (int)d->len);
+    json_object *items;
+    if (root && json_object_object_get_ex(root, "items", &items) && json_object_is_type(items, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(items); i++) spool_item(c, json_object_array_get_idx(items, i));
+    } else {
+        c->bad_message++;
+        fc_warn("ignoring an unreadable results message '%s'", d->message_id);
+    }
+    json_object_put(root);
+    json_tokener_free(tok);
+}
+
+static long hash_len(producer *p, const char *key) {
+    fc_reply r;
+    long n = -1;
+    if (fc_redis_cmd(p->redis, &r, "HLEN %s", key) == FC_OK && r.type == FC_REPLY_INT) n = (long)r.integer;
+    fc_reply_free(&r);
+    return n;
+}
+
+static void load_stats(producer *p) {
+    fc_reply r;
+    if (fc_redis_cmd(p->redis, &r, "HGETALL %s", p->key_stats) == FC_OK && r.type == FC_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < r.nelem; i += 2) {
+            long v = atol(r.elem[i + 1].str ? r.elem[i + 1].str : "0");
+            const char *k = r.elem[i].str ? r.elem[i].str : "";
+            if (!strcmp(k, "api_calls")) p->st.api_calls = v;
+            else if (!strcmp(k, "prompt_tokens")) p->st.prompt_tokens = v;
+            else if (!strcmp(k, "completion_tokens")) p->st.completion_tokens = v;
+            else if (!strcmp(k, "cache_hits")) p->st.cache_hits = v;
+        }
+    }
+    fc_reply_free(&r);
+}
+
+static void progress(producer *p, collector *c, long done, long failed, int final) {
+    static double last;
+    double now = mono_s(), el = now - p->t0;
+    int tty = isatty(STDERR_FILENO);
+    if (!final && now - last < (tty ? PROGRESS_TTY_S : PROGRESS_LOG_S)) return;
+    last = now;
+    double rate = el > 0 ? (double)done / el : 0;
+    long left = p->st.items_total - done;
+    char line[256];
+    snprintf(line, sizeof(line), "job %s: %ld published, %ld done (%ld ok, %ld failed), %.1f items/s, ETA %s%.0f s",
+             p->st.job_id, p->st.items_total, done, (long)c->n, failed, rate, rate > 0 ? "" : "? ",
+             rate > 0 ? (double)left / rate : 0.0);
+    if (tty) fprintf(stderr, "\r%s\033[K%s", line, final ? "\n" : "");
+    else fprintf(stderr, "%s\n", line);
+}
+
+static int cmp_pos(const void *a, const void *b) {
+    long long x = ((const spooled *)a)->position, y = ((const spooled *)b)->position;
+    return x < y ? -1 : x > y;
+}
+
+/* tsv_field writes s with tabs and newlines escaped as \t and \n. */
+static void tsv_field(FILE *out, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\t') fputs("\\t", out);
+        else if (*s == '\n') fputs("\\n", out);
+        else if (*s != '\r') fputc(*s, out);
+    }
+}
+
+static const char *str_of(json_object *o, const char *key) {
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v)) return "";
+    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : json_object_to_json_string(v);
+}
+
+static void write_tsv_item(FILE *out, json_object *item) {
+    static const char *f[] = {"term_number", "tab_name", "primer", "front", "back", "tags", "honorific_level"};
+    json_object *cards;
+    if (!json_object_object_get_ex(item, "cards", &cards)) return;
+    for (size_t i = 0; i < json_object_array_length(cards); i++) {
+        json_object *card = json_object_array_get_idx(cards, i);
+        tsv_field(out, str_of(item, "position"));
+        fputc('\t', out);
+        tsv_field(out, str_of(item, "term"));
+        for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
+            fputc('\t', out);
+            tsv_field(out, str_of(card, f[k]));
+        }
+        fputc('\n', out);
+    }
+}
+
+static int write_output(collector *c, const char *path) {
+    size_t plen = strlen(path);
+    int jsonl = plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0;
+    FILE *out = fopen(path, "w");
+    if (!out) {
+        fprintf(stderr, "flashcard-producer: --output: cannot write '%s': %m\n", path);
+        return FC_EIO;
+    }
+    if (!jsonl) fputs("position\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level\n", out);
+    qsort(c->v, c->n, sizeof(*c->v), cmp_pos);
+    char *line = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        fseek(c->spool, c->v[i].offset, SEEK_SET);
+        if (getline(&line, &cap, c->spool) < 0) break;
+        if (jsonl) {
+            fputs(line, out);
+            continue;
+        }
+        json_object *item = json_tokener_parse(line);
+        if (item) write_tsv_item(out, item);
+        json_object_put(item);
+    }
+    free(line);
+    int rc = fclose(out) == 0 ? FC_OK : FC_EIO;
+    if (rc == FC_OK) fprintf(stderr, "flashcard-producer: wrote %zu items to %s\n", c->n, path);
+    return rc;
+}
+
+static int consume_results(producer *p, collector *c) {
+    char queue[FC_NAME_MAX];
+    fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
+    /* Results stay unacked until the output is written: a crash leaves them for the next run. */
+    return fc_amqp_consume(p->amqp, queue, 0);
+}
+
+int producer_wait(producer *p) {
+    collector c = {.p = p};
+    c.spool = tmpfile();
+    if (!c.spool || consume_results(p, &c) != FC_OK) {
+        fprintf(stderr, "flashcard-producer: cannot consume the results queue: %s\n", fc_amqp_errstr(p->amqp));
+        return EXIT_INFRA;
+    }
+    fc_amqp_handler h = {on_result, NULL, NULL, &c};
+    double deadline = p->cfg->wait_timeout_ms ? mono_s() + p->cfg->wait_timeout_ms / 1000.0 : 0;
+    long done = 0, failed = 0;
+    int rc = EXIT_DONE;
+    for (;;) {
+        if (fc_amqp_poll(p->amqp, 200, &h) != FC_OK) {
+            fprintf(stderr, "flashcard-producer: lost the broker while waiting: %s\n", fc_amqp_errstr(p->amqp));
+            rc = EXIT_INFRA;
+            break;
+        }
+        done = hash_len(p, p->key_outcome);
+        failed = hash_len(p, p->key_failed);
+        if (done < 0 || failed < 0) {
+            fprintf(stderr, "flashcard-producer: lost Redis while waiting: %s\n", fc_redis_errstr(p->redis));
+            rc = EXIT_INFRA;
+            break;
+        }
+        progress(p, &c, done, failed, 0);
+        if (done >= p->st.items_total && (long)c.n >= done - failed) break;
+        if (deadline && mono_s() > deadline) {
+            fprintf(stderr, "flashcard-producer: --timeout: %ld of %ld items have an outcome\n", done, p->st.items_total);
+            p->st.timed_out = 1;
+            rc = EXIT_INCOMPLETE;
+            break;
+        }
+    }
+    progress(p, &c, done, failed, 1);
+    p->st.succeeded = (long)c.n;
+    p->st.failed = failed;
+    load_stats(p);
+    if (p->cfg->output && write_output(&c, p->cfg->output) != FC_OK) rc = EXIT_INCOMPLETE;
+    if (rc == EXIT_DONE && c.last_tag) fc_amqp_poll(p->amqp, 0, &h);
+    if (rc == EXIT_DONE && failed > 0) rc = EXIT_INCOMPLETE;
+    if (rc != EXIT_INFRA && c.last_tag) {
+        /* Everything is written: acknowledge every result message at once, then drop the queue. */
+        char queue[FC_NAME_MAX];
+        fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
+        fc_amqp_ack_upto(p->amqp, c.last_tag);
+        if (rc == EXIT_DONE || !p->st.timed_out) fc_amqp_delete_queue(p->amqp, queue);
+    }
+    fclose(c.spool);
+    free(c.v);
+    free(c.seen);
+    return rc;
+}
+
+static void report_failed(producer *p, FILE *f) {
+    fc_reply r;
+    fputs("[", f);
+    if (fc_redis_cmd(p->redis, &r, "HVALS %s", p->key_failed) == FC_OK && r.type == FC_REPLY_ARRAY)
+        for (size_t i = 0; i < r.nelem; i++) fprintf(f, "%s\n    %s", i ? "," : "", r.elem[i].str ? r.elem[i].str : "null");
+    fputs("]", f);
+    fc_reply_free(&r);
+}
+
+int producer_write_report(producer *p, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "flashcard-producer: --report: cannot write '%s': %m\n", path);
+        return FC_EIO;
+    }
+    const job_stats *s = &p->st;
+    json_object *rej = json_object_new_array();
+    for (size_t i = 0; i < s->nbad; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "line", json_object_new_int64(s->bad[i].line));
+        json_object_object_add(o, "reason", json_object_new_string(s->bad[i].reason));
+        json_object_array_add(rej, o);
+    }
+    fprintf(f, "{\n  \"job_id\": \"%s\",\n  \"rows_read\": %ld,\n  \"rows_rejected\": %ld,\n  \"rejected\": %s,\n",
+            s->job_id, s->rows_read, s->rows_rejected,
+            json_object_to_json_string_ext(rej, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(rej);
+    fprintf(f, "  \"items_published\": %ld,\n  \"batches_published\": %ld,\n  \"items_total\": %ld,\n",
+            s->items_published, s->batches_published, s->items_total);
+    if (p->cfg->wait) {
+        fprintf(f, "  \"items_succeeded\": %ld,\n  \"items_failed\": %ld,\n  \"failed\": ", s->succeeded, s->failed);
+        report_failed(p, f);
+        fprintf(f, ",\n  \"api_calls\": %ld,\n  \"cache_hits\": %ld,\n  \"prompt_tokens\": %ld,\n"
+                   "  \"completion_tokens\": %ld,\n  \"cost_estimate\": %.6f,\n  \"timed_out\": %s,\n",
+                s->api_calls, s->cache_hits, s->prompt_tokens, s->completion_tokens,
+                (s->prompt_tokens * p->cfg->price_input + s->completion_tokens * p->cfg->price_output) / 1e6,
+                s->timed_out ? "true" : "false");
+    }
+    fprintf(f, "  \"elapsed_seconds\": %.3f\n}\n", s->elapsed_s);
+    return fclose(f) == 0 ? FC_OK : FC_EIO;
+}

@@ -1,0 +1,131 @@
+/* flashcard-producer: reads a vocabulary dataset, publishes it as batch messages with
+ * publisher confirms, and with --wait collects the job's results and reports. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fc_dataset.h"
+#include "fc_error.h"
+#include "fc_log.h"
+#include "fc_message.h"
+#include "producer.h"
+
+double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void make_job_id(char *out, size_t n) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y%m%d-%H%M%S", &tm);
+    snprintf(out, n, "job-%s-%04x", ts, (unsigned)(rand() & 0xffff));
+}
+
+static int open_input(const fc_config *cfg, FILE **in, int *format) {
+    if (cfg->nargs != 1) {
+        fprintf(stderr, "flashcard-producer: expected one DATASET argument (a file, or - for stdin); see --help\n");
+        return EXIT_USAGE;
+    }
+    const char *path = cfg->args[0];
+    *format = cfg->format ? fc_format_from_name(cfg->format) : fc_format_from_path(path);
+    if (*format < 0) {
+        fprintf(stderr, "flashcard-producer: %s: cannot tell the format of '%s'; use --format csv|tsv|jsonl\n",
+                cfg->format ? "--format" : "DATASET", cfg->format ? cfg->format : path);
+        return EXIT_USAGE;
+    }
+    *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!*in) {
+        fprintf(stderr, "flashcard-producer: DATASET: cannot open '%s': %m\n", path);
+        return EXIT_USAGE;
+    }
+    return EXIT_DONE;
+}
+
+static void keys(producer *p) {
+    const char *pre = p->cfg->queue_prefix, *id = p->st.job_id;
+    snprintf(p->key_meta, sizeof(p->key_meta), "%s:job:{%s}:meta", pre, id);
+    snprintf(p->key_confirmed, sizeof(p->key_confirmed), "%s:job:{%s}:confirmed", pre, id);
+    snprintf(p->key_outcome, sizeof(p->key_outcome), "%s:job:{%s}:outcome", pre, id);
+    snprintf(p->key_failed, sizeof(p->key_failed), "%s:job:{%s}:failed", pre, id);
+    snprintf(p->key_stats, sizeof(p->key_stats), "%s:job:{%s}:stats", pre, id);
+}
+
+static void summary(const producer *p) {
+    const job_stats *s = &p->st;
+    fprintf(stderr,
+            "\n  job              %s\n  rows read        %ld\n  rows rejected    %ld\n  items published  %ld"
+            " (%ld batches, %ld already confirmed)\n",
+            s->job_id, s->rows_read, s->rows_rejected, s->items_published, s->batches_published,
+            s->batches_skipped);
+    if (p->cfg->wait)
+        fprintf(stderr,
+                "  items succeeded  %ld\n  items failed     %ld\n  API calls        %ld (cache hits %ld)\n"
+                "  tokens           %ld in, %ld out (about $%.4f)\n",
+                s->succeeded, s->failed, s->api_calls, s->cache_hits, s->prompt_tokens, s->completion_tokens,
+                (s->prompt_tokens * p->cfg->price_input + s->completion_tokens * p->cfg->price_output) / 1e6);
+    fprintf(stderr, "  elapsed          %.1f s\n\n", s->elapsed_s);
+}
+
+int main(int argc, char **argv) {
+    fc_config cfg;
+    char err[512];
+    int rc = fc_config_load(&cfg, FC_PRODUCER, argc, argv, err, sizeof(err));
+    if (rc == 1) return 0;
+    if (rc != FC_OK) {
+        fprintf(stderr, "flashcard-producer: %s\n", err);
+        fc_config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    fc_log_setup(fc_log_level_parse(cfg.log_level), strcmp(cfg.log_format, "json") ? FC_LOG_TEXT : FC_LOG_JSON,
+                 "flashcard-producer");
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)(time(NULL) ^ getpid()));
+    producer p;
+    memset(&p, 0, sizeof(p));
+    p.cfg = &cfg;
+    p.t0 = mono_s();
+    FILE *in = NULL;
+    int format = 0;
+    rc = open_input(&cfg, &in, &format);
+    if (rc == EXIT_DONE && cfg.job_id && !fc_job_id_valid(cfg.job_id)) {
+        fprintf(stderr, "flashcard-producer: JOB_ID (--job-id): '%s' must be 1..64 of A-Z a-z 0-9 - _ .\n", cfg.job_id);
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_DONE && cfg.resume && !cfg.job_id) {
+        fprintf(stderr, "flashcard-producer: --resume needs the --job-id of the run to resume\n");
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_DONE) {
+        if (cfg.job_id) snprintf(p.st.job_id, sizeof(p.st.job_id), "%s", cfg.job_id);
+        else make_job_id(p.st.job_id, sizeof(p.st.job_id));
+        keys(&p);
+        p.redis = fc_redis_new(cfg.redis_url, 5000, err, sizeof(err));
+        char name[128];
+        snprintf(name, sizeof(name), "flashcard-producer %s", p.st.job_id);
+        p.amqp = fc_amqp_new(cfg.amqp_url, (int)(cfg.heartbeat_ms / 1000), name);
+        rc = producer_publish(&p, in, format);
+        if (rc != EXIT_INFRA && rc != EXIT_USAGE && cfg.wait) {
+            int wrc = producer_wait(&p);
+            if (wrc > rc) rc = wrc;
+        }
+        p.st.elapsed_s = mono_s() - p.t0;
+        if (rc != EXIT_USAGE) summary(&p);
+        if (cfg.report && rc != EXIT_USAGE && producer_write_report(&p, cfg.report) != FC_OK && rc == EXIT_DONE)
+            rc = EXIT_INCOMPLETE;
+    }
+    if (in && in != stdin) fclose(in);
+    for (size_t i = 0; i < p.st.nbad; i++) free(p.st.bad[i].reason);
+    free(p.st.bad);
+    if (p.amqp) fc_amqp_close(p.amqp);
+    fc_amqp_free(p.amqp);
+    fc_redis_free(p.redis);
+    fc_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/* flashcard-producer: dataset -> batch messages (publish.c), then optionally wait for the
+ * job's outcomes and collect its results (collect.c). */
+#ifndef PRODUCER_H
+#define PRODUCER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fc_amqp.h"
+#include "fc_config.h"
+#include "fc_redis.h"
+
+/* Exit codes, documented in the README. */
+enum { EXIT_DONE = 0, EXIT_INCOMPLETE = 1, EXIT_USAGE = 2, EXIT_INFRA = 3 };
+
+typedef struct bad_row {
+    long line;
+    char *reason;
+} bad_row;
+
+/* What a run did, for the summary and the report. */
+typedef struct job_stats {
+    char job_id[72];
+    long rows_read, rows_rejected;
+    bad_row *bad;            /* first MAX_BAD_KEPT rejected rows */
+    size_t nbad;
+    long items_published, batches_published, batches_skipped, batches_total;
+    long items_total;        /* items of the whole job (all runs) */
+    long succeeded, failed;
+    long api_calls, prompt_tokens, completion_tokens, cache_hits;
+    double elapsed_s;
+    int timed_out;
+} job_stats;
+
+#define MAX_BAD_KEPT 10000
+
+typedef struct producer {
+    fc_config *cfg;
+    fc_amqp *amqp;
+    fc_redis *redis;
+    job_stats st;
+    char key_meta[200], key_confirmed[200], key_outcome[200], key_failed[200], key_stats[200];
+    double t0;
+} producer;
+
+double mono_s(void);
+
+/* publish.c: returns an exit code. */
+int producer_publish(producer *p, FILE *in, int format);
+/* collect.c: waits for the job, writes --output; returns an exit code. */
+int producer_wait(producer *p);
+int producer_write_report(producer *p, const char *path);
+
+#endif

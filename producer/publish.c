@@ -1,0 +1,330 @@
+/* Publishing: stream the dataset into batch messages and publish them with pipelined
+ * publisher confirms; remember confirmed batches in Redis so --resume skips them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fc_dataset.h"
+#include "fc_error.h"
+#include "fc_log.h"
+#include "fc_message.h"
+#include "fc_topology.h"
+#include "producer.h"
+
+#define WINDOW_MSGS 256
+#define WINDOW_BYTES (4L << 20)
+#define CONNECT_TRIES 5
+#define CONFIRM_TIMEOUT_S 30.0
+
+typedef struct inflight {
+    uint64_t seq;
+    long batch;
+    long items;
+    char *body; /* kept until confirmed, to re-publish after a reconnect */
+    size_t len;
+} inflight;
+
+typedef struct pub {
+    producer *p;
+    fc_dataset *ds;
+    fc_buf body;
+    fc_batch_hdr hdr;
+    long batch_items;
+    int batch_size;
+    unsigned char *confirmed;  /* resume: bitmap of batches confirmed by earlier runs */
+    size_t confirmed_len;
+    inflight win[WINDOW_MSGS];
+    int nwin;
+    long win_bytes;
+    int failed;                /* a nack or return: exit 3 */
+} pub;
+
+static int connect_with_retry(producer *p) {
+    fc_topology t = {p->cfg->queue_prefix, p->cfg->retry_delays, p->cfg->nretry_delays, p->cfg->delivery_limit};
+    for (int i = 0; i < CONNECT_TRIES; i++) {
+        int rc = fc_amqp_connect(p->amqp);
+        if (rc == FC_OK) rc = fc_topology_declare(p->amqp, &t);
+        if (rc == FC_OK) rc = fc_topology_declare_results(p->amqp, p->cfg->queue_prefix, p->st.job_id);
+        if (rc == FC_OK) return FC_OK;
+        fc_warn("broker: %s (attempt %d of %d)", fc_amqp_errstr(p->amqp), i + 1, CONNECT_TRIES);
+        if (rc == FC_EBROKER && i > 0) return rc;
+        usleep((useconds_t)(500000u << i));
+    }
+    return FC_ECONN;
+}
+
+static void on_confirm(void *ud, uint64_t seq, int status) {
+    pub *u = ud;
+    for (int i = 0; i < u->nwin; i++) {
+        if (u->win[i].seq != seq) continue;
+        if (status != FC_OK) {
+            fc_error("broker refused batch %ld: %s", u->win[i].batch, fc_strerror(status));
+            u->failed = 1;
+        } else {
+            fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", u->p->key_confirmed, u->win[i].batch);
+            u->p->st.items_published += u->win[i].items;
+            u->p->st.batches_published++;
+        }
+        u->win_bytes -= (long)u->win[i].len;
+        free(u->win[i].body);
+        u->win[i] = u->win[--u->nwin];
+        return;
+    }
+}
+
+static int send_one(pub *u, inflight *f) {
+    char mid[128], exchange[FC_NAME_MAX];
+    fc_batch_hdr h = u->hdr;
+    h.batch = f->batch;
+    h.attempt = 1;
+    fc_message_batch_id(mid, sizeof(mid), &h, NULL);
+    fc_topology_name(exchange, u->p->cfg->queue_prefix, "batches");
+    fc_amqp_props props = {mid, NULL, NULL, 0};
+    return fc_amqp_publish(u->p->amqp, exchange, "", &props, f->body, f->len, &f->seq);
+}
+
+/* recover reconnects after a lost connection and re-publishes every unconfirmed batch. */
+static int recover(pub *u) {
+    fc_warn("broker connection lost (%s); reconnecting", fc_amqp_errstr(u->p->amqp));
+    if (connect_with_retry(u->p) != FC_OK) return FC_ECONN;
+    for (int i = 0; i < u->nwin; i++)
+        if (send_one(u, &u->win[i]) != FC_OK) return FC_ECONN;
+    return FC_OK;
+}
+
+/* drain waits for confirms until at most `left` publishes are unconfirmed. */
+static int drain(pub *u, int left, long bytes_left) {
+    fc_amqp_handler h = {NULL, on_confirm, NULL, u};
+    double deadline = mono_s() + CONFIRM_TIMEOUT_S;
+    int reconnects = 0;
+    while (u->nwin > left || u->win_bytes > bytes_left) {
+        if (mono_s() > deadline) {
+            fc_error("no publisher confirms within %.0f s", CONFIRM_TIMEOUT_S);
+            return FC_ETIMEOUT;
+        }
+        if (fc_amqp_poll(u->p->amqp, 200, &h) != FC_OK) {
+            if (++reconnects > CONNECT_TRIES || recover(u) != FC_OK) return FC_ECONN;
+            deadline = mono_s() + CONFIRM_TIMEOUT_S;
+        }
+    }
+    return u->failed ? FC_ENACK : FC_OK;
+}
+
+static int is_confirmed(const pub *u, long batch) {
+    size_t byte = (size_t)batch / 8;
+    return byte < u->confirmed_len && (u->confirmed[byte] >> (7 - batch % 8)) & 1;
+}
+
+/* flush publishes the batch being built (unless an earlier run got it confirmed). */
+static int flush(pub *u) {
+    if (u->batch_items == 0) return FC_OK;
+    fc_message_batch_close(&u->body);
+    long batch = u->hdr.batch++;
+    u->p->st.batches_total++;
+    long items = u->batch_items;
+    u->batch_items = 0;
+    if (is_confirmed(u, batch)) {
+        u->p->st.batches_skipped++;
+        return FC_OK;
+    }
+    int rc = drain(u, WINDOW_MSGS - 1, WINDOW_BYTES - (long)u->body.len);
+    if (rc != FC_OK) return rc;
+    inflight *f = &u->win[u->nwin];
+    f->batch = batch;
+    f->items = items;
+    f->len = u->body.len;
+    f->body = fc_buf_steal(&u->body);
+    u->nwin++;
+    u->win_bytes += (long)f->len;
+    rc = send_one(u, f);
+    if (rc != FC_OK && recover(u) != FC_OK) return FC_ECONN;
+    return FC_OK;
+}
+
+static void reject(producer *p, long line, const char *reason) {
+    fprintf(stderr, "flashcard-producer: rejected: %s\n", reason);
+    p->st.rows_rejected++;
+    if (p->st.nbad >= MAX_BAD_KEPT) return;
+    bad_row *b = realloc(p->st.bad, (p->st.nbad + 1) * sizeof(*b));
+    if (!b) return;
+    p->st.bad = b;
+    b[p->st.nbad].line = line;
+    b[p->st.nbad].reason = strdup(reason);
+    p->st.nbad++;
+}
+
+/* add appends one item, closing the current batch first when it is full. */
+static int add(pub *u, const fc_item *it, fc_buf *one) {
+    fc_buf_reset(one);
+    fc_message_item(one, it, NULL);
+    long max = u->p->cfg->batch_max_bytes;
+    if ((long)one->len + 128 > max) {
+        char why[200];
+        snprintf(why, sizeof(why), "line %ld: item of %zu bytes exceeds BATCH_MAX_BYTES (%ld)", it->line, one->len, max);
+        reject(u->p, it->line, why);
+        return FC_OK;
+    }
+    if (u->batch_items && (u->batch_items >= u->batch_size || (long)(u->body.len + one->len + 3) > max)) {
+        int rc = flush(u);
+        if (rc != FC_OK) return rc;
+    }
+    if (u->batch_items == 0) {
+        fc_buf_reset(&u->body);
+        fc_message_batch_open(&u->body, &u->hdr);
+    } else {
+        fc_buf_puts(&u->body, ",");
+    }
+    fc_buf_append(&u->body, one->data, one->len);
+    u->batch_items++;
+    return FC_OK;
+}
+
+/* read_all streams every row; in dry mode (--strict's first pass) nothing is published. */
+static int read_all(pub *u, int dry) {
+    fc_item it = {0};
+    fc_row_error re;
+    fc_buf one = {0};
+    int rc, out = FC_OK;
+    while ((rc = fc_dataset_next(u->ds, &it, &re)) != 0) {
+        if (rc == FC_EPARSE) {
+            if (dry) {
+                fprintf(stderr, "flashcard-producer: --strict: %s; nothing was published\n", re.reason);
+                out = FC_EPARSE;
+                break;
+            }
+            reject(u->p, re.line, re.reason);
+            continue;
+        }
+        if (rc < 0) {
+            fprintf(stderr, "flashcard-producer: reading the dataset failed: %s\n", fc_strerror(rc));
+            out = rc;
+            break;
+        }
+        if (!dry && (out = add(u, &it, &one)) != FC_OK) break;
+        fc_item_clear(&it);
+    }
+    fc_item_clear(&it);
+    fc_buf_free(&one);
+    u->p->st.rows_read = fc_dataset_rows(u->ds);
+    return out;
+}
+
+static int auto_batch_size(const fc_config *cfg) {
+    /* One batch is about a minute of fleet work: RATE_LIMIT calls per minute, two calls per item. */
+    long n = cfg->rate_limit > 0 ? cfg->rate_limit / 2 : 100;
+    return (int)(n < 1 ? 1 : n > 100 ? 100 : n);
+}
+
+/* load_job reads or creates the job record; on --resume it loads the confirmed bitmap. */
+static int load_job(pub *u) {
+    producer *p = u->p;
+    fc_reply r;
+    int rc = fc_redis_cmd(p->redis, &r, "HGET %s batch_size", p->key_meta);
+    if (rc != FC_OK) return rc;
+    if (r.type == FC_REPLY_STR && p->cfg->resume) u->batch_size = atoi(r.str);
+    else if (r.type == FC_REPLY_STR && !p->cfg->resume) {
+        fc_reply_free(&r);
+        fprintf(stderr, "flashcard-producer: job '%s' exists already: use --resume to continue it, or another --job-id\n",
+                p->st.job_id);
+        return FC_EINVAL;
+    }
+    fc_reply_free(&r);
+    if (p->cfg->resume && fc_redis_cmd(p->redis, &r, "GET %s", p->key_confirmed) == FC_OK && r.type == FC_REPLY_STR) {
+        u->confirmed = (unsigned char *)r.str;
+        u->confirmed_len = r.len;
+        r.str = NULL;
+    }
+    fc_reply_free(&r);
+    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %d", p->key_meta, u->batch_size);
+}
+
+static int finish_job(pub *u) {
+    producer *p = u->p;
+    p->st.items_total = 0;
+    /* items_total counts the whole job: this run's publishes plus those of earlier runs. */
+    fc_reply r;
+    int rc = fc_redis_cmd(p->redis, &r, "HINCRBY %s items %ld", p->key_meta, p->st.items_published);
+    if (rc == FC_OK) p->st.items_total = r.integer;
+    fc_reply_free(&r);
+    if (rc == FC_OK)
+        rc = fc_redis_cmd(p->redis, NULL, "HSET %s batches %ld published 1", p->key_meta, p->st.batches_total);
+    fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_meta);
+    fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_confirmed);
+    return rc;
+}
+
+static int infra_exit(producer *p, const char *what) {
+    fprintf(stderr,
+            "flashcard-producer: %s. %ld batches (%ld items) were confirmed; nothing confirmed is lost.\n"
+            "  Resume with: flashcard-producer --job-id %s --resume ... (same dataset and options)\n",
+            what, p->st.batches_published, p->st.items_published, p->st.job_id);
+    return EXIT_INFRA;
+}
+
+int producer_publish(producer *p, FILE *in, int format) {
+    pub u;
+    char err[512];
+    memset(&u, 0, sizeof(u));
+    u.p = p;
+    u.batch_size = p->cfg->batch_size ? p->cfg->batch_size : auto_batch_size(p->cfg);
+    snprintf(u.hdr.job_id, sizeof(u.hdr.job_id), "%s", p->st.job_id);
+    u.hdr.attempt = 1;
+    fc_columns cols;
+    fc_columns_default(&cols);
+    if (p->cfg->columns && fc_columns_parse(p->cfg->columns, &cols, err, sizeof(err)) != FC_OK) {
+        fprintf(stderr, "flashcard-producer: --columns: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (p->cfg->strict) {
+        if (in == stdin) {
+            fprintf(stderr, "flashcard-producer: --strict needs a file, not stdin\n");
+            return EXIT_USAGE;
+        }
+        u.ds = fc_dataset_open(in, format, &cols, err, sizeof(err));
+        if (!u.ds) {
+            fprintf(stderr, "flashcard-producer: DATASET: %s\n", err);
+            return EXIT_USAGE;
+        }
+        int rc = read_all(&u, 1);
+        fc_dataset_close(u.ds);
+        if (rc != FC_OK) return EXIT_INCOMPLETE;
+        rewind(in);
+    }
+    u.ds = fc_dataset_open(in, format, &cols, err, sizeof(err));
+    if (!u.ds) {
+        fprintf(stderr, "flashcard-producer: DATASET: %s\n", err);
+        return EXIT_USAGE;
+    }
+    int rc = load_job(&u);
+    if (rc == FC_EINVAL) {
+        fc_dataset_close(u.ds);
+        return EXIT_USAGE;
+    }
+    if (rc != FC_OK) {
+        fc_dataset_close(u.ds);
+        fprintf(stderr, "flashcard-producer: Redis: %s\n", fc_redis_errstr(p->redis));
+        return infra_exit(p, "Redis is unreachable");
+    }
+    if (connect_with_retry(p) != FC_OK) {
+        fc_dataset_close(u.ds);
+        free(u.confirmed);
+        return infra_exit(p, "cannot reach the broker");
+    }
+    fc_info("job %s: publishing %s in batches of %d", p->st.job_id, p->cfg->args[0], u.batch_size);
+    rc = read_all(&u, 0);
+    if (rc == FC_OK) rc = flush(&u);
+    if (rc == FC_OK) rc = drain(&u, 0, 0);
+    if (rc == FC_OK) rc = finish_job(&u);
+    fc_dataset_close(u.ds);
+    free(u.confirmed);
+    for (int i = 0; i < u.nwin; i++) free(u.win[i].body);
+    fc_buf_free(&u.body);
+    if (rc == FC_ENACK) return infra_exit(p, "the broker refused some batches");
+    if (rc == FC_ETIMEOUT || rc == FC_ECONN) return infra_exit(p, "lost the broker while publishing");
+    if (rc == FC_EREDIS || rc == FC_ECONN) return infra_exit(p, "lost Redis while publishing");
+    if (rc != FC_OK) return EXIT_INCOMPLETE;
+    fc_info("job %s: %ld items in %ld batches published and confirmed (%ld rows rejected)", p->st.job_id,
+            p->st.items_published, p->st.batches_published, p->st.rows_rejected);
+    return p->st.rows_rejected ? EXIT_INCOMPLETE : EXIT_DONE;
+}

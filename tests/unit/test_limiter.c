@@ -1,0 +1,372 @@
+/* Unit tests of the rate limiter: the GCRA core against a fake clock, the local fallback,
+ * reconnect pacing, RATE_LIMITS parsing and the SHA-1 used for EVALSHA. No Redis needed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fc_error.h"
+#include "fc_limiter.h"
+#include "fc_log.h"
+#include "fc_redis.h"
+
+#define MS 1000LL
+#define SEC 1000000LL
+#define NO_MAX_WAIT (3600 * SEC)
+
+static fc_gcra make(double per_sec, double burst) {
+    fc_gcra g;
+    fc_gcra_init(&g, (fc_limit){per_sec, burst}, 1);
+    return g;
+}
+
+/* reserve1 does one reserve on a single limit with cost 1; returns the wait (us). */
+static int64_t reserve1(int64_t *tat, const fc_gcra *g, int64_t now, int64_t pause) {
+    const double cost = 1;
+    int64_t wait = -1;
+    assert_int_equal(fc_gcra_reserve(tat, g, 1, now, pause, &cost, NO_MAX_WAIT, &wait), FC_OK);
+    return wait;
+}
+
+static void test_burst_then_steady(void **state) {
+    (void)state;
+    fc_gcra g = make(10, 5); /* T = 100 ms, tau = 400 ms */
+    assert_int_equal(g.tau_us, 400 * MS);
+    int64_t tat = 0, now = 1000 * SEC;
+    for (int i = 0; i < 5; i++) assert_int_equal(reserve1(&tat, &g, now, 0), 0);
+    assert_int_equal(reserve1(&tat, &g, now, 0), 100 * MS);
+    /* Steady: one caller every T gets no wait. */
+    /* tat = now + 600 ms: from now + 200 ms on, one caller every T gets no wait. */
+    for (int64_t t = now + 200 * MS; t < now + 2200 * MS; t += 100 * MS) assert_int_equal(reserve1(&tat, &g, t, 0), 0);
+    now += 2200 * MS;
+    /* Idle for a long time: the bucket refills to the burst, not beyond. */
+    now += 60 * SEC;
+    for (int i = 0; i < 5; i++) assert_int_equal(reserve1(&tat, &g, now, 0), 0);
+    assert_true(reserve1(&tat, &g, now, 0) > 0);
+}
+
+static void test_no_herd(void **state) {
+    (void)state;
+    fc_gcra g = make(50, 1); /* T = 20 ms, no burst */
+    int64_t tat = 0, now = 5 * SEC;
+    for (int i = 0; i < 10; i++) assert_int_equal(reserve1(&tat, &g, now, 0), i * 20 * MS);
+    /* With burst 3, three go at once and the rest queue T apart. */
+    fc_gcra b = make(50, 3);
+    tat = 0;
+    int64_t expect[] = {0, 0, 0, 20 * MS, 40 * MS, 60 * MS};
+    for (int i = 0; i < 6; i++) assert_int_equal(reserve1(&tat, &b, now, 0), expect[i]);
+}
+
+static void test_token_limit_binds(void **state) {
+    (void)state;
+    fc_gcra lim[2] = {make(600.0 / 60, 20), make(6000.0 / 60, 1000)}; /* 10 calls/s; 100 tokens/s */
+    int64_t tat[2] = {0, 0}, now = 10 * SEC, wait;
+    const double costs[2] = {1, 500};
+    assert_int_equal(fc_gcra_reserve(tat, lim, 2, now, 0, costs, NO_MAX_WAIT, &wait), FC_OK);
+    assert_int_equal(wait, 0);
+    assert_int_equal(fc_gcra_reserve(tat, lim, 2, now, 0, costs, NO_MAX_WAIT, &wait), FC_OK);
+    assert_int_equal(wait, 0);
+    /* tokens tat = now + 10 s, tau = 9.99 s: third waits 10 ms though calls have room. */
+    assert_int_equal(fc_gcra_reserve(tat, lim, 2, now, 0, costs, NO_MAX_WAIT, &wait), FC_OK);
+    assert_int_equal(wait, 10 * MS);
+    assert_int_equal(tat[1], now + 15 * SEC);
+    /* Both limits are charged even when one does not bind. */
+    assert_int_equal(tat[0], now + 300 * MS);
+    /* An unlimited limit (rate 0) is ignored. */
+    fc_gcra open[2] = {make(0, 1), make(100, 1)};
+    int64_t t2[2] = {0, 0};
+    assert_int_equal(fc_gcra_reserve(t2, open, 2, now, 0, costs, NO_MAX_WAIT, &wait), FC_OK);
+    assert_int_equal(t2[0], 0);
+}
+
+static void test_pause_then_resume_within_capacity(void **state) {
+    (void)state;
+    fc_gcra g = make(10, 3); /* T = 100 ms, tau = 200 ms */
+    int64_t tat = 0, now = 100 * SEC, pause = now + 2 * SEC;
+    /* Idle bucket, paused: the first three start at the deadline, then T apart. */
+    int64_t expect[] = {2 * SEC, 2 * SEC, 2 * SEC, 2 * SEC + 100 * MS, 2 * SEC + 200 * MS};
+    for (int i = 0; i < 5; i++) assert_int_equal(reserve1(&tat, &g, now + 500 * MS, pause), expect[i] - 500 * MS);
+    /* Drained bucket before the pause: after it, still at most `burst` at the deadline. */
+    tat = 0;
+    for (int i = 0; i < 10; i++) reserve1(&tat, &g, now, 0); /* tat = now + 1 s */
+    int at_deadline = 0;
+    for (int i = 0; i < 10; i++)
+        if (reserve1(&tat, &g, now, pause) == 2 * SEC) at_deadline++;
+    assert_true(at_deadline >= 1 && at_deadline <= 3);
+}
+
+static void test_refund_and_correction(void **state) {
+    (void)state;
+    fc_gcra g = make(100, 1000); /* tokens: T = 10 ms, tau = 9.99 s */
+    int64_t tat = 0, now = 50 * SEC;
+    const double cost = 2000;
+    int64_t wait;
+    assert_int_equal(fc_gcra_reserve(&tat, &g, 1, now, 0, &cost, NO_MAX_WAIT, &wait), FC_OK);
+    assert_int_equal(tat, now + 20 * SEC);
+    /* The call used 500 tokens only: refund 1500. */
+    fc_gcra_adjust(&tat, now, fc_gcra_cost_us(&g, -1500));
+    assert_int_equal(tat, now + 5 * SEC);
+    /* A refund larger than the charge never gives credit beyond a full bucket. */
+    fc_gcra_adjust(&tat, now, fc_gcra_cost_us(&g, -100000));
+    assert_int_equal(tat, now);
+    /* An extra charge on an idle bucket counts from now, not from a stale tat. */
+    int64_t old = now - 100 * SEC;
+    fc_gcra_adjust(&old, now, fc_gcra_cost_us(&g, 300));
+    assert_int_equal(old, now + 3 * SEC);
+}
+
+static void test_max_wait_refusal(void **state) {
+    (void)state;
+    fc_gcra g = make(1, 1);
+    int64_t tat = 0, now = 7 * SEC, wait;
+    const double cost = 1;
+    for (int i = 0; i < 3; i++) reserve1(&tat, &g, now, 0); /* waits 0, 1 s, 2 s */
+    int64_t before = tat;
+    assert_int_equal(fc_gcra_reserve(&tat, &g, 1, now, 0, &cost, 2500 * MS, &wait), FC_EBUSY);
+    assert_int_equal(wait, 3 * SEC);
+    assert_int_equal(tat, before);
+    assert_int_equal(fc_gcra_reserve(&tat, &g, 1, now, 0, &cost, 3 * SEC, &wait), FC_OK);
+    assert_int_equal(wait, 3 * SEC);
+    /* A pause beyond max_wait is refused too. */
+    tat = 0;
+    assert_int_equal(fc_gcra_reserve(&tat, &g, 1, now, now + 40 * SEC, &cost, 30 * SEC, &wait), FC_EBUSY);
+    assert_int_equal(wait, 40 * SEC);
+}
+
+/* ---- The limiter object, with a fake clock and no Redis --------------------------- */
+
+static int64_t fake_now;
+static int64_t fake_clock(void *arg) {
+    (void)arg;
+    return fake_now;
+}
+
+static fc_limiter *local_limiter(fc_redis *r, int fallback, double calls, double burst, int fleet) {
+    fc_limiter_conf c = {.prefix = "test", .api = "api", .calls = {calls, burst}, .fallback = fallback,
+                         .fleet_size = fleet};
+    fc_limiter *l = fc_limiter_new(r, &c);
+    assert_non_null(l);
+    fc_limiter_set_clock(l, fake_clock, NULL);
+    return l;
+}
+
+static void test_local_fallback_rate_per_fleet(void **state) {
+    (void)state;
+    fake_now = 1000 * SEC;
+    /* Fleet of 4 at 40/s burst 8: each process gets 10/s burst 2. */
+    fc_limiter *l = local_limiter(NULL, FC_LIMITER_LOCAL, 40, 8, 4);
+    long expect[] = {0, 0, 100, 200, 300};
+    for (int i = 0; i < 5; i++) {
+        long wait = -1;
+        assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_OK);
+        assert_int_equal(wait, expect[i]);
+    }
+    /* Over 10 s at one call per wait, about 100 grants: 10/s. */
+    fake_now += 10 * SEC;
+    int64_t end = fake_now + 10 * SEC;
+    int grants = 0;
+    while (fake_now < end) {
+        int64_t w;
+        assert_int_equal(fc_limiter_acquire_us(l, 0, &w), FC_OK);
+        fake_now += w;
+        if (fake_now < end) grants++;
+    }
+    assert_in_range(grants, 100, 102);
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.redis_calls, 0);
+    /* A local pause is honoured too (Redis down: fc_limiter_pause says so but pauses locally). */
+    fake_now += 60 * SEC;
+    assert_int_equal(fc_limiter_pause(l, 3000), FC_ECONN);
+    int64_t w;
+    assert_int_equal(fc_limiter_acquire_us(l, 0, &w), FC_OK);
+    assert_int_equal(w, 3 * SEC);
+    fc_limiter_free(l);
+}
+
+static void test_pause_mode_paces_reconnects(void **state) {
+    (void)state;
+    char err[128];
+    /* Port 1 on loopback: connection refused at once. */
+    fc_redis *r = fc_redis_new("redis://127.0.0.1:1", 200, err, sizeof(err));
+    assert_non_null(r);
+    fake_now = 50 * SEC;
+    fc_limiter *l = local_limiter(r, FC_LIMITER_PAUSE, 10, 1, 1);
+    long wait;
+    fc_limiter_stats st;
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+    assert_int_equal(wait, 100);
+    /* Within the backoff: no new attempt, quick FC_ECONN with the remaining wait. */
+    fake_now += 40 * MS;
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+    assert_int_equal(wait, 60);
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.redis_calls, 1);
+    assert_int_equal(st.reconnect_tries, 0);
+    /* Attempts then come after 100, 200, 400 ... ms, capped at 5 s. */
+    long expect[] = {200, 400, 800, 1600, 3200, 5000, 5000};
+    fake_now += 60 * MS;
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+        assert_int_equal(wait, expect[i]);
+        fake_now += expect[i] * MS;
+    }
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.reconnect_tries, 7);
+    assert_int_equal(fc_limiter_pause(l, 1000), FC_ECONN);
+    assert_int_equal(fc_limiter_correct(l, 10), FC_OK); /* no token limit: nothing to correct */
+    fc_limiter_free(l);
+    fc_redis_free(r);
+}
+
+static void test_local_mode_with_redis_down(void **state) {
+    (void)state;
+    char err[128];
+    fc_redis *r = fc_redis_new("redis://127.0.0.1:1", 200, err, sizeof(err));
+    fake_now = 70 * SEC;
+    fc_limiter *l = local_limiter(r, FC_LIMITER_LOCAL, 20, 1, 2); /* 10/s each */
+    int64_t w;
+    assert_int_equal(fc_limiter_acquire_us(l, 5, &w), FC_OK);
+    assert_int_equal(w, 0);
+    assert_int_equal(fc_limiter_acquire_us(l, 5, &w), FC_OK);
+    assert_int_equal(w, 100 * MS);
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.local_grants, 2);
+    assert_int_equal(st.redis_calls, 1);
+    fc_limiter_free(l);
+    fc_redis_free(r);
+}
+
+static void test_unlimited_needs_no_redis(void **state) {
+    (void)state;
+    fake_now = 1;
+    fc_limiter *l = local_limiter(NULL, FC_LIMITER_PAUSE, 0, 1, 1);
+    long wait = -1;
+    for (int i = 0; i < 100; i++) assert_int_equal(fc_limiter_acquire(l, 1000, &wait), FC_OK);
+    assert_int_equal(wait, 0);
+    assert_int_equal(fc_limiter_acquire_blocking(l, 5, 0), FC_OK);
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.redis_calls + st.redis_failures, 0);
+    fc_limiter_free(l);
+}
+
+static void test_blocking_times_out_in_pause_mode(void **state) {
+    (void)state;
+    fc_limiter_conf c = {.prefix = "t", .api = "a", .calls = {5, 1}};
+    fc_limiter *l = fc_limiter_new(NULL, &c);
+    assert_int_equal(fc_limiter_acquire_blocking(l, 0, 50), FC_ETIMEOUT);
+    assert_int_equal(fc_limiter_acquire(l, -1, &(long){0}), FC_EINVAL);
+    fc_limiter_free(l);
+}
+
+static void test_new_rejects_bad_conf(void **state) {
+    (void)state;
+    fc_limiter_conf c = {.prefix = "t", .api = "bad{api}", .calls = {5, 1}};
+    assert_null(fc_limiter_new(NULL, &c));
+    c.api = "ok";
+    c.fallback = 7;
+    assert_null(fc_limiter_new(NULL, &c));
+    c.fallback = FC_LIMITER_LOCAL;
+    c.calls.per_sec = -1;
+    assert_null(fc_limiter_new(NULL, &c));
+    assert_null(fc_limiter_new(NULL, NULL));
+    fc_limiter_free(NULL);
+}
+
+/* ---- Parsing ---------------------------------------------------------------------- */
+
+static void test_parse_spec(void **state) {
+    (void)state;
+    fc_api_limits v[4];
+    size_t n;
+    char err[256];
+    assert_int_equal(fc_limits_parse(" openrouter=600/min,burst=20;tokens=200000/min  local=5/s groq=0/h ", v, 4,
+                                     &n, err, sizeof(err)),
+                     FC_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[0].api, "openrouter");
+    assert_true(v[0].calls.per_sec == 10.0 && v[0].calls.burst == 20.0);
+    assert_float_equal(v[0].tokens.per_sec, 200000.0 / 60, 1e-9);
+    assert_float_equal(v[0].tokens.burst, 200000.0 / 60, 1e-9); /* default max(1, rate/s) */
+    const fc_api_limits *loc = fc_limits_find(v, n, "local");
+    assert_non_null(loc);
+    assert_true(loc->calls.per_sec == 5.0 && loc->calls.burst == 5.0 && loc->tokens.per_sec == 0);
+    assert_true(v[2].calls.per_sec == 0 && v[2].calls.burst == 1);
+    assert_null(fc_limits_find(v, n, "nope"));
+    assert_int_equal(fc_limits_parse("a=90/sec,burst=2.5;tokens=7200/h,burst=100", v, 4, &n, err, sizeof(err)), 0);
+    assert_true(v[0].calls.per_sec == 90 && v[0].calls.burst == 2.5);
+    assert_true(v[0].tokens.per_sec == 2 && v[0].tokens.burst == 100);
+    assert_true(fc_limit_default_burst(0.5) == 1.0);
+    assert_int_equal(fc_limits_parse("", v, 4, &n, err, sizeof(err)), FC_OK);
+    assert_int_equal(n, 0);
+}
+
+/* expect_error checks that spec fails with code and that err mentions needle. */
+static void expect_error(const char *spec, int code, const char *needle) {
+    fc_api_limits v[2];
+    size_t n;
+    char err[256] = "";
+    assert_int_equal(fc_limits_parse(spec, v, 2, &n, err, sizeof(err)), code);
+    if (!strstr(err, needle)) fail_msg("error for '%s' is '%s', expected to contain '%s'", spec, err, needle);
+}
+
+static void test_parse_errors(void **state) {
+    (void)state;
+    expect_error("openrouter=600/minute", FC_EPARSE, "'/minute'");
+    expect_error("openrouter=600", FC_EPARSE, "unknown unit");
+    expect_error("openrouter", FC_EPARSE, "'openrouter'");
+    expect_error("=5/s", FC_EPARSE, "'=5/s'");
+    expect_error("a{b}=5/s", FC_EPARSE, "a{b}");
+    expect_error("a=-5/s", FC_EPARSE, "rate");
+    expect_error("a=nan/s", FC_EPARSE, "'nan/s'");
+    expect_error("a=5/s,burst=0", FC_ERANGE, "burst must be >= 1");
+    expect_error("a=5/s,bust=3", FC_EPARSE, "',bust=3'");
+    expect_error("a=5/s;tokenz=3/s", FC_EPARSE, "tokenz");
+    expect_error("a=5/s;tokens=3/day", FC_EPARSE, "a tokens '3/day'");
+    expect_error("a=5/s b=1/s a=2/s", FC_ETOOBIG, "too many");
+    expect_error("a=5/s a=2/s", FC_EPARSE, "'a': API listed twice");
+}
+
+static void test_sha1(void **state) {
+    (void)state;
+    char hex[41];
+    fc_limiter_sha1_hex("", 0, hex);
+    assert_string_equal(hex, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    fc_limiter_sha1_hex("abc", 3, hex);
+    assert_string_equal(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"; /* 56 bytes: 2 pad blocks */
+    fc_limiter_sha1_hex(two, strlen(two), hex);
+    assert_string_equal(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+    char million[1000];
+    memset(million, 'a', sizeof(million));
+    fc_limiter_sha1_hex(million, sizeof(million), hex);
+    assert_string_equal(hex, "291e9a6c66994949b57ba5e650361e98fc36b1ba");
+}
+
+int main(void) {
+    fc_log_setup(FC_LOG_OFF, FC_LOG_TEXT, "test_limiter");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_burst_then_steady),
+        cmocka_unit_test(test_no_herd),
+        cmocka_unit_test(test_token_limit_binds),
+        cmocka_unit_test(test_pause_then_resume_within_capacity),
+        cmocka_unit_test(test_refund_and_correction),
+        cmocka_unit_test(test_max_wait_refusal),
+        cmocka_unit_test(test_local_fallback_rate_per_fleet),
+        cmocka_unit_test(test_pause_mode_paces_reconnects),
+        cmocka_unit_test(test_local_mode_with_redis_down),
+        cmocka_unit_test(test_unlimited_needs_no_redis),
+        cmocka_unit_test(test_blocking_times_out_in_pause_mode),
+        cmocka_unit_test(test_new_rejects_bad_conf),
+        cmocka_unit_test(test_parse_spec),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_sha1),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,569 @@
+/* Unit tests for the pipeline codec (fc_pipeline) and its SHA-256 (fc_sha256). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fc_error.h"
+#include "fc_pipeline.h"
+#include "fc_sha256.h"
+
+#define S1_GOOD                                                                                          \
+    "{\"term_number\":1,\"term\":\"안녕하세요\",\"ipa\":\"/an.njʌŋ.ha.se.jo/\",\"pos\":\"interjection\","   \
+    "\"primary_meaning\":\"hello\",\"other_meanings\":null,\"metaphor\":\"An ANNIE on a YAWN\","          \
+    "\"metaphor_noun\":\"Annie\",\"metaphor_action\":\"yawns\",\"suggested_location\":\"front door\","      \
+    "\"anchor_object\":\"doormat\",\"anchor_sensory\":\"creak\",\"explanation\":\"sounds like\","           \
+    "\"comparison\":\"vs 안녕\",\"usage_context\":\"polite\",\"homonyms\":null,"                            \
+    "\"korean_keywords\":[\"인사\",\"안녕\"]}"
+
+static const char *const required[] = {
+    "term_number", "term", "ipa", "pos", "primary_meaning", "metaphor", "metaphor_noun", "metaphor_action",
+    "suggested_location", "anchor_object", "anchor_sensory", "explanation", "comparison", "korean_keywords",
+};
+
+static char *strip(const char *s, size_t *n) { return fc_pipeline_strip_fence(s, strlen(s), n); }
+
+/* ---- fence stripping ---- */
+
+static void test_fence_json(void **state) {
+    size_t n;
+    char *s = strip("```json\n{\"a\":1}\n```", &n);
+    assert_string_equal(s, "{\"a\":1}");
+    assert_int_equal(n, 7);
+    free(s);
+}
+
+static void test_fence_plain(void **state) {
+    char *s = strip("```\n{\"a\":1}\n```\n", NULL);
+    assert_string_equal(s, "{\"a\":1}");
+    free(s);
+}
+
+static void test_fence_none(void **state) {
+    char *s = strip("{\"a\":1}", NULL);
+    assert_string_equal(s, "{\"a\":1}");
+    free(s);
+}
+
+static void test_fence_whitespace(void **state) {
+    char *s = strip("  \r\n\n ```json \r\n{\"a\":1}\r\n```  \n\n", NULL);
+    assert_string_equal(s, "{\"a\":1}");
+    free(s);
+    s = strip("\n  {\"a\":1}  \n", NULL);
+    assert_string_equal(s, "{\"a\":1}");
+    free(s);
+}
+
+static void test_fence_unclosed(void **state) {
+    char *s = strip("```json\n{\"a\":1}\n", NULL);
+    assert_string_equal(s, "{\"a\":1}");
+    free(s);
+}
+
+static void test_fence_empty_and_tabs(void **state) {
+    size_t n = 99;
+    char *s = fc_pipeline_strip_fence("", 0, &n);
+    assert_string_equal(s, "");
+    assert_int_equal(n, 0);
+    free(s);
+    s = strip("```tsv\na\tb\t\t\n```", NULL); /* trailing tabs are empty TSV fields: kept */
+    assert_string_equal(s, "a\tb\t\t");
+    free(s);
+    s = strip("``````", NULL);
+    assert_string_equal(s, "");
+    free(s);
+}
+
+/* ---- stage 1 ---- */
+
+static void test_stage1_good(void **state) {
+    char *out = NULL, why[256] = "";
+    const char *in = "```json\n" S1_GOOD "\n```";
+    assert_int_equal(fc_pipeline_stage1_parse(in, strlen(in), &out, why, sizeof(why)), 0);
+    assert_non_null(out);
+    assert_string_equal(out, S1_GOOD); /* compact, keys in received order, UTF-8 unescaped */
+    free(out);
+}
+
+/* json_without returns S1_GOOD with the member key removed (or set to null if as_null); caller frees. */
+static char *json_without(const char *key, int as_null) {
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *good = S1_GOOD;
+    const char *k = strstr(good, pat);
+    assert_non_null(k);
+    const char *v = k + strlen(pat);
+    const char *end = v;
+    int depth = 0, instr = 0;
+    for (; *end; end++) {
+        if (instr) {
+            if (*end == '\\') end++;
+            else if (*end == '"') instr = 0;
+        } else if (*end == '"') instr = 1;
+        else if (*end == '[' || *end == '{') depth++;
+        else if ((*end == ']' || *end == '}') && depth > 0) depth--;
+        else if ((*end == ',' || *end == '}') && depth == 0) break;
+    }
+    char *out = malloc(strlen(good) + 8);
+    size_t pre = (size_t)(as_null ? v - good : k - good);
+    memcpy(out, good, pre);
+    out[pre] = '\0';
+    if (as_null) {
+        strcat(out, "null");
+        strcat(out, end);
+    } else if (*end == ',') {
+        strcat(out, end + 1);
+    } else { /* last member: drop the preceding comma */
+        out[pre - 1] = '\0';
+        strcat(out, end);
+    }
+    return out;
+}
+
+static void test_stage1_each_required_missing(void **state) {
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        char *in = json_without(required[i], 0), *out = NULL, why[256] = "", expect[128];
+        assert_int_equal(fc_pipeline_stage1_parse(in, strlen(in), &out, why, sizeof(why)), FC_EPARSE);
+        assert_null(out);
+        snprintf(expect, sizeof(expect), "stage 1 answer lacks field '%s'", required[i]);
+        assert_string_equal(why, expect);
+        free(in);
+        in = json_without(required[i], 1);
+        assert_int_equal(fc_pipeline_stage1_parse(in, strlen(in), &out, why, sizeof(why)), FC_EPARSE);
+        assert_non_null(strstr(why, required[i]));
+        free(in);
+    }
+}
+
+static void test_stage1_optional(void **state) {
+    const char *opt[] = {"other_meanings", "usage_context", "homonyms"};
+    for (size_t i = 0; i < 3; i++) {
+        for (int as_null = 0; as_null < 2; as_null++) {
+            char *in = json_without(opt[i], as_null), *out = NULL, why[256] = "";
+            assert_int_equal(fc_pipeline_stage1_parse(in, strlen(in), &out, why, sizeof(why)), 0);
+            assert_non_null(out);
+            free(out);
+            free(in);
+        }
+    }
+}
+
+static void test_stage1_not_object(void **state) {
+    const char *cases[] = {"[1,2]", "\"text\"", "42", "null"};
+    for (size_t i = 0; i < 4; i++) {
+        char *out = NULL, why[256] = "";
+        assert_int_equal(fc_pipeline_stage1_parse(cases[i], strlen(cases[i]), &out, why, sizeof(why)),
+                         FC_EPARSE);
+        assert_null(out);
+        assert_string_equal(why, "stage 1 answer is not a JSON object");
+    }
+}
+
+static void test_stage1_not_json(void **state) {
+    const char *cases[] = {"Sure! Here it is.", "{\"term\":", "", "{\"a\":1} trailing"};
+    for (size_t i = 0; i < 4; i++) {
+        char *out = NULL, why[256] = "";
+        assert_int_equal(fc_pipeline_stage1_parse(cases[i], strlen(cases[i]), &out, why, sizeof(why)),
+                         FC_EPARSE);
+        assert_null(out);
+        assert_non_null(strstr(why, "stage 1 answer is not JSON"));
+    }
+}
+
+/* ---- stage 2 ---- */
+
+#define ROW9 "1\t안녕하세요\t1\tScene\tfront door\tWho yawns?\t안녕하세요 hello\tkorean tab::scene\tpolite"
+
+static void test_stage2_header_only(void **state) {
+    fc_card *cards = (fc_card *)1;
+    size_t n = 7;
+    char why[128] = "";
+    const char *in = "```tsv\n" FC_CARD_HEADER "\n```";
+    assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), FC_EPARSE);
+    assert_null(cards);
+    assert_int_equal(n, 0);
+    assert_string_equal(why, "stage 2 answer has no cards");
+    assert_int_equal(fc_pipeline_stage2_parse("", 0, &cards, &n, why, sizeof(why)), FC_EPARSE);
+}
+
+static void test_stage2_rows(void **state) {
+    fc_card *cards = NULL;
+    size_t n = 0;
+    char why[128] = "";
+    const char *in = "```\n" FC_CARD_HEADER "\n" ROW9 "\n"
+                     "some commentary line\n"
+                     "1\ta\tb\tc\td\te\tf\n" /* 7 fields: skipped */
+                     "\n"
+                     "1\t안녕하세요\t1\tGrammar\tp\tQ\\tx\tA\\nline2\ttags\n" /* 8 fields */
+                     "```";
+    assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(cards[0].f[FC_CARD_POSITION], "1");
+    assert_string_equal(cards[0].f[FC_CARD_TERM], "안녕하세요");
+    assert_string_equal(cards[0].f[FC_CARD_TAB_NAME], "Scene");
+    assert_string_equal(cards[0].f[FC_CARD_BACK], "안녕하세요 hello");
+    assert_string_equal(cards[0].f[FC_CARD_HONORIFIC_LEVEL], "polite");
+    assert_string_equal(cards[1].f[FC_CARD_TAB_NAME], "Grammar");
+    assert_string_equal(cards[1].f[FC_CARD_FRONT], "Q\\tx"); /* escaped sequences kept verbatim */
+    assert_string_equal(cards[1].f[FC_CARD_BACK], "A\\nline2");
+    assert_string_equal(cards[1].f[FC_CARD_TAGS], "tags");
+    assert_string_equal(cards[1].f[FC_CARD_HONORIFIC_LEVEL], "");
+    fc_cards_free(cards, n);
+}
+
+static void test_stage2_crlf_no_header(void **state) {
+    fc_card *cards = NULL;
+    size_t n = 0;
+    char why[128] = "";
+    const char *in = ROW9 "\r\n" ROW9 "\r\n1\tt\t1\tHanja\tp\tf\tb\ttags\t\r\n";
+    assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(cards[1].f[FC_CARD_HONORIFIC_LEVEL], "polite"); /* no trailing \r */
+    assert_string_equal(cards[2].f[FC_CARD_TAGS], "tags");
+    assert_string_equal(cards[2].f[FC_CARD_HONORIFIC_LEVEL], "");
+    fc_cards_free(cards, n);
+}
+
+static void test_stage2_empty_fields_and_extra(void **state) {
+    fc_card *cards = NULL;
+    size_t n = 0;
+    char why[128] = "";
+    const char *in = "1\tt\t1\tScene\t\tf\tb\t\t\n2\tt\t1\tScene\tp\tf\tb\ttags\tpolite\textra\tmore";
+    assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(cards[0].f[FC_CARD_PRIMER], "");
+    assert_string_equal(cards[0].f[FC_CARD_TAGS], "");
+    assert_string_equal(cards[1].f[FC_CARD_HONORIFIC_LEVEL], "polite");
+    fc_cards_free(cards, n);
+    fc_cards_free(NULL, 0);
+}
+
+/* ---- envelope and error bodies ---- */
+
+static int envelope(const char *body, char **content, long *pt, long *ct, char *why) {
+    return fc_pipeline_envelope(body, strlen(body), content, pt, ct, why, 256);
+}
+
+static void test_envelope_good(void **state) {
+    const char *body = "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":"
+                       "{\"role\":\"assistant\",\"content\":\"```json\\n{\\\"a\\\":\\\"안녕\\\"}\\n```\"},"
+                       "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":45,"
+                       "\"total_tokens\":165}}";
+    char *content = NULL, why[256] = "";
+    long pt = -1, ct = -1;
+    assert_int_equal(envelope(body, &content, &pt, &ct, why), 0);
+    assert_string_equal(content, "```json\n{\"a\":\"안녕\"}\n```");
+    assert_int_equal(pt, 120);
+    assert_int_equal(ct, 45);
+    free(content);
+}
+
+static void test_envelope_no_usage(void **state) {
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"hi\"}}]}";
+    char *content = NULL, why[256] = "";
+    long pt = -1, ct = -1;
+    assert_int_equal(envelope(body, &content, &pt, &ct, why), 0);
+    assert_string_equal(content, "hi");
+    assert_int_equal(pt, 0);
+    assert_int_equal(ct, 0);
+    free(content);
+    assert_int_equal(envelope(body, &content, NULL, NULL, why), 0);
+    free(content);
+}
+
+static void test_envelope_no_choices(void **state) {
+    const char *cases[] = {
+        "{\"id\":\"x\"}",
+        "{\"choices\":[]}",
+        "{\"choices\":[{\"message\":{\"content\":null}}]}",
+        "{\"choices\":[{\"message\":{\"content\":42}}]}",
+        "{\"choices\":[{\"text\":\"hi\"}]}",
+        "[1]",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *content = (char *)1, why[256] = "";
+        long pt = -1;
+        assert_int_equal(envelope(cases[i], &content, &pt, NULL, why), FC_EPARSE);
+        assert_null(content);
+        assert_int_equal(pt, 0);
+        assert_string_equal(why, "response has no choices[0].message.content");
+    }
+}
+
+static void test_envelope_not_json(void **state) {
+    const char *cases[] = {"<html>502 Bad Gateway</html>", "", "{\"choices\":"};
+    for (size_t i = 0; i < 3; i++) {
+        char *content = NULL, why[256] = "";
+        assert_int_equal(envelope(cases[i], &content, NULL, NULL, why), FC_EPARSE);
+        assert_null(content);
+        assert_memory_equal(why, "response is not JSON: ", 22);
+        assert_true(strlen(why) > 22);
+    }
+    /* a buffer that is not NUL-terminated is read only up to len */
+    char *content = NULL, why[256] = "";
+    const char *body = "{\"choices\":[{\"message\":{\"content\":\"ok\"}}]}GARBAGE";
+    assert_int_equal(fc_pipeline_envelope(body, strlen(body) - 7, &content, NULL, NULL, why, sizeof(why)), 0);
+    assert_string_equal(content, "ok");
+    free(content);
+}
+
+static void test_error_reason(void **state) {
+    char why[256];
+    const char *b = "{\"error\":{\"message\":\"Rate limit reached\\nfor model\",\"type\":\"requests\",\"code\":null}}";
+    assert_int_equal(fc_pipeline_error_reason(b, strlen(b), why, sizeof(why)), 0);
+    assert_string_equal(why, "Rate limit reached for model"); /* single line */
+    b = "{\"error\":\"bad key\"}";
+    assert_int_equal(fc_pipeline_error_reason(b, strlen(b), why, sizeof(why)), 0);
+    assert_string_equal(why, "bad key");
+    b = "<html>\r\n<h1>502</h1></html>";
+    assert_int_equal(fc_pipeline_error_reason(b, strlen(b), why, sizeof(why)), FC_EPARSE);
+    assert_string_equal(why, "<html>  <h1>502</h1></html>");
+    assert_int_equal(fc_pipeline_error_reason("", 0, why, sizeof(why)), FC_EPARSE);
+    assert_string_equal(why, "empty response body");
+    assert_int_equal(fc_pipeline_error_reason(NULL, 0, why, sizeof(why)), FC_EPARSE);
+}
+
+static void test_error_reason_truncated(void **state) {
+    char body[1200], why[512];
+    strcpy(body, "{\"error\":{\"message\":\"");
+    for (int i = 0; i < 100; i++) strcat(body, "가나"); /* 6 bytes each pair: 600 bytes */
+    strcat(body, "\"}}");
+    assert_int_equal(fc_pipeline_error_reason(body, strlen(body), why, sizeof(why)), 0);
+    assert_true(strlen(why) <= 200 && strlen(why) >= 195);
+    assert_int_equal(strlen(why) % 3, 0); /* never cuts a 3-byte Hangul sequence */
+    char small[10];
+    assert_int_equal(fc_pipeline_error_reason(body, strlen(body), small, sizeof(small)), 0);
+    assert_string_equal(small, "가나가"); /* 9 bytes fit */
+}
+
+/* ---- classification, tokens ---- */
+
+static void test_classify(void **state) {
+    static const struct {
+        int status, cls;
+    } table[] = {
+        {200, FC_CLASS_OK},        {201, FC_CLASS_OK},        {0, FC_CLASS_RETRY},
+        {FC_EPARSE, FC_CLASS_RETRY}, {408, FC_CLASS_RETRY},   {409, FC_CLASS_RETRY},
+        {425, FC_CLASS_RETRY},     {429, FC_CLASS_RETRY},     {500, FC_CLASS_RETRY},
+        {502, FC_CLASS_RETRY},     {503, FC_CLASS_RETRY},     {504, FC_CLASS_RETRY},
+        {599, FC_CLASS_RETRY},     {400, FC_CLASS_PERMANENT}, {404, FC_CLASS_PERMANENT},
+        {413, FC_CLASS_PERMANENT}, {422, FC_CLASS_PERMANENT}, {401, FC_CLASS_AUTH},
+        {403, FC_CLASS_AUTH},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (fc_pipeline_classify(table[i].status) != table[i].cls) fail_msg("status %d", table[i].status);
+    }
+    assert_string_equal(fc_class_name(FC_CLASS_RETRY), "retryable");
+    assert_string_equal(fc_class_name(FC_CLASS_PERMANENT), "permanent");
+    assert_string_equal(fc_class_name(FC_CLASS_AUTH), "auth");
+    assert_string_equal(fc_class_name(FC_CLASS_OK), "ok");
+    assert_string_equal(fc_class_name(99), "unknown");
+}
+
+static void test_estimate_tokens(void **state) {
+    assert_int_equal(fc_pipeline_estimate_tokens(4000, 1500), 2500);
+    assert_int_equal(fc_pipeline_estimate_tokens(3, 10), 10);
+    assert_int_equal(fc_pipeline_estimate_tokens(0, 0), 0);
+}
+
+/* ---- SHA-256 and cache keys ---- */
+
+static void test_sha256_vectors(void **state) {
+    char hex[65];
+    fc_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    fc_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    fc_sha256_hex(m, strlen(m), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+static void test_sha256_incremental(void **state) {
+    /* one million 'a' fed in odd-sized pieces (FIPS 180-2 vector) */
+    char chunk[997];
+    memset(chunk, 'a', sizeof(chunk));
+    fc_sha256 ctx;
+    uint8_t d[32];
+    char hex[65];
+    size_t left = 1000000;
+    fc_sha256_init(&ctx);
+    while (left) {
+        size_t n = left < sizeof(chunk) ? left : sizeof(chunk);
+        fc_sha256_update(&ctx, chunk, n);
+        left -= n;
+    }
+    fc_sha256_final(&ctx, d);
+    fc_sha256_to_hex(d, hex);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+static void test_cache_key(void **state) {
+    char a[65], b[65];
+    fc_pipeline_cache_key("m", "p", "{\"x\":1}", a);
+    fc_pipeline_cache_key("m", "p", "{\"x\":1}", b);
+    assert_string_equal(a, b);
+    assert_int_equal(strlen(a), 64);
+    /* the key is SHA-256 of model NUL prompt NUL input */
+    char hex[65];
+    fc_sha256_hex("m\0p\0{\"x\":1}", 11, hex);
+    assert_string_equal(a, hex);
+    fc_pipeline_cache_key("m2", "p", "{\"x\":1}", b);
+    assert_string_not_equal(a, b);
+    fc_pipeline_cache_key("m", "p2", "{\"x\":1}", b);
+    assert_string_not_equal(a, b);
+    fc_pipeline_cache_key("m", "p", "{\"x\":2}", b);
+    assert_string_not_equal(a, b);
+    /* the separators keep boundaries apart */
+    fc_pipeline_cache_key("mp", "", "{\"x\":1}", b);
+    assert_string_not_equal(a, b);
+    fc_pipeline_cache_key(NULL, NULL, NULL, b);
+    fc_sha256_hex("\0\0", 2, hex);
+    assert_string_equal(b, hex);
+}
+
+/* ---- request bodies ---- */
+
+/* Writable copies of string literals: fc_item and fc_pipeline_conf hold char *. */
+static char m1[] = "model-one", m2[] = "model-two", p1[] = "Analyse \"this\" / that.", p2[] = "Make cards.";
+static char hello[] = "안녕하세요", interj[] = "interjection", apple[] = "사과", empty[] = "";
+
+static fc_pipeline_conf test_conf(void) {
+    fc_pipeline_conf c = {0};
+    c.stage1_model = m1;
+    c.stage2_model = m2;
+    c.stage1_prompt = p1;
+    c.stage2_prompt = p2;
+    c.temperature = 0.2;
+    c.max_tokens = 1500;
+    return c;
+}
+
+static void test_stage1_body(void **state) {
+    fc_pipeline_conf c = test_conf();
+    fc_item it = {.position = 1, .term = hello, .type = interj};
+    char *user = NULL;
+    char *body = fc_pipeline_stage1_body(&c, &it, &user);
+    assert_non_null(body);
+    assert_string_equal(user, "{\"position\":1,\"term\":\"안녕하세요\",\"type\":\"interjection\"}");
+    assert_string_equal(body,
+                        "{\"model\":\"model-one\",\"messages\":[{\"role\":\"system\",\"content\":"
+                        "\"Analyse \\\"this\\\" / that.\"},{\"role\":\"user\",\"content\":"
+                        "\"{\\\"position\\\":1,\\\"term\\\":\\\"안녕하세요\\\",\\\"type\\\":\\\"interjection\\\"}\"}],"
+                        "\"temperature\":0.2,\"max_tokens\":1500}");
+    assert_null(strstr(body, "\\u"));
+    free(body);
+    free(user);
+    body = fc_pipeline_stage1_body(&c, &it, NULL);
+    assert_non_null(body);
+    free(body);
+}
+
+static void test_stage2_body(void **state) {
+    fc_pipeline_conf c = test_conf();
+    fc_item it = {.position = 7, .term = apple, .type = empty};
+    char *user = NULL;
+    char *body = fc_pipeline_stage2_body(&c, &it, "{\"term\":\"사과\",\"ipa\":\"/sa.gwa/\"}", &user);
+    assert_non_null(body);
+    assert_string_equal(user, "{\"position\":7,\"term\":\"사과\",\"stage1_result\":{\"term\":\"사과\",\"ipa\":"
+                              "\"/sa.gwa/\"}}");
+    assert_non_null(strstr(body, "\"model\":\"model-two\""));
+    assert_non_null(strstr(body, "\"content\":\"Make cards.\""));
+    assert_non_null(strstr(body, "사과"));
+    assert_null(strstr(body, "\\u"));
+    free(body);
+    free(user);
+    user = (char *)1;
+    assert_null(fc_pipeline_stage2_body(&c, &it, "[1]", &user));
+    assert_null(user);
+    assert_null(fc_pipeline_stage2_body(&c, &it, "not json", NULL));
+}
+
+static void test_stage1_to_stage2_roundtrip(void **state) {
+    fc_pipeline_conf c = test_conf();
+    fc_item it = {.position = 1, .term = hello, .type = interj};
+    char *s1 = NULL, why[128];
+    assert_int_equal(fc_pipeline_stage1_parse(S1_GOOD, strlen(S1_GOOD), &s1, why, sizeof(why)), 0);
+    char *user = NULL, *body = fc_pipeline_stage2_body(&c, &it, s1, &user);
+    assert_non_null(body);
+    assert_non_null(strstr(user, "\"stage1_result\":" S1_GOOD "}"));
+    free(body);
+    free(user);
+    free(s1);
+}
+
+/* ---- prompt files ---- */
+
+static void test_load_prompt(void **state) {
+    char path[] = "/tmp/fc_test_prompt_XXXXXX", err[256] = "", *out = NULL;
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "Be brief.\n", 10), 10);
+    close(fd);
+    assert_int_equal(fc_pipeline_load_prompt(path, &out, err, sizeof(err)), 0);
+    assert_string_equal(out, "Be brief.\n");
+    free(out);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    close(fd);
+    assert_int_equal(fc_pipeline_load_prompt(path, &out, err, sizeof(err)), FC_EPARSE);
+    assert_null(out);
+    assert_non_null(strstr(err, path));
+    unlink(path);
+    assert_int_equal(fc_pipeline_load_prompt(path, &out, err, sizeof(err)), FC_ENOTFOUND);
+    assert_null(out);
+    assert_non_null(strstr(err, path));
+}
+
+static void test_default_prompts_load(void **state) {
+    const char *names[] = {FC_SOURCE_PROMPT_DIR "/stage1_system.txt", FC_SOURCE_PROMPT_DIR "/stage2_system.txt"};
+    for (int i = 0; i < 2; i++) {
+        char err[256] = "", *out = NULL;
+        assert_int_equal(fc_pipeline_load_prompt(names[i], &out, err, sizeof(err)), 0);
+        assert_true(strlen(out) > 100);
+        free(out);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fence_json),
+        cmocka_unit_test(test_fence_plain),
+        cmocka_unit_test(test_fence_none),
+        cmocka_unit_test(test_fence_whitespace),
+        cmocka_unit_test(test_fence_unclosed),
+        cmocka_unit_test(test_fence_empty_and_tabs),
+        cmocka_unit_test(test_stage1_good),
+        cmocka_unit_test(test_stage1_each_required_missing),
+        cmocka_unit_test(test_stage1_optional),
+        cmocka_unit_test(test_stage1_not_object),
+        cmocka_unit_test(test_stage1_not_json),
+        cmocka_unit_test(test_stage2_header_only),
+        cmocka_unit_test(test_stage2_rows),
+        cmocka_unit_test(test_stage2_crlf_no_header),
+        cmocka_unit_test(test_stage2_empty_fields_and_extra),
+        cmocka_unit_test(test_envelope_good),
+        cmocka_unit_test(test_envelope_no_usage),
+        cmocka_unit_test(test_envelope_no_choices),
+        cmocka_unit_test(test_envelope_not_json),
+        cmocka_unit_test(test_error_reason),
+        cmocka_unit_test(test_error_reason_truncated),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_estimate_tokens),
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_sha256_incremental),
+        cmocka_unit_test(test_cache_key),
+        cmocka_unit_test(test_stage1_body),
+        cmocka_unit_test(test_stage2_body),
+        cmocka_unit_test(test_stage1_to_stage2_roundtrip),
+        cmocka_unit_test(test_load_prompt),
+        cmocka_unit_test(test_default_prompts_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,407 @@
+/* Batches: a delivery becomes jobs; when every job is done (or the batch is checkpointed)
+ * its outcomes are published (results, retry, dead letters, continuation), and the
+ * delivery is acked only once the broker confirmed all of them and Redis recorded them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fc_error.h"
+#include "fc_log.h"
+#include "worker.h"
+
+#define JOB_KEY_TTL_S (7 * 86400)
+
+static void batch_free(batch *b) {
+    for (size_t i = 0; b->jobs && i < b->msg.nitems; i++) {
+        free(b->jobs[i].stage1);
+        free(b->jobs[i].request);
+        fc_cards_free(b->jobs[i].cards, b->jobs[i].ncards);
+    }
+    free(b->jobs);
+    free(b->raw);
+    fc_batch_msg_free(&b->msg);
+    free(b);
+}
+
+static void unlink_batch(worker *w, batch *b) {
+    for (batch **pp = &w->batches; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    atomic_fetch_sub(&w->m->held_batches, 1);
+}
+
+static batch *new_batch(worker *w, const fc_delivery *d) {
+    batch *b = calloc(1, sizeof(*b));
+    if (!b) return NULL;
+    b->tag = d->tag;
+    b->received_ms = now_ms();
+    b->next = w->batches;
+    w->batches = b;
+    atomic_fetch_add(&w->m->held_batches, 1);
+    return b;
+}
+
+void batch_on_delivery(worker *w, const fc_delivery *d) {
+    batch *b = new_batch(w, d);
+    if (!b) {
+        fc_amqp_nack(w->amqp, d->tag, 1);
+        return;
+    }
+    char why[256];
+    if (fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK) {
+        snprintf(b->poison, sizeof(b->poison), "%s", why);
+        b->raw = malloc(d->len ? d->len : 1);
+        if (b->raw) memcpy(b->raw, d->body, d->len);
+        b->raw_len = d->len;
+        fc_warn("poison message '%s' (%zu bytes): %s; dead-lettering it", d->message_id, d->len, why);
+        atomic_fetch_add(&w->m->batches_poison, 1);
+        return; /* settled by batch_settle_ready */
+    }
+    b->jobs = calloc(b->msg.nitems, sizeof(*b->jobs));
+    if (!b->jobs) {
+        unlink_batch(w, b);
+        batch_free(b);
+        fc_amqp_nack(w->amqp, d->tag, 1);
+        return;
+    }
+    b->open = b->msg.nitems;
+    b->start_ms = b->msg.hdr.not_before_ms > 0 ? b->msg.hdr.not_before_ms - (int64_t)time(NULL) * 1000 + now_ms() : 0;
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        b->jobs[i].b = b;
+        b->jobs[i].item = &b->msg.items[i];
+        b->jobs[i].stage = 1;
+    }
+    fc_debug("batch %s: %zu items, attempt %d", d->message_id, b->msg.nitems, b->msg.hdr.attempt);
+    if (b->start_ms <= now_ms()) {
+        b->started = 1;
+        calls_cache_lookup(w, b);
+    }
+}
+
+void batch_job_done(worker *w, job *j, int outcome) {
+    j->state = JOB_DONE;
+    j->outcome = outcome;
+    j->b->open--;
+    switch (outcome) {
+    case OUT_OK: atomic_fetch_add(&w->m->items_ok, 1); break;
+    case OUT_DEAD: atomic_fetch_add(&w->m->items_dead, 1); break;
+    case OUT_RETRY: atomic_fetch_add(&w->m->items_retried, 1); break;
+    default: atomic_fetch_add(&w->m->items_unfinished, 1); break;
+    }
+}
+
+/* ---- outcome messages ---------------------------------------------------------- */
+
+static int append_cards(fc_buf *o, const job *j) {
+    static const char *names[FC_CARD_NFIELDS] = {"position", "term",  "term_number", "tab_name",       "primer",
+                                                 "front",    "back",  "tags",        "honorific_level"};
+    int rc = fc_buf_puts(o, "[");
+    for (size_t c = 0; rc == FC_OK && c < j->ncards; c++) {
+        rc = fc_buf_puts(o, c ? ",{" : "{");
+        for (int f = 0; rc == FC_OK && f < FC_CARD_NFIELDS; f++) {
+            rc = fc_buf_printf(o, "%s\"%s\":", f ? "," : "", names[f]);
+            if (rc == FC_OK) rc = fc_json_str(o, j->cards[c].f[f] ? j->cards[c].f[f] : "");
+        }
+        if (rc == FC_OK) rc = fc_buf_puts(o, "}");
+    }
+    return rc == FC_OK ? fc_buf_puts(o, "]") : rc;
+}
+
+/* append_result appends one succeeded item: the item, its analysis, cards and usage. */
+static int append_result(fc_buf *o, const job *j) {
+    fc_buf item = {0};
+    int rc = fc_message_item(&item, j->item, NULL);
+    if (rc == FC_OK) rc = fc_buf_append(o, item.data, item.len - 1); /* reopen the object */
+    fc_buf_free(&item);
+    if (rc == FC_OK) rc = fc_buf_printf(o, ",\"analysis\":%s,\"cards\":", j->stage1);
+    if (rc == FC_OK) rc = append_cards(o, j);
+    if (rc == FC_OK)
+        rc = fc_buf_printf(o, ",\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"calls\":%d,"
+                              "\"cache_hits\":%d}}",
+                           j->prompt_tokens, j->completion_tokens, j->calls, j->cache_hits);
+    return rc;
+}
+
+static int append_failed(fc_buf *o, const job *j, int attempts) {
+    int rc = fc_message_item(o, j->item, NULL);
+    if (rc != FC_OK) return rc;
+    o->len--; /* reopen the object */
+    rc = fc_buf_puts(o, ",\"error\":{\"class\":");
+    if (rc == FC_OK) rc = fc_json_str(o, fc_class_name(j->err_class));
+    if (rc == FC_OK) rc = fc_buf_printf(o, ",\"http_status\":%d,\"attempts\":%d,\"message\":", j->http_status, attempts);
+    if (rc == FC_OK) rc = fc_json_str(o, j->error);
+    if (rc == FC_OK) rc = fc_buf_puts(o, "}}");
+    return rc;
+}
+
+/* build collects the jobs with the given outcome into a message body; returns the count. */
+static size_t build(worker *w, batch *b, int outcome, const fc_batch_hdr *h, fc_buf *o) {
+    size_t n = 0;
+    fc_buf_reset(o);
+    if (outcome == OUT_OK) {
+        fc_buf_printf(o, "{\"schema\":%d,\"job_id\":", FC_SCHEMA_VERSION);
+        fc_json_str(o, h->job_id);
+        fc_buf_printf(o, ",\"batch\":%ld,\"worker\":", h->batch);
+        fc_json_str(o, w->name);
+        fc_buf_puts(o, ",\"items\":[");
+    } else {
+        fc_message_batch_open(o, h);
+    }
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        const job *j = &b->jobs[i];
+        if (j->outcome != outcome) continue;
+        if (n++) fc_buf_puts(o, ",");
+        if (outcome == OUT_OK) append_result(o, j);
+        else if (outcome == OUT_DEAD) append_failed(o, j, b->msg.hdr.attempt);
+        else fc_message_item(o, j->item, j->error[0] ? j->error : b->msg.last_error[i]);
+    }
+    fc_message_batch_close(o);
+    return n;
+}
+
+static void iso_now(char *out, size_t n) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int publish(worker *w, batch *b, const char *exchange_suffix, const char *key, const char *msgid,
+                   const fc_amqp_field *hdrs, size_t nh, const fc_buf *body) {
+    char exchange[FC_NAME_MAX];
+    uint64_t seq;
+    fc_topology_name(exchange, w->cfg->queue_prefix, exchange_suffix);
+    fc_amqp_props p = {msgid, NULL, hdrs, nh};
+    int rc = fc_amqp_publish(w->amqp, exchange, key, &p, body->data, body->len, &seq);
+    if (rc != FC_OK) return rc;
+    if (b->confirms_left++ == 0) b->seq_lo = seq;
+    b->seq_hi = seq;
+    return FC_OK;
+}
+
+/* dead_headers fills the headers an operator reads in the management UI. */
+static size_t dead_headers(worker *w, batch *b, const job *first, fc_amqp_field *h, char *when) {
+    iso_now(when, 32);
+    size_t n = 0;
+    h[n++] = (fc_amqp_field){"x-error", first ? first->error : b->poison, 0, 0};
+    h[n++] = (fc_amqp_field){"x-error-class", first ? fc_class_name(first->err_class) : "poison", 0, 0};
+    h[n++] = (fc_amqp_field){"x-http-status", NULL, first ? first->http_status : 0, 1};
+    h[n++] = (fc_amqp_field){"x-attempts", NULL, b->poison[0] ? 0 : b->msg.hdr.attempt, 1};
+    h[n++] = (fc_amqp_field){"x-job-id", b->poison[0] ? "" : b->msg.hdr.job_id, 0, 0};
+    h[n++] = (fc_amqp_field){"x-worker", w->name, 0, 0};
+    h[n++] = (fc_amqp_field){"x-failed-at", when, 0, 0};
+    return n;
+}
+
+static const job *first_with(const batch *b, int outcome) {
+    for (size_t i = 0; i < b->msg.nitems; i++)
+        if (b->jobs[i].outcome == outcome) return &b->jobs[i];
+    return NULL;
+}
+
+static long retry_delay(worker *w, int attempt) {
+    int i = attempt - 1 < w->cfg->nretry_delays ? attempt - 1 : w->cfg->nretry_delays - 1;
+    return w->cfg->retry_delays[i];
+}
+
+static int publish_retry(worker *w, batch *b) {
+    fc_batch_hdr h = b->msg.hdr;
+    long delay = retry_delay(w, h.attempt);
+    char key[32], mid[256], suffix[32];
+    h.attempt++;
+    /* Jitter: the delay queue holds it for `delay`; the worker adds up to a tenth more. */
+    h.not_before_ms = (long long)time(NULL) * 1000 + delay + rand() % (delay / 10 + 1);
+    fc_topology_delay_key(key, sizeof(key), delay);
+    snprintf(suffix, sizeof(suffix), "r%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
+    fc_message_batch_id(mid, sizeof(mid), &h, suffix);
+    build(w, b, OUT_RETRY, &h, &w->scratch);
+    return publish(w, b, "retry", key, mid, NULL, 0, &w->scratch);
+}
+
+/* route_exhausted turns retryable failures on their last attempt into dead letters. */
+static void route_exhausted(worker *w, batch *b) {
+    if (b->msg.hdr.attempt < w->cfg->max_attempts) return;
+    for (size_t i = 0; i < b->msg.nitems; i++)
+        if (b->jobs[i].outcome == OUT_RETRY) {
+            b->jobs[i].outcome = OUT_DEAD;
+            size_t n = strlen(b->jobs[i].error);
+            snprintf(b->jobs[i].error + n, sizeof(b->jobs[i].error) - n, " (gave up after %d attempts)",
+                     b->msg.hdr.attempt);
+        }
+}
+
+static int publish_outcomes(worker *w, batch *b) {
+    char mid[256], when[32];
+    fc_amqp_field hdrs[8];
+    int rc = FC_OK;
+    route_exhausted(w, b);
+    fc_message_batch_id(mid, sizeof(mid), &b->msg.hdr, NULL);
+    size_t base = strlen(mid);
+    if (build(w, b, OUT_OK, &b->msg.hdr, &w->scratch)) {
+        snprintf(mid + base, sizeof(mid) - base, ".ok");
+        rc = publish(w, b, "results", b->msg.hdr.job_id, mid, NULL, 0, &w->scratch);
+    }
+    if (rc == FC_OK && first_with(b, OUT_RETRY)) rc = publish_retry(w, b);
+    if (rc == FC_OK && build(w, b, OUT_DEAD, &b->msg.hdr, &w->scratch)) {
+        snprintf(mid + base, sizeof(mid) - base, ".dead");
+        size_t nh = dead_headers(w, b, first_with(b, OUT_DEAD), hdrs, when);
+        rc = publish(w, b, "dead", "", mid, hdrs, nh, &w->scratch);
+    }
+    if (rc == FC_OK && build(w, b, OUT_UNFINISHED, &b->msg.hdr, &w->scratch)) {
+        char suffix[32];
+        snprintf(suffix, sizeof(suffix), "c%llx", (unsigned long long)now_ms());
+        fc_message_batch_id(mid, sizeof(mid), &b->msg.hdr, suffix);
+        rc = publish(w, b, "batches", "", mid, NULL, 0, &w->scratch);
+    }
+    return rc;
+}
+
+static int publish_poison(worker *w, batch *b) {
+    char when[32], mid[64];
+    fc_amqp_field hdrs[8];
+    size_t nh = dead_headers(w, b, NULL, hdrs, when);
+    fc_buf raw = {b->raw, b->raw_len, b->raw_len};
+    snprintf(mid, sizeof(mid), "poison-%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
+    return publish(w, b, "dead", "", mid, hdrs, nh, &raw);
+}
+
+/* ---- settling ------------------------------------------------------------------ */
+
+batch *batch_find_settling(worker *w, uint64_t seq) {
+    for (batch *b = w->batches; b; b = b->next)
+        if (b->settling && seq >= b->seq_lo && seq <= b->seq_hi) return b;
+    return NULL;
+}
+
+/* record writes the final outcomes to the job's Redis record, which --wait reads. */
+static int record(worker *w, batch *b) {
+    if (b->poison[0] || b->recorded) return FC_OK;
+    char key[200], fkey[200], skey[200];
+    const char *p = w->cfg->queue_prefix, *id = b->msg.hdr.job_id;
+    snprintf(key, sizeof(key), "%s:job:{%s}:outcome", p, id);
+    snprintf(fkey, sizeof(fkey), "%s:job:{%s}:failed", p, id);
+    snprintf(skey, sizeof(skey), "%s:job:{%s}:stats", p, id);
+    long calls = 0, ptok = 0, ctok = 0, hits = 0;
+    int rc = FC_OK;
+    for (size_t i = 0; rc == FC_OK && i < b->msg.nitems; i++) {
+        job *j = &b->jobs[i];
+        calls += j->calls;
+        ptok += j->prompt_tokens;
+        ctok += j->completion_tokens;
+        hits += j->cache_hits;
+        if (j->outcome != OUT_OK && j->outcome != OUT_DEAD) continue;
+        rc = fc_redis_cmd(w->redis, NULL, "HSET %s %lld %s", key, j->item->position,
+                          j->outcome == OUT_OK ? "ok" : "dead");
+        if (rc == FC_OK && j->outcome == OUT_DEAD) {
+            fc_buf_reset(&w->scratch);
+            append_failed(&w->scratch, j, b->msg.hdr.attempt);
+            rc = fc_redis_cmd(w->redis, NULL, "HSET %s %lld %s", fkey, j->item->position, w->scratch.data);
+        }
+    }
+    if (rc == FC_OK)
+        rc = fc_redis_cmd(w->redis, NULL, "HINCRBY %s api_calls %ld", skey, calls) ||
+             fc_redis_cmd(w->redis, NULL, "HINCRBY %s prompt_tokens %ld", skey, ptok) ||
+             fc_redis_cmd(w->redis, NULL, "HINCRBY %s completion_tokens %ld", skey, ctok) ||
+             fc_redis_cmd(w->redis, NULL, "HINCRBY %s cache_hits %ld", skey, hits);
+    if (rc == FC_OK) {
+        fc_redis_cmd(w->redis, NULL, "EXPIRE %s %d", key, JOB_KEY_TTL_S);
+        fc_redis_cmd(w->redis, NULL, "EXPIRE %s %d", fkey, JOB_KEY_TTL_S);
+        fc_redis_cmd(w->redis, NULL, "EXPIRE %s %d", skey, JOB_KEY_TTL_S);
+        b->recorded = 1;
+    }
+    return rc == FC_OK ? FC_OK : FC_EREDIS;
+}
+
+void batch_on_confirm(worker *w, uint64_t seq, int status) {
+    batch *b = batch_find_settling(w, seq);
+    if (!b) return;
+    b->confirms_left--;
+    if (status != FC_OK) {
+        b->confirm_failed = 1;
+        fc_error("broker refused an outcome message: %s", fc_strerror(status));
+    }
+}
+
+/* start_settling publishes the batch's outcome messages. */
+static void start_settling(worker *w, batch *b) {
+    b->settling = 1;
+    int rc = b->poison[0] ? publish_poison(w, b) : publish_outcomes(w, b);
+    if (rc != FC_OK) fc_warn("publishing outcomes failed: %s", fc_amqp_errstr(w->amqp));
+}
+
+/* finish acks (or, when the broker refused an outcome, requeues) a settled batch. */
+static void finish(worker *w, batch *b) {
+    if (b->confirm_failed) {
+        fc_amqp_nack(w->amqp, b->tag, 1);
+    } else {
+        if (record(w, b) != FC_OK) {
+            fc_warn("cannot record outcomes in Redis (%s); will retry", fc_redis_errstr(w->redis));
+            return;
+        }
+        fc_amqp_ack(w->amqp, b->tag);
+        atomic_fetch_add(&w->m->batches_done, 1);
+    }
+    unlink_batch(w, b);
+    batch_free(b);
+}
+
+void batch_settle_ready(worker *w) {
+    batch *next;
+    for (batch *b = w->batches; b; b = next) {
+        next = b->next;
+        if (!b->settling && (b->open == 0 || b->poison[0]) && fc_amqp_ok(w->amqp)) start_settling(w, b);
+        if (b->settling && b->confirms_left == 0) finish(w, b);
+    }
+}
+
+/* due says whether a batch must stop now: held too long, or the shutdown deadline passed. */
+static int due(worker *w, const batch *b, int64_t now) {
+    if (b->settling || b->poison[0] || b->open == 0) return 0;
+    if (now - b->received_ms >= w->cfg->hold_limit_ms) return 1;
+    return w->stopping && now >= w->stop_deadline_ms;
+}
+
+/* checkpoint ends a batch early: queued jobs and (if cancel_inflight) calls in flight become
+ * unfinished, to be re-published as a continuation batch. */
+static void checkpoint(worker *w, batch *b, int cancel_inflight) {
+    calls_abandon_queued(w, b);
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        job *j = &b->jobs[i];
+        if (j->outcome != OUT_NONE) continue;
+        if (j->state == JOB_INFLIGHT) {
+            if (!cancel_inflight) continue;
+            fc_http_cancel(w->http, j);
+            w->inflight--;
+        }
+        batch_job_done(w, j, OUT_UNFINISHED);
+    }
+}
+
+void batch_checkpoint_due(worker *w) {
+    int64_t now = now_ms();
+    for (batch *b = w->batches; b; b = b->next) {
+        if (due(w, b, now)) {
+            fc_info("batch %s-%ld: checkpointing %zu unfinished items", b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
+            checkpoint(w, b, 1);
+        } else if (w->stopping && !b->settling && !b->poison[0] && b->open > 0) {
+            checkpoint(w, b, 0); /* stop starting calls; let those in flight finish */
+        } else if (!b->started && !b->poison[0] && b->start_ms <= now) {
+            b->started = 1;
+            calls_cache_lookup(w, b);
+        }
+    }
+}
+
+void batch_drop_all(worker *w) {
+    fc_http_cancel_all(w->http, NULL, NULL);
+    w->runq = w->runq_tail = w->timers = NULL;
+    w->inflight = 0;
+    while (w->batches) {
+        batch *b = w->batches;
+        unlink_batch(w, b);
+        batch_free(b);
+    }
+}
