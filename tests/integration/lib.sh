@@ -1,0 +1,110 @@
+# Shared helpers of the integration tests: each test runs in its own queue prefix and temp
+# dir against the real RabbitMQ and Redis started by deploy/local/services.sh, starts the
+# mock API and the workers it needs, and cleans up by PID on exit.
+set -euo pipefail
+
+SRC=${FC_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${FC_BUILD_DIR:-$SRC/build}
+PRODUCER=$BUILD/producer/flashcard-producer
+WORKER=$BUILD/worker/flashcard-worker
+MOCK=$BUILD/tests/mock-api
+MGMT=${FC_MGMT_URL:-http://127.0.0.1:15672/api}
+TEST_NAME=$(basename "$0" .sh)
+TMP=$(mktemp -d "/tmp/fc-$TEST_NAME.XXXXXX")
+PIDS=()
+export QUEUE_PREFIX="it-$TEST_NAME-$$"
+export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+export LOG_LEVEL=${LOG_LEVEL:-info}
+
+log() { echo "[$TEST_NAME] $*" >&2; }
+fail() {
+    log "FAIL: $*"
+    for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f (last 15 lines)"; tail -15 "$f"; }; done >&2
+    exit 1
+}
+
+mgmt() { curl -fsS -u guest:guest "$@"; }
+
+cleanup() {
+    local rc=$?
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    # Remove this test's queues, exchanges and Redis keys.
+    for q in $(mgmt "$MGMT/queues/%2F?columns=name" 2>/dev/null | jq -r '.[].name' | grep "^$QUEUE_PREFIX\." || true); do
+        mgmt -X DELETE "$MGMT/queues/%2F/$q" >/dev/null 2>&1 || true
+    done
+    for e in $(mgmt "$MGMT/exchanges/%2F?columns=name" 2>/dev/null | jq -r '.[].name' | grep "^$QUEUE_PREFIX\." || true); do
+        mgmt -X DELETE "$MGMT/exchanges/%2F/$e" >/dev/null 2>&1 || true
+    done
+    redis-cli --scan --pattern "$QUEUE_PREFIX:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+    if [ $rc -eq 0 ]; then rm -rf "$TMP"; else log "logs kept in $TMP"; fi
+}
+trap cleanup EXIT
+
+# start_mock ARGS...: starts the mock API; sets MOCK_PORT and exports API_BASE_URL.
+start_mock() {
+    "$MOCK" --port-file "$TMP/mock.port" --log "$TMP/mock-requests.log" "$@" >"$TMP/mock.log" 2>&1 &
+    MOCK_PID=$!
+    PIDS+=("$MOCK_PID")
+    for _ in $(seq 1 100); do [ -s "$TMP/mock.port" ] && break; sleep 0.05; done
+    MOCK_PORT=$(cat "$TMP/mock.port")
+    export API_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1"
+}
+
+# mock_control JSON: changes the mock's faults at run time.
+mock_control() { curl -fsS -X POST -d "$1" "http://127.0.0.1:$MOCK_PORT/control" >/dev/null; }
+
+# start_worker NAME [ARGS...]: starts a worker in the background; its PID goes to $LAST_PID.
+start_worker() {
+    local name=$1; shift
+    "$WORKER" "$@" >"$TMP/worker-$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+# queue_depth SUFFIX: messages (ready + unacked) in $QUEUE_PREFIX.SUFFIX.
+queue_depth() {
+    mgmt "$MGMT/queues/%2F/$QUEUE_PREFIX.$1" | jq '.messages // 0'
+}
+
+# dead_messages: every message in the dead-letter queue (peeked, requeued), as a JSON array.
+dead_messages() {
+    mgmt -X POST -H 'content-type: application/json' \
+        -d '{"count":100000,"ackmode":"ack_requeue_true","encoding":"auto"}' \
+        "$MGMT/queues/%2F/$QUEUE_PREFIX.dead/get"
+}
+
+# dead_positions: positions of the items in the dead-letter queue, one per line.
+dead_positions() { dead_messages | jq -r '.[].payload | fromjson | .items[].position'; }
+
+# tsv_positions FILE: the distinct item positions in an Anki TSV output.
+tsv_positions() { tail -n +2 "$1" | cut -f1 | sort -n | uniq; }
+
+# wait_until SECONDS CMD...: polls CMD until it succeeds or the time is up.
+wait_until() {
+    local limit=$1; shift
+    local end=$((SECONDS + limit))
+    while [ $SECONDS -lt $end ]; do "$@" && return 0; sleep 0.2; done
+    return 1
+}
+
+# assert_accounted N RESULTS_POSITIONS_FILE: positions 1..N each appear exactly once, either
+# in the results or in the dead-letter queue; the work and retry queues are empty.
+assert_accounted() {
+    local n=$1 results=$2
+    dead_positions | sort -n >"$TMP/dead.pos"
+    local dups
+    dups=$(sort -n "$results" "$TMP/dead.pos" | uniq -d | head -5 | tr '\n' ' ')
+    [ -z "$dups" ] || fail "positions both in results and dead letters, or twice: $dups"
+    sort -n "$results" "$TMP/dead.pos" >"$TMP/all.pos"
+    seq 1 "$n" | diff -q - "$TMP/all.pos" >/dev/null ||
+        fail "not every item accounted once: $(seq 1 "$n" | comm -3 - "$TMP/all.pos" | head -5 | tr '\n' ' ')"
+    [ "$(queue_depth batches)" = 0 ] || fail "work queue not empty"
+    log "accounted: $(wc -l <"$results") in results, $(wc -l <"$TMP/dead.pos") dead-lettered, of $n"
+}
+
+# make_csv N FILE: a position,term,type dataset of N rows.
+make_csv() {
+    { echo "position,term,type"; seq 1 "$1" | awk '{printf "%d,단어%d,noun\n", $1, $1}'; } >"$2"
+}
