@@ -138,7 +138,12 @@ int fc_duration_parse(const char *s, long *ms) {
 
 /* fail formats the one-line error "SETTING: 'value' rule". */
 static int fail(char *err, size_t errlen, const setting *s, const char *value, const char *rule) {
-    const char *shown = s->type == T_SECRET ? "(hidden)" : value;
+    char redacted[512];
+    const char *shown = value;
+    if (s->type == T_SECRET) {
+        fc_redact_url(value, redacted, sizeof(redacted));
+        shown = strstr(value, "://") ? redacted : "(hidden)";
+    }
     if (s->env)
         snprintf(err, errlen, "%s (--%s): '%s' %s", s->env, s->flag, shown, rule);
     else

@@ -1,0 +1,141 @@
+/* Unit tests of the settings table: defaults, environment, flags, durations and errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fc_config.h"
+#include "fc_error.h"
+
+/* argv arrays of string literals, as main() would receive them. */
+#pragma GCC diagnostic ignored "-Wdiscarded-qualifiers"
+
+static int load(fc_config *c, int program, int argc, char **argv, char *err) {
+    return fc_config_load(c, program, argc, argv, err, 512);
+}
+
+static void test_defaults(void **state) {
+    fc_config c;
+    char err[512], *argv[] = {"w"};
+    unsetenv("BATCH_SIZE");
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_string_equal(c.redis_url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(c.queue_prefix, "flashcard");
+    assert_int_equal(c.batch_size, 100);
+    assert_int_equal(c.rate_limit, 60);
+    assert_int_equal(c.max_attempts, 5);
+    assert_int_equal(c.nretry_delays, 4);
+    assert_int_equal(c.retry_delays[0], 5000);
+    assert_int_equal(c.retry_delays[3], 600000);
+    assert_int_equal(c.hold_limit_ms, 300000);
+    assert_true(c.worker_count >= 1);
+    assert_string_equal(c.api_name, "openrouter");
+    assert_string_equal(c.stage1_model, c.api_model);
+    fc_config_free(&c);
+}
+
+static void test_env_then_flags(void **state) {
+    fc_config c;
+    char err[512], *argv[] = {"w", "--batch-size", "7", "--queue-prefix=t1", "--api-timeout", "1500ms"};
+    setenv("BATCH_SIZE", "50", 1);
+    setenv("RATE_LIMIT", "600", 1);
+    assert_int_equal(load(&c, FC_WORKER, 6, argv, err), FC_OK);
+    assert_int_equal(c.batch_size, 7);
+    assert_int_equal(c.rate_limit, 600);
+    assert_string_equal(c.queue_prefix, "t1");
+    assert_int_equal(c.api_timeout_ms, 1500);
+    unsetenv("BATCH_SIZE");
+    unsetenv("RATE_LIMIT");
+    fc_config_free(&c);
+}
+
+/* expect_error checks that one bad value is refused with a message naming the setting. */
+static void expect_error(const char *env, const char *value, const char *needle) {
+    fc_config c;
+    char err[512] = "", *argv[] = {"w"};
+    setenv(env, value, 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_EINVAL);
+    if (!strstr(err, needle)) fail_msg("error '%s' lacks '%s'", err, needle);
+    assert_null(strchr(err, '\n'));
+    unsetenv(env);
+    fc_config_free(&c);
+}
+
+static void test_errors_name_the_setting(void **state) {
+    expect_error("BATCH_SIZE", "abc", "BATCH_SIZE");
+    expect_error("BATCH_SIZE", "0", "BATCH_SIZE");
+    expect_error("BATCH_SIZE", "auto", "BATCH_SIZE"); /* auto is for the producer only */
+    expect_error("AMQP_URL", "nonsense", "AMQP_URL");
+    expect_error("REDIS_URL", "http://x", "REDIS_URL");
+    expect_error("REDIS_URL", "redis://h:99999", "REDIS_URL");
+    expect_error("RATE_LIMIT", "-1", "RATE_LIMIT");
+    expect_error("RETRY_DELAYS", "5s,soon", "RETRY_DELAYS");
+    expect_error("HOLD_LIMIT", "2h", "HOLD_LIMIT");
+    expect_error("QUEUE_PREFIX", "a b", "QUEUE_PREFIX");
+    expect_error("LOG_LEVEL", "loud", "LOG_LEVEL");
+    expect_error("API_BASE_URL", "ftp://x", "API_BASE_URL");
+    expect_error("WORKER_COUNT", "1.5", "WORKER_COUNT");
+}
+
+static void test_secrets_not_echoed(void **state) {
+    fc_config c;
+    char err[512] = "", *argv[] = {"w"};
+    setenv("AMQP_URL", "amqp://user:hunter2@", 1);
+    setenv("AMQP_URL", "nonsense://user:hunter2@host", 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_EINVAL);
+    assert_null(strstr(err, "hunter2"));
+    unsetenv("AMQP_URL");
+    fc_config_free(&c);
+}
+
+static void test_flags(void **state) {
+    fc_config c;
+    char err[512], *unknown[] = {"p", "--nope"}, *missing[] = {"p", "--job-id"};
+    char *ok[] = {"p", "data.csv", "--wait", "--batch-size", "auto", "--timeout", "2m"};
+    assert_int_equal(load(&c, FC_PRODUCER, 2, unknown, err), FC_EINVAL);
+    assert_non_null(strstr(err, "--nope"));
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_PRODUCER, 2, missing, err), FC_EINVAL);
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_PRODUCER, 7, ok, err), FC_OK);
+    assert_int_equal(c.wait, 1);
+    assert_int_equal(c.batch_size, 0);
+    assert_int_equal(c.wait_timeout_ms, 120000);
+    assert_int_equal(c.nargs, 1);
+    assert_string_equal(c.args[0], "data.csv");
+    fc_config_free(&c);
+    /* Worker-only flags are unknown to the producer. */
+    char *wflag[] = {"p", "--worker-count", "3"};
+    assert_int_equal(load(&c, FC_PRODUCER, 3, wflag, err), FC_EINVAL);
+    fc_config_free(&c);
+}
+
+static void test_durations(void **state) {
+    long ms;
+    assert_int_equal(fc_duration_parse("500ms", &ms), FC_OK);
+    assert_int_equal(ms, 500);
+    assert_int_equal(fc_duration_parse("30s", &ms), FC_OK);
+    assert_int_equal(ms, 30000);
+    assert_int_equal(fc_duration_parse("2m", &ms), FC_OK);
+    assert_int_equal(ms, 120000);
+    assert_int_equal(fc_duration_parse("7", &ms), FC_OK);
+    assert_int_equal(ms, 7000);
+    assert_int_equal(fc_duration_parse("1.5s", &ms), FC_OK);
+    assert_int_equal(ms, 1500);
+    assert_int_equal(fc_duration_parse("", &ms), FC_EINVAL);
+    assert_int_equal(fc_duration_parse("-1s", &ms), FC_EINVAL);
+    assert_int_equal(fc_duration_parse("3 weeks", &ms), FC_EINVAL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),          cmocka_unit_test(test_env_then_flags),
+        cmocka_unit_test(test_errors_name_the_setting), cmocka_unit_test(test_secrets_not_echoed),
+        cmocka_unit_test(test_flags),             cmocka_unit_test(test_durations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
