@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Secrets never appear in logs, messages or errors: the API key (at LOG_LEVEL=debug, with
+# failures), and passwords in AMQP_URL / REDIS_URL in configuration errors.
+. "$(dirname "$0")/lib.sh"
+
+KEY="sk-or-v1-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+make_csv 60 "$TMP/items.csv"
+start_mock --api-key "$KEY" --fail-500 0.2 --reject-mod 13
+export API_KEY="$KEY" LOG_LEVEL=debug WORKER_COUNT=4 RATE_LIMIT=0 BATCH_SIZE=20 RETRY_DELAYS=200ms MAX_ATTEMPTS=2
+start_worker 1
+timeout 60 "$PRODUCER" "$TMP/items.csv" --job-id "secret-$$" --wait --timeout 45s --output "$TMP/out.jsonl" \
+    --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || true
+[ "$(jq .items_failed "$TMP/report.json")" -ge 4 ] || fail "expected the 400'd items to fail"
+dead_messages >"$TMP/dead.json"
+grep -q "HTTP 400" "$TMP/dead.json" || fail "dead letters should carry the error"
+for f in "$TMP"/*.log "$TMP/out.jsonl" "$TMP/report.json" "$TMP/dead.json"; do
+    ! grep -q "$KEY" "$f" || fail "the API key appears in $(basename "$f")"
+done
+# A password in a URL is never echoed in errors.
+out=$(AMQP_URL="amqp://user:pa55word@" REDIS_URL="nope://u:pa55word@h" "$WORKER" 2>&1 || true)
+echo "$out" | grep -q "REDIS_URL\|AMQP_URL" || fail "config error should name the setting: $out"
+! echo "$out" | grep -q pa55word || fail "password echoed: $out"
+out=$(AMQP_URL="amqp://user:pa55word@127.0.0.1:1/%2f" "$PRODUCER" "$TMP/items.csv" 2>&1 || true)
+! echo "$out" | grep -q pa55word || fail "password echoed by the producer: $out"
+log "ok"
