@@ -38,27 +38,34 @@ start_redis() {
     log "redis did not start; see $REDIS_DIR/redis.log"; return 1
 }
 
+# write_rabbitmq_config: loopback only, management UI on 127.0.0.1:15672. Written before the
+# package is installed too, so a server its maintainer scripts may start uses it.
+write_rabbitmq_config() {
+    [ -f /etc/rabbitmq/enabled_plugins ] && grep -q rabbitmq_management /etc/rabbitmq/enabled_plugins && return 0
+    $SUDO mkdir -p /etc/rabbitmq
+    printf 'listeners.tcp.default = 127.0.0.1:5672\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 15672\nloopback_users.guest = true\n' |
+        $SUDO tee /etc/rabbitmq/rabbitmq.conf >/dev/null
+    echo '[rabbitmq_management].' | $SUDO tee /etc/rabbitmq/enabled_plugins >/dev/null
+}
+
 start_rabbitmq() {
+    write_rabbitmq_config
     if rabbit_up; then log "rabbitmq already running"; else
-        $SUDO mkdir -p /etc/rabbitmq
-        # Loopback only, and the management UI on 127.0.0.1:15672.
-        printf 'listeners.tcp.default = 127.0.0.1:5672\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 15672\nloopback_users.guest = true\n' |
-            $SUDO tee /etc/rabbitmq/rabbitmq.conf >/dev/null
-        echo '[rabbitmq_management].' | $SUDO tee /etc/rabbitmq/enabled_plugins >/dev/null
         $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
     fi
     # The Erlang VM needs a few seconds before rabbitmqctl can reach it at all.
     for _ in $(seq 1 120); do $SUDO rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
     rabbit_up || { log "rabbitmq did not start; see /var/log/rabbitmq/"; return 1; }
-    for _ in $(seq 1 100); do
-        curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && break
-        sleep 0.3
-    done
+    mgmt_up() { curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; }
+    mgmt_up || $SUDO rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 || true
+    for _ in $(seq 1 100); do mgmt_up && break; sleep 0.3; done
+    mgmt_up || { log "rabbitmq management API did not come up on 127.0.0.1:15672"; return 1; }
     log "rabbitmq up on 127.0.0.1:5672, management UI on http://127.0.0.1:15672 (guest/guest)"
 }
 
 case "${1:-up}" in
 up)
+    write_rabbitmq_config
     install_missing
     start_redis
     start_rabbitmq
