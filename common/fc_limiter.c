@@ -27,6 +27,9 @@ enum { LIM_CALLS, LIM_TOKENS, LIM_N };
  *                -> {0, wait_us} reserved, {1, wait_us} refused (wait > max_wait)
  *   'c' correct: KEYS[2] token key, ARGV[2] delta_us -> {0, tat - now}
  *   'p' pause:   ARGV[2] ms -> {0, deadline - now}
+ *   'q' query:   -> {0, max(0, pause deadline - now)}
+ * A reserve also answers the pause left, as a third element, so callers can hold calls they
+ * reserved before another process's 429. 
  * Values are written with %.0f (exact for integers below 2^53) and expire once idle:
  * PX max(60 s, tat - now + 1 s). */
 static const char script[] =
@@ -44,12 +47,14 @@ static const char script[] =
     "  if p > old then put(KEYS[1], p) else p = old end\n"
     "  return {0, p - now}\n"
     "end\n"
+    "if mode == 'q' then return {0, math.max(0, get(KEYS[1]) - now)} end\n"
     "if mode == 'c' then\n"
     "  local tat = math.max(math.max(get(KEYS[2]), now) + tonumber(ARGV[2]), now)\n"
     "  put(KEYS[2], tat)\n"
     "  return {0, tat - now}\n"
     "end\n"
-    "local start = math.max(now, get(KEYS[1]))\n"
+    "local pause = get(KEYS[1])\n"
+    "local start = math.max(now, pause)\n"
     "local tat = {}\n"
     "for i = 2, #KEYS do\n"
     "  tat[i] = get(KEYS[i])\n"
@@ -60,7 +65,7 @@ static const char script[] =
     "for i = 2, #KEYS do\n"
     "  put(KEYS[i], math.max(tat[i], start) + tonumber(ARGV[2 * i]))\n"
     "end\n"
-    "return {0, wait}\n";
+    "return {0, wait, math.max(0, pause - now)}\n";
 
 struct fc_limiter {
     fc_redis *redis;              /* borrowed; NULL = always down */
@@ -71,6 +76,8 @@ struct fc_limiter {
     fc_gcra local[LIM_N];         /* this instance's share for FC_LIMITER_LOCAL */
     int64_t local_tat[LIM_N];     /* local fallback state, monotonic us */
     int64_t local_pause;          /* local pause deadline, monotonic us */
+    int64_t fleet_pause;          /* fleet pause deadline last seen in Redis, monotonic us */
+    int64_t pause_checked;        /* when the fleet pause was last read, monotonic us */
     int fallback;
     int64_t max_wait_us;
     int down;                     /* Redis found unavailable; retry at next_try_us */
@@ -359,10 +366,15 @@ static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, lon
         l->stats.eval_fallbacks++;
         rc = fc_redis_command(l->redis, &rep, argc, argv, NULL);
     }
-    if (rc == FC_OK && (rep.type != FC_REPLY_ARRAY || rep.nelem != 2 || rep.elem[0].type != FC_REPLY_INT ||
+    if (rc == FC_OK && (rep.type != FC_REPLY_ARRAY || rep.nelem < 2 || rep.elem[0].type != FC_REPLY_INT ||
                         rep.elem[1].type != FC_REPLY_INT))
         rc = FC_EREDIS;
     if (rc == FC_OK) *flag = rep.elem[0].integer, *value = rep.elem[1].integer;
+    if (rc == FC_OK && rep.nelem > 2 && rep.elem[2].type == FC_REPLY_INT) {
+        int64_t now = now_us(l);
+        l->fleet_pause = now + rep.elem[2].integer;
+        l->pause_checked = now;
+    }
     fc_reply_free(&rep);
     return rc;
 }
@@ -432,10 +444,31 @@ static int acquire_redis(fc_limiter *l, const double costs[], int64_t *wait_us) 
     return flag ? FC_EBUSY : FC_OK;
 }
 
+/* pause_query reads the fleet pause from Redis at most every PAUSE_POLL_US. */
+#define PAUSE_POLL_US 100000
+static void pause_query(fc_limiter *l) {
+    int64_t now = now_us(l);
+    if (now - l->pause_checked < PAUSE_POLL_US) return;
+    l->pause_checked = now;
+    const char *argv[] = {NULL, NULL, "1", l->key_pause, "q"};
+    long long flag, value;
+    if (redis_eval(l, 5, argv, &flag, &value) == FC_OK) l->fleet_pause = now + value;
+}
+
+int64_t fc_limiter_pause_left_us(fc_limiter *l, int refresh) {
+    if (refresh) pause_query(l);
+    int64_t until = max64(l->local_pause, l->fleet_pause) - now_us(l);
+    return until > 0 ? until : 0;
+}
+
 int fc_limiter_acquire_us(fc_limiter *l, long cost_tokens, int64_t *wait_us) {
     *wait_us = 0;
     if (cost_tokens < 0) return FC_EINVAL;
-    if (unlimited(l)) return FC_OK;
+    if (unlimited(l)) {
+        /* No bucket to charge, but a 429 still pauses the fleet. */
+        *wait_us = fc_limiter_pause_left_us(l, 1);
+        return FC_OK;
+    }
     const double costs[LIM_N] = {1, (double)cost_tokens};
     int rc = acquire_redis(l, costs, wait_us);
     if (rc != FC_ECONN) return rc;

@@ -146,6 +146,10 @@ int fc_limiter_correct(fc_limiter *l, long delta_tokens);
  * Also pauses the local fallback. Returns 0, FC_ECONN (only the local pause applied) or FC_EREDIS. */
 int fc_limiter_pause(fc_limiter *l, long ms);
 
+/* fc_limiter_pause_left_us returns how long the fleet stays paused after a 429, as last seen
+ * (every acquire learns it); with refresh it asks Redis, at most every 100 ms. 0 = not paused. */
+int64_t fc_limiter_pause_left_us(fc_limiter *l, int refresh);
+
 /* fc_limiter_stats_get copies the counters. */
 void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out);
 

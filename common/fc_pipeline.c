@@ -110,6 +110,11 @@ void fc_pipeline_conf_free(fc_pipeline_conf *c) {
     free(c->stage1_prompt);
     free(c->stage2_prompt);
     c->stage1_model = c->stage2_model = c->stage1_prompt = c->stage2_prompt = NULL;
+    free(c->body_prefix[0]);
+    free(c->body_prefix[1]);
+    free(c->body_suffix);
+    c->body_prefix[0] = c->body_prefix[1] = c->body_suffix = NULL;
+    c->prepared = 0;
 }
 
 /* read_all appends the rest of f to b; returns 0, FC_EIO, FC_ETOOBIG or FC_ENOMEM. */
@@ -207,10 +212,78 @@ out:
     return s;
 }
 
+/* Marker standing in for the user content while the shared parts of a body are rendered. */
+#define USER_MARK "\x01user\x01"
+
+/* split_body renders a body around USER_MARK and keeps the part before it in *prefix. */
+static int split_body(const fc_pipeline_conf *c, const char *model, const char *system, char **prefix,
+                      char **suffix) {
+    char *body = chat_body(c, model, system, USER_MARK);
+    char *mark = body ? strstr(body, "\\u0001user\\u0001") : NULL;
+    if (!mark) {
+        free(body);
+        return FC_ENOMEM;
+    }
+    *prefix = strndup(body, (size_t)(mark - body));
+    if (suffix) *suffix = strdup(mark + strlen("\\u0001user\\u0001"));
+    free(body);
+    return *prefix && (!suffix || *suffix) ? FC_OK : FC_ENOMEM;
+}
+
+static void key_prefix(fc_sha256 *ctx, const char *model, const char *prompt) {
+    fc_sha256_init(ctx);
+    fc_sha256_update(ctx, model ? model : "", strlen(model ? model : "") + 1);
+    fc_sha256_update(ctx, prompt ? prompt : "", strlen(prompt ? prompt : "") + 1);
+}
+
+int fc_pipeline_conf_prepare(fc_pipeline_conf *c) {
+    int rc = split_body(c, c->stage1_model, c->stage1_prompt, &c->body_prefix[0], &c->body_suffix);
+    if (rc == FC_OK) rc = split_body(c, c->stage2_model, c->stage2_prompt, &c->body_prefix[1], NULL);
+    key_prefix(&c->key_ctx[0], c->stage1_model, c->stage1_prompt);
+    key_prefix(&c->key_ctx[1], c->stage2_model, c->stage2_prompt);
+    c->prepared = rc == FC_OK;
+    return rc;
+}
+
+void fc_pipeline_stage_cache_key(const fc_pipeline_conf *c, int stage, const char *input, char key[65]) {
+    if (!c->prepared) {
+        fc_pipeline_cache_key(stage == 1 ? c->stage1_model : c->stage2_model,
+                              stage == 1 ? c->stage1_prompt : c->stage2_prompt, input, key);
+        return;
+    }
+    uint8_t digest[FC_SHA256_DIGEST_LEN];
+    fc_sha256 ctx = c->key_ctx[stage == 1 ? 0 : 1];
+    fc_sha256_update(&ctx, input ? input : "", strlen(input ? input : ""));
+    fc_sha256_final(&ctx, digest);
+    fc_sha256_to_hex(digest, key);
+}
+
+/* fast_body joins a prepared stage's prefix, the escaped user content and the suffix; caller frees. */
+static char *fast_body(const fc_pipeline_conf *c, int stage, const char *user) {
+    fc_buf b = {0};
+    json_object *u = json_object_new_string(user);
+    const char *esc = u ? json_object_to_json_string_ext(u, JSON_FLAGS) : NULL;
+    size_t n = esc ? strlen(esc) : 0;
+    int rc = esc && n >= 2 ? FC_OK : FC_ENOMEM;
+    if (rc == FC_OK) rc = fc_buf_reserve(&b, strlen(c->body_prefix[stage - 1]) + n + strlen(c->body_suffix));
+    if (rc == FC_OK) rc = fc_buf_puts(&b, c->body_prefix[stage - 1]);
+    if (rc == FC_OK) rc = fc_buf_append(&b, esc + 1, n - 2); /* without the quotes */
+    if (rc == FC_OK) rc = fc_buf_puts(&b, c->body_suffix);
+    json_object_put(u);
+    if (rc != FC_OK) {
+        fc_buf_free(&b);
+        return NULL;
+    }
+    return fc_buf_steal(&b);
+}
+
 /* finish_body builds the body for user, hands user to *user_content (or frees it) and returns the body. */
-static char *finish_body(const fc_pipeline_conf *c, const char *model, const char *system, char *user,
-                         char **user_content) {
-    char *body = user ? chat_body(c, model, system, user) : NULL;
+static char *finish_body(const fc_pipeline_conf *c, int stage, char *user, char **user_content) {
+    char *body = NULL;
+    if (user && c->prepared) body = fast_body(c, stage, user);
+    else if (user)
+        body = chat_body(c, stage == 1 ? c->stage1_model : c->stage2_model,
+                         stage == 1 ? c->stage1_prompt : c->stage2_prompt, user);
     if (!body) {
         free(user);
         user = NULL;
@@ -223,7 +296,7 @@ static char *finish_body(const fc_pipeline_conf *c, const char *model, const cha
 }
 
 char *fc_pipeline_stage1_body(const fc_pipeline_conf *c, const fc_item *it, char **user_content) {
-    return finish_body(c, c->stage1_model, c->stage1_prompt, fc_pipeline_item_json(it), user_content);
+    return finish_body(c, 1, fc_pipeline_item_json(it), user_content);
 }
 
 /* stage2_user returns {"position":..,"term":..,"stage1_result":{..}} or NULL (not an object, no memory). */
@@ -247,7 +320,7 @@ char *fc_pipeline_stage2_body(const fc_pipeline_conf *c, const fc_item *it, cons
         if (user_content) *user_content = NULL;
         return NULL;
     }
-    return finish_body(c, c->stage2_model, c->stage2_prompt, user, user_content);
+    return finish_body(c, 2, user, user_content);
 }
 
 /* member returns the borrowed member obj[key] if obj is an object holding it with the given type, else NULL. */

@@ -16,9 +16,23 @@ typedef struct fc_pipeline_conf {
     char *stage2_prompt; /* stage-2 system prompt text */
     double temperature;  /* sampling temperature, finite, >= 0 */
     int max_tokens;      /* completion token limit per request, > 0 */
+    /* Filled by fc_pipeline_conf_prepare: what every request of a stage shares, rendered once. */
+    int prepared;
+    char *body_prefix[2];  /* body up to the user message's content, per stage */
+    char *body_suffix;     /* body after it */
+    fc_sha256 key_ctx[2];  /* cache-key hash state after model and prompt, per stage */
 } fc_pipeline_conf;
 
-/* fc_pipeline_conf_free frees the four strings and sets them to NULL; accepts NULL. */
+/* fc_pipeline_conf_prepare renders the parts of the request bodies and cache keys that do not
+ * change between calls (the escaped system prompt, the model, the settings), so each call only
+ * appends its own user content. Call once after filling the struct; 0 or FC_ENOMEM. Bodies and
+ * keys are byte-identical with or without it. */
+int fc_pipeline_conf_prepare(fc_pipeline_conf *c);
+
+/* fc_pipeline_stage_cache_key is fc_pipeline_cache_key for stage 1 or 2 of a prepared conf. */
+void fc_pipeline_stage_cache_key(const fc_pipeline_conf *c, int stage, const char *input, char key[65]);
+
+/* fc_pipeline_conf_free frees the strings and the prepared parts; accepts NULL. */
 void fc_pipeline_conf_free(fc_pipeline_conf *c);
 
 /* fc_pipeline_load_prompt reads the whole prompt file at path into *out (NUL-terminated, caller frees).

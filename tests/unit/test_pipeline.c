@@ -531,6 +531,38 @@ static void test_default_prompts_load(void **state) {
     }
 }
 
+/* Prepared bodies and keys are byte-identical to the ones built from scratch. */
+static void test_prepared_identical(void **state) {
+    fc_pipeline_conf plain = {0}, fast = {0};
+    plain.stage1_model = fast.stage1_model = (char *)"m/one";
+    plain.stage2_model = fast.stage2_model = (char *)"m/two";
+    plain.stage1_prompt = fast.stage1_prompt = (char *)"Answer \"JSON\".\n\tTabs, \\ and 한국어 / slashes.";
+    plain.stage2_prompt = fast.stage2_prompt = (char *)"Cards\x01 please";
+    plain.temperature = fast.temperature = 0.2;
+    plain.max_tokens = fast.max_tokens = 321;
+    assert_int_equal(fc_pipeline_conf_prepare(&fast), FC_OK);
+    fc_item it = {0};
+    it.position = 7;
+    it.term = (char *)"안녕 \"하세요\"\t";
+    it.type = (char *)"noun";
+    char *u1, *u2, *b1 = fc_pipeline_stage1_body(&plain, &it, &u1), *b2 = fc_pipeline_stage1_body(&fast, &it, &u2);
+    assert_string_equal(b1, b2);
+    char k1[65], k2[65];
+    fc_pipeline_cache_key(plain.stage1_model, plain.stage1_prompt, u1, k1);
+    fc_pipeline_stage_cache_key(&fast, 1, u2, k2);
+    assert_string_equal(k1, k2);
+    free(b1), free(b2), free(u1), free(u2);
+    const char *s1 = "{\"term_number\":7,\"term\":\"안녕\"}";
+    b1 = fc_pipeline_stage2_body(&plain, &it, s1, &u1);
+    b2 = fc_pipeline_stage2_body(&fast, &it, s1, &u2);
+    assert_string_equal(b1, b2);
+    fc_pipeline_cache_key(plain.stage2_model, plain.stage2_prompt, u1, k1);
+    fc_pipeline_stage_cache_key(&fast, 2, u2, k2);
+    assert_string_equal(k1, k2);
+    free(b1), free(b2), free(u1), free(u2);
+    free(fast.body_prefix[0]), free(fast.body_prefix[1]), free(fast.body_suffix);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence_json),
@@ -564,6 +596,7 @@ int main(void) {
         cmocka_unit_test(test_stage1_to_stage2_roundtrip),
         cmocka_unit_test(test_load_prompt),
         cmocka_unit_test(test_default_prompts_load),
+        cmocka_unit_test(test_prepared_identical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
