@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "fc_buf.h"
 #include "fc_error.h"
@@ -51,6 +52,8 @@ struct fc_dataset {
     struct json_tokener *tok;
     size_t in_pos, in_len;
     int in_eof;
+    int (*wait)(void *ud, int fd); /* called before each read(2) of the descriptor; NULL = none */
+    void *wait_ud;
     char in[DS_INBUF];
 };
 
@@ -236,15 +239,35 @@ int fc_columns_parse(const char *spec, fc_columns *c, char *err, size_t errlen) 
 
 /* ---- physical lines ---- */
 
-/* ds_fill refills the input buffer; returns 1 if bytes are available, 0 at end of input, or FC_EIO. */
+/* ds_fill refills the input buffer with what is available; returns 1 if bytes are available, 0 at end of input,
+ * FC_EIO or the wait hook's error. A FILE with a descriptor is read with read(2): fread would wait until the whole buffer is full, so
+ * rows from a slow pipe would only be handled 64 KB at a time. A FILE without one (fmemopen) goes through stdio. */
 static int ds_fill(fc_dataset *ds) {
     if (ds->in_eof) return 0;
     ds->in_pos = 0;
-    ds->in_len = fread(ds->in, 1, sizeof(ds->in), ds->fp);
-    if (ds->in_len > 0) return 1;
-    if (ferror(ds->fp)) return FC_EIO;
-    ds->in_eof = 1;
-    return 0;
+    ds->in_len = 0;
+    int fd = fileno(ds->fp);
+    if (fd < 0) {
+        ds->in_len = fread(ds->in, 1, sizeof(ds->in), ds->fp);
+        if (ds->in_len > 0) return 1;
+        if (ferror(ds->fp)) return FC_EIO;
+        ds->in_eof = 1;
+        return 0;
+    }
+    if (ds->wait) {
+        int rc = ds->wait(ds->wait_ud, fd);
+        if (rc < 0) return rc;
+    }
+    ssize_t n;
+    do n = read(fd, ds->in, sizeof(ds->in));
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return FC_EIO;
+    if (n == 0) {
+        ds->in_eof = 1;
+        return 0;
+    }
+    ds->in_len = (size_t)n;
+    return 1;
 }
 
 /* ds_keep appends up to the record limit of p[0..n) to raw, flagging overflow; returns 0 or FC_ENOMEM. */
@@ -680,6 +703,11 @@ int fc_dataset_next(fc_dataset *ds, fc_item *item, fc_row_error *rerr) {
         snprintf(rerr->reason, sizeof(rerr->reason), "line %ld: %s", ds->rec_line, ds->why);
     }
     return FC_EPARSE;
+}
+
+void fc_dataset_set_wait(fc_dataset *ds, int (*fn)(void *ud, int fd), void *ud) {
+    ds->wait = fn;
+    ds->wait_ud = ud;
 }
 
 long fc_dataset_rows(const fc_dataset *ds) { return ds->rows; }

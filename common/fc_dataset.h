@@ -47,18 +47,27 @@ typedef struct fc_row_error {
 
 typedef struct fc_dataset fc_dataset;
 
-/* fc_dataset_open starts reading fp (not closed by the reader; may be stdin) in the given enum fc_format with the
- * given column mapping (NULL = defaults). For CSV/TSV it reads the header now: an empty input, an unreadable
- * header or a mapped position/term column missing from it is an error. A UTF-8 BOM at the start is skipped.
- * Returns a reader (free with fc_dataset_close), or NULL with a message in err. */
+/* fc_dataset_open starts reading fp (not closed by the reader; may be stdin or a pipe, whose rows are handled as
+ * they arrive) in the given enum fc_format with the given column mapping (NULL = defaults). For CSV/TSV it reads
+ * the header now: an empty input, an unreadable header or a mapped position/term column missing from it is an
+ * error. A UTF-8 BOM at the start is skipped. A FILE with a descriptor is read with read(2) from the
+ * descriptor's offset: do not read it through stdio first (to read it again, rewind it, which also moves the
+ * descriptor, and open a new reader). Returns a reader (free with fc_dataset_close), or NULL with a message in
+ * err. */
 fc_dataset *fc_dataset_open(FILE *fp, int format, const fc_columns *cols, char *err, size_t errlen);
 
 /* fc_dataset_next reads the next record, skipping blank lines. Returns 1 with *item filled (item is
  * overwritten, not cleared first: pass a zeroed or cleared item; the caller then owns it and frees it with
  * fc_item_clear), 0 at end of input, FC_EPARSE for a bad row (*rerr filled if rerr is not NULL, item untouched;
- * call again to go on with the next row), FC_EIO on a read error or FC_ENOMEM (both sticky). Extra columns
+ * call again to go on with the next row), FC_EIO on a read error, FC_ENOMEM, or the wait hook's error (all sticky). Extra columns
  * travel in item->extra in header (JSONL: key) order; position, term and type are trimmed of ASCII spaces. */
 int fc_dataset_next(fc_dataset *ds, fc_item *item, fc_row_error *rerr);
+
+/* fc_dataset_set_wait installs fn, called with the input's descriptor before each read(2) of it (not for a FILE
+ * without one): a caller with other work to keep going while the input is slow (a connection to service) waits
+ * in fn until fd is readable. fn returns 0 to go on with the read, or a negative FC_E* code, which
+ * fc_dataset_next then returns (sticky). fn NULL removes the hook. */
+void fc_dataset_set_wait(fc_dataset *ds, int (*fn)(void *ud, int fd), void *ud);
 
 /* fc_dataset_rows returns the number of data records seen so far, good and bad (blank lines not counted). */
 long fc_dataset_rows(const fc_dataset *ds);

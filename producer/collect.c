@@ -271,8 +271,9 @@ int producer_write_report(producer *p, const char *path) {
             s->job_id, s->rows_read, s->rows_rejected,
             json_object_to_json_string_ext(rej, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(rej);
-    fprintf(f, "  \"items_published\": %ld,\n  \"batches_published\": %ld,\n  \"items_total\": %ld,\n",
-            s->items_published, s->batches_published, s->items_total);
+    fprintf(f, "  \"items_published\": %ld,\n  \"batches_published\": %ld,\n  \"batches_skipped\": %ld,\n"
+               "  \"items_total\": %ld,\n",
+            s->items_published, s->batches_published, s->batches_skipped, s->items_total);
     if (p->cfg->wait) {
         fprintf(f, "  \"items_succeeded\": %ld,\n  \"items_failed\": %ld,\n  \"failed\": ", s->succeeded, s->failed);
         report_failed(p, f);

@@ -25,6 +25,7 @@ typedef struct job_stats {
     bad_row *bad;            /* first MAX_BAD_KEPT rejected rows */
     size_t nbad;
     long items_published, batches_published, batches_skipped, batches_total;
+    long items_skipped;      /* items of the batches skipped because an earlier run got them confirmed */
     long items_total;        /* items of the whole job (all runs) */
     long succeeded, failed;
     long api_calls, prompt_tokens, completion_tokens, cache_hits;

@@ -1,5 +1,7 @@
 /* Publishing: stream the dataset into batch messages and publish them with pipelined
  * publisher confirms; remember confirmed batches in Redis so --resume skips them. */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,9 @@
 #define WINDOW_MSGS 256
 #define WINDOW_BYTES (4L << 20)
 #define CONNECT_TRIES 5
+#define CONNECT_BUDGET_S 10.0 /* connect_with_retry gives up after about this long */
+#define BACKOFF_FIRST_US 500000u
+#define BACKOFF_MAX_US 4000000u
 #define CONFIRM_TIMEOUT_S 30.0
 
 typedef struct inflight {
@@ -40,8 +45,13 @@ typedef struct pub {
     int failed;                /* a nack or return: exit 3 */
 } pub;
 
+/* connect_with_retry connects and declares the topology, retrying with backoff (0.5 s doubling, at most 4 s)
+ * for at most CONNECT_TRIES attempts or about CONNECT_BUDGET_S seconds, whichever comes first; it never sleeps
+ * after the last attempt. Returns 0, FC_EBROKER (the broker refused twice) or FC_ECONN. */
 static int connect_with_retry(producer *p) {
     fc_topology t = {p->cfg->queue_prefix, p->cfg->retry_delays, p->cfg->nretry_delays, p->cfg->delivery_limit};
+    double deadline = mono_s() + CONNECT_BUDGET_S;
+    useconds_t backoff = BACKOFF_FIRST_US;
     for (int i = 0; i < CONNECT_TRIES; i++) {
         int rc = fc_amqp_connect(p->amqp);
         if (rc == FC_OK) rc = fc_topology_declare(p->amqp, &t);
@@ -49,7 +59,11 @@ static int connect_with_retry(producer *p) {
         if (rc == FC_OK) return FC_OK;
         fc_warn("broker: %s (attempt %d of %d)", fc_amqp_errstr(p->amqp), i + 1, CONNECT_TRIES);
         if (rc == FC_EBROKER && i > 0) return rc;
-        usleep((useconds_t)(500000u << i));
+        double left = deadline - mono_s();
+        if (i + 1 == CONNECT_TRIES || left <= 0) break;
+        if (backoff / 1e6 > left) backoff = (useconds_t)(left * 1e6);
+        usleep(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
     }
     return FC_ECONN;
 }
@@ -111,6 +125,25 @@ static int drain(pub *u, int left, long bytes_left) {
     return u->failed ? FC_ENACK : FC_OK;
 }
 
+/* wait_input is the dataset's wait hook: while the input has nothing to read (a slow pipe), it keeps the broker
+ * connection serviced, so confirms are recorded (a kill then repeats fewer batches) and heartbeats go out.
+ * Returns 0 once fd is readable; a lost connection is left for the next publish or drain to recover. */
+static int wait_input(void *ud, int fd) {
+    pub *u = ud;
+    fc_amqp *a = u->p->amqp;
+    fc_amqp_handler h = {NULL, on_confirm, NULL, u};
+    for (;;) {
+        int live = fc_amqp_ok(a) && fc_amqp_fd(a) >= 0;
+        if (live && fc_amqp_pending(a) && fc_amqp_poll(a, 0, &h) != FC_OK) live = 0;
+        struct pollfd pf[2] = {{fd, POLLIN, 0}, {live ? fc_amqp_fd(a) : -1, POLLIN, 0}};
+        int n = poll(pf, live ? 2 : 1, live ? 1000 : -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || pf[0].revents) return FC_OK;
+        /* a frame arrived, or a second passed: handle frames and send a heartbeat if one is due */
+        if (fc_amqp_poll(a, 0, &h) != FC_OK) fc_warn("broker connection lost while waiting for input");
+    }
+}
+
 static int is_confirmed(const pub *u, long batch) {
     size_t byte = (size_t)batch / 8;
     return byte < u->confirmed_len && (u->confirmed[byte] >> (7 - batch % 8)) & 1;
@@ -126,6 +159,7 @@ static int flush(pub *u) {
     u->batch_items = 0;
     if (is_confirmed(u, batch)) {
         u->p->st.batches_skipped++;
+        u->p->st.items_skipped += items;
         return FC_OK;
     }
     int rc = drain(u, WINDOW_MSGS - 1, WINDOW_BYTES - (long)u->body.len);
@@ -239,16 +273,14 @@ static int load_job(pub *u) {
     return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %d", p->key_meta, u->batch_size);
 }
 
+/* finish_job marks the job published in its record. items_total counts the whole job: this run's publishes
+ * plus the batches earlier runs got confirmed (each run reads the whole dataset, so their items are known).
+ * A killed run never gets here, so the record cannot be built up by increments. */
 static int finish_job(pub *u) {
     producer *p = u->p;
-    p->st.items_total = 0;
-    /* items_total counts the whole job: this run's publishes plus those of earlier runs. */
-    fc_reply r;
-    int rc = fc_redis_cmd(p->redis, &r, "HINCRBY %s items %ld", p->key_meta, p->st.items_published);
-    if (rc == FC_OK) p->st.items_total = r.integer;
-    fc_reply_free(&r);
-    if (rc == FC_OK)
-        rc = fc_redis_cmd(p->redis, NULL, "HSET %s batches %ld published 1", p->key_meta, p->st.batches_total);
+    p->st.items_total = p->st.items_published + p->st.items_skipped;
+    int rc = fc_redis_cmd(p->redis, NULL, "HSET %s items %ld batches %ld published 1", p->key_meta,
+                          p->st.items_total, p->st.batches_total);
     fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_meta);
     fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_confirmed);
     return rc;
@@ -289,7 +321,11 @@ int producer_publish(producer *p, FILE *in, int format) {
         int rc = read_all(&u, 1);
         fc_dataset_close(u.ds);
         if (rc != FC_OK) return EXIT_INCOMPLETE;
-        rewind(in);
+        /* the reader reads the descriptor: fseek moves it back too (a regular file; stdin was refused above) */
+        if (fseek(in, 0, SEEK_SET) != 0) {
+            fprintf(stderr, "flashcard-producer: DATASET: cannot read it twice for --strict: %m\n");
+            return EXIT_USAGE;
+        }
     }
     u.ds = fc_dataset_open(in, format, &cols, err, sizeof(err));
     if (!u.ds) {
@@ -312,6 +348,7 @@ int producer_publish(producer *p, FILE *in, int format) {
         return infra_exit(p, "cannot reach the broker");
     }
     fc_info("job %s: publishing %s in batches of %d", p->st.job_id, p->cfg->args[0], u.batch_size);
+    fc_dataset_set_wait(u.ds, wait_input, &u);
     rc = read_all(&u, 0);
     if (rc == FC_OK) rc = flush(&u);
     if (rc == FC_OK) rc = drain(&u, 0, 0);
