@@ -63,9 +63,13 @@ start_worker() {
     PIDS+=("$LAST_PID")
 }
 
-# queue_depth SUFFIX: messages (ready + unacked) in $QUEUE_PREFIX.SUFFIX.
+# queue_depth SUFFIX: messages (ready + unacked) in $QUEUE_PREFIX.SUFFIX, asked of the node
+# itself (the management API's counters lag by a stats interval).
 queue_depth() {
-    mgmt "$MGMT/queues/%2F/$QUEUE_PREFIX.$1" | jq '.messages // 0'
+    local n
+    n=$(rabbitmqctl list_queues -q --no-table-headers name messages 2>/dev/null |
+        awk -v q="$QUEUE_PREFIX.$1" '$1 == q { print $2 }')
+    echo "${n:-0}"
 }
 
 # dead_messages: every message in the dead-letter queue (peeked, requeued), as a JSON array.
