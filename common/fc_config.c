@@ -96,6 +96,8 @@ static const setting settings[] = {
      "consecutive API failures that open the circuit breaker"},
     {"BREAKER_COOLDOWN", "breaker-cooldown", T_DURATION, FC_WORKER, 100, DAY, "30s", OFF(breaker_cooldown_ms),
      "time the breaker stays open before a probe call"},
+    {"AUTH_RETRY", "auth-retry", T_DURATION, FC_WORKER, 100, 3600000, "30s", OFF(auth_retry_ms),
+     "time between probe calls while the API rejects the credentials (401/403)"},
     {"METRICS_PORT", "metrics-port", T_INT, FC_WORKER, 0, 65535, "0", OFF(metrics_port),
      "port of /metrics, /healthz and /readyz on 127.0.0.1; 0 = off"},
     {"PRICE_INPUT", "price-input", T_DOUBLE, FC_BOTH, 0, 1e6, "3", OFF(price_input),

@@ -51,6 +51,7 @@ typedef struct fc_config {
     long cache_ttl_ms;       /* 0 disables the result cache */
     int breaker_failures;
     long breaker_cooldown_ms;
+    long auth_retry_ms;      /* between probes of the API credentials after a 401/403 */
     int metrics_port;        /* 0 = off */
     double price_input;      /* per million input tokens */
     double price_output;     /* per million output tokens */

@@ -348,12 +348,16 @@ static void finish(worker *w, batch *b) {
     batch_free(b);
 }
 
+/* batch_settle_ready publishes the outcomes of finished batches and settles the confirmed ones.
+ * Nothing settles on a broken connection: a publish that failed has no confirm to wait for
+ * (confirms_left may be 0), and recording such a batch in Redis would report outcomes that were
+ * never published. ensure_broker drops the batch; the broker redelivers it. */
 void batch_settle_ready(worker *w) {
     batch *next;
-    for (batch *b = w->batches; b; b = next) {
+    for (batch *b = w->batches; b && fc_amqp_ok(w->amqp); b = next) {
         next = b->next;
-        if (!b->settling && (b->open == 0 || b->poison[0]) && fc_amqp_ok(w->amqp)) start_settling(w, b);
-        if (b->settling && b->confirms_left == 0) finish(w, b);
+        if (!b->settling && (b->open == 0 || b->poison[0])) start_settling(w, b);
+        if (b->settling && b->confirms_left == 0 && fc_amqp_ok(w->amqp)) finish(w, b);
     }
 }
 

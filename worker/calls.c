@@ -8,7 +8,6 @@
 #include "fc_log.h"
 #include "worker.h"
 
-#define AUTH_PROBE_MS 30000
 #define REDIS_RETRY_MS 500
 #define DEFAULT_429_PAUSE_MS 5000
 
@@ -84,7 +83,7 @@ static int may_call(worker *w, int64_t now) {
     if (w->stopping) return 0;
     if (w->auth_blocked) {
         if (now < w->auth_probe_ms || w->inflight > 0) return 0;
-        w->auth_probe_ms = now + AUTH_PROBE_MS; /* one probe, then wait again */
+        w->auth_probe_ms = now + w->cfg->auth_retry_ms; /* one probe, then wait again */
         fc_info("probing the API credentials again");
         return 1;
     }
@@ -189,10 +188,10 @@ static void advance(worker *w, job *j) {
 
 static void on_auth_failure(worker *w, job *j, const fc_http_done *d) {
     if (!w->auth_blocked)
-        fc_error("API rejected the credentials (HTTP %d): stopped consuming; retrying every %ds", d->status,
-                 AUTH_PROBE_MS / 1000);
+        fc_error("API rejected the credentials (HTTP %d): stopped consuming; probing every %ld ms (AUTH_RETRY)",
+                 d->status, w->cfg->auth_retry_ms);
     w->auth_blocked = 1;
-    w->auth_probe_ms = now_ms() + AUTH_PROBE_MS;
+    w->auth_probe_ms = now_ms() + w->cfg->auth_retry_ms;
     atomic_store(&w->m->ready, 0);
     calls_enqueue(w, j, 1); /* not the item's fault: it waits for valid credentials */
 }

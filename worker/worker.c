@@ -124,34 +124,46 @@ void worker_free(worker *w) {
     free(w->m);
 }
 
-/* connect_broker (re)connects, declares the topology and starts consuming. */
+/* blocked says whether the worker must not take deliveries: stopping, credentials rejected,
+ * or the circuit breaker open. */
+static int blocked(worker *w) {
+    return w->stopping || w->auth_blocked || fc_breaker_state(w->breaker) == FC_BREAKER_OPEN;
+}
+
+/* connect_broker (re)connects, declares the topology and starts consuming unless blocked
+ * (update_consuming starts it later). */
 static int connect_broker(worker *w) {
     fc_topology t = {w->cfg->queue_prefix, w->cfg->retry_delays, w->cfg->nretry_delays, w->cfg->delivery_limit};
+    int consume = !blocked(w);
     int rc = fc_amqp_connect(w->amqp);
     if (rc == FC_OK) rc = fc_topology_declare(w->amqp, &t);
-    if (rc == FC_OK && !w->stopping) rc = fc_amqp_consume(w->amqp, w->queue, prefetch(w));
+    if (rc == FC_OK && consume) rc = fc_amqp_consume(w->amqp, w->queue, prefetch(w));
     if (rc != FC_OK) {
         fc_amqp_close(w->amqp);
         return rc;
     }
-    w->consuming = !w->stopping;
+    w->consuming = consume;
     return FC_OK;
 }
 
 /* ensure_broker reconnects with capped exponential backoff and jitter. */
 static void ensure_broker(worker *w) {
     if (fc_amqp_ok(w->amqp)) return;
-    if (w->batches || w->inflight) {
-        fc_warn("broker connection lost (%s): dropping held batches, the broker redelivers them",
-                fc_amqp_errstr(w->amqp));
+    if (w->link_up) {
+        int held = w->batches || w->inflight;
+        fc_warn("broker connection lost (%s)%s", fc_amqp_errstr(w->amqp),
+                held ? ": dropping held batches, the broker redelivers them" : "");
+        w->link_up = 0;
+        w->consuming = 0;
         batch_drop_all(w);
         fc_amqp_close(w->amqp);
     }
     int64_t now = now_ms();
     if (now < w->next_reconnect_ms) return;
     if (connect_broker(w) == FC_OK) {
-        if (w->reconnect_attempt) fc_info("reconnected to the broker");
+        if (w->connected_before) fc_info("reconnected to the broker after %d failed attempts", w->reconnect_attempt);
         else fc_info("consuming %s (prefetch %d, %d calls in flight)", w->queue, prefetch(w), w->cfg->worker_count);
+        w->connected_before = w->link_up = 1;
         w->reconnect_attempt = 0;
         return;
     }
@@ -166,15 +178,15 @@ static void ensure_broker(worker *w) {
 
 /* update_consuming stops taking deliveries while calls cannot be made, and resumes after. */
 static void update_consuming(worker *w) {
-    int blocked = w->stopping || w->auth_blocked || fc_breaker_state(w->breaker) == FC_BREAKER_OPEN;
-    atomic_store(&w->m->ready, !blocked && fc_amqp_ok(w->amqp));
+    int stop = blocked(w);
+    atomic_store(&w->m->ready, !stop && fc_amqp_ok(w->amqp));
     atomic_store(&w->m->breaker_state, fc_breaker_state(w->breaker));
     if (!fc_amqp_ok(w->amqp)) return;
-    if (blocked && w->consuming) {
+    if (stop && w->consuming) {
         fc_amqp_cancel(w->amqp);
         w->consuming = 0;
         if (!w->stopping) fc_warn("stopped taking deliveries (%s)", w->auth_blocked ? "API credentials rejected" : "circuit breaker open");
-    } else if (!blocked && !w->consuming) {
+    } else if (!stop && !w->consuming) {
         if (fc_amqp_consume(w->amqp, w->queue, prefetch(w)) == FC_OK) {
             w->consuming = 1;
             fc_info("taking deliveries again");
@@ -235,8 +247,7 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
     if (fc_http_wait(w->http, fds, nfds, timeout) != FC_OK) return FC_EIO;
     account_busy(w, last);
     if (fds[0].readable) handle_signals(w);
-    if (fc_amqp_ok(w->amqp) && fc_amqp_poll(w->amqp, 0, h) != FC_OK)
-        fc_warn("broker connection lost: %s", fc_amqp_errstr(w->amqp));
+    if (fc_amqp_ok(w->amqp)) fc_amqp_poll(w->amqp, 0, h); /* a loss is handled by ensure_broker */
     drain_http(w);
     calls_fire_timers(w);
     batch_checkpoint_due(w);

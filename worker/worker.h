@@ -88,6 +88,8 @@ typedef struct worker {
     int64_t limiter_retry_ms;   /* Redis down in pause mode: no acquire before this */
     int64_t next_reconnect_ms;
     int reconnect_attempt;
+    int connected_before;       /* a connection succeeded once: later ones are reconnections */
+    int link_up;                /* connected; cleared (once) when the loss is handled */
     int64_t last_breaker_sync_ms;
     int sigfd;                  /* read end of the signal pipe */
     fc_buf scratch;
