@@ -77,7 +77,7 @@ void batch_on_delivery(worker *w, const fc_delivery *d) {
     fc_debug("batch %s: %zu items, attempt %d", d->message_id, b->msg.nitems, b->msg.hdr.attempt);
     if (b->start_ms <= now_ms()) {
         b->started = 1;
-        calls_cache_lookup(w, b);
+        cache_lookup_batch(w, b);
     }
 }
 
@@ -276,42 +276,74 @@ batch *batch_find_settling(worker *w, uint64_t seq) {
     return NULL;
 }
 
-/* record writes the final outcomes to the job's Redis record, which --wait reads. */
+/* An argv under construction for one pipelined Redis command. */
+typedef struct cmd {
+    const char **argv;
+    int argc;
+} cmd;
+
+static int cmd_add(cmd *c, const char *arg) {
+    c->argv[c->argc++] = arg;
+    return FC_OK;
+}
+
+/* record writes the final outcomes to the job's Redis record, which --wait reads, in one
+ * round trip: HSET of every outcome, HSET of the failures, the usage counters and the TTLs. */
 static int record(worker *w, batch *b) {
     if (b->poison[0] || b->recorded) return FC_OK;
-    char key[200], fkey[200], skey[200];
+    size_t n = b->msg.nitems;
+    char keys[3][200], counts[4][24], ttl[16];
     const char *p = w->cfg->queue_prefix, *id = b->msg.hdr.job_id;
-    snprintf(key, sizeof(key), "%s:job:{%s}:outcome", p, id);
-    snprintf(fkey, sizeof(fkey), "%s:job:{%s}:failed", p, id);
-    snprintf(skey, sizeof(skey), "%s:job:{%s}:stats", p, id);
-    long calls = 0, ptok = 0, ctok = 0, hits = 0;
-    int rc = FC_OK;
-    for (size_t i = 0; rc == FC_OK && i < b->msg.nitems; i++) {
-        job *j = &b->jobs[i];
-        calls += j->calls;
-        ptok += j->prompt_tokens;
-        ctok += j->completion_tokens;
-        hits += j->cache_hits;
-        if (j->outcome != OUT_OK && j->outcome != OUT_DEAD) continue;
-        rc = fc_redis_cmd(w->redis, NULL, "HSET %s %lld %s", key, j->item->position,
-                          j->outcome == OUT_OK ? "ok" : "dead");
-        if (rc == FC_OK && j->outcome == OUT_DEAD) {
-            fc_buf_reset(&w->scratch);
-            append_failed(&w->scratch, j, b->msg.hdr.attempt);
-            rc = fc_redis_cmd(w->redis, NULL, "HSET %s %lld %s", fkey, j->item->position, w->scratch.data);
-        }
-    }
-    if (rc == FC_OK)
-        rc = fc_redis_cmd(w->redis, NULL, "HINCRBY %s api_calls %ld", skey, calls) ||
-             fc_redis_cmd(w->redis, NULL, "HINCRBY %s prompt_tokens %ld", skey, ptok) ||
-             fc_redis_cmd(w->redis, NULL, "HINCRBY %s completion_tokens %ld", skey, ctok) ||
-             fc_redis_cmd(w->redis, NULL, "HINCRBY %s cache_hits %ld", skey, hits);
+    snprintf(keys[0], sizeof(keys[0]), "%s:job:{%s}:outcome", p, id);
+    snprintf(keys[1], sizeof(keys[1]), "%s:job:{%s}:failed", p, id);
+    snprintf(keys[2], sizeof(keys[2]), "%s:job:{%s}:stats", p, id);
+    snprintf(ttl, sizeof(ttl), "%d", JOB_KEY_TTL_S);
+    long sums[4] = {0};
+    char (*pos)[24] = calloc(n, 24);
+    char **failed = calloc(n, sizeof(*failed));
+    const char **args = calloc(4 * n + 40, sizeof(*args));
+    int rc = pos && failed && args ? FC_OK : FC_ENOMEM;
+    cmd c[9];
+    int ncmd = 0;
     if (rc == FC_OK) {
-        fc_redis_cmd(w->redis, NULL, "EXPIRE %s %d", key, JOB_KEY_TTL_S);
-        fc_redis_cmd(w->redis, NULL, "EXPIRE %s %d", fkey, JOB_KEY_TTL_S);
-        fc_redis_cmd(w->redis, NULL, "EXPIRE %s %d", skey, JOB_KEY_TTL_S);
-        b->recorded = 1;
+        cmd outcome = {args, 0}, fails = {args + 2 * n + 2, 0};
+        cmd_add(&outcome, "HSET"), cmd_add(&outcome, keys[0]);
+        cmd_add(&fails, "HSET"), cmd_add(&fails, keys[1]);
+        for (size_t i = 0; i < n; i++) {
+            job *j = &b->jobs[i];
+            sums[0] += j->calls, sums[1] += j->prompt_tokens, sums[2] += j->completion_tokens, sums[3] += j->cache_hits;
+            if (j->outcome != OUT_OK && j->outcome != OUT_DEAD) continue;
+            snprintf(pos[i], 24, "%lld", j->item->position);
+            cmd_add(&outcome, pos[i]), cmd_add(&outcome, j->outcome == OUT_OK ? "ok" : "dead");
+            if (j->outcome != OUT_DEAD) continue;
+            fc_buf f = {0};
+            append_failed(&f, j, b->msg.hdr.attempt);
+            failed[i] = fc_buf_steal(&f);
+            cmd_add(&fails, pos[i]), cmd_add(&fails, failed[i]);
+        }
+        if (outcome.argc > 2) c[ncmd++] = outcome;
+        if (fails.argc > 2) c[ncmd++] = fails;
+        static const char *names[4] = {"api_calls", "prompt_tokens", "completion_tokens", "cache_hits"};
+        const char **rest = args + 4 * n + 4;
+        for (int k = 0; k < 4; k++, rest += 4) {
+            snprintf(counts[k], sizeof(counts[k]), "%ld", sums[k]);
+            rest[0] = "HINCRBY", rest[1] = keys[2], rest[2] = names[k], rest[3] = counts[k];
+            c[ncmd++] = (cmd){rest, 4};
+        }
+        for (int k = 0; k < 3; k++, rest += 3) {
+            rest[0] = "EXPIRE", rest[1] = keys[k], rest[2] = ttl;
+            c[ncmd++] = (cmd){rest, 3};
+        }
+        int argcs[9];
+        const char **argvs[9];
+        for (int k = 0; k < ncmd; k++) argcs[k] = c[k].argc, argvs[k] = c[k].argv;
+        rc = fc_redis_pipeline(w->redis, NULL, (size_t)ncmd, argcs, argvs, NULL);
     }
+    for (size_t i = 0; failed && i < n; i++) free(failed[i]);
+    free(failed);
+    free(pos);
+    free(args);
+    if (rc == FC_OK) b->recorded = 1;
     return rc == FC_OK ? FC_OK : FC_EREDIS;
 }
 
@@ -394,7 +426,7 @@ void batch_checkpoint_due(worker *w) {
             checkpoint(w, b, 0); /* stop starting calls; let those in flight finish */
         } else if (!b->started && !b->poison[0] && b->start_ms <= now) {
             b->started = 1;
-            calls_cache_lookup(w, b);
+            cache_lookup_batch(w, b);
         }
     }
 }

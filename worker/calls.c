@@ -11,13 +11,6 @@
 #define REDIS_RETRY_MS 500
 #define DEFAULT_429_PAUSE_MS 5000
 
-static const char *stage_model(const worker *w, int stage) {
-    return stage == 1 ? w->pipe.stage1_model : w->pipe.stage2_model;
-}
-static const char *stage_prompt(const worker *w, int stage) {
-    return stage == 1 ? w->pipe.stage1_prompt : w->pipe.stage2_prompt;
-}
-
 void calls_enqueue(worker *w, job *j, int front) {
     j->state = JOB_QUEUED;
     j->next = NULL;
@@ -41,8 +34,27 @@ static job *runq_pop(worker *w) {
     return j;
 }
 
-/* prepare builds the request body and cache key of the job's current stage. */
-static int prepare(worker *w, job *j) {
+/* expected_completion estimates a stage's completion tokens for the limiter: 1.2 x the mean
+ * seen so far (MAX_TOKENS until an answer came), so the token bucket is not drained by
+ * reservations that are mostly refunded later. */
+static long expected_completion(const worker *w, int stage) {
+    const token_mean *m = &w->completion[stage - 1];
+    if (m->n == 0) return w->pipe.max_tokens;
+    long e = (long)(m->sum / (double)m->n * 1.2) + 1;
+    return e < w->pipe.max_tokens ? e : w->pipe.max_tokens;
+}
+
+static void learn_completion(worker *w, int stage, long tokens) {
+    token_mean *m = &w->completion[stage - 1];
+    if (m->n == 1000) { /* keep it a recent mean */
+        m->sum /= 2;
+        m->n /= 2;
+    }
+    m->sum += (double)tokens;
+    m->n++;
+}
+
+int calls_prepare(worker *w, job *j) {
     if (j->request) return FC_OK;
     char *user = NULL;
     j->request = j->stage == 1 ? fc_pipeline_stage1_body(&w->pipe, j->item, &user)
@@ -51,8 +63,9 @@ static int prepare(worker *w, job *j) {
         free(user);
         return FC_ENOMEM;
     }
-    fc_pipeline_cache_key(stage_model(w, j->stage), stage_prompt(w, j->stage), user, j->cache_key);
-    j->est_tokens = fc_pipeline_estimate_tokens(strlen(j->request), w->pipe.max_tokens);
+    if (w->cfg->cache_ttl_ms > 0) fc_pipeline_stage_cache_key(&w->pipe, j->stage, user, j->cache_key);
+    size_t len = strlen(j->request);
+    j->est_tokens = fc_pipeline_estimate_tokens(len, 0) + expected_completion(w, j->stage);
     free(user);
     return FC_OK;
 }
@@ -78,6 +91,27 @@ static void timer_insert(worker *w, job *j) {
     j->state = JOB_WAITING;
 }
 
+/* hold_reserved puts the calls that wait for their reserved slot back in the run queue and
+ * makes no new call before until_ms: after a 429 the whole fleet pauses, including calls
+ * reserved before it. */
+static void hold_reserved(worker *w, int64_t until_ms) {
+    while (w->timers) {
+        job *j = w->timers;
+        w->timers = j->next;
+        w->inflight--;
+        calls_enqueue(w, j, 1);
+    }
+    if (until_ms > w->limiter_retry_ms) w->limiter_retry_ms = until_ms;
+}
+
+/* fleet_paused holds reserved calls while another process's 429 pauses the fleet. */
+static int fleet_paused(worker *w, int64_t now, int refresh) {
+    int64_t left = fc_limiter_pause_left_us(w->limiter, refresh) / 1000;
+    if (left <= 0) return 0;
+    hold_reserved(w, now + left);
+    return 1;
+}
+
 /* may_call says whether new calls may start: not stopping, not blocked by auth or the breaker. */
 static int may_call(worker *w, int64_t now) {
     if (w->stopping) return 0;
@@ -95,7 +129,7 @@ void calls_schedule(worker *w) {
     int64_t now = now_ms();
     while (w->runq && w->inflight < w->cfg->worker_count && may_call(w, now)) {
         job *j = runq_pop(w);
-        if (prepare(w, j) != FC_OK) {
+        if (calls_prepare(w, j) != FC_OK) {
             calls_enqueue(w, j, 1);
             return;
         }
@@ -105,6 +139,10 @@ void calls_schedule(worker *w) {
             calls_enqueue(w, j, 1);
             w->limiter_retry_ms = now + (rc == FC_EBUSY && wait > 0 ? wait : REDIS_RETRY_MS);
             if (rc == FC_ECONN) fc_warn("rate limiter unavailable (Redis down): calls paused");
+            return;
+        }
+        if (wait > 0 && w->timers && fleet_paused(w, now, 0)) {
+            calls_enqueue(w, j, 1); /* its slot is after the pause; ask again then */
             return;
         }
         w->inflight++;
@@ -121,6 +159,7 @@ void calls_schedule(worker *w) {
 
 void calls_fire_timers(worker *w) {
     int64_t now = now_ms();
+    if (w->timers && w->timers->ready_at_ms <= now && fleet_paused(w, now, 1)) return;
     while (w->timers && w->timers->ready_at_ms <= now) {
         job *j = w->timers;
         w->timers = j->next;
@@ -134,14 +173,6 @@ int calls_next_timeout(worker *w, int max_ms) {
     if (w->timers && w->timers->ready_at_ms < next) next = w->timers->ready_at_ms;
     if (w->runq && w->limiter_retry_ms > now && w->limiter_retry_ms < next) next = w->limiter_retry_ms;
     return next > now ? (int)(next - now) : 0;
-}
-
-/* cache_store remembers a stage's answer (best effort: a failure only costs a future call). */
-static void cache_store(worker *w, const char *key, int stage, const char *value) {
-    if (w->cfg->cache_ttl_ms <= 0) return;
-    char k[160];
-    snprintf(k, sizeof(k), "%s:cache:s%d:%s", w->cfg->queue_prefix, stage, key);
-    fc_redis_cmd(w->redis, NULL, "SET %s %s PX %ld", k, value, w->cfg->cache_ttl_ms);
 }
 
 static void set_failure(job *j, int cls, int status, const char *why) {
@@ -158,15 +189,16 @@ static int finish_stage(worker *w, job *j, const fc_http_done *d) {
     if (rc == FC_OK) {
         j->prompt_tokens += ptok;
         j->completion_tokens += ctok;
+        learn_completion(w, j->stage, ctok);
         fc_limiter_correct(w->limiter, ptok + ctok - j->est_tokens);
         if (j->stage == 1) {
             free(j->stage1);
             j->stage1 = NULL;
             rc = fc_pipeline_stage1_parse(content, strlen(content), &j->stage1, why, sizeof(why));
-            if (rc == FC_OK) cache_store(w, j->cache_key, 1, j->stage1);
+            if (rc == FC_OK) cache_store(w, 1, j->cache_key, j->stage1);
         } else {
             rc = fc_pipeline_stage2_parse(content, strlen(content), &j->cards, &j->ncards, why, sizeof(why));
-            if (rc == FC_OK) cache_store(w, j->cache_key, 2, content);
+            if (rc == FC_OK) cache_store(w, 2, j->cache_key, content);
         }
     }
     free(content);
@@ -210,6 +242,7 @@ static void on_failure(worker *w, job *j, const fc_http_done *d) {
         long pause = d->retry_after_s > 0 ? d->retry_after_s * 1000 : DEFAULT_429_PAUSE_MS;
         atomic_fetch_add(&w->m->api_429, 1);
         fc_limiter_pause(w->limiter, pause);
+        hold_reserved(w, now_ms() + pause);
         fc_warn("API throttled (429): the fleet pauses %ld ms", pause);
     }
     set_failure(j, cls, d->status, why);
@@ -265,55 +298,5 @@ void calls_abandon_queued(worker *w, batch *b) {
         } else {
             pp = &(*pp)->next;
         }
-    }
-}
-
-/* cache_get fetches a cached stage answer; NULL on a miss (caller frees). */
-static char *cache_get(worker *w, int stage, const char *key) {
-    char k[160];
-    fc_reply r;
-    snprintf(k, sizeof(k), "%s:cache:s%d:%s", w->cfg->queue_prefix, stage, key);
-    if (fc_redis_cmd(w->redis, &r, "GET %s", k) != FC_OK || r.type != FC_REPLY_STR) {
-        fc_reply_free(&r);
-        return NULL;
-    }
-    char *v = r.str;
-    r.str = NULL;
-    fc_reply_free(&r);
-    return v;
-}
-
-/* try_cache serves the job's current stage from the cache; returns 1 on a hit. */
-static int try_cache(worker *w, job *j) {
-    if (prepare(w, j) != FC_OK) return 0;
-    char *v = cache_get(w, j->stage, j->cache_key);
-    if (!v) return 0;
-    char why[256];
-    int rc = j->stage == 1 ? fc_pipeline_stage1_parse(v, strlen(v), &j->stage1, why, sizeof(why))
-                           : fc_pipeline_stage2_parse(v, strlen(v), &j->cards, &j->ncards, why, sizeof(why));
-    free(v);
-    if (rc != FC_OK) return 0;
-    j->cache_hits++;
-    atomic_fetch_add(&w->m->cache_hits, 1);
-    return 1;
-}
-
-void calls_cache_lookup(worker *w, batch *b) {
-    for (size_t i = 0; i < b->msg.nitems; i++) {
-        job *j = &b->jobs[i];
-        /* Stage 2 is looked up only after a stage-1 hit: a fresh analysis has no cached cards. */
-        if (w->cfg->cache_ttl_ms > 0 && try_cache(w, j)) {
-            free(j->request);
-            j->request = NULL;
-            j->stage = 2;
-            if (try_cache(w, j)) {
-                free(j->request);
-                j->request = NULL;
-                j->state = JOB_DONE;
-                batch_job_done(w, j, OUT_OK);
-                continue;
-            }
-        }
-        calls_enqueue(w, j, 0);
     }
 }

@@ -49,7 +49,7 @@ static int load_pipeline(worker *w, char *err, size_t errlen) {
     if (fc_pipeline_load_prompt(path, &w->pipe.stage1_prompt, err, errlen) != FC_OK) return FC_EINVAL;
     snprintf(path, sizeof(path), "%s/stage2_system.txt", dir);
     if (fc_pipeline_load_prompt(path, &w->pipe.stage2_prompt, err, errlen) != FC_OK) return FC_EINVAL;
-    return FC_OK;
+    return fc_pipeline_conf_prepare(&w->pipe);
 }
 
 static int make_limiter(worker *w, char *err, size_t errlen) {
@@ -121,6 +121,8 @@ void worker_free(worker *w) {
     fc_breaker_free(w->breaker);
     fc_pipeline_conf_free(&w->pipe);
     fc_buf_free(&w->scratch);
+    for (size_t i = 0; i < w->ncache_out; i++) free(w->cache_out[i].key), free(w->cache_out[i].value);
+    free(w->cache_out);
     free(w->m);
 }
 
@@ -252,6 +254,7 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
     calls_fire_timers(w);
     batch_checkpoint_due(w);
     calls_schedule(w);
+    cache_flush(w);
     batch_settle_ready(w);
     int64_t now = now_ms();
     sync_breaker(w, now);

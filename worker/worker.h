@@ -64,6 +64,18 @@ typedef struct batch {
     struct batch *next;
 } batch;
 
+/* A running mean of completion tokens per stage, for the limiter's estimate. */
+typedef struct token_mean {
+    double sum;
+    long n;
+} token_mean;
+
+/* Cache writes waiting for the next pipelined flush. */
+typedef struct cache_write {
+    char *key;
+    char *value;
+} cache_write;
+
 typedef struct worker {
     fc_config *cfg;
     fc_amqp *amqp;
@@ -92,6 +104,9 @@ typedef struct worker {
     int link_up;                /* connected; cleared (once) when the loss is handled */
     int64_t last_breaker_sync_ms;
     int sigfd;                  /* read end of the signal pipe */
+    token_mean completion[2];
+    cache_write *cache_out;
+    size_t ncache_out, cache_cap;
     fc_buf scratch;
 } worker;
 
@@ -118,6 +133,11 @@ void calls_fire_timers(worker *w);
 void calls_on_done(worker *w, const fc_http_done *d);
 void calls_abandon_queued(worker *w, batch *b);
 int calls_next_timeout(worker *w, int max_ms);
-void calls_cache_lookup(worker *w, batch *b);
+int calls_prepare(worker *w, job *j);
+
+/* cache.c: stage answers cached in Redis, looked up per batch and written in pipelines. */
+void cache_lookup_batch(worker *w, batch *b);
+void cache_store(worker *w, int stage, const char *key, const char *value);
+void cache_flush(worker *w);
 
 #endif
