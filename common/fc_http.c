@@ -22,6 +22,7 @@ typedef struct transfer {
 
 struct fc_http {
     CURLM *multi;
+    char *proxy_http, *proxy_https, *no_proxy; /* from the environment, read once */
     struct curl_slist *headers;
     char *user_agent;
     long timeout_ms, connect_timeout_ms;
@@ -34,6 +35,25 @@ struct fc_http {
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
     transfer *t = ud;
     return fc_buf_append(&t->response, p, size * n) == FC_OK ? size * n : 0;
+}
+
+/* env_dup returns a copy of the first of two environment variables that is set, or NULL. */
+static char *env_dup(const char *lower, const char *upper) {
+    const char *v = getenv(lower);
+    if (!v || !*v) v = upper ? getenv(upper) : NULL;
+    return v && *v ? strdup(v) : NULL;
+}
+
+/* read_proxy_env reads the standard proxy variables once, as libcurl would on every request
+ * (its per-request lookup showed in profiles); the behaviour is the same. */
+static void read_proxy_env(fc_http *h) {
+    char *all = env_dup("all_proxy", "ALL_PROXY");
+    h->proxy_http = env_dup("http_proxy", NULL); /* HTTP_PROXY is ignored, as libcurl does */
+    h->proxy_https = env_dup("https_proxy", "HTTPS_PROXY");
+    h->no_proxy = env_dup("no_proxy", "NO_PROXY");
+    if (!h->proxy_http && all) h->proxy_http = strdup(all);
+    if (!h->proxy_https && all) h->proxy_https = strdup(all);
+    free(all);
 }
 
 fc_http *fc_http_new(const fc_http_conf *c) {
@@ -64,6 +84,7 @@ fc_http *fc_http_new(const fc_http_conf *c) {
         return NULL;
     }
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    read_proxy_env(h);
     return h;
 }
 
@@ -90,6 +111,9 @@ void fc_http_free(fc_http *h) {
         curl_slist_free_all(h->headers);
     }
     free(h->user_agent);
+    free(h->proxy_http);
+    free(h->proxy_https);
+    free(h->no_proxy);
     free(h);
 }
 
@@ -152,6 +176,9 @@ int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void
     t->errbuf[0] = '\0';
     t->ud = ud;
     curl_easy_setopt(t->easy, CURLOPT_URL, url);
+    const char *proxy = strncmp(url, "https:", 6) == 0 ? h->proxy_https : h->proxy_http;
+    curl_easy_setopt(t->easy, CURLOPT_PROXY, proxy ? proxy : "");
+    curl_easy_setopt(t->easy, CURLOPT_NOPROXY, h->no_proxy);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request.data);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long)len);
     if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {

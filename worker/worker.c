@@ -249,7 +249,13 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
     if (fc_http_wait(w->http, fds, nfds, timeout) != FC_OK) return FC_EIO;
     account_busy(w, last);
     if (fds[0].readable) handle_signals(w);
-    if (fc_amqp_ok(w->amqp)) fc_amqp_poll(w->amqp, 0, h); /* a loss is handled by ensure_broker */
+    /* Read the socket only when it has data (or frames are buffered), and every tick for the
+     * heartbeats rabbitmq-c sends from inside its calls: no idle recv() per HTTP completion. */
+    int64_t t = now_ms();
+    if (fc_amqp_ok(w->amqp) && (fds[1].readable || fc_amqp_pending(w->amqp) || t - w->amqp_polled_ms >= TICK_MS)) {
+        w->amqp_polled_ms = t;
+        fc_amqp_poll(w->amqp, 0, h); /* a loss is handled by ensure_broker */
+    }
     drain_http(w);
     calls_fire_timers(w);
     batch_checkpoint_due(w);
