@@ -100,6 +100,8 @@ static const setting settings[] = {
      "time between probe calls while the API rejects the credentials (401/403)"},
     {"METRICS_PORT", "metrics-port", T_INT, FC_WORKER, 0, 65535, "0", OFF(metrics_port),
      "port of /metrics, /healthz and /readyz on 127.0.0.1; 0 = off"},
+    {"METRICS_BIND", "metrics-bind", T_STR, FC_WORKER, 0, 0, "127.0.0.1", OFF(metrics_bind),
+     "IPv4 address of the metrics endpoint (0.0.0.0 in containers)"},
     {"PRICE_INPUT", "price-input", T_DOUBLE, FC_BOTH, 0, 1e6, "3", OFF(price_input),
      "price per million input tokens, for the cost estimate"},
     {"PRICE_OUTPUT", "price-output", T_DOUBLE, FC_BOTH, 0, 1e6, "15", OFF(price_output),

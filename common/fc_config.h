@@ -53,6 +53,7 @@ typedef struct fc_config {
     long breaker_cooldown_ms;
     long auth_retry_ms;      /* between probes of the API credentials after a 401/403 */
     int metrics_port;        /* 0 = off */
+    char *metrics_bind;      /* IPv4 address */
     double price_input;      /* per million input tokens */
     double price_output;     /* per million output tokens */
     /* producer */

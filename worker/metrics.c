@@ -79,13 +79,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
     return ret;
 }
 
-int metrics_start(metrics *m, int port) {
+int metrics_start(metrics *m, const char *bind, int port) {
     if (port <= 0) return FC_OK;
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, bind, &addr.sin_addr) != 1) return FC_EINVAL;
     m->server = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL, answer, m,
                                  MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_END);
     return m->server ? FC_OK : FC_EIO;

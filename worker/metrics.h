@@ -20,8 +20,9 @@ typedef struct metrics {
     void *server;                                 /* HTTP server, NULL if off */
 } metrics;
 
-/* metrics_start starts serving on 127.0.0.1:port (0 = no server). Returns 0 or FC_EIO. */
-int metrics_start(metrics *m, int port);
+/* metrics_start starts serving on bind:port (port 0 = no server). Returns 0, FC_EINVAL (bad
+ * address) or FC_EIO (cannot listen). */
+int metrics_start(metrics *m, const char *bind, int port);
 void metrics_stop(metrics *m);
 
 #endif

@@ -108,7 +108,11 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     w->m->capacity = cfg->worker_count;
     w->m->started_ms = now_ms();
     w->m->alive = 1;
-    return metrics_start(w->m, cfg->metrics_port);
+    int rc = metrics_start(w->m, cfg->metrics_bind, cfg->metrics_port);
+    if (rc != FC_OK)
+        fc_error("METRICS_BIND/METRICS_PORT: cannot serve metrics on %s:%d (%s)", cfg->metrics_bind, cfg->metrics_port,
+                 rc == FC_EINVAL ? "not an IPv4 address" : "address in use?");
+    return rc;
 }
 
 void worker_free(worker *w) {
