@@ -14,6 +14,8 @@
 #include "producer.h"
 
 #define PROGRESS_TTY_S 0.5
+#define WAIT_RECONNECTS 10  /* broker connections lost while waiting before giving up */
+#define REDIS_OUTAGE_S 60.0 /* longest Redis outage --wait sits out */
 #define PROGRESS_LOG_S 5.0
 
 typedef struct spooled {
@@ -201,20 +203,32 @@ int producer_wait(producer *p) {
     fc_amqp_handler h = {on_result, NULL, NULL, &c};
     double deadline = p->cfg->wait_timeout_ms ? mono_s() + p->cfg->wait_timeout_ms / 1000.0 : 0;
     long done = 0, failed = 0;
-    int rc = EXIT_DONE;
+    int rc = EXIT_DONE, reconnects = 0;
+    double redis_lost = 0;
     for (;;) {
         if (fc_amqp_poll(p->amqp, 200, &h) != FC_OK) {
-            fprintf(stderr, "flashcard-producer: lost the broker while waiting: %s\n", fc_amqp_errstr(p->amqp));
-            rc = EXIT_INFRA;
-            break;
+            /* Unacked results go back to the queue and come again; positions deduplicate them. */
+            fc_warn("lost the broker while waiting (%s); reconnecting", fc_amqp_errstr(p->amqp));
+            c.last_tag = 0;
+            if (++reconnects > WAIT_RECONNECTS || producer_connect(p) != FC_OK || consume_results(p, &c) != FC_OK) {
+                fprintf(stderr, "flashcard-producer: lost the broker while waiting: %s\n", fc_amqp_errstr(p->amqp));
+                rc = EXIT_INFRA;
+                break;
+            }
+            continue;
         }
-        done = hash_len(p, p->key_outcome);
-        failed = hash_len(p, p->key_failed);
-        if (done < 0 || failed < 0) {
+        long d = hash_len(p, p->key_outcome), f = hash_len(p, p->key_failed);
+        if (d < 0 || f < 0) {
+            if (redis_lost == 0) fc_warn("Redis unavailable while waiting (%s); retrying", fc_redis_errstr(p->redis));
+            if (redis_lost == 0) redis_lost = mono_s();
+            if (mono_s() - redis_lost < REDIS_OUTAGE_S) continue;
             fprintf(stderr, "flashcard-producer: lost Redis while waiting: %s\n", fc_redis_errstr(p->redis));
             rc = EXIT_INFRA;
             break;
         }
+        redis_lost = 0;
+        done = d;
+        failed = f;
         progress(p, &c, done, failed, 0);
         if (done >= p->st.items_total && (long)c.n >= done - failed) break;
         if (deadline && mono_s() > deadline) {

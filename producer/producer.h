@@ -46,7 +46,9 @@ typedef struct producer {
 
 double mono_s(void);
 
-/* publish.c: returns an exit code. */
+/* publish.c: producer_connect connects with bounded retries and declares the topology and
+ * the job's results queue (0 or FC_ECONN/FC_EBROKER); producer_publish returns an exit code. */
+int producer_connect(producer *p);
 int producer_publish(producer *p, FILE *in, int format);
 /* collect.c: waits for the job, writes --output; returns an exit code. */
 int producer_wait(producer *p);

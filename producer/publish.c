@@ -48,7 +48,7 @@ typedef struct pub {
 /* connect_with_retry connects and declares the topology, retrying with backoff (0.5 s doubling, at most 4 s)
  * for at most CONNECT_TRIES attempts or about CONNECT_BUDGET_S seconds, whichever comes first; it never sleeps
  * after the last attempt. Returns 0, FC_EBROKER (the broker refused twice) or FC_ECONN. */
-static int connect_with_retry(producer *p) {
+int producer_connect(producer *p) {
     fc_topology t = {p->cfg->queue_prefix, p->cfg->retry_delays, p->cfg->nretry_delays, p->cfg->delivery_limit};
     double deadline = mono_s() + CONNECT_BUDGET_S;
     useconds_t backoff = BACKOFF_FIRST_US;
@@ -101,7 +101,7 @@ static int send_one(pub *u, inflight *f) {
 /* recover reconnects after a lost connection and re-publishes every unconfirmed batch. */
 static int recover(pub *u) {
     fc_warn("broker connection lost (%s); reconnecting", fc_amqp_errstr(u->p->amqp));
-    if (connect_with_retry(u->p) != FC_OK) return FC_ECONN;
+    if (producer_connect(u->p) != FC_OK) return FC_ECONN;
     for (int i = 0; i < u->nwin; i++)
         if (send_one(u, &u->win[i]) != FC_OK) return FC_ECONN;
     return FC_OK;
@@ -342,7 +342,7 @@ int producer_publish(producer *p, FILE *in, int format) {
         fprintf(stderr, "flashcard-producer: Redis: %s\n", fc_redis_errstr(p->redis));
         return infra_exit(p, "Redis is unreachable");
     }
-    if (connect_with_retry(p) != FC_OK) {
+    if (producer_connect(p) != FC_OK) {
         fc_dataset_close(u.ds);
         free(u.confirmed);
         return infra_exit(p, "cannot reach the broker");
