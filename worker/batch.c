@@ -393,11 +393,18 @@ void batch_settle_ready(worker *w) {
     }
 }
 
-/* due says whether a batch must stop now: held too long, or the shutdown deadline passed. */
-static int due(worker *w, const batch *b, int64_t now) {
-    if (b->settling || b->poison[0] || b->open == 0) return 0;
-    if (now - b->received_ms >= w->cfg->hold_limit_ms) return 1;
-    return w->stopping && now >= w->stop_deadline_ms;
+/* Checkpoint levels: how a batch that may not run on must stop. */
+enum { KEEP_GOING, STOP_NEW, STOP_NOW };
+
+/* stop_level says whether a batch must stop: held past HOLD_LIMIT or shutting down, it starts
+ * no new call and lets calls in flight finish (each is bounded by API_TIMEOUT); past
+ * HOLD_LIMIT + API_TIMEOUT or the shutdown deadline, calls in flight are abandoned too. */
+static int stop_level(worker *w, const batch *b, int64_t now) {
+    if (b->settling || b->poison[0] || b->open == 0) return KEEP_GOING;
+    int64_t held = now - b->received_ms;
+    if (held >= w->cfg->hold_limit_ms + w->cfg->api_timeout_ms) return STOP_NOW;
+    if (w->stopping && now >= w->stop_deadline_ms) return STOP_NOW;
+    return held >= w->cfg->hold_limit_ms || w->stopping ? STOP_NEW : KEEP_GOING;
 }
 
 /* checkpoint ends a batch early: queued jobs and (if cancel_inflight) calls in flight become
@@ -419,11 +426,16 @@ static void checkpoint(worker *w, batch *b, int cancel_inflight) {
 void batch_checkpoint_due(worker *w) {
     int64_t now = now_ms();
     for (batch *b = w->batches; b; b = b->next) {
-        if (due(w, b, now)) {
-            fc_info("batch %s-%ld: checkpointing %zu unfinished items", b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
-            checkpoint(w, b, 1);
-        } else if (w->stopping && !b->settling && !b->poison[0] && b->open > 0) {
-            checkpoint(w, b, 0); /* stop starting calls; let those in flight finish */
+        int level = stop_level(w, b, now);
+        if (level != KEEP_GOING) {
+            if (level == STOP_NOW)
+                fc_info("batch %s-%ld: checkpointing %zu unfinished items, abandoning its calls in flight",
+                        b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
+            else if (!b->checkpointing && !w->stopping)
+                fc_info("batch %s-%ld held for %lld ms: checkpointing; calls in flight may finish",
+                        b->msg.hdr.job_id, b->msg.hdr.batch, (long long)(now - b->received_ms));
+            b->checkpointing = 1;
+            checkpoint(w, b, level == STOP_NOW);
         } else if (!b->started && !b->poison[0] && b->start_ms <= now) {
             b->started = 1;
             cache_lookup_batch(w, b);

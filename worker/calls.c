@@ -35,11 +35,11 @@ static job *runq_pop(worker *w) {
 }
 
 /* expected_completion estimates a stage's completion tokens for the limiter: 1.2 x the mean
- * seen so far (MAX_TOKENS until an answer came), so the token bucket is not drained by
+ * seen so far (a quarter of MAX_TOKENS until an answer came), so the token bucket is not drained by
  * reservations that are mostly refunded later. */
 static long expected_completion(const worker *w, int stage) {
     const token_mean *m = &w->completion[stage - 1];
-    if (m->n == 0) return w->pipe.max_tokens;
+    if (m->n == 0) return w->pipe.max_tokens / 4; /* a prior until answers come; corrected upward */
     long e = (long)(m->sum / (double)m->n * 1.2) + 1;
     return e < w->pipe.max_tokens ? e : w->pipe.max_tokens;
 }
@@ -190,7 +190,9 @@ static int finish_stage(worker *w, job *j, const fc_http_done *d) {
         j->prompt_tokens += ptok;
         j->completion_tokens += ctok;
         learn_completion(w, j->stage, ctok);
-        fc_limiter_correct(w->limiter, ptok + ctok - j->est_tokens);
+        /* Charge what the estimate missed. An over-estimate is not refunded: calls reserved
+         * meanwhile still hold their slots, so a refund would let a burst overlap them. */
+        if (ptok + ctok > j->est_tokens) fc_limiter_correct(w->limiter, ptok + ctok - j->est_tokens);
         if (j->stage == 1) {
             free(j->stage1);
             j->stage1 = NULL;

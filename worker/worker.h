@@ -53,6 +53,7 @@ typedef struct batch {
     int64_t received_ms;
     int64_t start_ms;           /* not before (retry delay jitter) */
     int started;                /* jobs handed to the run queue */
+    int checkpointing;          /* no new calls: the rest goes to a continuation batch */
     int settling;               /* outcome messages published, waiting for confirms */
     uint64_t seq_lo, seq_hi;    /* publish sequence numbers of its outcome messages */
     int confirms_left;
