@@ -2,6 +2,7 @@
 # dir against the real RabbitMQ and Redis started by deploy/local/services.sh, starts the
 # mock API and the workers it needs, and cleans up by PID on exit.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 SRC=${FC_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 BUILD=${FC_BUILD_DIR:-$SRC/build}
@@ -108,6 +109,20 @@ assert_accounted() {
     work_empty() { [ "$(queue_depth batches)" = 0 ]; }
     wait_until 15 work_empty || fail "work queue not empty: $(queue_depth batches) messages"
     log "accounted: $(wc -l <"$results") in results, $(wc -l <"$TMP/dead.pos") dead-lettered, of $n"
+}
+
+# take_messages SUFFIX OUT FILTER: consumes every message of $QUEUE_PREFIX.SUFFIX through the
+# management API, writing what the jq FILTER makes of each chunk of messages to OUT.
+take_messages() {
+    : >"$2"
+    for _ in $(seq 1 200); do
+        mgmt -X POST -H 'content-type: application/json' \
+            -d '{"count":2000,"ackmode":"ack_requeue_false","encoding":"auto"}' \
+            "$MGMT/queues/%2F/$QUEUE_PREFIX.$1/get" >"$TMP/chunk.json"
+        [ "$(jq length "$TMP/chunk.json")" = 0 ] && return 0
+        jq -rc "$3" "$TMP/chunk.json" >>"$2"
+    done
+    fail "queue $1 did not empty"
 }
 
 # make_csv N FILE: a position,term,type dataset of N rows.

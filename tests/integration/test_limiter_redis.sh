@@ -5,6 +5,7 @@
 # working; a 2 s fleet pause must hold every call reserved after it.
 # Needs FC_BUILD_DIR (set by CTest) holding bench/limiter-driver, and /usr/bin/redis-server.
 set -euo pipefail
+. "$(dirname "$0")/ports.sh"
 
 BUILD=${FC_BUILD_DIR:-$(dirname "$0")/../../build}
 DRIVER=""
@@ -32,14 +33,6 @@ FAILS=0
 fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
 pass() { echo "ok: $*"; }
 
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
 
 # start_redis starts redis-server in $TMP on $PORT (loading $TMP/dump.rdb if present).
 start_redis() {

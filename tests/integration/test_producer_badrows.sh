@@ -8,18 +8,8 @@
 DATA=$SRC/tests/data/bad_rows.csv
 [ -r "$DATA" ] || fail "missing $DATA"
 
-# take_all SUFFIX OUT: consumes every message of $QUEUE_PREFIX.SUFFIX into OUT (one payload per line).
-take_all() {
-    : >"$2"
-    for _ in $(seq 1 20); do
-        mgmt -X POST -H 'content-type: application/json' \
-            -d '{"count":1000,"ackmode":"ack_requeue_false","encoding":"auto"}' \
-            "$MGMT/queues/%2F/$QUEUE_PREFIX.$1/get" >"$TMP/chunk.json"
-        [ "$(jq length "$TMP/chunk.json")" = 0 ] && return 0
-        jq -c '.[] | .payload | fromjson' "$TMP/chunk.json" >>"$2"
-    done
-    fail "queue $1 did not empty"
-}
+# take_all SUFFIX OUT: consumes the queue into OUT, one JSON payload per line.
+take_all() { take_messages "$1" "$2" '.[] | .payload | fromjson'; }
 # job_recorded ID: true if the job has a record in Redis.
 job_recorded() { [ "$(redis-cli exists "$QUEUE_PREFIX:job:{$1}:meta")" != 0 ]; }
 # run_producer NAME ARGS...: runs the producer with stderr in $TMP/NAME.err; sets RC.

@@ -8,29 +8,12 @@
 
 export BATCH_SIZE=10
 
-# closed_port: a loopback port nothing listens on.
-closed_port() {
-    for p in 1 9 47 63 79; do
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
-    done
-    fail "no closed port found"
-}
-# take_batches SUFFIX OUT: consumes every message of $QUEUE_PREFIX.SUFFIX; one batch number per line.
-take_batches() {
-    : >"$2"
-    for _ in $(seq 1 100); do
-        mgmt -X POST -H 'content-type: application/json' \
-            -d '{"count":2000,"ackmode":"ack_requeue_false","encoding":"auto"}' \
-            "$MGMT/queues/%2F/$QUEUE_PREFIX.$1/get" >"$TMP/chunk.json"
-        [ "$(jq length "$TMP/chunk.json")" = 0 ] && return 0
-        jq -r '.[] | .payload | fromjson | .batch' "$TMP/chunk.json" >>"$2"
-    done
-    fail "queue $1 did not empty"
-}
+# take_batches SUFFIX OUT: consumes the queue; one batch number per line.
+take_batches() { take_messages "$1" "$2" '.[] | .payload | fromjson | .batch'; }
 
 # 1. A closed port.
 make_csv 1000 "$TMP/small.csv"
-port=$(closed_port)
+port=$(free_port) || fail "no free port"
 t0=$SECONDS
 rc=0
 AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f" timeout 60 "$PRODUCER" "$TMP/small.csv" --job-id down-$$ \

@@ -17,20 +17,11 @@ META_KEY="$QUEUE_PREFIX:job:{$JOB}:meta"
 make_csv $ROWS "$TMP/big.csv"
 export BATCH_SIZE=$BATCH
 
-# take_ids SUFFIX OUT: consumes every message of $QUEUE_PREFIX.SUFFIX, writing one line per message:
+# take_ids SUFFIX OUT: consumes the queue, one line per message:
 # message_id batch items first_position last_position.
 take_ids() {
-    : >"$2"
-    for _ in $(seq 1 100); do
-        mgmt -X POST -H 'content-type: application/json' \
-            -d '{"count":2000,"ackmode":"ack_requeue_false","encoding":"auto"}' \
-            "$MGMT/queues/%2F/$QUEUE_PREFIX.$1/get" >"$TMP/chunk.json"
-        [ "$(jq length "$TMP/chunk.json")" = 0 ] && return 0
-        jq -r '.[] | (.payload | fromjson) as $b
-               | [.properties.message_id, $b.batch, ($b.items | length), $b.items[0].position, $b.items[-1].position]
-               | @tsv' "$TMP/chunk.json" >>"$2"
-    done
-    fail "queue $1 did not empty"
+    take_messages "$1" "$2" '.[] | (.payload | fromjson) as $b
+        | [.properties.message_id, $b.batch, ($b.items | length), $b.items[0].position, $b.items[-1].position] | @tsv'
 }
 # confirmed_batches: the batch numbers set in the job's confirmed bitmap, one per line.
 confirmed_batches() {

@@ -11,19 +11,8 @@ for d in "$SRC/../shared/data" /work/shared/data; do
 done
 [ -n "$DATA" ] || fail "topik_10k.csv not found in $SRC/../shared/data or /work/shared/data"
 
-# take_all SUFFIX OUT: consumes every message of $QUEUE_PREFIX.SUFFIX into OUT, one JSON payload
-# per line (the management API answers [] once the queue is empty).
-take_all() {
-    : >"$2"
-    for _ in $(seq 1 50); do
-        mgmt -X POST -H 'content-type: application/json' \
-            -d '{"count":1000,"ackmode":"ack_requeue_false","encoding":"auto"}' \
-            "$MGMT/queues/%2F/$QUEUE_PREFIX.$1/get" >"$TMP/chunk.json"
-        [ "$(jq length "$TMP/chunk.json")" = 0 ] && return 0
-        jq -c '.[] | .payload | fromjson' "$TMP/chunk.json" >>"$2"
-    done
-    fail "queue $1 did not empty"
-}
+# take_all SUFFIX OUT: consumes the queue into OUT, one JSON payload per line.
+take_all() { take_messages "$1" "$2" '.[] | .payload | fromjson'; }
 
 BATCH_SIZE=100 timeout 60 "$PRODUCER" "$DATA" --columns 'position=Position, term=Hangul, type=Word_Type' \
     --job-id topik-$$ --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || fail "producer exit $?"

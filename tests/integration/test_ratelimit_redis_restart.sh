@@ -11,14 +11,6 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 N=200
 RATE=50
 
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
 RPORT=$(free_port) || fail "no free port"
 mkdir -p "$TMP/redis"
 start_redis() {
