@@ -369,8 +369,13 @@ static void finish(worker *w, batch *b) {
     if (b->confirm_failed) {
         fc_amqp_nack(w->amqp, b->tag, 1);
     } else {
+        int64_t now = now_ms();
+        if (now < b->record_retry_ms) return;
         if (record(w, b) != FC_OK) {
-            fc_warn("cannot record outcomes in Redis (%s); will retry", fc_redis_errstr(w->redis));
+            /* Held unacked until Redis answers: --wait counts outcomes there. */
+            if (!b->record_retry_ms)
+                fc_warn("cannot record outcomes in Redis (%s); retrying every second", fc_redis_errstr(w->redis));
+            b->record_retry_ms = now + 1000;
             return;
         }
         fc_amqp_ack(w->amqp, b->tag);

@@ -59,6 +59,7 @@ typedef struct batch {
     int confirms_left;
     int confirm_failed;
     int recorded;               /* outcomes written to Redis */
+    int64_t record_retry_ms;    /* Redis failed: next attempt to record */
     char poison[256];           /* non-empty: the message itself is unusable */
     char *raw;                  /* poison only: the original body */
     size_t raw_len;
