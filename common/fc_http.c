@@ -204,6 +204,11 @@ int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
     return curl_multi_perform(h->multi, &still) == CURLM_OK ? FC_OK : FC_EIO;
 }
 
+int fc_http_kick(fc_http *h) {
+    int still;
+    return curl_multi_perform(h->multi, &still) == CURLM_OK ? FC_OK : FC_EIO;
+}
+
 static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     long status = 0;
     curl_off_t retry = 0, total_us = 0;

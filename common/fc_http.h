@@ -48,6 +48,10 @@ int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void
  * passes, then drives the transfers. Returns 0 or FC_EIO. */
 int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms);
 
+/* fc_http_kick drives the transfers without waiting: new requests go out at once instead of
+ * after the next wait. Returns 0 or FC_EIO. */
+int fc_http_kick(fc_http *h);
+
 /* fc_http_next pops one finished request into *d; returns 1 if it did, 0 if none. */
 int fc_http_next(fc_http *h, fc_http_done *d);
 

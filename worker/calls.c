@@ -138,9 +138,12 @@ void calls_schedule(worker *w) {
         if (rc == FC_ECONN || rc == FC_EBUSY) {
             calls_enqueue(w, j, 1);
             w->limiter_retry_ms = now + (rc == FC_EBUSY && wait > 0 ? wait : REDIS_RETRY_MS);
-            if (rc == FC_ECONN) fc_warn("rate limiter unavailable (Redis down): calls paused");
+            if (rc == FC_ECONN && !w->limiter_down) fc_warn("rate limiter unavailable (Redis down): calls paused");
+            w->limiter_down = rc == FC_ECONN;
             return;
         }
+        if (w->limiter_down) fc_info("rate limiter available again: calls resume");
+        w->limiter_down = 0;
         if (wait > 0 && w->timers && fleet_paused(w, now, 0)) {
             calls_enqueue(w, j, 1); /* its slot is after the pause; ask again then */
             return;

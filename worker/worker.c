@@ -263,7 +263,9 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
     drain_http(w);
     calls_fire_timers(w);
     batch_checkpoint_due(w);
+    int before = fc_http_running(w->http);
     calls_schedule(w);
+    if (fc_http_running(w->http) > before) fc_http_kick(w->http); /* send the new requests now */
     cache_flush(w);
     batch_settle_ready(w);
     int64_t now = now_ms();

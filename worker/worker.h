@@ -100,6 +100,7 @@ typedef struct worker {
     int auth_blocked;           /* 401/403 seen: stop consuming, probe slowly */
     int64_t auth_probe_ms;
     int64_t limiter_retry_ms;   /* Redis down in pause mode: no acquire before this */
+    int limiter_down;           /* the last acquire found Redis down */
     int64_t next_reconnect_ms;
     int reconnect_attempt;
     int connected_before;       /* a connection succeeded once: later ones are reconnections */
