@@ -8,30 +8,13 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${FC_BUILD_DIR:-$SRC/build}
-PRODUCER=$BUILD/producer/flashcard-producer
+export FC_SOURCE_DIR=$SRC
+# Borrow the integration helpers: own queue prefix, temp dir, cleanup of processes and queues.
+. "$SRC/tests/integration/lib.sh"
 [ -x "$PRODUCER" ] || { echo "flashcard-producer not built under $BUILD" >&2; exit 1; }
 ROWS=${1:-1000000}
 RSS_LIMIT_KB=${RSS_LIMIT_KB:-20480}
-MGMT=${FC_MGMT_URL:-http://127.0.0.1:15672/api}
-TMP=$(mktemp -d /tmp/fc-bench-producer.XXXXXX)
-export QUEUE_PREFIX="bench-producer-$$"
-export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export LOG_LEVEL=warn
-
-mgmt() { curl -fsS -u guest:guest "$@"; }
-cleanup() {
-    for q in $(mgmt "$MGMT/queues/%2F?columns=name" 2>/dev/null | jq -r '.[].name' | grep "^$QUEUE_PREFIX\." || true); do
-        mgmt -X DELETE "$MGMT/queues/%2F/$q" >/dev/null 2>&1 || true
-    done
-    for e in $(mgmt "$MGMT/exchanges/%2F?columns=name" 2>/dev/null | jq -r '.[].name' | grep "^$QUEUE_PREFIX\." || true); do
-        mgmt -X DELETE "$MGMT/exchanges/%2F/$e" >/dev/null 2>&1 || true
-    done
-    redis-cli --scan --pattern "$QUEUE_PREFIX:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
-    [ "${KEEP_TMP:-0}" = 1 ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
 
 # purge: empties the work queue between runs, so RabbitMQ does not hold millions of items.
 purge() { mgmt -X DELETE "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/contents" >/dev/null 2>&1 || true; }
