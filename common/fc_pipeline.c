@@ -595,6 +595,8 @@ const char *fc_class_name(int cls) {
         return "permanent";
     case FC_CLASS_AUTH:
         return "auth";
+    case FC_CLASS_CRASHED:
+        return "crashed";
     default:
         return "unknown";
     }

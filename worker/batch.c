@@ -44,6 +44,23 @@ static batch *new_batch(worker *w, const fc_delivery *d) {
     return b;
 }
 
+/* give_up_crashed dead-letters a batch on its last allowed delivery: it came back unsettled
+ * DELIVERY_LIMIT times (the workers holding it died or lost their connection), so one more try
+ * would most likely crash one more worker. Done here rather than by the broker's delivery limit
+ * so its items are recorded as failed and --wait sees them. */
+static void give_up_crashed(worker *w, batch *b, const fc_delivery *d) {
+    fc_warn("batch %s came back unsettled %ld times (workers died holding it): dead-lettering it", d->message_id,
+            d->delivery_count);
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        job *j = &b->jobs[i];
+        j->err_class = FC_CLASS_CRASHED;
+        snprintf(j->error, sizeof(j->error),
+                 "batch delivered %ld times without being settled: the workers holding it died or lost their "
+                 "connection", d->delivery_count + 1);
+        batch_job_done(w, j, OUT_DEAD);
+    }
+}
+
 void batch_on_delivery(worker *w, const fc_delivery *d) {
     batch *b = new_batch(w, d);
     if (!b) {
@@ -75,6 +92,10 @@ void batch_on_delivery(worker *w, const fc_delivery *d) {
         b->jobs[i].stage = 1;
     }
     fc_debug("batch %s: %zu items, attempt %d", d->message_id, b->msg.nitems, b->msg.hdr.attempt);
+    if (d->delivery_count >= w->cfg->delivery_limit) {
+        give_up_crashed(w, b, d);
+        return;
+    }
     if (b->start_ms <= now_ms()) {
         b->started = 1;
         cache_lookup_batch(w, b);
