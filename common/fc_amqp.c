@@ -320,8 +320,6 @@ int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_
     return add_pending(a, *seq, p->message_id);
 }
 
-size_t fc_amqp_unconfirmed(const fc_amqp *a) { return a->pend_len - a->pend_head; }
-
 int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch) {
     amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)(prefetch > 65535 ? 65535 : prefetch), 0);
     int rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.qos");

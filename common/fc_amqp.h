@@ -77,8 +77,6 @@ int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
  * sequence number. Returns 0 or FC_ECONN. */
 int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_amqp_props *p,
                     const void *body, size_t len, uint64_t *seq);
-/* fc_amqp_unconfirmed returns the number of publishes awaiting the broker's verdict. */
-size_t fc_amqp_unconfirmed(const fc_amqp *a);
 
 int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch);
 int fc_amqp_cancel(fc_amqp *a);

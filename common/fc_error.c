@@ -10,13 +10,3 @@ const char *fc_strerror(int code) {
     default: return "unknown error";
     }
 }
-
-const char *fc_errname(int code) {
-    switch (code) {
-    case FC_OK: return "OK";
-#define FC_ERR_NAME(name, msg) case FC_E##name: return "E" #name;
-    FC_ERRNO_MAP(FC_ERR_NAME)
-#undef FC_ERR_NAME
-    default: return "EUNKNOWN";
-    }
-}

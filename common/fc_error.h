@@ -34,7 +34,4 @@ enum {
 /* fc_strerror returns a static description of an FC_E* code (never NULL). */
 const char *fc_strerror(int code);
 
-/* fc_errname returns the code's short name, e.g. "ETIMEOUT" (never NULL). */
-const char *fc_errname(int code);
-
 #endif

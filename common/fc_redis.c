@@ -217,10 +217,6 @@ int fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int *argcs
 
 const char *fc_redis_errstr(const fc_redis *r) { return r->errstr; }
 
-int fc_redis_connected(const fc_redis *r) { return r->ctx != NULL; }
-
-int fc_redis_ping(fc_redis *r) { return fc_redis_cmd(r, NULL, "PING"); }
-
 void fc_reply_free(fc_reply *rep) {
     if (!rep) return;
     for (size_t i = 0; i < rep->nelem && rep->elem; i++) fc_reply_free(&rep->elem[i]);

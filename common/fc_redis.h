@@ -42,9 +42,6 @@ int fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int *argcs
 
 /* fc_redis_errstr returns the last error text (never NULL; never contains the password). */
 const char *fc_redis_errstr(const fc_redis *r);
-int fc_redis_connected(const fc_redis *r);
-/* fc_redis_ping returns 0 if the server answers. */
-int fc_redis_ping(fc_redis *r);
 
 void fc_reply_free(fc_reply *rep);
 

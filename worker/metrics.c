@@ -43,6 +43,8 @@ static void render(const metrics *m, fc_buf *b) {
             atomic_load(&m->rate_wait_ms));
     counter(b, "calls_in_flight", "API calls in flight now.", "gauge", atomic_load(&m->inflight));
     counter(b, "calls_capacity", "WORKER_COUNT: most calls in flight.", "gauge", cap);
+    counter(b, "queue_ready_messages", "Ready messages in the work queue (sampled every 5 s).", "gauge",
+            atomic_load(&m->queue_depth));
     counter(b, "batches_held", "Deliveries held unacked now.", "gauge", atomic_load(&m->held_batches));
     counter(b, "breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", "gauge",
             atomic_load(&m->breaker_state));

@@ -16,6 +16,7 @@
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 #define BREAKER_SYNC_MS 1000
+#define DEPTH_POLL_MS 5000
 
 int64_t now_ms(void) {
     struct timespec ts;
@@ -219,6 +220,14 @@ static void sync_breaker(worker *w, int64_t now) {
     fc_reply_free(&r);
 }
 
+/* poll_depth samples the work queue's ready messages for the metrics (a passive declare). */
+static void poll_depth(worker *w, int64_t now) {
+    if (!fc_amqp_ok(w->amqp) || now - w->depth_polled_ms < DEPTH_POLL_MS) return;
+    w->depth_polled_ms = now;
+    long ready;
+    if (fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK) atomic_store(&w->m->queue_depth, ready);
+}
+
 static void handle_signals(worker *w) {
     char buf[16];
     ssize_t n = read(w->sigfd, buf, sizeof(buf));
@@ -270,6 +279,7 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
     batch_settle_ready(w);
     int64_t now = now_ms();
     sync_breaker(w, now);
+    poll_depth(w, now);
     update_consuming(w);
     ensure_broker(w);
     return FC_OK;

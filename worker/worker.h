@@ -107,6 +107,7 @@ typedef struct worker {
     int link_up;                /* connected; cleared (once) when the loss is handled */
     int64_t last_breaker_sync_ms;
     int64_t amqp_polled_ms;     /* last read of the AMQP socket */
+    int64_t depth_polled_ms;    /* last sample of the work queue's depth */
     int sigfd;                  /* read end of the signal pipe */
     token_mean completion[2];
     cache_write *cache_out;
