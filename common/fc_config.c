@@ -301,13 +301,17 @@ static int read_key_file(fc_config *cfg, char *err, size_t errlen) {
     return cfg->api_key ? FC_OK : FC_ENOMEM;
 }
 
-/* derive_api_name picks the API's name from its host: api.openai.com -> openai, openrouter.ai -> openrouter. */
+/* derive_api_name picks the API's name from its host: api.openai.com -> openai, openrouter.ai -> openrouter.
+ * An address (127.0.0.1, [::1]) names nothing, so it gives "api". */
 static char *derive_api_name(const char *url) {
     const char *h = strstr(url, "://");
     h = h ? h + 3 : url;
+    const char *at = strchr(h, '@'), *end = h + strcspn(h, "/");
+    if (at && at < end) h = at + 1;
     if (strncmp(h, "api.", 4) == 0) h += 4;
     size_t n = strcspn(h, ".:/");
-    return n ? strndup(h, n) : strdup("api");
+    if (!n || *h == '[' || strspn(h, "0123456789") == n) return strdup("api");
+    return strndup(h, n);
 }
 
 static int check_prefix(const char *p) {

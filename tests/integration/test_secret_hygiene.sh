@@ -6,7 +6,10 @@
 KEY="sk-or-v1-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 make_csv 60 "$TMP/items.csv"
 start_mock --api-key "$KEY" --fail-500 0.2 --reject-mod 13
-export API_KEY="$KEY" LOG_LEVEL=debug WORKER_COUNT=4 RATE_LIMIT=0 BATCH_SIZE=20 RETRY_DELAYS=200ms MAX_ATTEMPTS=2
+# At a 20 % fault rate the breaker's 50 %-of-20 rule can trip on an unlucky run; a short
+# cooldown keeps that from stalling the job past its timeout.
+export API_KEY="$KEY" LOG_LEVEL=debug WORKER_COUNT=4 RATE_LIMIT=0 BATCH_SIZE=20 RETRY_DELAYS=200ms MAX_ATTEMPTS=2 \
+    BREAKER_COOLDOWN=500ms
 start_worker 1
 timeout 60 "$PRODUCER" "$TMP/items.csv" --job-id "secret-$$" --wait --timeout 45s --output "$TMP/out.jsonl" \
     --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || true

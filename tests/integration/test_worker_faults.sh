@@ -12,7 +12,7 @@ make_csv $N "$TMP/items.csv"
 start_mock --latency-ms 5 --fail-500 0.05 --fail-429 0.02 --retry-after 1 --timeout 0.02 --timeout-ms 3000 \
     --malformed 0.05 --reject-mod $MOD
 export API_KEY=sk-faults WORKER_COUNT=8 RATE_LIMIT=0 BATCH_SIZE=20 API_TIMEOUT=1s \
-    RETRY_DELAYS=200ms,500ms MAX_ATTEMPTS=5
+    RETRY_DELAYS=200ms,500ms MAX_ATTEMPTS=5 BREAKER_COOLDOWN=500ms
 for i in 1 2 3; do start_worker $i; done
 prc=0
 timeout 150 "$PRODUCER" "$TMP/items.csv" --job-id faults-$$ --wait --timeout 120s --output "$TMP/out.tsv" \

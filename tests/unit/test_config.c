@@ -114,6 +114,25 @@ static void test_flags(void **state) {
     fc_config_free(&c);
 }
 
+/* expect_api_name loads the worker's settings with API_BASE_URL=url and returns the derived API_NAME. */
+static void expect_api_name(const char *url, const char *want) {
+    fc_config c;
+    char err[512] = "", *argv[] = {"w"};
+    setenv("API_BASE_URL", url, 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    assert_string_equal(c.api_name, want);
+    unsetenv("API_BASE_URL");
+    fc_config_free(&c);
+}
+
+static void test_api_name_from_host(void **state) {
+    expect_api_name("https://api.openai.com/v1", "openai");
+    expect_api_name("https://openrouter.ai/api/v1", "openrouter");
+    expect_api_name("http://user:pw@llm.internal:8080/v1", "llm");
+    expect_api_name("http://127.0.0.1:8080/v1", "api");
+    expect_api_name("http://[::1]:8080/v1", "api");
+}
+
 static void test_durations(void **state) {
     long ms;
     assert_int_equal(fc_duration_parse("500ms", &ms), FC_OK);
@@ -136,6 +155,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_env_then_flags),
         cmocka_unit_test(test_errors_name_the_setting), cmocka_unit_test(test_secrets_not_echoed),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_api_name_from_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
