@@ -10,6 +10,7 @@
 #   BENCH_ONLY    e.g. "a c" to run some scenarios only
 #   BENCH_PERF    a path prefix: perf-record the first worker of each scenario to PREFIX.NAME
 #                 (perf report -i PREFIX.a --no-children; CPU figures then include perf's cost)
+#   BENCH_KEEP    a directory: keep each scenario's mock request log there as NAME.requests
 # See bench/README.md for what each figure means.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,6 +68,7 @@ scenario() {
     kill "$MOCK_PID" 2>/dev/null || true
     wait "$MOCK_PID" 2>/dev/null || true
     mv "$TMP/mock-requests.log" "$TMP/$name.requests"
+    [ -z "${BENCH_KEEP:-}" ] || cp "$TMP/$name.requests" "$BENCH_KEEP/"
 
     local L=$TMP/$name.requests t0 t1 calls
     read -r t0 t1 calls < <("$MOCKLOG" span "$L")
@@ -86,11 +88,11 @@ scenario() {
     read -r maxs _ < <("$MOCKLOG" maxwin "$L" 1000 $((t0 + 1500)))
     # Mean time the mock held a call, and mean calls held (Little's law over the span).
     local lat conc
-    lat=$(awk '{s += $6} END {printf "%.1f", s / NR}' "$L")
+    lat=$(awk '{s += $7} END {printf "%.2f", s / NR / 1000}' "$L")
     conc=$(awk -v l="$lat" -v c="$cps" 'BEGIN {printf "%.1f", l * c / 1000}')
     local limit="-"
     [ "$rl" -gt 0 ] && limit="$((rl / 60))/s (+burst $((rl / 60)))"
-    RESULTS+=("$(printf '%-2s %2d %-16s %6d %6.2f %7d %6d %6.2f %5.1f %5.1f %8.3f %8.3f %7.1f %7.1f %6.2f %6d %6d' \
+    RESULTS+=("$(printf '%-2s %2d %-16s %6d %6.2f %7d %6d %6.2f %5.2f %5.1f %8.3f %8.3f %7.1f %7.1f %6.2f %6d %6d' \
         "$name" "$nw" "$limit" "$calls" "$secs" "$cps" "$ips" "$ratio" "$lat" "$conc" "$cpu_per_k" "$cpu_per_ki" \
         "$(awk -v h="$hwm_max" 'BEGIN {print h / 1024}')" "$(awk -v h="$hwm_sum" -v n="$nw" 'BEGIN {print h / n / 1024}')" \
         "$(awk -v t="$mock_ticks" -v k="$TICK" -v c="$calls" 'BEGIN {printf "%.2f", t / k / c * 1000}')" "$maxw" "$maxs")")

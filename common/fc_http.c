@@ -1,10 +1,19 @@
-/* HTTP client over libcurl's multi interface. */
+/* HTTP client over libcurl's multi interface, driven by its socket API: curl tells us which
+ * sockets to watch (an epoll set) and when its next timeout falls, and we hand it only the
+ * sockets that are ready. curl_multi_perform would instead visit every transfer on every
+ * wake-up, each with its own poll() of its socket. */
 #include "fc_http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fc_buf.h"
 #include "fc_error.h"
@@ -22,6 +31,8 @@ typedef struct transfer {
 
 struct fc_http {
     CURLM *multi;
+    int epfd;                     /* the sockets curl asked us to watch */
+    int64_t timer_due_ms;         /* curl's next timeout (monotonic ms), -1 = none */
     char *proxy_http, *proxy_https, *no_proxy; /* from the environment, read once */
     struct curl_slist *headers;
     char *user_agent;
@@ -31,6 +42,37 @@ struct fc_http {
     int running;
     transfer *last_done;          /* returned by fc_http_next; recycled on the next call */
 };
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* on_socket is curl's CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what it wants. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+    fc_http *h = userp;
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL); /* fails harmlessly if already closed */
+        return 0;
+    }
+    struct epoll_event ev = {0};
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        return epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ? 0 : -1;
+    return 0;
+}
+
+/* on_timer is curl's CURLMOPT_TIMERFUNCTION: remember when it next wants to be called. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+    fc_http *h = userp;
+    (void)multi;
+    h->timer_due_ms = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    return 0;
+}
 
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
     transfer *t = ud;
@@ -59,6 +101,8 @@ static void read_proxy_env(fc_http *h) {
 fc_http *fc_http_new(const fc_http_conf *c) {
     fc_http *h = calloc(1, sizeof(*h));
     if (!h) return NULL;
+    h->timer_due_ms = -1;
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
     h->multi = curl_multi_init();
     h->user_agent = strdup(c->user_agent ? c->user_agent : "flashcard-worker");
     h->timeout_ms = c->timeout_ms;
@@ -79,11 +123,15 @@ fc_http *fc_http_new(const fc_http_conf *c) {
         snprintf(line, sizeof(line), "X-Title: %s", c->title);
         h->headers = curl_slist_append(h->headers, line);
     }
-    if (!h->multi || !h->user_agent || !h->headers) {
+    if (h->epfd < 0 || !h->multi || !h->user_agent || !h->headers) {
         fc_http_free(h);
         return NULL;
     }
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     read_proxy_env(h);
     return h;
 }
@@ -105,6 +153,7 @@ void fc_http_free(fc_http *h) {
         transfer_free(t);
     }
     if (h->multi) curl_multi_cleanup(h->multi);
+    if (h->epfd >= 0) close(h->epfd);
     if (h->headers) {
         /* The Authorization line holds the key: wipe it before freeing. */
         for (struct curl_slist *s = h->headers; s; s = s->next) memset(s->data, 0, strlen(s->data));
@@ -190,24 +239,39 @@ int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void
     return FC_OK;
 }
 
-int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
-    struct curl_waitfd w[8];
-    if (nfds > 8) return FC_EINVAL;
-    for (int i = 0; i < nfds; i++) {
-        w[i].fd = fds[i].fd;
-        w[i].events = CURL_WAIT_POLLIN;
-        w[i].revents = 0;
-    }
-    if (curl_multi_poll(h->multi, w, (unsigned)nfds, timeout_ms, NULL) != CURLM_OK) return FC_EIO;
-    for (int i = 0; i < nfds; i++) fds[i].readable = (w[i].revents & CURL_WAIT_POLLIN) != 0;
+/* run_timeout lets curl handle its timeouts (and start newly added transfers) if due. */
+static int run_timeout(fc_http *h) {
     int still;
-    return curl_multi_perform(h->multi, &still) == CURLM_OK ? FC_OK : FC_EIO;
+    if (h->timer_due_ms < 0 || mono_ms() < h->timer_due_ms) return FC_OK;
+    h->timer_due_ms = -1; /* curl sets the next one from inside the call */
+    return curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &still) == CURLM_OK ? FC_OK : FC_EIO;
 }
 
-int fc_http_kick(fc_http *h) {
-    int still;
-    return curl_multi_perform(h->multi, &still) == CURLM_OK ? FC_OK : FC_EIO;
+int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
+    struct pollfd p[9];
+    if (nfds > 8) return FC_EINVAL;
+    if (h->timer_due_ms >= 0) {
+        int64_t left = h->timer_due_ms - mono_ms();
+        if (timeout_ms < 0 || left < timeout_ms) timeout_ms = left > 0 ? (int)left : 0;
+    }
+    p[0] = (struct pollfd){.fd = h->epfd, .events = POLLIN};
+    for (int i = 0; i < nfds; i++) p[i + 1] = (struct pollfd){.fd = fds[i].fd, .events = POLLIN};
+    if (poll(p, (nfds_t)nfds + 1, timeout_ms) < 0 && errno != EINTR) return FC_EIO;
+    for (int i = 0; i < nfds; i++) fds[i].readable = (p[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    if (p[0].revents & POLLIN) {
+        struct epoll_event ev[64];
+        int n = epoll_wait(h->epfd, ev, 64, 0), still;
+        for (int i = 0; i < n; i++) {
+            int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                       (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                       (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            if (curl_multi_socket_action(h->multi, ev[i].data.fd, mask, &still) != CURLM_OK) return FC_EIO;
+        }
+    }
+    return run_timeout(h);
 }
+
+int fc_http_kick(fc_http *h) { return run_timeout(h); }
 
 static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     long status = 0;

@@ -74,7 +74,7 @@ static const mock_opt mock_opts[] = {
     OPT_I(port, 0, 65535, 0, "0", "TCP port; 0 picks a free one"),
     OPT_S(bind, 0, "127.0.0.1", "numeric address to listen on"),
     OPT_S(port_file, 0, "", "write the chosen port to this file once listening"),
-    OPT_S(log, 0, "", "append one line per chat request: arrival_ms status stage position user_agent elapsed_ms"),
+    OPT_S(log, 0, "", "append one line per chat request: arrival_ms status stage position user_agent elapsed_ms elapsed_us"),
     OPT_I(threads, 0, 64, 0, "0", "worker threads (0 = one per CPU)"),
     OPT_S(api_key, 1, "", "require 'Authorization: Bearer KEY' (empty = no check)"),
     OPT_I(seed, 0, INT64_MAX, 1, "1", "seed of the fault dice"),
@@ -563,7 +563,7 @@ static void mock_req_finish(mock_req *r, int status) {
     char line[320];
     if (r->finished) return;
     r->finished = 1;
-    long long elapsed = (long long)((mock_mono_ns() - r->arrival_ns) / 1000000u);
+    long long elapsed_us = (long long)((mock_mono_ns() - r->arrival_ns) / 1000u);
     if (status > 0 && status < MOCK_STATUS_MAX) atomic_fetch_add(&g_stats.by_status[status], 1);
     if (r->stage == 1) atomic_fetch_add(&g_stats.stage1, 1);
     if (r->stage == 2) atomic_fetch_add(&g_stats.stage2, 1);
@@ -573,8 +573,8 @@ static void mock_req_finish(mock_req *r, int status) {
     }
     atomic_fetch_sub(&g_stats.in_flight, 1);
     if (g_log_fd < 0) return;
-    int n = snprintf(line, sizeof line, "%lld %d %d %lld %s %lld\n", r->arrival_ms, status, r->stage, r->position,
-                     r->ua, elapsed);
+    int n = snprintf(line, sizeof line, "%lld %d %d %lld %s %lld %lld\n", r->arrival_ms, status, r->stage,
+                     r->position, r->ua, elapsed_us / 1000, elapsed_us);
     if (n > 0 && write(g_log_fd, line, (size_t)n) < 0) perror("mock-api: log write");
 }
 
