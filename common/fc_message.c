@@ -33,6 +33,8 @@ int fc_json_str(fc_buf *out, const char *s) {
         if (c == '\n') esc[1] = 'n';
         else if (c == '\t') esc[1] = 't';
         else if (c == '\r') esc[1] = 'r';
+        else if (c == '\b') esc[1] = 'b';
+        else if (c == '\f') esc[1] = 'f';
         else if (c < 0x20) {
             memcpy(esc, "\\u00", 4);
             esc[4] = hex[c >> 4];

@@ -32,7 +32,9 @@ typedef struct fc_batch_msg {
 /* fc_job_id_valid returns 1 if id is 1..64 characters of A-Z a-z 0-9 - _ . */
 int fc_job_id_valid(const char *id);
 
-/* fc_json_str appends s (UTF-8) to out as a quoted JSON string; 0 or FC_ENOMEM. */
+/* fc_json_str appends s (UTF-8) to out as a quoted JSON string, escaped byte for byte as json-c
+ * writes it with JSON_C_TO_STRING_NOSLASHESCAPE (so bodies built either way are identical);
+ * 0 or FC_ENOMEM. */
 int fc_json_str(fc_buf *out, const char *s);
 
 /* fc_message_item appends one item as a JSON object: {"position":..,"term":..,"type":..,"extra":{..}}

@@ -13,6 +13,7 @@
 
 #include "fc_buf.h"
 #include "fc_error.h"
+#include "fc_message.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define JSON_MAX_DEPTH 64
@@ -53,24 +54,30 @@ static void copy_reason(char *why, size_t whylen, const char *src, size_t n) {
 }
 
 /* parse_json parses len bytes of untrusted text as one JSON value other than null. Returns the value (caller
- * puts) or NULL with "<what> is not JSON: <tokener error>" in why; *rc is FC_EPARSE or FC_ENOMEM. */
+ * puts) or NULL with "<what> is not JSON: <tokener error>" in why; *rc is FC_EPARSE or FC_ENOMEM.
+ * The tokener is kept per thread: making one costs three allocations, and this runs twice per API call. */
 static json_object *parse_json(const char *text, size_t len, const char *what, int *rc, char *why,
                                size_t whylen) {
+    static _Thread_local json_tokener *tok;
     *rc = FC_ENOMEM;
     if (len >= JSON_MAX_BYTES) {
         *rc = FC_EPARSE;
         set_why(why, whylen, "%s is not JSON: too large (%zu bytes)", what, len);
         return NULL;
     }
-    char *copy = malloc(len + 1);
-    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
-    json_object *obj = NULL;
-    if (!copy || !tok) goto out;
-    if (len) memcpy(copy, text, len);
-    copy[len] = '\0';
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    obj = json_tokener_parse_ex(tok, copy, (int)len + 1);
+    if (!tok && (tok = json_tokener_new_ex(JSON_MAX_DEPTH)))
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    if (!tok) {
+        set_why(why, whylen, "out of memory");
+        return NULL;
+    }
+    json_tokener_reset(tok);
+    json_object *obj = json_tokener_parse_ex(tok, text, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (jerr == json_tokener_continue) { /* a bare number or literal ends only at the end of input */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+    }
     if (jerr != json_tokener_success || !obj) {
         json_object_put(obj);
         obj = NULL;
@@ -80,10 +87,6 @@ static json_object *parse_json(const char *text, size_t len, const char *what, i
         else
             set_why(why, whylen, "%s is not JSON: %s", what, json_tokener_error_desc(jerr));
     }
-out:
-    if (!copy || !tok) set_why(why, whylen, "out of memory");
-    json_tokener_free(tok);
-    free(copy);
     return obj;
 }
 
@@ -261,15 +264,17 @@ void fc_pipeline_stage_cache_key(const fc_pipeline_conf *c, int stage, const cha
 /* fast_body joins a prepared stage's prefix, the escaped user content and the suffix; caller frees. */
 static char *fast_body(const fc_pipeline_conf *c, int stage, const char *user) {
     fc_buf b = {0};
-    json_object *u = json_object_new_string(user);
-    const char *esc = u ? json_object_to_json_string_ext(u, JSON_FLAGS) : NULL;
-    size_t n = esc ? strlen(esc) : 0;
-    int rc = esc && n >= 2 ? FC_OK : FC_ENOMEM;
-    if (rc == FC_OK) rc = fc_buf_reserve(&b, strlen(c->body_prefix[stage - 1]) + n + strlen(c->body_suffix));
-    if (rc == FC_OK) rc = fc_buf_puts(&b, c->body_prefix[stage - 1]);
-    if (rc == FC_OK) rc = fc_buf_append(&b, esc + 1, n - 2); /* without the quotes */
-    if (rc == FC_OK) rc = fc_buf_puts(&b, c->body_suffix);
-    json_object_put(u);
+    const char *prefix = c->body_prefix[stage - 1];
+    size_t mark;
+    int rc = fc_buf_reserve(&b, strlen(prefix) + strlen(user) + 16 + strlen(c->body_suffix));
+    if (rc == FC_OK) rc = fc_buf_puts(&b, prefix);
+    mark = b.len;
+    if (rc == FC_OK) rc = fc_json_str(&b, user);
+    if (rc == FC_OK) { /* drop the quotes: the prefix and suffix hold them */
+        memmove(b.data + mark, b.data + mark + 1, b.len - mark - 2);
+        b.len -= 2;
+        rc = fc_buf_puts(&b, c->body_suffix);
+    }
     if (rc != FC_OK) {
         fc_buf_free(&b);
         return NULL;
@@ -299,18 +304,24 @@ char *fc_pipeline_stage1_body(const fc_pipeline_conf *c, const fc_item *it, char
     return finish_body(c, 1, fc_pipeline_item_json(it), user_content);
 }
 
-/* stage2_user returns {"position":..,"term":..,"stage1_result":{..}} or NULL (not an object, no memory). */
+/* stage2_user returns {"position":..,"term":..,"stage1_result":{..}} or NULL (not an object, no memory).
+ * stage1_json is the compact text fc_pipeline_stage1_parse made (the worker's cache re-validates what it
+ * reads), so it is embedded as it is: parsing and printing it again would give the same bytes. */
 static char *stage2_user(const fc_item *it, const char *stage1_json) {
-    int rc;
-    json_object *s1 = parse_json(stage1_json, strlen(stage1_json), "stage 1 result", &rc, NULL, 0);
-    json_object *o = json_object_is_type(s1, json_type_object) ? item_object(it, 0) : NULL;
-    if (!o) {
-        json_object_put(s1);
+    size_t n = strlen(stage1_json);
+    if (n < 2 || stage1_json[0] != '{' || stage1_json[n - 1] != '}') return NULL;
+    fc_buf b = {0};
+    int rc = fc_buf_reserve(&b, n + strlen(it->term ? it->term : "") + 64);
+    if (rc == FC_OK) rc = fc_buf_printf(&b, "{\"position\":%lld,\"term\":", it->position);
+    if (rc == FC_OK) rc = fc_json_str(&b, it->term ? it->term : "");
+    if (rc == FC_OK) rc = fc_buf_puts(&b, ",\"stage1_result\":");
+    if (rc == FC_OK) rc = fc_buf_append(&b, stage1_json, n);
+    if (rc == FC_OK) rc = fc_buf_puts(&b, "}");
+    if (rc != FC_OK) {
+        fc_buf_free(&b);
         return NULL;
     }
-    char *s = add_member(o, "stage1_result", s1) == FC_OK ? to_json(o) : NULL; /* add_member frees s1 on failure */
-    json_object_put(o);
-    return s;
+    return fc_buf_steal(&b);
 }
 
 char *fc_pipeline_stage2_body(const fc_pipeline_conf *c, const fc_item *it, const char *stage1_json,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <json-c/json.h>
 
 #include "fc_error.h"
 #include "fc_pipeline.h"
@@ -276,6 +277,16 @@ static void test_envelope_no_usage(void **state) {
     free(content);
     assert_int_equal(envelope(body, &content, NULL, NULL, why), 0);
     free(content);
+    /* servers end bodies with a newline; a bare value is read to the end of the input */
+    assert_int_equal(envelope("{\"choices\":[{\"message\":{\"content\":\"hi\"}}]}\r\n", &content, NULL, NULL, why), 0);
+    assert_string_equal(content, "hi");
+    free(content);
+    assert_int_equal(envelope("42", &content, NULL, NULL, why), FC_EPARSE);
+    assert_string_equal(why, "response has no choices[0].message.content");
+    assert_int_equal(envelope("null", &content, NULL, NULL, why), FC_EPARSE);
+    assert_string_equal(why, "response is not a JSON object");
+    assert_int_equal(envelope("4x", &content, NULL, NULL, why), FC_EPARSE);
+    assert_memory_equal(why, "response is not JSON: ", 22);
 }
 
 static void test_envelope_no_choices(void **state) {
@@ -563,6 +574,40 @@ static void test_prepared_identical(void **state) {
     free(fast.body_prefix[0]), free(fast.body_prefix[1]), free(fast.body_suffix);
 }
 
+/* The stage-2 user content is built by hand from the stage-1 text; it must be exactly what json-c prints
+ * for the same object, whatever bytes the term holds. */
+static void test_stage2_user_matches_json_c(void **state) {
+    fc_pipeline_conf plain = {0}, fast = {0};
+    plain.stage1_model = plain.stage2_model = fast.stage1_model = fast.stage2_model = (char *)"m";
+    plain.stage1_prompt = plain.stage2_prompt = fast.stage1_prompt = fast.stage2_prompt = (char *)"p";
+    assert_int_equal(fc_pipeline_conf_prepare(&fast), FC_OK);
+    const char *terms[] = {"plain", "q\"uote\\back/slash", "ctl\b\f\n\r\t\x01\x1f\x7f end", "한국어 ✓", ""};
+    const char *s1 = "{\"term_number\":3,\"term\":\"x\\n/y\",\"n\":[1,2.50,null,true]}";
+    for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++) {
+        fc_item it = {0};
+        it.position = 1234567890123LL;
+        it.term = (char *)terms[i];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "position", json_object_new_int64(it.position));
+        json_object_object_add(o, "term", json_object_new_string(it.term));
+        json_object_object_add(o, "stage1_result", json_tokener_parse(s1));
+        const char *want = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        char *user = NULL, *b1 = fc_pipeline_stage2_body(&fast, &it, s1, &user), *u2 = NULL;
+        char *b2 = fc_pipeline_stage2_body(&plain, &it, s1, &u2);
+        assert_non_null(b1);
+        assert_string_equal(user, want);
+        assert_string_equal(b1, b2); /* the prepared body escapes the content as json-c does */
+        json_object *back = json_tokener_parse(b1);
+        assert_non_null(back);
+        json_object_put(back);
+        free(b1), free(b2), free(user), free(u2);
+        json_object_put(o);
+    }
+    assert_null(fc_pipeline_stage2_body(&fast, &(fc_item){.position = 1, .term = (char *)"t"}, "[1]", NULL));
+    assert_null(fc_pipeline_stage2_body(&fast, &(fc_item){.position = 1, .term = (char *)"t"}, "{", NULL));
+    free(fast.body_prefix[0]), free(fast.body_prefix[1]), free(fast.body_suffix);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence_json),
@@ -597,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_load_prompt),
         cmocka_unit_test(test_default_prompts_load),
         cmocka_unit_test(test_prepared_identical),
+        cmocka_unit_test(test_stage2_user_matches_json_c),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
