@@ -56,6 +56,10 @@ start_mock() {
 # mock_control JSON: changes the mock's faults at run time.
 mock_control() { curl -fsS -X POST -d "$1" "http://127.0.0.1:$MOCK_PORT/control" >/dev/null; }
 
+# mock_requests: chat requests the mock has received so far, counted on arrival (its request log
+# gets a line only when a call is answered).
+mock_requests() { curl -fsS "http://127.0.0.1:$MOCK_PORT/stats" | jq .requests; }
+
 # start_worker NAME [ARGS...]: starts a worker in the background; its PID goes to $LAST_PID.
 start_worker() {
     local name=$1; shift
@@ -65,7 +69,8 @@ start_worker() {
 }
 
 # queue_depth SUFFIX: messages (ready + unacked) in $QUEUE_PREFIX.SUFFIX, asked of the node
-# itself (the management API's counters lag by a stats interval).
+# itself (the management API's counters lag by a stats interval). Classic queues answer live;
+# the quorum work queue's figures are refreshed every few seconds, so poll them with wait_until.
 queue_depth() {
     local n
     n=$(rabbitmqctl list_queues -q --no-table-headers name messages 2>/dev/null |

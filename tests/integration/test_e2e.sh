@@ -8,6 +8,8 @@ start_mock --latency-ms 5
 export API_KEY=sk-e2e-secret WORKER_COUNT=8 RATE_LIMIT=0 BATCH_SIZE=50
 start_worker 1
 start_worker 2
+# Both must be consuming before the job starts, or one may do it all.
+for i in 1 2; do wait_until 15 grep -q consuming "$TMP/worker-$i.log" || fail "worker $i did not start"; done
 timeout 120 "$PRODUCER" "$TMP/items.csv" --job-id e2e-$$ --wait --timeout 90s --output "$TMP/out.tsv" \
     --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || fail "producer exit $?"
 

@@ -16,7 +16,7 @@
 
 N=400
 make_csv $N "$TMP/items.csv"
-start_mock --latency-ms 30
+start_mock --latency-ms 120 # about 12 s of work: the broker stops well before the end
 export API_KEY=sk-restart WORKER_COUNT=4 RATE_LIMIT=0 BATCH_SIZE=25
 JOB=restart-$$
 OUTCOME="$QUEUE_PREFIX:job:{$JOB}:outcome"

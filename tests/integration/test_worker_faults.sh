@@ -14,6 +14,7 @@ start_mock --latency-ms 5 --fail-500 0.05 --fail-429 0.02 --retry-after 1 --time
 export API_KEY=sk-faults WORKER_COUNT=8 RATE_LIMIT=0 BATCH_SIZE=20 API_TIMEOUT=1s \
     RETRY_DELAYS=200ms,500ms MAX_ATTEMPTS=5 BREAKER_COOLDOWN=500ms
 for i in 1 2 3; do start_worker $i; done
+for i in 1 2 3; do wait_until 15 grep -q consuming "$TMP/worker-$i.log" || fail "worker $i did not start"; done
 prc=0
 timeout 150 "$PRODUCER" "$TMP/items.csv" --job-id faults-$$ --wait --timeout 120s --output "$TMP/out.tsv" \
     --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || prc=$?

@@ -23,8 +23,8 @@ PIDS+=("$PROD")
 calls() { cat "$TMP/mock-requests.log" 2>/dev/null | wc -l; }
 mid_batch() { [ "$(calls)" -ge 150 ]; }
 wait_until 60 mid_batch || fail "worker 1 never got going ($(calls) calls)"
+kill_ms=$(date +%s%3N) # before the kill: a call written just before it may be stamped a little later
 kill -9 $W1
-kill_ms=$(date +%s%3N)
 done_at_kill=$(redis-cli hlen "$OUTCOME")
 calls_at_kill=$(calls)
 log "killed worker 1 after $calls_at_kill calls, $done_at_kill items recorded"
@@ -49,7 +49,7 @@ assert_accounted $N "$TMP/results.pos"
 [ "$(queue_depth dead)" = 0 ] || fail "dead letters after a crash"
 # The second worker did the rest: it made calls, and the work of the batch cut short was redone.
 # (The mock logs a call when it answers, with its arrival time: select by arrival.)
-ua2=$(awk -v t="$kill_ms" '$1 > t {print $5}' "$TMP/mock-requests.log" | sort -u)
+ua2=$(awk -v t="$((kill_ms + 200))" '$1 > t {print $5}' "$TMP/mock-requests.log" | sort -u)
 [ -n "$ua2" ] && ! grep -q ":$W1)" <<<"$ua2" || fail "calls after the kill came from the killed worker: $ua2"
 grep -q "consuming" "$TMP/worker-2.log" || fail "worker 2 never consumed"
 redone=$(awk '{print $3, $4}' "$TMP/mock-requests.log" | sort | uniq -d | wc -l)
