@@ -1,5 +1,5 @@
 /* The worker's event loop. One thread owns the AMQP connection and polls its socket
- * together with libcurl's transfers (curl_multi_poll with the AMQP socket as an extra fd),
+ * together with libcurl's transfers (fc_http_wait, with the AMQP socket as an extra fd),
  * so heartbeats, confirms and deliveries keep flowing however long an API call takes. */
 #include "worker.h"
 
