@@ -1,18 +1,16 @@
 /* HTTP client over libcurl's multi interface, driven by its socket API: curl tells us which
- * sockets to watch (an epoll set) and when its next timeout falls, and we hand it only the
- * sockets that are ready. curl_multi_perform would instead visit every transfer on every
+ * sockets to watch (an epoll set), we ask it when its next timeout falls, and we hand it only
+ * the sockets that are ready. curl_multi_perform would instead visit every transfer on every
  * wake-up, each with its own poll() of its socket. */
 #include "fc_http.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <poll.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fc_buf.h"
@@ -32,7 +30,6 @@ typedef struct transfer {
 struct fc_http {
     CURLM *multi;
     int epfd;                     /* the sockets curl asked us to watch */
-    int64_t timer_due_ms;         /* curl's next timeout (monotonic ms), -1 = none */
     char *proxy_http, *proxy_https, *no_proxy; /* from the environment, read once */
     struct curl_slist *headers;
     char *user_agent;
@@ -42,12 +39,6 @@ struct fc_http {
     int running;
     transfer *last_done;          /* returned by fc_http_next; recycled on the next call */
 };
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* on_socket is curl's CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what it wants. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
@@ -63,14 +54,6 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     ev.data.fd = s;
     if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
         return epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ? 0 : -1;
-    return 0;
-}
-
-/* on_timer is curl's CURLMOPT_TIMERFUNCTION: remember when it next wants to be called. */
-static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
-    fc_http *h = userp;
-    (void)multi;
-    h->timer_due_ms = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
     return 0;
 }
 
@@ -101,7 +84,6 @@ static void read_proxy_env(fc_http *h) {
 fc_http *fc_http_new(const fc_http_conf *c) {
     fc_http *h = calloc(1, sizeof(*h));
     if (!h) return NULL;
-    h->timer_due_ms = -1;
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
     h->multi = curl_multi_init();
     h->user_agent = strdup(c->user_agent ? c->user_agent : "flashcard-worker");
@@ -130,8 +112,7 @@ fc_http *fc_http_new(const fc_http_conf *c) {
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+
     read_proxy_env(h);
     return h;
 }
@@ -239,21 +220,23 @@ int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void
     return FC_OK;
 }
 
-/* run_timeout lets curl handle its timeouts (and start newly added transfers) if due. */
+/* run_timeout lets curl handle its due timeouts, which include starting newly added transfers.
+ * curl_multi_timeout is asked each time rather than trusting a CURLMOPT_TIMERFUNCTION copy: curl
+ * skips that callback when its next deadline is unchanged, so a copy cleared by a call made a
+ * fraction of a millisecond early would lose the deadline (and with it API_TIMEOUT). */
 static int run_timeout(fc_http *h) {
+    long ms;
     int still;
-    if (h->timer_due_ms < 0 || mono_ms() < h->timer_due_ms) return FC_OK;
-    h->timer_due_ms = -1; /* curl sets the next one from inside the call */
+    if (curl_multi_timeout(h->multi, &ms) != CURLM_OK || ms != 0) return FC_OK;
     return curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &still) == CURLM_OK ? FC_OK : FC_EIO;
 }
 
 int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
     struct pollfd p[9];
     if (nfds > 8) return FC_EINVAL;
-    if (h->timer_due_ms >= 0) {
-        int64_t left = h->timer_due_ms - mono_ms();
-        if (timeout_ms < 0 || left < timeout_ms) timeout_ms = left > 0 ? (int)left : 0;
-    }
+    long curl_ms;
+    if (curl_multi_timeout(h->multi, &curl_ms) == CURLM_OK && curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms))
+        timeout_ms = (int)curl_ms;
     p[0] = (struct pollfd){.fd = h->epfd, .events = POLLIN};
     for (int i = 0; i < nfds; i++) p[i + 1] = (struct pollfd){.fd = fds[i].fd, .events = POLLIN};
     if (poll(p, (nfds_t)nfds + 1, timeout_ms) < 0 && errno != EINTR) return FC_EIO;
