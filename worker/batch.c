@@ -422,14 +422,17 @@ void batch_settle_ready(worker *w) {
 /* Checkpoint levels: how a batch that may not run on must stop. */
 enum { KEEP_GOING, STOP_NEW, STOP_NOW };
 
-/* stop_level says whether a batch must stop: held past HOLD_LIMIT or shutting down, it starts
- * no new call and lets calls in flight finish (each is bounded by API_TIMEOUT); past
- * HOLD_LIMIT + API_TIMEOUT or the shutdown deadline, calls in flight are abandoned too. */
+/* stop_level says whether a batch must stop: held past HOLD_LIMIT, shutting down, or while the
+ * API rejects this worker's credentials (until the next probe is due: other workers' keys may
+ * be good), it starts no new call and lets calls in flight finish (each is bounded by
+ * API_TIMEOUT); past HOLD_LIMIT + API_TIMEOUT or the shutdown deadline, calls in flight are
+ * abandoned too. */
 static int stop_level(worker *w, const batch *b, int64_t now) {
     if (b->settling || b->poison[0] || b->open == 0) return KEEP_GOING;
     int64_t held = now - b->received_ms;
     if (held >= w->cfg->hold_limit_ms + w->cfg->api_timeout_ms) return STOP_NOW;
     if (w->stopping && now >= w->stop_deadline_ms) return STOP_NOW;
+    if (w->auth_blocked && now < w->auth_probe_ms) return STOP_NEW;
     return held >= w->cfg->hold_limit_ms || w->stopping ? STOP_NEW : KEEP_GOING;
 }
 
@@ -456,6 +459,9 @@ void batch_checkpoint_due(worker *w) {
         if (level != KEEP_GOING) {
             if (level == STOP_NOW)
                 fc_info("batch %s-%ld: checkpointing %zu unfinished items, abandoning its calls in flight",
+                        b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
+            else if (!b->checkpointing && w->auth_blocked)
+                fc_info("batch %s-%ld: handing back %zu unfinished items while the API rejects the credentials",
                         b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
             else if (!b->checkpointing && !w->stopping)
                 fc_info("batch %s-%ld held for %lld ms: checkpointing; calls in flight may finish",

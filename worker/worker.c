@@ -131,17 +131,26 @@ void worker_free(worker *w) {
     free(w->m);
 }
 
-/* blocked says whether the worker must not take deliveries: stopping, credentials rejected,
- * or the circuit breaker open. */
+/* blocked says whether the worker cannot do its work: stopping, credentials rejected, or the
+ * circuit breaker open. It then reports not ready and takes no deliveries, except for a probe. */
 static int blocked(worker *w) {
     return w->stopping || w->auth_blocked || fc_breaker_state(w->breaker) == FC_BREAKER_OPEN;
+}
+
+/* needs_probe_work says whether a blocked worker must take deliveries to have a call to probe
+ * the API with: its next credentials probe (or the breaker's cooldown end) is due and it holds
+ * no queued call. Without this a worker that holds nothing would stay blocked for good. */
+static int needs_probe_work(worker *w, int64_t now) {
+    if (w->stopping || w->runq) return 0;
+    if (w->auth_blocked) return now >= w->auth_probe_ms;
+    return fc_breaker_state(w->breaker) == FC_BREAKER_OPEN && now >= fc_breaker_open_until(w->breaker);
 }
 
 /* connect_broker (re)connects, declares the topology and starts consuming unless blocked
  * (update_consuming starts it later). */
 static int connect_broker(worker *w) {
     fc_topology t = {w->cfg->queue_prefix, w->cfg->retry_delays, w->cfg->nretry_delays, w->cfg->delivery_limit};
-    int consume = !blocked(w);
+    int consume = !blocked(w) || needs_probe_work(w, now_ms());
     int rc = fc_amqp_connect(w->amqp);
     if (rc == FC_OK) rc = fc_topology_declare(w->amqp, &t);
     if (rc == FC_OK && consume) rc = fc_amqp_consume(w->amqp, w->queue, prefetch(w));
@@ -185,18 +194,19 @@ static void ensure_broker(worker *w) {
 
 /* update_consuming stops taking deliveries while calls cannot be made, and resumes after. */
 static void update_consuming(worker *w) {
-    int stop = blocked(w);
-    atomic_store(&w->m->ready, !stop && fc_amqp_ok(w->amqp));
+    int stop = blocked(w) && !needs_probe_work(w, now_ms());
+    atomic_store(&w->m->ready, !blocked(w) && fc_amqp_ok(w->amqp));
     atomic_store(&w->m->breaker_state, fc_breaker_state(w->breaker));
     if (!fc_amqp_ok(w->amqp)) return;
     if (stop && w->consuming) {
         fc_amqp_cancel(w->amqp);
         w->consuming = 0;
-        if (!w->stopping) fc_warn("stopped taking deliveries (%s)", w->auth_blocked ? "API credentials rejected" : "circuit breaker open");
+        if (!w->stopping)
+            fc_warn("stopped taking deliveries (%s)", w->auth_blocked ? "API credentials rejected" : "circuit breaker open");
     } else if (!stop && !w->consuming) {
         if (fc_amqp_consume(w->amqp, w->queue, prefetch(w)) == FC_OK) {
             w->consuming = 1;
-            fc_info("taking deliveries again");
+            fc_info(blocked(w) ? "taking deliveries to probe the API" : "taking deliveries again");
         }
     }
 }

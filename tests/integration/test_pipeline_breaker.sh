@@ -26,4 +26,19 @@ wait "$PRODUCER_PID" || fail "producer exit $? after the API recovered"
 tsv_positions "$TMP/out.tsv" >"$TMP/results.pos"
 assert_accounted 120 "$TMP/results.pos"
 [ "$(wc -l <"$TMP/dead.pos")" = 0 ] || fail "dead letters after recovery"
-log "ok: $calls_while_failing calls while failing, nothing dead-lettered"
+
+# A worker holding nothing when the breaker opens (here: opened by the fleet's shared key, as
+# when another worker tripped it) takes deliveries again once the cooldown ends, to probe.
+stops() { grep -c "stopped taking deliveries (circuit breaker open)" "$TMP/worker-$1.log" || true; }
+stops1=$(stops 1) stops2=$(stops 2)
+redis-cli set "$QUEUE_PREFIX:breaker:{api}" 1 px 3000 >/dev/null
+stopped() { [ "$(stops 1)" -gt "$stops1" ] && [ "$(stops 2)" -gt "$stops2" ]; }
+wait_until 10 stopped || fail "the workers did not see the fleet's open breaker"
+# New terms: the cache would answer the first job's.
+{ echo "position,term,type"; seq 1 40 | awk '{printf "%d,probe%d,noun\n", $1, $1}'; } >"$TMP/items2.csv"
+timeout 60 "$PRODUCER" "$TMP/items2.csv" --job-id "breaker2-$$" --wait --timeout 45s --output "$TMP/out2.tsv" \
+    --report "$TMP/report2.json" >"$TMP/producer2.log" 2>&1 ||
+    fail "second job: producer exit $? (a worker stayed blocked after the cooldown)"
+[ "$(jq .api_calls "$TMP/report2.json")" = 80 ] || fail "second job: $(jq .api_calls "$TMP/report2.json") API calls, want 80"
+grep -q "taking deliveries to probe the API" "$TMP/worker-1.log" "$TMP/worker-2.log" || fail "no probe delivery logged"
+log "ok: $calls_while_failing calls while failing, nothing dead-lettered; idle workers probe after the cooldown"

@@ -5,7 +5,9 @@
 #    them and carries on (a normal job completes).
 # 2. Rejected credentials: the API answers 401. Nothing is dead-lettered; the worker logs one
 #    clear error, stops consuming (its batches stay in the work queue) and reports not ready
-#    on /readyz; it probes every AUTH_RETRY, and once the key is accepted the job completes.
+#    on /readyz, and hands back the batches it holds; it probes every AUTH_RETRY (taking
+#    deliveries for the probe if it holds none), and once the key is accepted the job completes.
+# 3. A worker with a wrong key next to one with a good key does not hold up the job.
 . "$(dirname "$0")/lib.sh"
 
 N=60
@@ -97,4 +99,21 @@ ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/r
 wait_until 10 ready || fail "/readyz did not return to 200"
 wait_until 15 work_drained || fail "work queue not empty"
 assert_accounted $N "$TMP/job2.pos"
-log "ok: $calls401 calls answered 401"
+grep -q "handing back" "$TMP/worker-auth.log" || fail "the worker did not hand its batches back"
+kill -TERM $W2
+wait $W2 || fail "worker exit $? after SIGTERM"
+
+# ---- 3. one worker with a wrong key in a fleet ------------------------------------------
+# It hands its batches back at once, so a worker with a good key does the job long before
+# HOLD_LIMIT (5 minutes) would have released them.
+API_KEY=wrong AUTH_RETRY=60s CACHE_TTL=0 start_worker wrong
+wait_until 20 grep -q "consuming" "$TMP/worker-wrong.log" || fail "worker did not start"
+JOB3=fleet-$$
+"$PRODUCER" "$TMP/items.csv" --job-id $JOB3 >"$TMP/producer-publish3.log" 2>&1 || fail "publish failed"
+wait_until 20 grep -q "handing back" "$TMP/worker-wrong.log" || fail "the wrong-key worker kept its batches"
+API_KEY=bad CACHE_TTL=0 start_worker good # the key the mock accepts since part 2
+collect $JOB3 "$TMP/job3.pos" --resume
+wait_until 15 work_drained || fail "work queue not empty"
+assert_accounted $N "$TMP/job3.pos"
+[ "$(grep -c "probing the API credentials" "$TMP/worker-wrong.log")" = 0 ] || fail "probed before AUTH_RETRY"
+log "ok: $calls401 calls answered 401; a wrong-key worker did not hold the fleet's work"
