@@ -19,6 +19,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 # The mock stands in for the paid API; set API_BASE_URL and API_KEY to use a real one.
 if [ -z "${API_BASE_URL:-}" ]; then
+    rm -f "$out/mock.port"
     build/tests/mock-api --port-file "$out/mock.port" --latency-ms 20 >"$out/mock.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do [ -s "$out/mock.port" ] && break; sleep 0.05; done
