@@ -1,7 +1,14 @@
 /* Waiting and collecting (--wait): progress comes from the job's Redis record (the worker
  * writes each item's final outcome there after its outcome messages are confirmed); the
- * results come from the job's results queue, spooled to a temp file, deduplicated by
- * position, then written out ordered by position. */
+ * results come from the job's results queue, deduplicated by position and appended to a spool,
+ * then written out ordered by position.
+ *
+ * With --output the spool is OUTPUT.part: results are acked once the spool is on disk, so the
+ * broker never holds them unacked for long (RabbitMQ closes a channel that keeps a delivery
+ * unacked past consumer_timeout, 30 minutes by default), and a run cut short (--timeout, lost
+ * broker, crash) leaves them there for the next --resume --wait. The spool is removed once the
+ * output is written. */
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +24,8 @@
 #define WAIT_RECONNECTS 10  /* broker connections lost while waiting before giving up */
 #define REDIS_OUTAGE_S 60.0 /* longest Redis outage --wait sits out */
 #define PROGRESS_LOG_S 5.0
+#define RECONNECT_RESET_S 300.0 /* connected this long, lost connections are forgiven */
+#define DRAINED_CHECKS 5       /* checks that find the results queue empty before results are called lost */
 
 typedef struct spooled {
     long long position;
@@ -26,6 +35,8 @@ typedef struct spooled {
 typedef struct collector {
     producer *p;
     FILE *spool;
+    char *spool_path;      /* OUTPUT.part, or NULL for an anonymous temp file */
+    int unsynced;          /* results spooled since the last ack */
     spooled *v;
     size_t n, cap;
     unsigned char *seen;   /* bitmap by position */
@@ -49,25 +60,81 @@ static int seen_test_set(collector *c, long long pos) {
     return was;
 }
 
-static void spool_item(collector *c, json_object *item) {
-    json_object *pos;
-    if (!json_object_object_get_ex(item, "position", &pos)) return;
-    long long position = json_object_get_int64(pos);
-    if (position < 1 || seen_test_set(c, position) != 0) return; /* duplicate delivery */
+/* note_item records that the item at offset of the spool has position; 0, or -1 when it is a
+ * duplicate (or out of memory). */
+static int note_item(collector *c, long long position, long offset) {
+    if (position < 1 || seen_test_set(c, position) != 0) return -1;
     if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 1024;
-        c->v = realloc(c->v, c->cap * sizeof(*c->v));
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        spooled *v = realloc(c->v, cap * sizeof(*v));
+        if (!v) return -1;
+        c->v = v;
+        c->cap = cap;
     }
     c->v[c->n].position = position;
-    c->v[c->n].offset = ftell(c->spool);
+    c->v[c->n].offset = offset;
     c->n++;
+    return 0;
+}
+
+static long long position_of(json_object *item) {
+    json_object *pos;
+    return json_object_object_get_ex(item, "position", &pos) ? json_object_get_int64(pos) : 0;
+}
+
+static void spool_item(collector *c, json_object *item) {
+    if (note_item(c, position_of(item), ftell(c->spool)) != 0) return; /* duplicate delivery */
     fputs(json_object_to_json_string_ext(item, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), c->spool);
     fputc('\n', c->spool);
+}
+
+/* spool_load reads the results an earlier run spooled; a last line cut short by a crash is
+ * dropped (its message was not acked, so it comes again). Returns 0 or FC_EIO. */
+static int spool_load(collector *c) {
+    char *line = NULL;
+    size_t cap = 0;
+    long offset = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, c->spool)) > 0 && line[len - 1] == '\n') {
+        json_object *item = json_tokener_parse(line);
+        note_item(c, position_of(item), offset);
+        json_object_put(item);
+        offset += (long)len;
+    }
+    free(line);
+    if (fflush(c->spool) != 0 || ftruncate(fileno(c->spool), offset) != 0 || fseek(c->spool, offset, SEEK_SET) != 0)
+        return FC_EIO;
+    if (c->n) fc_info("job %s: %zu results already collected in %s", c->p->st.job_id, c->n, c->spool_path);
+    return FC_OK;
+}
+
+/* spool_open opens OUTPUT.part (continuing it on --resume) or, without --output, a temp file. */
+static int spool_open(collector *c, const producer *p) {
+    if (!p->cfg->output) {
+        c->spool = tmpfile();
+        return c->spool ? FC_OK : FC_EIO;
+    }
+    size_t n = strlen(p->cfg->output) + 6;
+    if (!(c->spool_path = malloc(n))) return FC_ENOMEM;
+    snprintf(c->spool_path, n, "%s.part", p->cfg->output);
+    c->spool = p->cfg->resume ? fopen(c->spool_path, "r+") : NULL;
+    if (c->spool) return spool_load(c);
+    c->spool = fopen(c->spool_path, "w+");
+    return c->spool ? FC_OK : FC_EIO;
+}
+
+/* spool_sync makes the spooled results durable, then acks their messages. */
+static int spool_sync(collector *c) {
+    if (!c->unsynced) return FC_OK;
+    if (fflush(c->spool) != 0 || (c->spool_path && fsync(fileno(c->spool)) != 0)) return FC_EIO;
+    c->unsynced = 0;
+    return fc_amqp_ack_upto(c->p->amqp, c->last_tag);
 }
 
 static void on_result(void *ud, const fc_delivery *d) {
     collector *c = ud;
     c->last_tag = d->tag;
+    c->unsynced = 1; /* acked after the next sync, duplicates and unreadable messages too */
     json_tokener *tok = json_tokener_new();
     json_object *root = json_tokener_parse_ex(tok, d->body, (int)d->len);
     json_object *items;
@@ -189,32 +256,63 @@ static int write_output(collector *c, const char *path) {
 static int consume_results(producer *p, collector *c) {
     char queue[FC_NAME_MAX];
     fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
-    /* Results stay unacked until the output is written: a crash leaves them for the next run. */
+    c->last_tag = 0;
+    c->unsynced = 0; /* anything spooled but not acked comes again and is deduplicated */
     return fc_amqp_consume(p->amqp, queue, 0);
+}
+
+/* results_drained says whether the results queue has been found empty DRAINED_CHECKS times in a
+ * row while results are still missing: an earlier run acked them and its spool is gone. */
+static int results_drained(producer *p, int *checks) {
+    char queue[FC_NAME_MAX];
+    long ready = -1;
+    fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
+    if (fc_amqp_queue_depth(p->amqp, queue, &ready, NULL) != FC_OK || ready != 0) *checks = 0;
+    else ++*checks;
+    return *checks >= DRAINED_CHECKS;
 }
 
 int producer_wait(producer *p) {
     collector c = {.p = p};
-    c.spool = tmpfile();
-    if (!c.spool || consume_results(p, &c) != FC_OK) {
+    if (spool_open(&c, p) != FC_OK) {
+        fprintf(stderr, "flashcard-producer: --output: cannot use the spool '%s': %s\n",
+                c.spool_path ? c.spool_path : "(temp file)", strerror(errno));
+        free(c.spool_path);
+        if (c.spool) fclose(c.spool);
+        return EXIT_INCOMPLETE;
+    }
+    if (consume_results(p, &c) != FC_OK) {
         fprintf(stderr, "flashcard-producer: cannot consume the results queue: %s\n", fc_amqp_errstr(p->amqp));
+        fclose(c.spool);
+        free(c.spool_path);
         return EXIT_INFRA;
     }
     fc_amqp_handler h = {on_result, NULL, NULL, &c};
     double deadline = p->cfg->wait_timeout_ms ? mono_s() + p->cfg->wait_timeout_ms / 1000.0 : 0;
     long done = 0, failed = 0;
-    int rc = EXIT_DONE, reconnects = 0;
-    double redis_lost = 0;
+    int rc = EXIT_DONE, reconnects = 0, drained = 0, lost_results = 0;
+    double redis_lost = 0, connected_at = mono_s();
     for (;;) {
-        if (fc_amqp_poll(p->amqp, 200, &h) != FC_OK) {
+        int prc = fc_amqp_poll(p->amqp, 200, &h);
+        if (prc == FC_OK && spool_sync(&c) != FC_OK) {
+            if (fc_amqp_ok(p->amqp)) {
+                fprintf(stderr, "flashcard-producer: --output: cannot write the spool '%s': %s\n",
+                        c.spool_path ? c.spool_path : "(temp file)", strerror(errno));
+                rc = EXIT_INCOMPLETE;
+                break;
+            }
+            prc = FC_ECONN;
+        }
+        if (prc != FC_OK) {
             /* Unacked results go back to the queue and come again; positions deduplicate them. */
             fc_warn("lost the broker while waiting (%s); reconnecting", fc_amqp_errstr(p->amqp));
-            c.last_tag = 0;
+            if (mono_s() - connected_at > RECONNECT_RESET_S) reconnects = 0;
             if (++reconnects > WAIT_RECONNECTS || producer_connect(p) != FC_OK || consume_results(p, &c) != FC_OK) {
                 fprintf(stderr, "flashcard-producer: lost the broker while waiting: %s\n", fc_amqp_errstr(p->amqp));
                 rc = EXIT_INFRA;
                 break;
             }
+            connected_at = mono_s();
             continue;
         }
         long d = hash_len(p, p->key_outcome), f = hash_len(p, p->key_failed);
@@ -231,6 +329,11 @@ int producer_wait(producer *p) {
         failed = f;
         progress(p, &c, done, failed, 0);
         if (done >= p->st.items_total && (long)c.n >= done - failed) break;
+        if (done >= p->st.items_total && results_drained(p, &drained)) {
+            lost_results = (int)(done - failed - (long)c.n);
+            rc = EXIT_INCOMPLETE;
+            break;
+        }
         if (deadline && mono_s() > deadline) {
             fprintf(stderr, "flashcard-producer: --timeout: %ld of %ld items have an outcome\n", done, p->st.items_total);
             p->st.timed_out = 1;
@@ -239,20 +342,27 @@ int producer_wait(producer *p) {
         }
     }
     progress(p, &c, done, failed, 1);
+    if (lost_results > 0)
+        fprintf(stderr, "flashcard-producer: %d succeeded items have no result here: an earlier run collected "
+                        "them and its spool '%s' is gone\n", lost_results, c.spool_path ? c.spool_path : "(none)");
     p->st.succeeded = (long)c.n;
     p->st.failed = failed;
     load_stats(p);
-    if (p->cfg->output && write_output(&c, p->cfg->output) != FC_OK) rc = EXIT_INCOMPLETE;
-    if (rc == EXIT_DONE && c.last_tag) fc_amqp_poll(p->amqp, 0, &h);
+    int complete = rc == EXIT_DONE; /* every outcome known and every result spooled */
+    int written = !p->cfg->output || write_output(&c, p->cfg->output) == FC_OK;
+    if (!written) rc = EXIT_INCOMPLETE;
     if (rc == EXIT_DONE && failed > 0) rc = EXIT_INCOMPLETE;
-    if (rc != EXIT_INFRA && c.last_tag) {
-        /* Everything is written: acknowledge every result message at once, then drop the queue. */
+    if (complete && fc_amqp_ok(p->amqp)) {
         char queue[FC_NAME_MAX];
         fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
-        fc_amqp_ack_upto(p->amqp, c.last_tag);
-        if (rc == EXIT_DONE || !p->st.timed_out) fc_amqp_delete_queue(p->amqp, queue);
+        fc_amqp_delete_queue(p->amqp, queue);
     }
     fclose(c.spool);
+    if (c.spool_path && complete && written) unlink(c.spool_path);
+    else if (c.spool_path && c.n)
+        fprintf(stderr, "flashcard-producer: the %zu results collected so far are kept in %s; run again with "
+                        "--job-id %s --resume --wait to continue\n", c.n, c.spool_path, p->st.job_id);
+    free(c.spool_path);
     free(c.v);
     free(c.seen);
     return rc;
