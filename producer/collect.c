@@ -359,9 +359,12 @@ int producer_wait(producer *p) {
     }
     fclose(c.spool);
     if (c.spool_path && complete && written) unlink(c.spool_path);
-    else if (c.spool_path && c.n)
-        fprintf(stderr, "flashcard-producer: the %zu results collected so far are kept in %s; run again with "
-                        "--job-id %s --resume --wait to continue\n", c.n, c.spool_path, p->st.job_id);
+    if (!complete && !lost_results) {
+        fprintf(stderr, "flashcard-producer: to go on waiting, run again with --job-id %s --resume --wait", p->st.job_id);
+        if (c.spool_path) fprintf(stderr, " --output %s (%zu results collected so far are in %s)", p->cfg->output, c.n,
+                                  c.spool_path);
+        fputc('\n', stderr);
+    }
     free(c.spool_path);
     free(c.v);
     free(c.seen);
