@@ -86,7 +86,7 @@ static const setting settings[] = {
      "when Redis is down: pause (no calls) or local (RATE_LIMIT / FLEET_SIZE per process)"},
     {"FLEET_SIZE", "fleet-size", T_INT, FC_WORKER, 1, 10000, "1", OFF(fleet_size),
      "expected worker processes, for the local fallback"},
-    {"HOLD_LIMIT", "hold-limit", T_DURATION, FC_WORKER, 1000, 1800000, "5m", OFF(hold_limit_ms),
+    {"HOLD_LIMIT", "hold-limit", T_DURATION, FC_WORKER, 1000, 1500000, "5m", OFF(hold_limit_ms),
      "longest a delivery is held unacked before it is checkpointed"},
     {"SHUTDOWN_TIMEOUT", "shutdown-timeout", T_DURATION, FC_WORKER, 0, 3600000, "30s", OFF(shutdown_timeout_ms),
      "time calls in flight get to finish after SIGTERM"},

@@ -422,18 +422,20 @@ void batch_settle_ready(worker *w) {
 /* Checkpoint levels: how a batch that may not run on must stop. */
 enum { KEEP_GOING, STOP_NEW, STOP_NOW };
 
-/* stop_level says whether a batch must stop: held past HOLD_LIMIT, shutting down, or while the
- * API rejects this worker's credentials (until the next probe is due: other workers' keys may
- * be good), it starts no new call and lets calls in flight finish (each is bounded by
- * API_TIMEOUT); past HOLD_LIMIT + API_TIMEOUT or the shutdown deadline, calls in flight are
- * abandoned too. */
+/* stop_level says whether a batch must stop. No delivery is held past HOLD_LIMIT: a batch
+ * starts no new call once held HOLD_LIMIT - API_TIMEOUT (at least half of HOLD_LIMIT), so that
+ * calls in flight, each bounded by API_TIMEOUT, can finish, and at HOLD_LIMIT the calls still in
+ * flight are abandoned. Shutting down, or while the API rejects this worker's credentials (until
+ * the next probe is due: other workers' keys may be good), it also starts no new call; at the
+ * shutdown deadline calls in flight are abandoned. */
 static int stop_level(worker *w, const batch *b, int64_t now) {
     if (b->settling || b->poison[0] || b->open == 0) return KEEP_GOING;
-    int64_t held = now - b->received_ms;
-    if (held >= w->cfg->hold_limit_ms + w->cfg->api_timeout_ms) return STOP_NOW;
+    int64_t held = now - b->received_ms, limit = w->cfg->hold_limit_ms;
+    int64_t stop_new = limit - w->cfg->api_timeout_ms > limit / 2 ? limit - w->cfg->api_timeout_ms : limit / 2;
+    if (held >= limit) return STOP_NOW;
     if (w->stopping && now >= w->stop_deadline_ms) return STOP_NOW;
     if (w->auth_blocked && now < w->auth_probe_ms) return STOP_NEW;
-    return held >= w->cfg->hold_limit_ms || w->stopping ? STOP_NEW : KEEP_GOING;
+    return held >= stop_new || w->stopping ? STOP_NEW : KEEP_GOING;
 }
 
 /* checkpoint ends a batch early: queued jobs and (if cancel_inflight) calls in flight become

@@ -247,8 +247,12 @@ static void handle_signals(worker *w) {
         _exit(1);
     }
     w->stopping = 1;
-    w->stop_deadline_ms = now_ms() + w->cfg->shutdown_timeout_ms;
-    fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->inflight, w->cfg->shutdown_timeout_ms);
+    /* Calls get SHUTDOWN_TIMEOUT less a margin for publishing what finished (a fifth, at most 2 s),
+     * so that the process is gone within SHUTDOWN_TIMEOUT. */
+    long margin = w->cfg->shutdown_timeout_ms / 5 < 2000 ? w->cfg->shutdown_timeout_ms / 5 : 2000;
+    w->stop_deadline_ms = now_ms() + w->cfg->shutdown_timeout_ms - margin;
+    fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->inflight,
+            w->cfg->shutdown_timeout_ms - margin);
     if (fc_amqp_ok(w->amqp)) fc_amqp_cancel(w->amqp);
     w->consuming = 0;
 }

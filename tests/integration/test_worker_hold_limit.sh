@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# HOLD_LIMIT: a batch that takes longer than the hold limit is checkpointed: results so far
-# published, calls in flight allowed to finish, the unfinished items re-published as a
-# continuation batch, then the original acked. The job completes with every item once, and no
-# delivery stays unacked much past HOLD_LIMIT + one call.
+# HOLD_LIMIT: a batch that takes longer than the hold limit is checkpointed: it starts no new
+# call from HOLD_LIMIT - API_TIMEOUT (here half of HOLD_LIMIT), lets calls in flight finish,
+# publishes the results so far, re-publishes the unfinished items as a continuation batch, then
+# acks the original. The job completes with every item once, and no call is wasted.
 . "$(dirname "$0")/lib.sh"
 
 N=60

@@ -32,8 +32,8 @@ wait $W1 || rc=$?
 elapsed_ms=$(($(date +%s%3N) - t0))
 log "worker 1 exited $rc after ${elapsed_ms} ms; $done_at_term items were done at SIGTERM"
 [ $rc = 0 ] || fail "worker 1 exit $rc after SIGTERM"
-# The deadline is 5 s; confirms and Redis writes after it are quick. 9 s leaves room for a busy machine.
-[ $elapsed_ms -le 9000 ] || fail "worker 1 took ${elapsed_ms} ms to stop (SHUTDOWN_TIMEOUT=5s)"
+# Calls are cut at 4 s, leaving 1 s to publish; 1 s more for a busy machine.
+[ $elapsed_ms -le 6000 ] || fail "worker 1 took ${elapsed_ms} ms to stop (SHUTDOWN_TIMEOUT=5s)"
 [ "$done_at_term" -lt $N ] || fail "the job finished before SIGTERM: nothing tested"
 grep -q "shutting down" "$TMP/worker-1.log" || fail "no shutdown message"
 grep -q "checkpointing" "$TMP/worker-1.log" || fail "the shutdown deadline did not cut the slow calls"
