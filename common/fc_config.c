@@ -117,7 +117,7 @@ static const setting settings[] = {
      "give up waiting after this long; 0 = never"},
     {NULL, "output", T_STR, FC_PRODUCER, 0, 0, NULL, OFF(output), "results file: Anki TSV, or JSON Lines if *.jsonl"},
     {NULL, "report", T_STR, FC_PRODUCER, 0, 0, NULL, OFF(report), "JSON report file"},
-    {"BATCH_MAX_BYTES", "batch-max-bytes", T_LONG, FC_PRODUCER, 1024, 64 << 20, "262144", OFF(batch_max_bytes),
+    {"BATCH_MAX_BYTES", "batch-max-bytes", T_LONG, FC_PRODUCER, 1024, 16 << 20, "262144", OFF(batch_max_bytes),
      "a batch message closes before it passes this size"},
 };
 

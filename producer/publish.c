@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fc_batcher.h"
 #include "fc_dataset.h"
 #include "fc_error.h"
 #include "fc_log.h"
@@ -33,16 +34,14 @@ typedef struct inflight {
 typedef struct pub {
     producer *p;
     fc_dataset *ds;
-    fc_buf body;
-    fc_batch_hdr hdr;
-    long batch_items;
-    int batch_size;
+    fc_batcher b;              /* the batch being built; b.max_items is the batch size */
     unsigned char *confirmed;  /* resume: bitmap of batches confirmed by earlier runs */
     size_t confirmed_len;
     inflight win[WINDOW_MSGS];
     int nwin;
     long win_bytes;
     int failed;                /* a nack or return: exit 3 */
+    int redis_failed;          /* a confirmed batch could not be recorded: exit 3 */
 } pub;
 
 /* connect_with_retry connects and declares the topology, retrying with backoff (0.5 s doubling, at most 4 s)
@@ -76,7 +75,11 @@ static void on_confirm(void *ud, uint64_t seq, int status) {
             fc_error("broker refused batch %ld: %s", u->win[i].batch, fc_strerror(status));
             u->failed = 1;
         } else {
-            fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", u->p->key_confirmed, u->win[i].batch);
+            /* The record --resume trusts: one retry (the client reconnects), then the run ends with exit 3. */
+            const char *key = u->p->key_confirmed;
+            if (fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", key, u->win[i].batch) != FC_OK &&
+                fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", key, u->win[i].batch) != FC_OK)
+                u->redis_failed = 1;
             u->p->st.items_published += u->win[i].items;
             u->p->st.batches_published++;
         }
@@ -89,7 +92,7 @@ static void on_confirm(void *ud, uint64_t seq, int status) {
 
 static int send_one(pub *u, inflight *f) {
     char mid[128], exchange[FC_NAME_MAX];
-    fc_batch_hdr h = u->hdr;
+    fc_batch_hdr h = u->b.hdr;
     h.batch = f->batch;
     h.attempt = 1;
     fc_message_batch_id(mid, sizeof(mid), &h, NULL);
@@ -149,26 +152,25 @@ static int is_confirmed(const pub *u, long batch) {
     return byte < u->confirmed_len && (u->confirmed[byte] >> (7 - batch % 8)) & 1;
 }
 
-/* flush publishes the batch being built (unless an earlier run got it confirmed). */
-static int flush(pub *u) {
-    if (u->batch_items == 0) return FC_OK;
-    fc_message_batch_close(&u->body);
-    long batch = u->hdr.batch++;
+/* publish_batch publishes a closed batch (unless an earlier run got it confirmed). */
+static int publish_batch(pub *u, fc_closed_batch *c) {
     u->p->st.batches_total++;
-    long items = u->batch_items;
-    u->batch_items = 0;
-    if (is_confirmed(u, batch)) {
+    if (is_confirmed(u, c->batch)) {
         u->p->st.batches_skipped++;
-        u->p->st.items_skipped += items;
+        u->p->st.items_skipped += c->items;
+        fc_buf_free(&c->body);
         return FC_OK;
     }
-    int rc = drain(u, WINDOW_MSGS - 1, WINDOW_BYTES - (long)u->body.len);
-    if (rc != FC_OK) return rc;
+    int rc = drain(u, WINDOW_MSGS - 1, WINDOW_BYTES - (long)c->body.len);
+    if (rc != FC_OK) {
+        fc_buf_free(&c->body);
+        return rc;
+    }
     inflight *f = &u->win[u->nwin];
-    f->batch = batch;
-    f->items = items;
-    f->len = u->body.len;
-    f->body = fc_buf_steal(&u->body);
+    f->batch = c->batch;
+    f->items = c->items;
+    f->len = c->body.len;
+    f->body = fc_buf_steal(&c->body);
     u->nwin++;
     u->win_bytes += (long)f->len;
     rc = send_one(u, f);
@@ -188,37 +190,30 @@ static void reject(producer *p, long line, const char *reason) {
     p->st.nbad++;
 }
 
-/* add appends one item, closing the current batch first when it is full. */
-static int add(pub *u, const fc_item *it, fc_buf *one) {
-    fc_buf_reset(one);
-    fc_message_item(one, it, NULL);
-    long max = u->p->cfg->batch_max_bytes;
-    if ((long)one->len + 128 > max) {
+/* add appends one item to the batch being built, publishing that batch first when it is full.
+ * In dry mode (--strict's first pass) it only checks that the item fits in a batch. */
+static int add(pub *u, const fc_item *it, int dry) {
+    fc_closed_batch c;
+    int rc = fc_batcher_add(&u->b, it, &c);
+    if (rc == FC_ETOOBIG) {
         char why[200];
-        snprintf(why, sizeof(why), "line %ld: item of %zu bytes exceeds BATCH_MAX_BYTES (%ld)", it->line, one->len, max);
+        snprintf(why, sizeof(why), "line %ld: item of %zu bytes does not fit in a batch of BATCH_MAX_BYTES (%ld)",
+                 it->line, u->b.one.len, u->b.max_bytes);
+        if (dry) {
+            fprintf(stderr, "flashcard-producer: --strict: %s; nothing was published\n", why);
+            return FC_EPARSE;
+        }
         reject(u->p, it->line, why);
         return FC_OK;
     }
-    if (u->batch_items && (u->batch_items >= u->batch_size || (long)(u->body.len + one->len + 3) > max)) {
-        int rc = flush(u);
-        if (rc != FC_OK) return rc;
-    }
-    if (u->batch_items == 0) {
-        fc_buf_reset(&u->body);
-        fc_message_batch_open(&u->body, &u->hdr);
-    } else {
-        fc_buf_puts(&u->body, ",");
-    }
-    fc_buf_append(&u->body, one->data, one->len);
-    u->batch_items++;
-    return FC_OK;
+    if (rc == 1 && dry) fc_buf_free(&c.body);
+    return rc == 1 && !dry ? publish_batch(u, &c) : rc == 1 ? FC_OK : rc;
 }
 
 /* read_all streams every row; in dry mode (--strict's first pass) nothing is published. */
 static int read_all(pub *u, int dry) {
     fc_item it = {0};
     fc_row_error re;
-    fc_buf one = {0};
     int rc, out = FC_OK;
     while ((rc = fc_dataset_next(u->ds, &it, &re)) != 0) {
         if (rc == FC_EPARSE) {
@@ -235,11 +230,10 @@ static int read_all(pub *u, int dry) {
             out = rc;
             break;
         }
-        if (!dry && (out = add(u, &it, &one)) != FC_OK) break;
+        if ((out = add(u, &it, dry)) != FC_OK) break;
         fc_item_clear(&it);
     }
     fc_item_clear(&it);
-    fc_buf_free(&one);
     u->p->st.rows_read = fc_dataset_rows(u->ds);
     return out;
 }
@@ -256,7 +250,7 @@ static int load_job(pub *u) {
     fc_reply r;
     int rc = fc_redis_cmd(p->redis, &r, "HGET %s batch_size", p->key_meta);
     if (rc != FC_OK) return rc;
-    if (r.type == FC_REPLY_STR && p->cfg->resume) u->batch_size = atoi(r.str);
+    if (r.type == FC_REPLY_STR && p->cfg->resume) u->b.max_items = atol(r.str);
     else if (r.type == FC_REPLY_STR && !p->cfg->resume) {
         fc_reply_free(&r);
         fprintf(stderr, "flashcard-producer: job '%s' exists already: use --resume to continue it, or another --job-id\n",
@@ -270,7 +264,7 @@ static int load_job(pub *u) {
         r.str = NULL;
     }
     fc_reply_free(&r);
-    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %d", p->key_meta, u->batch_size);
+    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld", p->key_meta, u->b.max_items);
 }
 
 /* finish_job marks the job published in its record. items_total counts the whole job: this run's publishes
@@ -279,11 +273,12 @@ static int load_job(pub *u) {
 static int finish_job(pub *u) {
     producer *p = u->p;
     p->st.items_total = p->st.items_published + p->st.items_skipped;
+    if (u->redis_failed) return FC_EREDIS;
     int rc = fc_redis_cmd(p->redis, NULL, "HSET %s items %ld batches %ld published 1", p->key_meta,
                           p->st.items_total, p->st.batches_total);
-    fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_meta);
-    fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_confirmed);
-    return rc;
+    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_meta);
+    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_confirmed);
+    return rc == FC_OK ? FC_OK : FC_EREDIS;
 }
 
 static int infra_exit(producer *p, const char *what) {
@@ -294,14 +289,15 @@ static int infra_exit(producer *p, const char *what) {
     return EXIT_INFRA;
 }
 
-int producer_publish(producer *p, FILE *in, int format) {
+static int publish(producer *p, FILE *in, int format) {
     pub u;
     char err[512];
     memset(&u, 0, sizeof(u));
     u.p = p;
-    u.batch_size = p->cfg->batch_size ? p->cfg->batch_size : auto_batch_size(p->cfg);
-    snprintf(u.hdr.job_id, sizeof(u.hdr.job_id), "%s", p->st.job_id);
-    u.hdr.attempt = 1;
+    u.b.max_items = p->cfg->batch_size ? p->cfg->batch_size : auto_batch_size(p->cfg);
+    u.b.max_bytes = p->cfg->batch_max_bytes;
+    snprintf(u.b.hdr.job_id, sizeof(u.b.hdr.job_id), "%s", p->st.job_id);
+    u.b.hdr.attempt = 1;
     fc_columns cols;
     fc_columns_default(&cols);
     if (p->cfg->columns && fc_columns_parse(p->cfg->columns, &cols, err, sizeof(err)) != FC_OK) {
@@ -309,10 +305,6 @@ int producer_publish(producer *p, FILE *in, int format) {
         return EXIT_USAGE;
     }
     if (p->cfg->strict) {
-        if (in == stdin) {
-            fprintf(stderr, "flashcard-producer: --strict needs a file, not stdin\n");
-            return EXIT_USAGE;
-        }
         u.ds = fc_dataset_open(in, format, &cols, err, sizeof(err));
         if (!u.ds) {
             fprintf(stderr, "flashcard-producer: DATASET: %s\n", err);
@@ -320,8 +312,12 @@ int producer_publish(producer *p, FILE *in, int format) {
         }
         int rc = read_all(&u, 1);
         fc_dataset_close(u.ds);
+        fc_closed_batch c;
+        if (fc_batcher_finish(&u.b, &c)) fc_buf_free(&c.body);
+        fc_batcher_free(&u.b); /* the real pass starts again from batch 0 */
+        u.b.hdr.batch = 0;
         if (rc != FC_OK) return EXIT_INCOMPLETE;
-        /* the reader reads the descriptor: fseek moves it back too (a regular file; stdin was refused above) */
+        /* the reader reads the descriptor: fseek moves it back too (a file: producer_publish copies a pipe) */
         if (fseek(in, 0, SEEK_SET) != 0) {
             fprintf(stderr, "flashcard-producer: DATASET: cannot read it twice for --strict: %m\n");
             return EXIT_USAGE;
@@ -347,21 +343,42 @@ int producer_publish(producer *p, FILE *in, int format) {
         free(u.confirmed);
         return infra_exit(p, "cannot reach the broker");
     }
-    fc_info("job %s: publishing %s in batches of %d", p->st.job_id, p->cfg->args[0], u.batch_size);
+    fc_info("job %s: publishing %s in batches of %ld", p->st.job_id, p->cfg->args[0], u.b.max_items);
     fc_dataset_set_wait(u.ds, wait_input, &u);
     rc = read_all(&u, 0);
-    if (rc == FC_OK) rc = flush(&u);
+    fc_closed_batch last;
+    if (rc == FC_OK && fc_batcher_finish(&u.b, &last)) rc = publish_batch(&u, &last);
     if (rc == FC_OK) rc = drain(&u, 0, 0);
     if (rc == FC_OK) rc = finish_job(&u);
     fc_dataset_close(u.ds);
     free(u.confirmed);
     for (int i = 0; i < u.nwin; i++) free(u.win[i].body);
-    fc_buf_free(&u.body);
+    fc_batcher_free(&u.b);
     if (rc == FC_ENACK) return infra_exit(p, "the broker refused some batches");
     if (rc == FC_ETIMEOUT || rc == FC_ECONN) return infra_exit(p, "lost the broker while publishing");
-    if (rc == FC_EREDIS || rc == FC_ECONN) return infra_exit(p, "lost Redis while publishing");
+    if (rc == FC_EREDIS) return infra_exit(p, "lost Redis while publishing");
     if (rc != FC_OK) return EXIT_INCOMPLETE;
     fc_info("job %s: %ld items in %ld batches published and confirmed (%ld rows rejected)", p->st.job_id,
             p->st.items_published, p->st.batches_published, p->st.rows_rejected);
     return p->st.rows_rejected ? EXIT_INCOMPLETE : EXIT_DONE;
+}
+
+/* producer_publish publishes the dataset in; for --strict, which reads it twice, a pipe (stdin)
+ * is first copied to a temporary file. */
+int producer_publish(producer *p, FILE *in, int format) {
+    if (!p->cfg->strict || fseek(in, 0, SEEK_CUR) == 0) return publish(p, in, format);
+    FILE *copy = tmpfile();
+    char buf[65536];
+    size_t n;
+    int ok = copy != NULL;
+    while (ok && (n = fread(buf, 1, sizeof(buf), in)) > 0) ok = fwrite(buf, 1, n, copy) == n;
+    if (!ok || ferror(in) || fflush(copy) != 0 || fseek(copy, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "flashcard-producer: --strict: cannot keep a copy of the input to read it twice: %m; "
+                        "nothing was published\n");
+        if (copy) fclose(copy);
+        return EXIT_INCOMPLETE;
+    }
+    int rc = publish(p, copy, format);
+    fclose(copy);
+    return rc;
 }

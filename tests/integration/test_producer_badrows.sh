@@ -66,6 +66,30 @@ run_producer strict-ok "$TMP/clean.csv" --strict --job-id strict-ok-$$
 [ "$RC" = 0 ] || fail "--strict on a clean file: exit $RC: $(cat "$TMP/strict-ok.err")"
 take_all batches "$TMP/strict-ok.jsonl"
 [ "$(jq -c '[.items[].position]' "$TMP/strict-ok.jsonl")" = "[1,2]" ] || fail "--strict on a clean file published wrong items"
+# --strict reads a pipe too (it keeps a copy for the second pass).
+RC=0
+timeout 60 "$PRODUCER" - --format csv --strict --job-id strict-pipe-$$ <"$TMP/clean.csv" >/dev/null 2>"$TMP/pipe.err" || RC=$?
+[ "$RC" = 0 ] || fail "--strict from stdin: exit $RC: $(cat "$TMP/pipe.err")"
+take_all batches "$TMP/strict-pipe.jsonl"
+[ "$(jq -c '[.items[].position]' "$TMP/strict-pipe.jsonl")" = "[1,2]" ] || fail "--strict from stdin published wrong items"
+RC=0
+cat "$DATA" | timeout 60 "$PRODUCER" - --format csv --strict --job-id strict-pipe-bad-$$ >/dev/null 2>"$TMP/pipe-bad.err" || RC=$?
+[ "$RC" = 1 ] || fail "--strict from stdin with bad rows: exit $RC, want 1"
+grep -q "line 3: invalid UTF-8" "$TMP/pipe-bad.err" || fail "--strict from stdin does not name the bad row"
+take_all batches "$TMP/strict-pipe-bad.jsonl"
+[ ! -s "$TMP/strict-pipe-bad.jsonl" ] || fail "--strict from stdin published $(wc -l <"$TMP/strict-pipe-bad.jsonl") messages"
+# An item no batch can hold (BATCH_MAX_BYTES) is a bad row: named by line, and --strict publishes nothing.
+printf 'position,term,type\n1,가다,verb\n2,%s,verb\n3,오다,verb\n' "$(head -c 3000 /dev/zero | tr '\0' x)" >"$TMP/big.csv"
+BATCH_MAX_BYTES=2048 run_producer big-strict "$TMP/big.csv" --strict --job-id big-strict-$$
+[ "$RC" = 1 ] || fail "--strict with an item over BATCH_MAX_BYTES: exit $RC, want 1"
+grep -q "line 3: item of [0-9]* bytes does not fit in a batch of BATCH_MAX_BYTES (2048)" "$TMP/big-strict.err" ||
+    fail "the too-big item is not named: $(cat "$TMP/big-strict.err")"
+take_all batches "$TMP/big-strict.jsonl"
+[ ! -s "$TMP/big-strict.jsonl" ] || fail "--strict published despite a too-big item"
+BATCH_MAX_BYTES=2048 run_producer big "$TMP/big.csv" --job-id big-$$
+[ "$RC" = 1 ] || fail "an item over BATCH_MAX_BYTES: exit $RC, want 1 (rejected row)"
+take_all batches "$TMP/big.jsonl"
+[ "$(jq -c '[.items[].position]' "$TMP/big.jsonl" | tr -d '\n')" = "[1,3]" ] || fail "the rows around the too-big one were not published"
 
 # 3. Usage and configuration errors: exit 2, one line naming the setting, nothing published or recorded.
 usage_error() { # NAME PATTERN ENV... -- ARGS...
@@ -89,7 +113,6 @@ usage_error no-file "cannot open" -- "$TMP/missing.csv" --job-id no-file-$$
 usage_error format "format" -- "$TMP/clean.txt" --job-id format-$$
 usage_error job-id JOB_ID -- "$TMP/clean.csv" --job-id 'bad id!'
 usage_error resume "--resume needs" -- "$TMP/clean.csv" --resume
-usage_error strict-stdin "--strict needs a file" -- - --format csv --strict --job-id strict-stdin-$$
 ! grep -rq nonsense "$TMP"/amqp-url.err || fail "the AMQP URL was echoed (it may hold a password)"
 take_all batches "$TMP/after.jsonl"
 [ ! -s "$TMP/after.jsonl" ] || fail "a usage error published $(wc -l <"$TMP/after.jsonl") messages"

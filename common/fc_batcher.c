@@ -1,0 +1,57 @@
+/* Batching items into batch messages under an item and a byte limit. */
+#include "fc_batcher.h"
+
+#include "fc_error.h"
+
+#define CLOSE_LEN 2       /* "]}" */
+#define HEADER_MAX 256    /* fc_message_batch_open writes less than this for any header */
+
+/* fits_alone says whether an item of n bytes fits in a batch of its own numbered batch. */
+static int fits_alone(fc_batcher *b, size_t n, long batch) {
+    if (n + CLOSE_LEN + HEADER_MAX <= (size_t)b->max_bytes) return 1;
+    fc_batch_hdr h = b->hdr;
+    fc_buf head = {0};
+    h.batch = batch;
+    int ok = fc_message_batch_open(&head, &h) == FC_OK && head.len + n + CLOSE_LEN <= (size_t)b->max_bytes;
+    fc_buf_free(&head);
+    return ok;
+}
+
+static void close_into(fc_batcher *b, fc_closed_batch *out) {
+    fc_message_batch_close(&b->body);
+    out->batch = b->hdr.batch++;
+    out->items = b->items;
+    out->body = b->body;
+    b->body = (fc_buf){0};
+    b->items = 0;
+}
+
+int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out) {
+    fc_buf_reset(&b->one);
+    if (fc_message_item(&b->one, it, NULL) != FC_OK) return FC_ENOMEM;
+    size_t n = b->one.len;
+    int closed = 0;
+    if (b->items && (b->items >= b->max_items || b->body.len + 1 + n + CLOSE_LEN > (size_t)b->max_bytes)) {
+        if (!fits_alone(b, n, b->hdr.batch + 1)) return FC_ETOOBIG; /* the open batch stays open */
+        close_into(b, out);
+        closed = 1;
+    } else if (!b->items && !fits_alone(b, n, b->hdr.batch)) {
+        return FC_ETOOBIG;
+    }
+    int rc = b->items ? fc_buf_puts(&b->body, ",") : fc_message_batch_open(&b->body, &b->hdr);
+    if (rc == FC_OK) rc = fc_buf_append(&b->body, b->one.data, n);
+    if (rc != FC_OK) return FC_ENOMEM;
+    b->items++;
+    return closed;
+}
+
+int fc_batcher_finish(fc_batcher *b, fc_closed_batch *out) {
+    if (!b->items) return 0;
+    close_into(b, out);
+    return 1;
+}
+
+void fc_batcher_free(fc_batcher *b) {
+    fc_buf_free(&b->body);
+    fc_buf_free(&b->one);
+}
