@@ -627,3 +627,66 @@ void fc_pipeline_cache_key(const char *model, const char *prompt, const char *in
     fc_sha256_final(&ctx, digest);
     fc_sha256_to_hex(digest, key);
 }
+
+/* ---- the flashcard processor ---- */
+
+static char *flash_request(const void *self, int stage, const fc_item *it, const char *prev, char **user) {
+    if (stage == 1) return fc_pipeline_stage1_body(self, it, user);
+    if (user) *user = NULL;
+    return prev ? fc_pipeline_stage2_body(self, it, prev, user) : NULL;
+}
+
+static void flash_cache_key(const void *self, int stage, const char *user, char key[FC_SHA256_HEX_LEN + 1]) {
+    fc_pipeline_stage_cache_key(self, stage, user, key);
+}
+
+/* cards_json renders cards as a JSON array of objects named by the TSV header's columns. */
+static char *cards_json(const fc_card *cards, size_t n) {
+    static const char *names[FC_CARD_NFIELDS] = {"position", "term",  "term_number", "tab_name",       "primer",
+                                                 "front",    "back",  "tags",        "honorific_level"};
+    fc_buf o = {0};
+    int rc = fc_buf_puts(&o, "[");
+    for (size_t c = 0; rc == FC_OK && c < n; c++) {
+        rc = fc_buf_puts(&o, c ? ",{" : "{");
+        for (int f = 0; rc == FC_OK && f < FC_CARD_NFIELDS; f++) {
+            rc = fc_buf_printf(&o, "%s\"%s\":", f ? "," : "", names[f]);
+            if (rc == FC_OK) rc = fc_json_str(&o, cards[c].f[f] ? cards[c].f[f] : "");
+        }
+        if (rc == FC_OK) rc = fc_buf_puts(&o, "}");
+    }
+    if (rc == FC_OK) rc = fc_buf_puts(&o, "]");
+    if (rc != FC_OK) {
+        fc_buf_free(&o);
+        return NULL;
+    }
+    return fc_buf_steal(&o);
+}
+
+static int flash_answer(const void *self, int stage, const char *content, size_t len, char **result, char *why,
+                        size_t whylen) {
+    (void)self;
+    *result = NULL;
+    if (stage == 1) return fc_pipeline_stage1_parse(content, len, result, why, whylen);
+    fc_card *cards = NULL;
+    size_t n = 0;
+    int rc = fc_pipeline_stage2_parse(content, len, &cards, &n, why, whylen);
+    if (rc == FC_OK && !(*result = cards_json(cards, n))) {
+        set_why(why, whylen, "out of memory");
+        rc = FC_ENOMEM;
+    }
+    fc_cards_free(cards, n);
+    return rc;
+}
+
+static int flash_result(const void *self, char *const *results, fc_buf *out) {
+    (void)self;
+    int rc = fc_buf_puts(out, ",\"analysis\":");
+    if (rc == FC_OK) rc = fc_buf_puts(out, results[0]);
+    if (rc == FC_OK) rc = fc_buf_puts(out, ",\"cards\":");
+    if (rc == FC_OK) rc = fc_buf_puts(out, results[1]);
+    return rc;
+}
+
+fc_processor fc_flashcard_processor(const fc_pipeline_conf *c) {
+    return (fc_processor){"flashcards", 2, c, flash_request, flash_cache_key, flash_answer, flash_result};
+}

@@ -1,10 +1,12 @@
 /* The flashcard pipeline codec: builds the stage-1 (analysis) and stage-2 (cards) chat-completion request bodies
- * and parses and validates the answers. Pure functions over buffers, no I/O except loading a prompt file. */
+ * and parses and validates the answers. Pure functions over buffers, no I/O except loading a prompt file.
+ * The worker sees it only through fc_processor (at the end), the interface another pipeline would implement. */
 #ifndef FC_PIPELINE_H
 #define FC_PIPELINE_H
 
 #include <stddef.h>
 
+#include "fc_buf.h"
 #include "fc_item.h"
 #include "fc_sha256.h"
 
@@ -128,5 +130,41 @@ long fc_pipeline_estimate_tokens(size_t body_len, int max_tokens);
  * Stage 1 uses the item JSON as input, stage 2 the stage-1 result JSON. NULL strings count as "". */
 void fc_pipeline_cache_key(const char *model, const char *prompt, const char *input,
                            char key[FC_SHA256_HEX_LEN + 1]);
+
+/* ---- The processing step as an interface: item in, result or classified error out ----
+ *
+ * A processor makes `nstages` chat-completion calls per item. The request of stage s (1-based) is
+ * built from the item and the result of stage s-1; the content of each answer is validated into the
+ * stage's result, a compact JSON text. A bad answer is FC_EPARSE with a reason (a retryable
+ * failure); HTTP errors are classified by fc_pipeline_classify. The worker knows nothing else of
+ * what it computes: it schedules the calls under the limiter and breaker, caches each stage's
+ * accepted answer content (a cache hit goes through `answer` again), and publishes `result` for an
+ * item that got through every stage. */
+
+#define FC_STAGES_MAX 4
+
+typedef struct fc_processor {
+    const char *name;
+    int nstages;         /* 1..FC_STAGES_MAX */
+    const void *self;    /* passed to every function below */
+    /* request returns stage's request body for it (caller frees), prev being the result of the
+     * stage before (NULL for stage 1), and hands the user content, which the cache key hashes, to
+     * *user (caller frees; may be NULL). NULL when out of memory or prev is unusable. */
+    char *(*request)(const void *self, int stage, const fc_item *it, const char *prev, char **user);
+    /* cache_key writes the 64-hex-digit cache key of stage's request for that user content. */
+    void (*cache_key)(const void *self, int stage, const char *user, char key[FC_SHA256_HEX_LEN + 1]);
+    /* answer validates the content of stage's answer into its result (caller frees): 0, FC_EPARSE
+     * with the reason in why, or FC_ENOMEM. */
+    int (*answer)(const void *self, int stage, const char *content, size_t len, char **result, char *why,
+                  size_t whylen);
+    /* result appends the item's result to the JSON object being written for it in the results
+     * message, as members (",\"name\":value..."), from every stage's result; 0 or FC_ENOMEM. */
+    int (*result)(const void *self, char *const *results, fc_buf *out);
+} fc_processor;
+
+/* fc_flashcard_processor returns the two-stage flashcard processor over c (kept by pointer; prepare
+ * it first). Stage 1's result is the analysis object, stage 2's the array of cards; the item's
+ * result members are "analysis" and "cards". */
+fc_processor fc_flashcard_processor(const fc_pipeline_conf *c);
 
 #endif

@@ -14,9 +14,8 @@
 
 static void batch_free(batch *b) {
     for (size_t i = 0; b->jobs && i < b->msg.nitems; i++) {
-        free(b->jobs[i].stage1);
         free(b->jobs[i].request);
-        fc_cards_free(b->jobs[i].cards, b->jobs[i].ncards);
+        for (int s = 0; s < FC_STAGES_MAX; s++) free(b->jobs[i].results[s]);
     }
     free(b->jobs);
     free(b->raw);
@@ -116,29 +115,13 @@ void batch_job_done(worker *w, job *j, int outcome) {
 
 /* ---- outcome messages ---------------------------------------------------------- */
 
-static int append_cards(fc_buf *o, const job *j) {
-    static const char *names[FC_CARD_NFIELDS] = {"position", "term",  "term_number", "tab_name",       "primer",
-                                                 "front",    "back",  "tags",        "honorific_level"};
-    int rc = fc_buf_puts(o, "[");
-    for (size_t c = 0; rc == FC_OK && c < j->ncards; c++) {
-        rc = fc_buf_puts(o, c ? ",{" : "{");
-        for (int f = 0; rc == FC_OK && f < FC_CARD_NFIELDS; f++) {
-            rc = fc_buf_printf(o, "%s\"%s\":", f ? "," : "", names[f]);
-            if (rc == FC_OK) rc = fc_json_str(o, j->cards[c].f[f] ? j->cards[c].f[f] : "");
-        }
-        if (rc == FC_OK) rc = fc_buf_puts(o, "}");
-    }
-    return rc == FC_OK ? fc_buf_puts(o, "]") : rc;
-}
-
-/* append_result appends one succeeded item: the item, its analysis, cards and usage. */
-static int append_result(fc_buf *o, const job *j) {
+/* append_result appends one succeeded item: the item, the processor's result and the usage. */
+static int append_result(worker *w, fc_buf *o, const job *j) {
     fc_buf item = {0};
     int rc = fc_message_item(&item, j->item, NULL);
     if (rc == FC_OK) rc = fc_buf_append(o, item.data, item.len - 1); /* reopen the object */
     fc_buf_free(&item);
-    if (rc == FC_OK) rc = fc_buf_printf(o, ",\"analysis\":%s,\"cards\":", j->stage1);
-    if (rc == FC_OK) rc = append_cards(o, j);
+    if (rc == FC_OK) rc = w->proc.result(w->proc.self, j->results, o);
     if (rc == FC_OK)
         rc = fc_buf_printf(o, ",\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"calls\":%d,"
                               "\"cache_hits\":%d}}",
@@ -175,7 +158,7 @@ static size_t build(worker *w, batch *b, int outcome, const fc_batch_hdr *h, fc_
         const job *j = &b->jobs[i];
         if (j->outcome != outcome) continue;
         if (n++) fc_buf_puts(o, ",");
-        if (outcome == OUT_OK) append_result(o, j);
+        if (outcome == OUT_OK) append_result(w, o, j);
         else if (outcome == OUT_DEAD) append_failed(o, j, b->msg.hdr.attempt);
         else fc_message_item(o, j->item, j->error[0] ? j->error : b->msg.last_error[i]);
     }

@@ -16,12 +16,12 @@ static void cache_key(const worker *w, int stage, const char *hash, char *out) {
     snprintf(out, KEY_MAX, "%s:cache:s%d:%s", w->cfg->queue_prefix, stage, hash);
 }
 
-/* serve parses a cached answer into the job's current stage; 1 on success. */
+/* serve validates a cached answer into the job's current stage's result; 1 on success. */
 static int serve(worker *w, job *j, const char *v, size_t len) {
-    char why[256];
-    int rc = j->stage == 1 ? fc_pipeline_stage1_parse(v, len, &j->stage1, why, sizeof(why))
-                           : fc_pipeline_stage2_parse(v, len, &j->cards, &j->ncards, why, sizeof(why));
-    if (rc != FC_OK) return 0;
+    char why[256], *result = NULL;
+    if (w->proc.answer(w->proc.self, j->stage, v, len, &result, why, sizeof(why)) != FC_OK) return 0;
+    free(j->results[j->stage - 1]);
+    j->results[j->stage - 1] = result;
     free(j->request);
     j->request = NULL;
     j->cache_hits++;
@@ -68,25 +68,33 @@ static size_t lookup_stage(worker *w, job **v, size_t n) {
 }
 
 void cache_lookup_batch(worker *w, batch *b) {
-    size_t n = b->msg.nitems, hits1 = 0, hits2 = 0;
+    size_t n = b->msg.nitems, hits[FC_STAGES_MAX] = {0};
     job **v = calloc(n, sizeof(*v));
     if (v && w->cfg->cache_ttl_ms > 0) {
         size_t m = 0;
         for (size_t i = 0; i < n; i++)
             if (calls_prepare(w, &b->jobs[i]) == FC_OK) v[m++] = &b->jobs[i];
-        hits1 = lookup_stage(w, v, m);
-        /* Stage 2 is looked up only after a stage-1 hit: a fresh analysis has no cached cards. */
-        for (size_t i = 0; i < hits1; i++) {
-            v[i]->stage = 2;
-            calls_prepare(w, v[i]);
+        /* A stage is looked up only after a hit of the stage before: its request is made from that result. */
+        for (int s = 0; s < w->proc.nstages && m > 0; s++) {
+            m = hits[s] = lookup_stage(w, v, m);
+            if (s + 1 == w->proc.nstages) break;
+            size_t k = 0; /* the hits move on; one whose next request cannot be made now is made when it runs */
+            for (size_t i = 0; i < m; i++) {
+                v[i]->stage++;
+                if (calls_prepare(w, v[i]) == FC_OK) {
+                    job *t = v[k];
+                    v[k++] = v[i];
+                    v[i] = t;
+                }
+            }
+            m = k;
         }
-        hits2 = lookup_stage(w, v, hits1);
-        for (size_t i = 0; i < hits2; i++) batch_job_done(w, v[i], OUT_OK);
+        for (size_t i = 0; i < hits[w->proc.nstages - 1]; i++) batch_job_done(w, v[i], OUT_OK);
     }
     for (size_t i = 0; i < n; i++)
         if (b->jobs[i].state != JOB_DONE) calls_enqueue(w, &b->jobs[i], 0);
-    if (hits1) fc_debug("batch %s-%ld: %zu analyses and %zu card sets from the cache", b->msg.hdr.job_id,
-                        b->msg.hdr.batch, hits1, hits2);
+    if (hits[0]) fc_debug("batch %s-%ld: %zu of %zu items' first stage from the cache, %zu all stages", b->msg.hdr.job_id,
+                          b->msg.hdr.batch, hits[0], n, hits[w->proc.nstages - 1]);
     free(v);
 }
 

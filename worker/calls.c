@@ -57,13 +57,13 @@ static void learn_completion(worker *w, int stage, long tokens) {
 int calls_prepare(worker *w, job *j) {
     if (j->request) return FC_OK;
     char *user = NULL;
-    j->request = j->stage == 1 ? fc_pipeline_stage1_body(&w->pipe, j->item, &user)
-                               : fc_pipeline_stage2_body(&w->pipe, j->item, j->stage1, &user);
+    const char *prev = j->stage > 1 ? j->results[j->stage - 2] : NULL;
+    j->request = w->proc.request(w->proc.self, j->stage, j->item, prev, &user);
     if (!j->request) {
         free(user);
         return FC_ENOMEM;
     }
-    if (w->cfg->cache_ttl_ms > 0) fc_pipeline_stage_cache_key(&w->pipe, j->stage, user, j->cache_key);
+    if (w->cfg->cache_ttl_ms > 0) w->proc.cache_key(w->proc.self, j->stage, user ? user : "", j->cache_key);
     size_t len = strlen(j->request);
     j->est_tokens = fc_pipeline_estimate_tokens(len, 0) + expected_completion(w, j->stage);
     free(user);
@@ -196,14 +196,12 @@ static int finish_stage(worker *w, job *j, const fc_http_done *d) {
         /* Charge what the estimate missed. An over-estimate is not refunded: calls reserved
          * meanwhile still hold their slots, so a refund would let a burst overlap them. */
         if (ptok + ctok > j->est_tokens) fc_limiter_correct(w->limiter, ptok + ctok - j->est_tokens);
-        if (j->stage == 1) {
-            free(j->stage1);
-            j->stage1 = NULL;
-            rc = fc_pipeline_stage1_parse(content, strlen(content), &j->stage1, why, sizeof(why));
-            if (rc == FC_OK) cache_store(w, 1, j->cache_key, j->stage1);
-        } else {
-            rc = fc_pipeline_stage2_parse(content, strlen(content), &j->cards, &j->ncards, why, sizeof(why));
-            if (rc == FC_OK) cache_store(w, 2, j->cache_key, content);
+        char *result = NULL;
+        rc = w->proc.answer(w->proc.self, j->stage, content, strlen(content), &result, why, sizeof(why));
+        if (rc == FC_OK) {
+            free(j->results[j->stage - 1]);
+            j->results[j->stage - 1] = result;
+            cache_store(w, j->stage, j->cache_key, content); /* a hit goes through answer again */
         }
     }
     free(content);
@@ -215,8 +213,8 @@ static int finish_stage(worker *w, job *j, const fc_http_done *d) {
 static void advance(worker *w, job *j) {
     free(j->request);
     j->request = NULL;
-    if (j->stage == 1) {
-        j->stage = 2;
+    if (j->stage < w->proc.nstages) {
+        j->stage++;
         calls_enqueue(w, j, 1);
     } else {
         batch_job_done(w, j, OUT_OK);

@@ -50,7 +50,9 @@ static int load_pipeline(worker *w, char *err, size_t errlen) {
     if (fc_pipeline_load_prompt(path, &w->pipe.stage1_prompt, err, errlen) != FC_OK) return FC_EINVAL;
     snprintf(path, sizeof(path), "%s/stage2_system.txt", dir);
     if (fc_pipeline_load_prompt(path, &w->pipe.stage2_prompt, err, errlen) != FC_OK) return FC_EINVAL;
-    return fc_pipeline_conf_prepare(&w->pipe);
+    if (fc_pipeline_conf_prepare(&w->pipe) != FC_OK) return FC_ENOMEM;
+    w->proc = fc_flashcard_processor(&w->pipe);
+    return FC_OK;
 }
 
 static int make_limiter(worker *w, char *err, size_t errlen) {

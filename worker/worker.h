@@ -22,16 +22,14 @@ enum job_outcome { OUT_NONE, OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED };
 
 struct batch;
 
-/* One item's progress through the two API stages. */
+/* One item's progress through the processor's API stages. */
 typedef struct job {
     struct batch *b;
     fc_item *item;              /* borrowed from b->msg */
-    int stage;                  /* 1 = analysis, 2 = cards */
+    int stage;                  /* 1..w->proc.nstages (flashcards: 1 = analysis, 2 = cards) */
     int state;                  /* enum job_state */
     int outcome;                /* enum job_outcome, set when state == JOB_DONE */
-    char *stage1;               /* validated analysis JSON, owned */
-    fc_card *cards;
-    size_t ncards;
+    char *results[FC_STAGES_MAX]; /* each finished stage's result (compact JSON), owned */
     char *request;              /* body of the next call, owned */
     char cache_key[65];         /* key of the stage being worked on */
     long est_tokens;
@@ -86,6 +84,7 @@ typedef struct worker {
     fc_limiter *limiter;
     fc_breaker *breaker;
     fc_pipeline_conf pipe;
+    fc_processor proc;          /* the processing step; the flashcard pipeline over pipe */
     metrics *m;
     char name[128];             /* host:pid, in headers and logs */
     char url[512];              /* $API_BASE_URL/chat/completions */
@@ -109,7 +108,7 @@ typedef struct worker {
     int64_t amqp_polled_ms;     /* last read of the AMQP socket */
     int64_t depth_polled_ms;    /* last sample of the work queue's depth */
     int sigfd;                  /* read end of the signal pipe */
-    token_mean completion[2];
+    token_mean completion[FC_STAGES_MAX];
     cache_write *cache_out;
     size_t ncache_out, cache_cap;
     fc_buf scratch;

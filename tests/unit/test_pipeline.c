@@ -574,6 +574,64 @@ static void test_prepared_identical(void **state) {
     free(fast.body_prefix[0]), free(fast.body_prefix[1]), free(fast.body_suffix);
 }
 
+/* The flashcard pipeline through the processor interface the worker uses: two stages, each
+ * request made from the previous result, answers validated into JSON results, and the item's
+ * result members made from both. */
+static void test_processor_flashcards(void **state) {
+    fc_pipeline_conf c = {0};
+    c.stage1_model = c.stage2_model = (char *)"m";
+    c.stage1_prompt = (char *)"analyse";
+    c.stage2_prompt = (char *)"cards";
+    c.max_tokens = 100;
+    assert_int_equal(fc_pipeline_conf_prepare(&c), FC_OK);
+    fc_processor p = fc_flashcard_processor(&c);
+    assert_int_equal(p.nstages, 2);
+    fc_item it = {.position = 1, .term = (char *)"안녕하세요", .type = (char *)"interjection"};
+    char *user = NULL, *body = p.request(p.self, 1, &it, NULL, &user), key1[65], key2[65];
+    assert_non_null(body);
+    assert_non_null(strstr(body, "안녕하세요"));
+    p.cache_key(p.self, 1, user, key1);
+    assert_int_equal(strlen(key1), 64);
+    free(body), free(user);
+
+    char *results[FC_STAGES_MAX] = {0}, why[256] = "";
+    const char *a1 = "```json\n" S1_GOOD "\n```";
+    assert_int_equal(p.answer(p.self, 1, a1, strlen(a1), &results[0], why, sizeof(why)), FC_OK);
+    assert_string_equal(results[0], S1_GOOD);
+    assert_int_equal(p.answer(p.self, 1, "{}", 2, &results[1], why, sizeof(why)), FC_EPARSE);
+    assert_null(results[1]);
+    assert_true(strstr(why, "lacks field") != NULL);
+
+    body = p.request(p.self, 2, &it, results[0], &user);
+    assert_non_null(body);
+    assert_non_null(strstr(body, "primary_meaning")); /* stage 2 is made from stage 1's result */
+    p.cache_key(p.self, 2, user, key2);
+    assert_string_not_equal(key1, key2);
+    free(body), free(user);
+    assert_null(p.request(p.self, 2, &it, NULL, &user));
+
+    const char *a2 = FC_CARD_HEADER "\n1\t안녕하세요\t1\tScene\tp\tfront \"q\"\tback\ttag\tpolite\n";
+    assert_int_equal(p.answer(p.self, 2, a2, strlen(a2), &results[1], why, sizeof(why)), FC_OK);
+    assert_int_equal(p.answer(p.self, 2, "nothing", 7, &results[2], why, sizeof(why)), FC_EPARSE);
+    fc_buf out = {0};
+    assert_int_equal(fc_buf_puts(&out, "{\"position\":1"), FC_OK);
+    assert_int_equal(p.result(p.self, results, &out), FC_OK);
+    assert_int_equal(fc_buf_puts(&out, "}"), FC_OK);
+    json_object *o = json_tokener_parse(out.data), *v;
+    assert_non_null(o);
+    assert_true(json_object_object_get_ex(o, "analysis", &v));
+    assert_string_equal(json_object_get_string(json_object_object_get(v, "primary_meaning")), "hello");
+    assert_true(json_object_object_get_ex(o, "cards", &v));
+    assert_int_equal(json_object_array_length(v), 1);
+    json_object *card = json_object_array_get_idx(v, 0);
+    assert_string_equal(json_object_get_string(json_object_object_get(card, "front")), "front \"q\"");
+    assert_string_equal(json_object_get_string(json_object_object_get(card, "honorific_level")), "polite");
+    json_object_put(o);
+    fc_buf_free(&out);
+    free(results[0]), free(results[1]);
+    free(c.body_prefix[0]), free(c.body_prefix[1]), free(c.body_suffix);
+}
+
 /* The stage-2 user content is built by hand from the stage-1 text; it must be exactly what json-c prints
  * for the same object, whatever bytes the term holds. */
 static void test_stage2_user_matches_json_c(void **state) {
@@ -643,6 +701,7 @@ int main(void) {
         cmocka_unit_test(test_default_prompts_load),
         cmocka_unit_test(test_prepared_identical),
         cmocka_unit_test(test_stage2_user_matches_json_c),
+        cmocka_unit_test(test_processor_flashcards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
