@@ -90,6 +90,8 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     gethostname(host, sizeof(host) - 1);
     snprintf(w->name, sizeof(w->name), "%s:%d", host, (int)getpid());
     snprintf(w->url, sizeof(w->url), "%s/chat/completions", cfg->api_base_url);
+    if (!cfg->api_key || !*cfg->api_key)
+        fc_warn("no API key (API_KEY or API_KEY_FILE): requests go without one, which most APIs answer with 401");
     fc_topology_name(w->queue, cfg->queue_prefix, "batches");
     w->amqp = fc_amqp_new(cfg->amqp_url, (int)(cfg->heartbeat_ms / 1000), w->name);
     w->redis = fc_redis_new(cfg->redis_url, 2000, err, sizeof(err));
