@@ -30,6 +30,9 @@ typedef struct transfer {
 struct fc_http {
     CURLM *multi;
     int epfd;                     /* the sockets curl asked us to watch */
+    int dispatching;              /* inside the loop handing epoll events to curl */
+    int nremoved;                 /* sockets curl let go of during that loop, */
+    curl_socket_t removed[16];    /* whose events left in the batch are stale */
     char *proxy_http, *proxy_https, *no_proxy; /* from the environment, read once */
     struct curl_slist *headers;
     char *user_agent;
@@ -47,6 +50,10 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     (void)socketp;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL); /* fails harmlessly if already closed */
+        if (h->dispatching && h->nremoved < (int)(sizeof(h->removed) / sizeof(h->removed[0])))
+            h->removed[h->nremoved++] = s;
+        else if (h->dispatching)
+            h->nremoved = -1; /* too many to track: drop the rest of the batch (epoll reports again) */
         return 0;
     }
     struct epoll_event ev = {0};
@@ -231,6 +238,12 @@ static int run_timeout(fc_http *h) {
     return curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &still) == CURLM_OK ? FC_OK : FC_EIO;
 }
 
+static int was_removed(const fc_http *h, int fd) {
+    for (int i = 0; i < h->nremoved; i++)
+        if (h->removed[i] == fd) return 1;
+    return 0;
+}
+
 int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
     struct pollfd p[9];
     if (nfds > 8) return FC_EINVAL;
@@ -243,13 +256,18 @@ int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
     for (int i = 0; i < nfds; i++) fds[i].readable = (p[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
     if (p[0].revents & POLLIN) {
         struct epoll_event ev[64];
-        int n = epoll_wait(h->epfd, ev, 64, 0), still;
-        for (int i = 0; i < n; i++) {
+        int n = epoll_wait(h->epfd, ev, 64, 0), still, rc = FC_OK;
+        h->dispatching = 1;
+        h->nremoved = 0;
+        for (int i = 0; i < n && rc == FC_OK && h->nremoved >= 0; i++) {
+            if (was_removed(h, ev[i].data.fd)) continue; /* closed meanwhile; the number may be reused */
             int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                        (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                        (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-            if (curl_multi_socket_action(h->multi, ev[i].data.fd, mask, &still) != CURLM_OK) return FC_EIO;
+            if (curl_multi_socket_action(h->multi, ev[i].data.fd, mask, &still) != CURLM_OK) rc = FC_EIO;
         }
+        h->dispatching = 0;
+        if (rc != FC_OK) return rc;
     }
     return run_timeout(h);
 }

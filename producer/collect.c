@@ -3,7 +3,7 @@
  * results come from the job's results queue, deduplicated by position and appended to a spool,
  * then written out ordered by position.
  *
- * With --output the spool is OUTPUT.part: results are acked once the spool is on disk, so the
+ * With --output the spool is OUTPUT.<job>.part: results are acked once the spool is on disk, so the
  * broker never holds them unacked for long (RabbitMQ closes a channel that keeps a delivery
  * unacked past consumer_timeout, 30 minutes by default), and a run cut short (--timeout, lost
  * broker, crash) leaves them there for the next --resume --wait. The spool is removed once the
@@ -25,7 +25,8 @@
 #define REDIS_OUTAGE_S 60.0 /* longest Redis outage --wait sits out */
 #define PROGRESS_LOG_S 5.0
 #define RECONNECT_RESET_S 300.0 /* connected this long, lost connections are forgiven */
-#define DRAINED_CHECKS 5       /* checks that find the results queue empty before results are called lost */
+#define DRAINED_CHECKS 5       /* checks that find the results queue empty before results are called lost, */
+#define DRAINED_QUIET_S 3.0    /* with no delivery for this long */
 
 typedef struct spooled {
     long long position;
@@ -35,8 +36,9 @@ typedef struct spooled {
 typedef struct collector {
     producer *p;
     FILE *spool;
-    char *spool_path;      /* OUTPUT.part, or NULL for an anonymous temp file */
+    char *spool_path;      /* OUTPUT.<job>.part, or NULL for an anonymous temp file */
     int unsynced;          /* results spooled since the last ack */
+    double last_delivery;  /* mono_s() of the last results message */
     spooled *v;
     size_t n, cap;
     unsigned char *seen;   /* bitmap by position */
@@ -108,15 +110,16 @@ static int spool_load(collector *c) {
     return FC_OK;
 }
 
-/* spool_open opens OUTPUT.part (continuing it on --resume) or, without --output, a temp file. */
+/* spool_open opens OUTPUT.<job>.part (continuing it on --resume; the job id keeps another job's
+ * spool out) or, without --output, a temp file. */
 static int spool_open(collector *c, const producer *p) {
     if (!p->cfg->output) {
         c->spool = tmpfile();
         return c->spool ? FC_OK : FC_EIO;
     }
-    size_t n = strlen(p->cfg->output) + 6;
+    size_t n = strlen(p->cfg->output) + strlen(p->st.job_id) + 7;
     if (!(c->spool_path = malloc(n))) return FC_ENOMEM;
-    snprintf(c->spool_path, n, "%s.part", p->cfg->output);
+    snprintf(c->spool_path, n, "%s.%s.part", p->cfg->output, p->st.job_id);
     c->spool = p->cfg->resume ? fopen(c->spool_path, "r+") : NULL;
     if (c->spool) return spool_load(c);
     c->spool = fopen(c->spool_path, "w+");
@@ -126,7 +129,8 @@ static int spool_open(collector *c, const producer *p) {
 /* spool_sync makes the spooled results durable, then acks their messages. */
 static int spool_sync(collector *c) {
     if (!c->unsynced) return FC_OK;
-    if (fflush(c->spool) != 0 || (c->spool_path && fsync(fileno(c->spool)) != 0)) return FC_EIO;
+    /* ferror too: a failed implicit flush drops the buffer, and the next fflush may then succeed */
+    if (fflush(c->spool) != 0 || ferror(c->spool) || (c->spool_path && fsync(fileno(c->spool)) != 0)) return FC_EIO;
     c->unsynced = 0;
     return fc_amqp_ack_upto(c->p->amqp, c->last_tag);
 }
@@ -135,6 +139,7 @@ static void on_result(void *ud, const fc_delivery *d) {
     collector *c = ud;
     c->last_tag = d->tag;
     c->unsynced = 1; /* acked after the next sync, duplicates and unreadable messages too */
+    c->last_delivery = mono_s();
     json_tokener *tok = json_tokener_new();
     json_object *root = json_tokener_parse_ex(tok, d->body, (int)d->len);
     json_object *items;
@@ -248,7 +253,9 @@ static int write_output(collector *c, const char *path) {
         json_object_put(item);
     }
     free(line);
-    int rc = fclose(out) == 0 ? FC_OK : FC_EIO;
+    /* on disk before the spool and the results queue go */
+    int rc = fflush(out) == 0 && !ferror(out) && fsync(fileno(out)) == 0 ? FC_OK : FC_EIO;
+    if (fclose(out) != 0) rc = FC_EIO;
     if (rc == FC_OK) fprintf(stderr, "flashcard-producer: wrote %zu items to %s\n", c->n, path);
     return rc;
 }
@@ -261,11 +268,17 @@ static int consume_results(producer *p, collector *c) {
     return fc_amqp_consume(p->amqp, queue, 0);
 }
 
-/* results_drained says whether the results queue has been found empty DRAINED_CHECKS times in a
- * row while results are still missing: an earlier run acked them and its spool is gone. */
-static int results_drained(producer *p, int *checks) {
+/* results_drained says whether results are still missing although the results queue has been
+ * found empty DRAINED_CHECKS times in a row and nothing came for DRAINED_QUIET_S: an earlier run
+ * acked them and its spool is gone. (Ready messages exclude those already pushed to this
+ * consumer, hence the quiet time.) */
+static int results_drained(producer *p, const collector *c, int *checks) {
     char queue[FC_NAME_MAX];
     long ready = -1;
+    if (mono_s() - c->last_delivery < DRAINED_QUIET_S) {
+        *checks = 0;
+        return 0;
+    }
     fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
     if (fc_amqp_queue_depth(p->amqp, queue, &ready, NULL) != FC_OK || ready != 0) *checks = 0;
     else ++*checks;
@@ -288,6 +301,7 @@ int producer_wait(producer *p) {
         return EXIT_INFRA;
     }
     fc_amqp_handler h = {on_result, NULL, NULL, &c};
+    c.last_delivery = mono_s();
     double deadline = p->cfg->wait_timeout_ms ? mono_s() + p->cfg->wait_timeout_ms / 1000.0 : 0;
     long done = 0, failed = 0;
     int rc = EXIT_DONE, reconnects = 0, drained = 0, lost_results = 0;
@@ -329,7 +343,7 @@ int producer_wait(producer *p) {
         failed = f;
         progress(p, &c, done, failed, 0);
         if (done >= p->st.items_total && (long)c.n >= done - failed) break;
-        if (done >= p->st.items_total && results_drained(p, &drained)) {
+        if (done >= p->st.items_total && results_drained(p, &c, &drained)) {
             lost_results = (int)(done - failed - (long)c.n);
             rc = EXIT_INCOMPLETE;
             break;
@@ -352,14 +366,14 @@ int producer_wait(producer *p) {
     int written = !p->cfg->output || write_output(&c, p->cfg->output) == FC_OK;
     if (!written) rc = EXIT_INCOMPLETE;
     if (rc == EXIT_DONE && failed > 0) rc = EXIT_INCOMPLETE;
-    if (complete && fc_amqp_ok(p->amqp)) {
+    if (complete && written && fc_amqp_ok(p->amqp)) {
         char queue[FC_NAME_MAX];
         fc_topology_results_queue(queue, p->cfg->queue_prefix, p->st.job_id);
         fc_amqp_delete_queue(p->amqp, queue);
     }
     fclose(c.spool);
     if (c.spool_path && complete && written) unlink(c.spool_path);
-    if (!complete && !lost_results) {
+    if ((!complete || !written) && !lost_results) {
         fprintf(stderr, "flashcard-producer: to go on waiting, run again with --job-id %s --resume --wait", p->st.job_id);
         if (c.spool_path) fprintf(stderr, " --output %s (%zu results collected so far are in %s)", p->cfg->output, c.n,
                                   c.spool_path);

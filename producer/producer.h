@@ -30,6 +30,7 @@ typedef struct job_stats {
     long succeeded, failed;
     long api_calls, prompt_tokens, completion_tokens, cache_hits;
     double elapsed_s;
+    int published;           /* the whole dataset was read and the job record marked published */
     int timed_out;
 } job_stats;
 

@@ -248,10 +248,14 @@ static int auto_batch_size(const fc_config *cfg) {
 static int load_job(pub *u) {
     producer *p = u->p;
     fc_reply r;
-    int rc = fc_redis_cmd(p->redis, &r, "HGET %s batch_size", p->key_meta);
+    /* A resumed run must cut the same batches: it takes the size limits from the record. */
+    int rc = fc_redis_cmd(p->redis, &r, "HMGET %s batch_size batch_max_bytes", p->key_meta);
     if (rc != FC_OK) return rc;
-    if (r.type == FC_REPLY_STR && p->cfg->resume) u->b.max_items = atol(r.str);
-    else if (r.type == FC_REPLY_STR && !p->cfg->resume) {
+    int exists = r.type == FC_REPLY_ARRAY && r.nelem == 2 && r.elem[0].type == FC_REPLY_STR;
+    if (exists && p->cfg->resume) {
+        u->b.max_items = atol(r.elem[0].str);
+        if (r.elem[1].type == FC_REPLY_STR) u->b.max_bytes = atol(r.elem[1].str);
+    } else if (exists && !p->cfg->resume) {
         fc_reply_free(&r);
         fprintf(stderr, "flashcard-producer: job '%s' exists already: use --resume to continue it, or another --job-id\n",
                 p->st.job_id);
@@ -264,7 +268,8 @@ static int load_job(pub *u) {
         r.str = NULL;
     }
     fc_reply_free(&r);
-    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld", p->key_meta, u->b.max_items);
+    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld", p->key_meta, u->b.max_items,
+                        u->b.max_bytes);
 }
 
 /* finish_job marks the job published in its record. items_total counts the whole job: this run's publishes
@@ -278,6 +283,7 @@ static int finish_job(pub *u) {
                           p->st.items_total, p->st.batches_total);
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_meta);
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_confirmed);
+    if (rc == FC_OK) p->st.published = 1;
     return rc == FC_OK ? FC_OK : FC_EREDIS;
 }
 

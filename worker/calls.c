@@ -129,9 +129,11 @@ void calls_schedule(worker *w) {
     int64_t now = now_ms();
     while (w->runq && w->inflight < w->cfg->worker_count && may_call(w, now)) {
         job *j = runq_pop(w);
-        if (calls_prepare(w, j) != FC_OK) {
-            calls_enqueue(w, j, 1);
-            return;
+        if (calls_prepare(w, j) != FC_OK) { /* out of memory, or the processor cannot build it */
+            snprintf(j->error, sizeof(j->error), "cannot build the stage %d request", j->stage);
+            j->err_class = FC_CLASS_RETRY;
+            batch_job_done(w, j, OUT_RETRY);
+            continue;
         }
         long wait = 0;
         int rc = fc_limiter_acquire(w->limiter, j->est_tokens, &wait);

@@ -60,6 +60,11 @@ grep -q "line 3: invalid UTF-8" "$TMP/strict.err" || fail "--strict does not nam
 take_all batches "$TMP/strict.jsonl"
 [ ! -s "$TMP/strict.jsonl" ] || fail "--strict published $(wc -l <"$TMP/strict.jsonl") messages"
 ! job_recorded "strict-$$" || fail "--strict recorded a job"
+# With --wait it does not wait for a job it did not publish (nor write an output for it).
+run_producer strict-wait "$DATA" --strict --wait --timeout 20s --output "$TMP/strict-wait.tsv" --job-id strict-wait-$$
+[ "$RC" = 1 ] || fail "--strict --wait: exit $RC, want 1"
+grep -q "not waiting: the job was not published in full" "$TMP/strict-wait.err" || fail "--strict --wait waited"
+[ ! -e "$TMP/strict-wait.tsv" ] || fail "--strict --wait wrote an output"
 # A clean file passes --strict.
 printf 'position,term,type\n1,가다,verb\n2,오다,verb\n' >"$TMP/clean.csv"
 run_producer strict-ok "$TMP/clean.csv" --strict --job-id strict-ok-$$
