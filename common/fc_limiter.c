@@ -28,6 +28,7 @@ enum { LIM_CALLS, LIM_TOKENS, LIM_N };
  *   'c' correct: KEYS[2] token key, ARGV[2] delta_us -> {0, tat - now}
  *   'p' pause:   ARGV[2] ms -> {0, deadline - now}
  *   'q' query:   -> {0, max(0, pause deadline - now)}
+ *   'u' usage:   KEYS[2] a limit key -> {0, tat - now} (how far ahead of now it is reserved)
  * A reserve also answers the pause left, as a third element, so callers can hold calls they
  * reserved before another process's 429. 
  * Values are written with %.0f (exact for integers below 2^53) and expire once idle:
@@ -48,6 +49,7 @@ static const char script[] =
     "  return {0, p - now}\n"
     "end\n"
     "if mode == 'q' then return {0, math.max(0, get(KEYS[1]) - now)} end\n"
+    "if mode == 'u' then return {0, get(KEYS[2]) - now} end\n"
     "if mode == 'c' then\n"
     "  local tat = math.max(math.max(get(KEYS[2]), now) + tonumber(ARGV[2]), now)\n"
     "  put(KEYS[2], tat)\n"
@@ -453,6 +455,17 @@ static void pause_query(fc_limiter *l) {
     const char *argv[] = {NULL, NULL, "1", l->key_pause, "q"};
     long long flag, value;
     if (redis_eval(l, 5, argv, &flag, &value) == FC_OK) l->fleet_pause = now + value;
+}
+
+int fc_limiter_usage(fc_limiter *l, double *usage) {
+    const fc_gcra *g = &l->fleet[LIM_CALLS];
+    *usage = 0;
+    if (g->interval_us <= 0) return FC_EINVAL;
+    const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_CALLS], "u"};
+    long long flag, ahead;
+    int rc = redis_eval(l, 6, argv, &flag, &ahead);
+    if (rc == FC_OK && ahead > 0) *usage = (double)ahead / (double)(g->tau_us + g->interval_us);
+    return rc;
 }
 
 int64_t fc_limiter_pause_left_us(fc_limiter *l, int refresh) {

@@ -153,6 +153,11 @@ int64_t fc_limiter_pause_left_us(fc_limiter *l, int refresh);
 /* fc_limiter_stats_get copies the counters. */
 void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out);
 
+/* fc_limiter_usage sets *usage to the share of the fleet's call bucket in use now, read from
+ * Redis: 0 when idle, 1 when the burst is spent and a new call waits, above 1 when calls are
+ * already reserved further ahead. Returns 0, FC_ECONN (Redis down) or FC_EINVAL (no call limit). */
+int fc_limiter_usage(fc_limiter *l, double *usage);
+
 void fc_limiter_free(fc_limiter *l);
 
 /* Test seam: the monotonic clock (us) used by the local fallback and reconnect backoff.

@@ -53,6 +53,15 @@ static void render(const metrics *m, fc_buf *b) {
     fc_buf_printf(b, "# HELP flashcard_tasks_per_second Items settled per second since start.\n"
                      "# TYPE flashcard_tasks_per_second gauge\nflashcard_tasks_per_second %.3f\n",
                   up_s > 0 ? (double)(atomic_load(&m->items_ok) + atomic_load(&m->items_dead)) / up_s : 0.0);
+    long usage = atomic_load(&m->rate_usage_milli);
+    if (usage >= 0) {
+        fc_buf_printf(b, "# HELP flashcard_rate_limit_usage Share of the fleet's call bucket in use (1: new calls wait; "
+                         "sampled every second).\n# TYPE flashcard_rate_limit_usage gauge\nflashcard_rate_limit_usage %.3f\n",
+                      (double)usage / 1000.0);
+        fc_buf_printf(b, "# HELP flashcard_rate_limit_per_second The fleet's API call limit.\n"
+                         "# TYPE flashcard_rate_limit_per_second gauge\nflashcard_rate_limit_per_second %.3f\n",
+                      (double)atomic_load(&m->rate_limit_milli) / 1000.0);
+    }
     fc_buf_printf(b, "# HELP flashcard_worker_utilization Mean share of call slots busy since start.\n"
                      "# TYPE flashcard_worker_utilization gauge\nflashcard_worker_utilization %.4f\n",
                   up_s > 0 && cap ? (double)atomic_load(&m->busy_ms) / (up_s * 1000.0 * (double)cap) : 0.0);

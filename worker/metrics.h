@@ -13,6 +13,8 @@ typedef struct metrics {
     atomic_long busy_ms;                          /* sum over time of calls in flight (ms) */
     atomic_long inflight, capacity, held_batches;
     atomic_long queue_depth;                      /* ready messages in the work queue, last seen */
+    atomic_long rate_usage_milli;                 /* fc_limiter_usage x 1000, last seen; -1 = no call limit */
+    atomic_long rate_limit_milli;                 /* the fleet's call limit per second x 1000; 0 = none */
     atomic_long breaker_state, breaker_opens;
     atomic_int ready;                             /* 1 when consuming and able to call the API */
     atomic_int alive;

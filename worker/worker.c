@@ -17,6 +17,7 @@
 #define BACKOFF_MAX_MS 30000
 #define BREAKER_SYNC_MS 1000
 #define DEPTH_POLL_MS 5000
+#define USAGE_POLL_MS 1000
 
 int64_t now_ms(void) {
     struct timespec ts;
@@ -77,6 +78,8 @@ static int make_limiter(worker *w, char *err, size_t errlen) {
     lc.fallback = strcmp(w->cfg->rate_limit_fallback, "local") == 0 ? FC_LIMITER_LOCAL : FC_LIMITER_PAUSE;
     lc.fleet_size = w->cfg->fleet_size;
     w->limiter = fc_limiter_new(w->redis, &lc);
+    atomic_store(&w->m->rate_limit_milli, (long)(lc.calls.per_sec * 1000.0 + 0.5));
+    atomic_store(&w->m->rate_usage_milli, lc.calls.per_sec > 0 ? 0 : -1);
     if (!w->limiter) snprintf(err, errlen, "cannot create the rate limiter");
     return w->limiter ? FC_OK : FC_EINVAL;
 }
@@ -234,8 +237,19 @@ static void sync_breaker(worker *w, int64_t now) {
     fc_reply_free(&r);
 }
 
+/* poll_usage samples the fleet's rate-limit usage for the metrics (one Redis round trip). */
+static void poll_usage(worker *w, int64_t now) {
+    if (now - w->usage_polled_ms < USAGE_POLL_MS) return;
+    w->usage_polled_ms = now;
+    double u;
+    int rc = fc_limiter_usage(w->limiter, &u);
+    if (rc == FC_OK) atomic_store(&w->m->rate_usage_milli, (long)(u * 1000.0 + 0.5));
+    else if (rc == FC_EINVAL) atomic_store(&w->m->rate_usage_milli, -1);
+}
+
 /* poll_depth samples the work queue's ready messages for the metrics (a passive declare). */
 static void poll_depth(worker *w, int64_t now) {
+    poll_usage(w, now);
     if (!fc_amqp_ok(w->amqp) || now - w->depth_polled_ms < DEPTH_POLL_MS) return;
     w->depth_polled_ms = now;
     long ready;

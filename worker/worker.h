@@ -107,6 +107,7 @@ typedef struct worker {
     int64_t last_breaker_sync_ms;
     int64_t amqp_polled_ms;     /* last read of the AMQP socket */
     int64_t depth_polled_ms;    /* last sample of the work queue's depth */
+    int64_t usage_polled_ms;    /* last sample of the rate-limit usage */
     int sigfd;                  /* read end of the signal pipe */
     token_mean completion[FC_STAGES_MAX];
     cache_write *cache_out;

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Walking skeleton end to end: 500 items, 2 worker processes, the mock API: every item has
-# exactly one result and the queues end empty.
+# exactly one result, the queues end empty, and the workers' /metrics add up to what happened.
 . "$(dirname "$0")/lib.sh"
 
 make_csv 500 "$TMP/items.csv"
 start_mock --latency-ms 5
 export API_KEY=sk-e2e-secret WORKER_COUNT=8 RATE_LIMIT=0 BATCH_SIZE=50
-start_worker 1
-start_worker 2
+P1=$(free_port) P2=$(free_port)
+METRICS_PORT=$P1 start_worker 1
+METRICS_PORT=$P2 start_worker 2
 # Both must be consuming before the job starts, or one may do it all.
 for i in 1 2; do wait_until 15 grep -q consuming "$TMP/worker-$i.log" || fail "worker $i did not start"; done
 timeout 120 "$PRODUCER" "$TMP/items.csv" --job-id e2e-$$ --wait --timeout 90s --output "$TMP/out.tsv" \
@@ -23,4 +24,19 @@ assert_accounted 500 "$TMP/results.pos"
 for i in 1 2; do grep -q "consuming" "$TMP/worker-$i.log" || fail "worker $i never consumed"; done
 [ "$(cut -d' ' -f5 "$TMP/mock-requests.log" | sort -u | wc -l)" = 2 ] || fail "expected calls from 2 workers"
 ! grep -rq "sk-e2e-secret" "$TMP"/*.log || fail "the API key appeared in a log"
+# The metrics: counters summed over both workers match the job; gauges are in range.
+curl -fsS "http://127.0.0.1:$P1/metrics" >"$TMP/m1.txt" && curl -fsS "http://127.0.0.1:$P2/metrics" >"$TMP/m2.txt" ||
+    fail "no /metrics"
+metric() { awk -v n="flashcard_$1" '$1 == n {s += $2} END {print s + 0}' "$TMP/m1.txt" "$TMP/m2.txt"; }
+[ "$(metric items_succeeded_total)" = 500 ] || fail "metrics: items_succeeded_total $(metric items_succeeded_total)"
+[ "$(metric api_calls_total)" = 1000 ] || fail "metrics: api_calls_total $(metric api_calls_total)"
+[ "$(metric api_errors_total)" = 0 ] || fail "metrics: api_errors_total $(metric api_errors_total)"
+[ "$(metric batches_acked_total)" = 10 ] || fail "metrics: batches_acked_total $(metric batches_acked_total)"
+[ "$(metric ready)" = 2 ] || fail "metrics: ready $(metric ready)"
+[ "$(metric calls_capacity)" = 16 ] || fail "metrics: calls_capacity $(metric calls_capacity)"
+awk '$1 == "flashcard_worker_utilization" && !($2 > 0 && $2 <= 1) {bad = 1}
+     $1 == "flashcard_tasks_per_second" && !($2 > 0) {bad = 1} END {exit bad}' "$TMP/m1.txt" "$TMP/m2.txt" ||
+    fail "metrics: utilization or tasks/s out of range"
+grep -q "^flashcard_queue_ready_messages " "$TMP/m1.txt" || fail "metrics: no queue depth"
+! grep -q "^flashcard_rate_limit_usage" "$TMP/m1.txt" || fail "metrics: rate-limit usage without a limit"
 log "ok"

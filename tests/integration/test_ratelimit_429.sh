@@ -16,7 +16,9 @@ SLACK_MS=${FC_429_SLACK_MS:-150}
 make_csv "$N" "$TMP/items.csv"
 start_mock --latency-ms 20
 export API_KEY=sk-429 WORKER_COUNT=8 RATE_LIMIT=$((RATE * 60)) RETRY_DELAYS=200ms CACHE_TTL=0 BATCH_SIZE=5
-for i in 1 2; do start_worker "$i"; done
+MPORT=$(free_port)
+METRICS_PORT=$MPORT start_worker 1
+start_worker 2
 for i in 1 2; do wait_until 15 grep -q consuming "$TMP/worker-$i.log" || fail "worker $i did not start"; done
 
 timeout 120 "$PRODUCER" "$TMP/items.csv" --job-id "rl429-$$" --wait --timeout 100s --output "$TMP/out.tsv" \
@@ -25,6 +27,11 @@ PRODUCER_PID=$!
 PIDS+=("$PRODUCER_PID")
 logged() { [ -s "$TMP/mock-requests.log" ] && [ "$(wc -l <"$TMP/mock-requests.log")" -ge "$1" ]; }
 wait_until 30 logged 100 || fail "the run did not reach 100 calls"
+# The limit binds here (16 calls in flight against 50/s): the fleet's bucket reads as spent.
+curl -fsS "http://127.0.0.1:$MPORT/metrics" >"$TMP/metrics.txt" || fail "no /metrics"
+grep -q "^flashcard_rate_limit_per_second $RATE.000$" "$TMP/metrics.txt" || fail "metrics: no fleet limit of $RATE/s"
+awk '$1 == "flashcard_rate_limit_usage" {found = 1; if ($2 < 0.9) bad = 1} END {exit !found || bad}' \
+    "$TMP/metrics.txt" || fail "metrics: $(grep '^flashcard_rate_limit_usage' "$TMP/metrics.txt"), want >= 0.9"
 mock_control '{"once_429":true,"retry_after":2}'
 wait "$PRODUCER_PID" || fail "producer exit $?"
 L=$TMP/mock-requests.log
