@@ -81,11 +81,13 @@ SMALL_KB=$PEAK_KB
 purge
 
 measure file100 "$PRODUCER" "$TMP/bench.csv" --job-id bench-file100 --batch-size 100 --report "$TMP/file100.json"
-row "file, --batch-size 100" "$ROWS" "$(report_of file100)"
+b=$(report_of file100) # not inside row's arguments: report_of's exit must end the script
+row "file, --batch-size 100" "$ROWS" "$b"
 purge
 
 measure file10 "$PRODUCER" "$TMP/bench.csv" --job-id bench-file10 --batch-size 10 --report "$TMP/file10.json"
-row "file, --batch-size 10" "$ROWS" "$(report_of file10)"
+b=$(report_of file10)
+row "file, --batch-size 10" "$ROWS" "$b"
 purge
 
 measure stdin_auto "$PRODUCER" - --format csv --job-id bench-stdin --batch-size auto --report "$TMP/stdin_auto.json" \

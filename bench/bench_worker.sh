@@ -34,7 +34,7 @@ hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 scenario() {
     local name=$1 nw=$2 rl=$3 n=$4 pids=() i
     export RATE_LIMIT=$rl
-    rm -f "$TMP/mock.port" "$TMP/mock-requests.log"
+    rm -f "$TMP/mock-requests.log"
     start_mock --latency-ms 5
     for i in $(seq 1 "$nw"); do
         start_worker "$name-$i"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Counts calls in the mock API's request log ("<arrival_ms> <status> <stage> <position>
-# <user-agent> <latency_ms>", one line per chat request, written when it is answered, so
+# <user-agent> <held_ms> <held_us>", one line per chat request, written when it is answered, so
 # not in arrival order). Used by the rate-limit tests and bench/bench_worker.sh.
 #
 # Usage: bench/mocklog.sh COMMAND LOG [ARGS]   (times are arrival ms, windows [from, to))
@@ -8,7 +8,6 @@
 #   maxwin LOG WIN [FROM [TO]]     most calls in any window [t, t+WIN ms) with t an arrival,
 #                                  counting only arrivals in [FROM, TO); prints "count start_ms"
 #   count LOG FROM TO              calls arriving in [FROM, TO)
-#   rate LOG FROM TO               calls/s arriving in [FROM, TO): count / (TO - FROM)
 #   steadyrate LOG FROM TO         calls/s between the first and last arrival in [FROM, TO):
 #                                  (n - 1) / (last - first), free of edge quantisation
 #   shares LOG FROM TO             calls per user agent in [FROM, TO): "count user-agent" lines
@@ -37,9 +36,6 @@ maxwin)
     ;;
 count)
     awk -v f="${1:?from}" -v e="${2:?to}" '$1 >= f && $1 < e {c++} END {print c + 0}' "$log"
-    ;;
-rate)
-    awk -v f="${1:?from}" -v e="${2:?to}" '$1 >= f && $1 < e {c++} END {printf "%.2f\n", (e > f ? c * 1000 / (e - f) : 0)}' "$log"
     ;;
 steadyrate)
     arrivals | awk -v f="${1:?from}" -v e="${2:?to}" '$1 >= f && $1 < e {if (!n++) a = $1; b = $1}

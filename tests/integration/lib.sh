@@ -14,6 +14,8 @@ TEST_NAME=$(basename "$0" .sh)
 TMP=$(mktemp -d "/tmp/fc-$TEST_NAME.XXXXXX")
 PIDS=()
 export QUEUE_PREFIX="it-$TEST_NAME-$$"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo" # rabbitmqctl runs as root or rabbitmq only
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export LOG_LEVEL=${LOG_LEVEL:-info}
@@ -45,16 +47,23 @@ trap cleanup EXIT
 
 # start_mock ARGS...: starts the mock API; sets MOCK_PORT and exports API_BASE_URL.
 start_mock() {
+    rm -f "$TMP/mock.port"
     "$MOCK" --port-file "$TMP/mock.port" --log "$TMP/mock-requests.log" "$@" >"$TMP/mock.log" 2>&1 &
     MOCK_PID=$!
     PIDS+=("$MOCK_PID")
     for _ in $(seq 1 100); do [ -s "$TMP/mock.port" ] && break; sleep 0.05; done
+    [ -s "$TMP/mock.port" ] || fail "the mock API did not start"
     MOCK_PORT=$(cat "$TMP/mock.port")
     export API_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1"
 }
 
 # mock_control JSON: changes the mock's faults at run time.
 mock_control() { curl -fsS -X POST -d "$1" "http://127.0.0.1:$MOCK_PORT/control" >/dev/null; }
+
+# mock_answered: chat requests the mock has answered so far (lines in its request log);
+# answered_at_least N: true once it has answered N (for wait_until).
+mock_answered() { cat "$TMP/mock-requests.log" 2>/dev/null | wc -l; }
+answered_at_least() { [ "$(mock_answered)" -ge "$1" ]; }
 
 # mock_requests: chat requests the mock has received so far, counted on arrival (its request log
 # gets a line only when a call is answered).
@@ -71,11 +80,13 @@ start_worker() {
 # queue_depth SUFFIX: messages (ready + unacked) in $QUEUE_PREFIX.SUFFIX, asked of the node
 # itself (the management API's counters lag by a stats interval). Classic queues answer live;
 # the quorum work queue's figures are refreshed every few seconds, so poll them with wait_until.
+# Prints "absent" for a queue that does not exist; returns 1 (printing nothing) if rabbitmqctl fails,
+# so that no comparison with 0 passes without asking.
 queue_depth() {
-    local n
-    n=$(rabbitmqctl list_queues -q --no-table-headers name messages 2>/dev/null |
-        awk -v q="$QUEUE_PREFIX.$1" '$1 == q { print $2 }')
-    echo "${n:-0}"
+    local out n
+    out=$($SUDO rabbitmqctl list_queues -q --no-table-headers name messages 2>/dev/null) || return 1
+    n=$(awk -v q="$QUEUE_PREFIX.$1" '$1 == q { print $2 }' <<<"$out")
+    echo "${n:-absent}"
 }
 
 # dead_messages: every message in the dead-letter queue (peeked, requeued), as a JSON array.
@@ -109,7 +120,8 @@ assert_accounted() {
     [ -z "$dups" ] || fail "positions both in results and dead letters, or twice: $dups"
     sort -n "$results" "$TMP/dead.pos" >"$TMP/all.pos"
     seq 1 "$n" | diff -q - "$TMP/all.pos" >/dev/null ||
-        fail "not every item accounted once: $(seq 1 "$n" | comm -3 - "$TMP/all.pos" | head -5 | tr '\n' ' ')"
+        fail "not every item accounted once (< missing, > extra): $(seq 1 "$n" | diff - "$TMP/all.pos" |
+            grep '^[<>]' | head -5 | tr '\n' ' ')"
     # The last ack follows the last outcome record by a moment: give it a few seconds.
     work_empty() { [ "$(queue_depth batches)" = 0 ]; }
     wait_until 15 work_empty || fail "work queue not empty: $(queue_depth batches) messages"

@@ -21,7 +21,6 @@ assert_accounted 500 "$TMP/results.pos"
 [ "$(jq .items_succeeded "$TMP/report.json")" = 500 ] || fail "report: items_succeeded"
 [ "$(jq .api_calls "$TMP/report.json")" = 1000 ] || fail "report: api_calls $(jq .api_calls "$TMP/report.json")"
 # Both workers took part, and the results queue of the job was removed after collection.
-for i in 1 2; do grep -q "consuming" "$TMP/worker-$i.log" || fail "worker $i never consumed"; done
 [ "$(cut -d' ' -f5 "$TMP/mock-requests.log" | sort -u | wc -l)" = 2 ] || fail "expected calls from 2 workers"
 ! grep -rq "sk-e2e-secret" "$TMP"/*.log || fail "the API key appeared in a log"
 # The metrics: counters summed over both workers match the job; gauges are in range.

@@ -40,5 +40,7 @@ timeout 60 "$PRODUCER" "$TMP/items2.csv" --job-id "breaker2-$$" --wait --timeout
     --report "$TMP/report2.json" >"$TMP/producer2.log" 2>&1 ||
     fail "second job: producer exit $? (a worker stayed blocked after the cooldown)"
 [ "$(jq .api_calls "$TMP/report2.json")" = 80 ] || fail "second job: $(jq .api_calls "$TMP/report2.json") API calls, want 80"
+tsv_positions "$TMP/out2.tsv" >"$TMP/results2.pos"
+assert_accounted 40 "$TMP/results2.pos"
 grep -q "taking deliveries to probe the API" "$TMP/worker-1.log" "$TMP/worker-2.log" || fail "no probe delivery logged"
 log "ok: $calls_while_failing calls while failing, nothing dead-lettered; idle workers probe after the cooldown"

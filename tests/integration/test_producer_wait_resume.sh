@@ -26,9 +26,9 @@ timeout 60 "$PRODUCER" "$TMP/items.csv" --job-id $JOB --wait --timeout 4s --outp
 spooled=$(wc -l <"$OUT.$JOB.part")
 [ "$spooled" -gt 0 ] && [ "$spooled" -lt $N ] || fail "spool holds $spooled items, want some of $N"
 grep -q -- "--job-id $JOB --resume --wait --output $OUT" "$TMP/producer1.log" || fail "no hint how to continue"
-unacked=$(rabbitmqctl list_queues -q --no-table-headers name messages_unacknowledged 2>/dev/null |
+unacked=$($SUDO rabbitmqctl list_queues -q --no-table-headers name messages_unacknowledged 2>/dev/null |
     awk -v q="$QUEUE_PREFIX.results.$JOB" '$1 == q {print $2}')
-[ "${unacked:-0}" = 0 ] || fail "$unacked result messages left unacked"
+[ "$unacked" = 0 ] || fail "result messages left unacked: '$unacked'"
 log "first run timed out with $spooled items spooled"
 
 # 2. --resume --wait continues from the spool and finishes.

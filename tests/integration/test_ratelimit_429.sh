@@ -25,8 +25,7 @@ timeout 120 "$PRODUCER" "$TMP/items.csv" --job-id "rl429-$$" --wait --timeout 10
     >"$TMP/producer.log" 2>&1 &
 PRODUCER_PID=$!
 PIDS+=("$PRODUCER_PID")
-logged() { [ -s "$TMP/mock-requests.log" ] && [ "$(wc -l <"$TMP/mock-requests.log")" -ge "$1" ]; }
-wait_until 30 logged 100 || fail "the run did not reach 100 calls"
+wait_until 30 answered_at_least 100 || fail "the run did not reach 100 calls"
 # The limit binds here (16 calls in flight against 50/s): the fleet's bucket reads as spent.
 curl -fsS "http://127.0.0.1:$MPORT/metrics" >"$TMP/metrics.txt" || fail "no /metrics"
 grep -q "^flashcard_rate_limit_per_second $RATE.000$" "$TMP/metrics.txt" || fail "metrics: no fleet limit of $RATE/s"

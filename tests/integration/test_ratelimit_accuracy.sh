@@ -37,7 +37,6 @@ run_phase() {
     local rate=$((per_min / 60))
     local burst=$rate # RATE_BURST default: one second of the rate
     export RATE_LIMIT=$per_min
-    rm -f "$TMP/mock.port"
     start_mock --latency-ms 20
     start_fleet "$name"
     make_csv "$n" "$TMP/$name.csv"

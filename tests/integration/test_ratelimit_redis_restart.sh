@@ -33,8 +33,7 @@ for i in 1 2; do wait_until 15 grep -q consuming "$TMP/worker-$i.log" || fail "w
 # so it collects after the restart, with --resume (publishes nothing: every batch is confirmed).
 timeout 60 "$PRODUCER" "$TMP/items.csv" --job-id "rlredis-$$" >"$TMP/producer-publish.log" 2>&1 ||
     fail "producer (publish) exit $?"
-logged() { [ -s "$TMP/mock-requests.log" ] && [ "$(wc -l <"$TMP/mock-requests.log")" -ge "$1" ]; }
-wait_until 30 logged 120 || fail "the run did not reach 120 calls"
+wait_until 30 answered_at_least 120 || fail "the run did not reach 120 calls"
 
 down_ms=$(date +%s%3N)
 redis-cli -p "$RPORT" shutdown save >/dev/null 2>&1 || true

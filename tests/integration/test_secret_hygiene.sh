@@ -11,9 +11,13 @@ start_mock --api-key "$KEY" --fail-500 0.2 --reject-mod 13
 export API_KEY="$KEY" LOG_LEVEL=debug WORKER_COUNT=4 RATE_LIMIT=0 BATCH_SIZE=20 RETRY_DELAYS=200ms MAX_ATTEMPTS=2 \
     BREAKER_COOLDOWN=500ms
 start_worker 1
+rc=0
 timeout 60 "$PRODUCER" "$TMP/items.csv" --job-id "secret-$$" --wait --timeout 45s --output "$TMP/out.jsonl" \
-    --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || true
+    --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 || rc=$?
+[ $rc = 1 ] || fail "producer exit $rc, want 1 (done, the 400'd items failed)"
 [ "$(jq .items_failed "$TMP/report.json")" -ge 4 ] || fail "expected the 400'd items to fail"
+jq -r .position "$TMP/out.jsonl" | sort -n >"$TMP/results.pos"
+assert_accounted 60 "$TMP/results.pos"
 dead_messages >"$TMP/dead.json"
 grep -q "HTTP 400" "$TMP/dead.json" || fail "dead letters should carry the error"
 for f in "$TMP"/*.log "$TMP/out.jsonl" "$TMP/report.json" "$TMP/dead.json"; do
@@ -23,6 +27,8 @@ done
 out=$(AMQP_URL="amqp://user:pa55word@" REDIS_URL="nope://u:pa55word@h" "$WORKER" 2>&1 || true)
 echo "$out" | grep -q "REDIS_URL\|AMQP_URL" || fail "config error should name the setting: $out"
 ! echo "$out" | grep -q pa55word || fail "password echoed: $out"
-out=$(AMQP_URL="amqp://user:pa55word@127.0.0.1:1/%2f" "$PRODUCER" "$TMP/items.csv" 2>&1 || true)
+rc=0
+out=$(AMQP_URL="amqp://user:pa55word@127.0.0.1:1/%2f" "$PRODUCER" "$TMP/items.csv" 2>&1) || rc=$?
+[ $rc = 3 ] && echo "$out" | grep -q "broker" || fail "unreachable broker: exit $rc: $out"
 ! echo "$out" | grep -q pa55word || fail "password echoed by the producer: $out"
 log "ok"

@@ -27,22 +27,20 @@ start_worker 2
 W2=$LAST_PID
 "$PRODUCER" "$TMP/items.csv" --job-id $JOB >"$TMP/producer-publish.log" 2>&1 || fail "publish failed"
 
-calls() { cat "$TMP/mock-requests.log" 2>/dev/null | wc -l; }
-busy() { [ "$(calls)" -ge 120 ]; }
-wait_until 60 busy || fail "the workers never got going"
+wait_until 60 answered_at_least 120 || fail "the workers never got going"
 
 restarted=0
 restart_broker() {
     # Always bring the node back, even if this test fails half-way.
     [ $restarted = 1 ] && return 0
-    rabbitmqctl -q start_app >/dev/null 2>&1 || true
-    timeout 60 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+    $SUDO rabbitmqctl -q start_app >/dev/null 2>&1 || true
+    timeout 60 $SUDO rabbitmqctl -q await_startup >/dev/null 2>&1 || true
     restarted=1
 }
 trap 'restart_broker; cleanup' EXIT
-rabbitmqctl -q stop_app >/dev/null 2>&1 || fail "rabbitmqctl stop_app failed"
+$SUDO rabbitmqctl -q stop_app >/dev/null 2>&1 || fail "rabbitmqctl stop_app failed"
 done_at_stop=$(redis-cli hlen "$OUTCOME")
-log "broker stopped after $(calls) calls, $done_at_stop items done"
+log "broker stopped after $(mock_answered) calls, $done_at_stop items done"
 [ "$done_at_stop" -lt $N ] || fail "the job finished before the restart: nothing tested"
 sleep 3
 restart_broker

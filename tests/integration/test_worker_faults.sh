@@ -37,7 +37,6 @@ done
 # and whose item says the same; nothing else in the dead letters is marked permanent.
 dead_messages >"$TMP/dead.json"
 seq $MOD $MOD $N >"$TMP/rejected.pos"
-comm -23 "$TMP/rejected.pos" "$TMP/dead.pos" | grep -q . && fail "rejected positions missing from dead letters"
 jq -r '.[] | select(.properties.headers["x-error-class"] == "permanent") | .payload | fromjson | .items[].position' \
     "$TMP/dead.json" | sort -n >"$TMP/permanent.pos"
 diff -q "$TMP/rejected.pos" "$TMP/permanent.pos" >/dev/null ||

@@ -20,13 +20,11 @@ PIDS+=("$PROD")
 
 # Kill the worker once it has finished a batch or so (100 calls each) and holds more, with
 # calls in flight (WORKER_COUNT of them at any time while it works).
-calls() { cat "$TMP/mock-requests.log" 2>/dev/null | wc -l; }
-mid_batch() { [ "$(calls)" -ge 150 ]; }
-wait_until 60 mid_batch || fail "worker 1 never got going ($(calls) calls)"
+wait_until 60 answered_at_least 150 || fail "worker 1 never got going ($(mock_answered) calls)"
 kill_ms=$(date +%s%3N) # before the kill: a call written just before it may be stamped a little later
 kill -9 $W1
 done_at_kill=$(redis-cli hlen "$OUTCOME")
-calls_at_kill=$(calls)
+calls_at_kill=$(mock_answered)
 log "killed worker 1 after $calls_at_kill calls, $done_at_kill items recorded"
 [ "$done_at_kill" -lt $N ] || fail "the job finished before the kill: nothing tested"
 # The killed worker's deliveries go back to the queue, unacked -> ready.
@@ -51,6 +49,7 @@ assert_accounted $N "$TMP/results.pos"
 # (The mock logs a call when it answers, with its arrival time: select by arrival.)
 ua2=$(awk -v t="$((kill_ms + 200))" '$1 > t {print $5}' "$TMP/mock-requests.log" | sort -u)
 [ -n "$ua2" ] && ! grep -q ":$W1)" <<<"$ua2" || fail "calls after the kill came from the killed worker: $ua2"
-grep -q "consuming" "$TMP/worker-2.log" || fail "worker 2 never consumed"
+# The calls the killed worker had in flight (never answered to it, so not cached) were made again.
 redone=$(awk '{print $3, $4}' "$TMP/mock-requests.log" | sort | uniq -d | wc -l)
+[ "$redone" -ge 1 ] || fail "no call of the killed worker was made again"
 log "ok: $redone calls repeated after the crash"

@@ -64,7 +64,7 @@ kill -TERM $W1
 wait $W1 || fail "worker exit $? after SIGTERM"
 
 # ---- 2. rejected credentials ------------------------------------------------------------
-MPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MPORT=$(free_port)
 # No cache: the same items were answered above, and cache hits would make no API calls.
 API_KEY=bad AUTH_RETRY=2s METRICS_PORT=$MPORT CACHE_TTL=0 start_worker auth
 W2=$LAST_PID
@@ -81,7 +81,7 @@ grep -q "stopped taking deliveries (API credentials rejected)" "$TMP/worker-auth
 # (The management API's queue figures lag up to 5 s.)
 # (Asked of the node itself: the management API's consumer figures lag, and a quorum queue keeps
 # counting a cancelled consumer in .consumers while it holds unacked deliveries.)
-consumers=$(rabbitmqctl -q list_consumers -p / queue_name consumer_tag | awk -v q="$QUEUE_PREFIX.batches" '$1 == q' | wc -l)
+consumers=$($SUDO rabbitmqctl -q list_consumers -p / queue_name consumer_tag | awk -v q="$QUEUE_PREFIX.batches" '$1 == q' | wc -l)
 [ "$consumers" = 0 ] || fail "the worker still consumes ($consumers consumers)"
 held3() { [ "$(queue_depth batches)" = 3 ]; }
 wait_until 15 held3 || fail "expected the 3 batches in the work queue, got $(queue_depth batches)"

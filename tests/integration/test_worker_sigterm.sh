@@ -17,9 +17,7 @@ start_worker 1
 W1=$LAST_PID
 "$PRODUCER" "$TMP/items.csv" --job-id $JOB >"$TMP/producer-publish.log" 2>&1 || fail "publish failed"
 
-calls() { cat "$TMP/mock-requests.log" 2>/dev/null | wc -l; }
-busy() { [ "$(calls)" -ge 100 ]; }
-wait_until 60 busy || fail "worker 1 never got going"
+wait_until 60 answered_at_least 100 || fail "worker 1 never got going"
 # From now on calls take 8 s: the ones in flight at SIGTERM outlive the 5 s shutdown timeout.
 mock_control '{"latency_ms":8000}'
 sleep 0.5
