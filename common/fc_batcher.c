@@ -17,13 +17,20 @@ static int fits_alone(fc_batcher *b, size_t n, long batch) {
     return ok;
 }
 
-static void close_into(fc_batcher *b, fc_closed_batch *out) {
-    fc_message_batch_close(&b->body);
+static int close_into(fc_batcher *b, fc_closed_batch *out) {
+    if (fc_message_batch_close(&b->body) != FC_OK) return FC_ENOMEM;
     out->batch = b->hdr.batch++;
     out->items = b->items;
     out->body = b->body;
     b->body = (fc_buf){0};
     b->items = 0;
+    return FC_OK;
+}
+
+int fc_batcher_fits(fc_batcher *b, const fc_item *it) {
+    fc_buf_reset(&b->one);
+    if (fc_message_item(&b->one, it, NULL) != FC_OK) return FC_ENOMEM;
+    return fits_alone(b, b->one.len, b->hdr.batch) ? FC_OK : FC_ETOOBIG;
 }
 
 int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out) {
@@ -33,7 +40,7 @@ int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out) {
     int closed = 0;
     if (b->items && (b->items >= b->max_items || b->body.len + 1 + n + CLOSE_LEN > (size_t)b->max_bytes)) {
         if (!fits_alone(b, n, b->hdr.batch + 1)) return FC_ETOOBIG; /* the open batch stays open */
-        close_into(b, out);
+        if (close_into(b, out) != FC_OK) return FC_ENOMEM;
         closed = 1;
     } else if (!b->items && !fits_alone(b, n, b->hdr.batch)) {
         return FC_ETOOBIG;
@@ -47,8 +54,7 @@ int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out) {
 
 int fc_batcher_finish(fc_batcher *b, fc_closed_batch *out) {
     if (!b->items) return 0;
-    close_into(b, out);
-    return 1;
+    return close_into(b, out) == FC_OK ? 1 : FC_ENOMEM;
 }
 
 void fc_batcher_free(fc_batcher *b) {

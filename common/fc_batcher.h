@@ -38,7 +38,12 @@ typedef struct fc_closed_batch {
  * changes); FC_ENOMEM. */
 int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out);
 
-/* fc_batcher_finish closes the batch being built into *out; returns 1, or 0 if it is empty. */
+/* fc_batcher_fits checks that it fits in a batch of its own, without adding it (--strict's check):
+ * 0, FC_ETOOBIG or FC_ENOMEM. */
+int fc_batcher_fits(fc_batcher *b, const fc_item *it);
+
+/* fc_batcher_finish closes the batch being built into *out; returns 1, 0 if it is empty, or
+ * FC_ENOMEM. */
 int fc_batcher_finish(fc_batcher *b, fc_closed_batch *out);
 
 /* fc_batcher_free frees the buffers (not the fc_batcher itself). */

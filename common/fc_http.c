@@ -173,6 +173,7 @@ static void setup_easy(fc_http *h, transfer *t) {
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(e, CURLOPT_NOPROXY, h->no_proxy);
 }
 
 static transfer *get_transfer(fc_http *h) {
@@ -215,7 +216,6 @@ int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void
     curl_easy_setopt(t->easy, CURLOPT_URL, url);
     const char *proxy = strncmp(url, "https:", 6) == 0 ? h->proxy_https : h->proxy_http;
     curl_easy_setopt(t->easy, CURLOPT_PROXY, proxy ? proxy : "");
-    curl_easy_setopt(t->easy, CURLOPT_NOPROXY, h->no_proxy);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request.data);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long)len);
     if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {

@@ -153,24 +153,23 @@ int fc_pipeline_load_prompt(const char *path, char **out, char *err, size_t errl
     return FC_OK;
 }
 
-/* item_object returns {"position":..,"term":..} plus "type" if with_type; NULL on allocation failure. */
-static json_object *item_object(const fc_item *it, int with_type) {
-    json_object *o = json_object_new_object();
-    if (!o) return NULL;
-    if (add_member(o, "position", json_object_new_int64(it->position)) != FC_OK ||
-        add_member(o, "term", json_object_new_string(it->term ? it->term : "")) != FC_OK ||
-        (with_type && add_member(o, "type", json_object_new_string(it->type ? it->type : "")) != FC_OK)) {
-        json_object_put(o);
-        return NULL;
-    }
-    return o;
+/* item_head appends {"position":N,"term":"..." with the object left open; 0 or FC_ENOMEM. */
+static int item_head(fc_buf *b, const fc_item *it) {
+    int rc = fc_buf_printf(b, "{\"position\":%lld,\"term\":", it->position);
+    return rc == FC_OK ? fc_json_str(b, it->term ? it->term : "") : rc;
 }
 
 char *fc_pipeline_item_json(const fc_item *it) {
-    json_object *o = item_object(it, 1);
-    char *s = o ? to_json(o) : NULL;
-    json_object_put(o);
-    return s;
+    fc_buf b = {0};
+    int rc = item_head(&b, it);
+    if (rc == FC_OK) rc = fc_buf_puts(&b, ",\"type\":");
+    if (rc == FC_OK) rc = fc_json_str(&b, it->type ? it->type : "");
+    if (rc == FC_OK) rc = fc_buf_puts(&b, "}");
+    if (rc != FC_OK) {
+        fc_buf_free(&b);
+        return NULL;
+    }
+    return fc_buf_steal(&b);
 }
 
 /* add_message appends {"role":role,"content":content} to the array msgs; returns 0 or FC_ENOMEM. */
@@ -218,17 +217,21 @@ out:
 /* Marker standing in for the user content while the shared parts of a body are rendered. */
 #define USER_MARK "\x01user\x01"
 
-/* split_body renders a body around USER_MARK and keeps the part before it in *prefix. */
+/* The marker as the body holds it: a JSON string, quotes included. */
+#define USER_MARK_JSON "\"\\u0001user\\u0001\""
+
+/* split_body renders a body around USER_MARK and keeps the parts before and after the user content's
+ * JSON string (quotes included) in *prefix and *suffix. */
 static int split_body(const fc_pipeline_conf *c, const char *model, const char *system, char **prefix,
                       char **suffix) {
     char *body = chat_body(c, model, system, USER_MARK);
-    char *mark = body ? strstr(body, "\\u0001user\\u0001") : NULL;
+    char *mark = body ? strstr(body, USER_MARK_JSON) : NULL;
     if (!mark) {
         free(body);
         return FC_ENOMEM;
     }
     *prefix = strndup(body, (size_t)(mark - body));
-    if (suffix) *suffix = strdup(mark + strlen("\\u0001user\\u0001"));
+    if (suffix) *suffix = strdup(mark + strlen(USER_MARK_JSON));
     free(body);
     return *prefix && (!suffix || *suffix) ? FC_OK : FC_ENOMEM;
 }
@@ -248,33 +251,29 @@ int fc_pipeline_conf_prepare(fc_pipeline_conf *c) {
     return rc;
 }
 
-void fc_pipeline_stage_cache_key(const fc_pipeline_conf *c, int stage, const char *input, char key[65]) {
-    if (!c->prepared) {
-        fc_pipeline_cache_key(stage == 1 ? c->stage1_model : c->stage2_model,
-                              stage == 1 ? c->stage1_prompt : c->stage2_prompt, input, key);
-        return;
-    }
+/* key_finish hashes input after the model and prompt already in ctx and writes the hex key. */
+static void key_finish(fc_sha256 *ctx, const char *input, char key[FC_SHA256_HEX_LEN + 1]) {
     uint8_t digest[FC_SHA256_DIGEST_LEN];
-    fc_sha256 ctx = c->key_ctx[stage == 1 ? 0 : 1];
-    fc_sha256_update(&ctx, input ? input : "", strlen(input ? input : ""));
-    fc_sha256_final(&ctx, digest);
+    fc_sha256_update(ctx, input ? input : "", strlen(input ? input : ""));
+    fc_sha256_final(ctx, digest);
     fc_sha256_to_hex(digest, key);
+}
+
+void fc_pipeline_stage_cache_key(const fc_pipeline_conf *c, int stage, const char *input, char key[65]) {
+    fc_sha256 ctx;
+    if (c->prepared) ctx = c->key_ctx[stage == 1 ? 0 : 1];
+    else key_prefix(&ctx, stage == 1 ? c->stage1_model : c->stage2_model, stage == 1 ? c->stage1_prompt : c->stage2_prompt);
+    key_finish(&ctx, input, key);
 }
 
 /* fast_body joins a prepared stage's prefix, the escaped user content and the suffix; caller frees. */
 static char *fast_body(const fc_pipeline_conf *c, int stage, const char *user) {
     fc_buf b = {0};
     const char *prefix = c->body_prefix[stage - 1];
-    size_t mark;
     int rc = fc_buf_reserve(&b, strlen(prefix) + strlen(user) + 16 + strlen(c->body_suffix));
     if (rc == FC_OK) rc = fc_buf_puts(&b, prefix);
-    mark = b.len;
     if (rc == FC_OK) rc = fc_json_str(&b, user);
-    if (rc == FC_OK) { /* drop the quotes: the prefix and suffix hold them */
-        memmove(b.data + mark, b.data + mark + 1, b.len - mark - 2);
-        b.len -= 2;
-        rc = fc_buf_puts(&b, c->body_suffix);
-    }
+    if (rc == FC_OK) rc = fc_buf_puts(&b, c->body_suffix);
     if (rc != FC_OK) {
         fc_buf_free(&b);
         return NULL;
@@ -312,8 +311,7 @@ static char *stage2_user(const fc_item *it, const char *stage1_json) {
     if (n < 2 || stage1_json[0] != '{' || stage1_json[n - 1] != '}') return NULL;
     fc_buf b = {0};
     int rc = fc_buf_reserve(&b, n + strlen(it->term ? it->term : "") + 64);
-    if (rc == FC_OK) rc = fc_buf_printf(&b, "{\"position\":%lld,\"term\":", it->position);
-    if (rc == FC_OK) rc = fc_json_str(&b, it->term ? it->term : "");
+    if (rc == FC_OK) rc = item_head(&b, it);
     if (rc == FC_OK) rc = fc_buf_puts(&b, ",\"stage1_result\":");
     if (rc == FC_OK) rc = fc_buf_append(&b, stage1_json, n);
     if (rc == FC_OK) rc = fc_buf_puts(&b, "}");
@@ -619,13 +617,9 @@ long fc_pipeline_estimate_tokens(size_t body_len, int max_tokens) {
 
 void fc_pipeline_cache_key(const char *model, const char *prompt, const char *input,
                            char key[FC_SHA256_HEX_LEN + 1]) {
-    const char *parts[3] = {model ? model : "", prompt ? prompt : "", input ? input : ""};
-    uint8_t digest[FC_SHA256_DIGEST_LEN];
     fc_sha256 ctx;
-    fc_sha256_init(&ctx);
-    for (int i = 0; i < 3; i++) fc_sha256_update(&ctx, parts[i], strlen(parts[i]) + (i < 2 ? 1 : 0));
-    fc_sha256_final(&ctx, digest);
-    fc_sha256_to_hex(digest, key);
+    key_prefix(&ctx, model, prompt);
+    key_finish(&ctx, input, key);
 }
 
 /* ---- the flashcard processor ---- */

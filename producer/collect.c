@@ -331,8 +331,10 @@ int producer_wait(producer *p) {
         }
         long d = hash_len(p, p->key_outcome), f = hash_len(p, p->key_failed);
         if (d < 0 || f < 0) {
-            if (redis_lost == 0) fc_warn("Redis unavailable while waiting (%s); retrying", fc_redis_errstr(p->redis));
-            if (redis_lost == 0) redis_lost = mono_s();
+            if (redis_lost == 0) {
+                fc_warn("Redis unavailable while waiting (%s); retrying", fc_redis_errstr(p->redis));
+                redis_lost = mono_s();
+            }
             if (mono_s() - redis_lost < REDIS_OUTAGE_S) continue;
             fprintf(stderr, "flashcard-producer: lost Redis while waiting: %s\n", fc_redis_errstr(p->redis));
             rc = EXIT_INFRA;

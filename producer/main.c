@@ -111,10 +111,9 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof(name), "flashcard-producer %s", p.st.job_id);
         p.amqp = fc_amqp_new(cfg.amqp_url, (int)(cfg.heartbeat_ms / 1000), name);
         rc = producer_publish(&p, in, format);
-        if (rc != EXIT_INFRA && rc != EXIT_USAGE && cfg.wait && !p.st.published)
-            fprintf(stderr, "flashcard-producer: not waiting: the job was not published in full\n");
-        else if (rc != EXIT_INFRA && rc != EXIT_USAGE && cfg.wait) {
-            int wrc = producer_wait(&p);
+        if (rc != EXIT_INFRA && rc != EXIT_USAGE && cfg.wait) {
+            int wrc = p.st.published ? producer_wait(&p) : EXIT_INCOMPLETE;
+            if (!p.st.published) fprintf(stderr, "flashcard-producer: not waiting: the job was not published in full\n");
             if (wrc > rc) rc = wrc;
         }
         p.st.elapsed_s = mono_s() - p.t0;

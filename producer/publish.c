@@ -44,7 +44,7 @@ typedef struct pub {
     int redis_failed;          /* a confirmed batch could not be recorded: exit 3 */
 } pub;
 
-/* connect_with_retry connects and declares the topology, retrying with backoff (0.5 s doubling, at most 4 s)
+/* producer_connect connects and declares the topology, retrying with backoff (0.5 s doubling, at most 4 s)
  * for at most CONNECT_TRIES attempts or about CONNECT_BUDGET_S seconds, whichever comes first; it never sleeps
  * after the last attempt. Returns 0, FC_EBROKER (the broker refused twice) or FC_ECONN. */
 int producer_connect(producer *p) {
@@ -76,10 +76,10 @@ static void on_confirm(void *ud, uint64_t seq, int status) {
             u->failed = 1;
         } else {
             /* The record --resume trusts: one retry (the client reconnects), then the run ends with exit 3. */
-            const char *key = u->p->key_confirmed;
-            if (fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", key, u->win[i].batch) != FC_OK &&
-                fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", key, u->win[i].batch) != FC_OK)
-                u->redis_failed = 1;
+            int rc = FC_EREDIS;
+            for (int try = 0; try < 2 && rc != FC_OK; try++)
+                rc = fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", u->p->key_confirmed, u->win[i].batch);
+            if (rc != FC_OK) u->redis_failed = 1;
             u->p->st.items_published += u->win[i].items;
             u->p->st.batches_published++;
         }
@@ -194,7 +194,7 @@ static void reject(producer *p, long line, const char *reason) {
  * In dry mode (--strict's first pass) it only checks that the item fits in a batch. */
 static int add(pub *u, const fc_item *it, int dry) {
     fc_closed_batch c;
-    int rc = fc_batcher_add(&u->b, it, &c);
+    int rc = dry ? fc_batcher_fits(&u->b, it) : fc_batcher_add(&u->b, it, &c);
     if (rc == FC_ETOOBIG) {
         char why[200];
         snprintf(why, sizeof(why), "line %ld: item of %zu bytes does not fit in a batch of BATCH_MAX_BYTES (%ld)",
@@ -206,8 +206,7 @@ static int add(pub *u, const fc_item *it, int dry) {
         reject(u->p, it->line, why);
         return FC_OK;
     }
-    if (rc == 1 && dry) fc_buf_free(&c.body);
-    return rc == 1 && !dry ? publish_batch(u, &c) : rc == 1 ? FC_OK : rc;
+    return rc == 1 ? publish_batch(u, &c) : rc;
 }
 
 /* read_all streams every row; in dry mode (--strict's first pass) nothing is published. */
@@ -318,10 +317,7 @@ static int publish(producer *p, FILE *in, int format) {
         }
         int rc = read_all(&u, 1);
         fc_dataset_close(u.ds);
-        fc_closed_batch c;
-        if (fc_batcher_finish(&u.b, &c)) fc_buf_free(&c.body);
-        fc_batcher_free(&u.b); /* the real pass starts again from batch 0 */
-        u.b.hdr.batch = 0;
+        fc_batcher_free(&u.b); /* its scratch buffer; the dry pass built no batch */
         if (rc != FC_OK) return EXIT_INCOMPLETE;
         /* the reader reads the descriptor: fseek moves it back too (a file: producer_publish copies a pipe) */
         if (fseek(in, 0, SEEK_SET) != 0) {
@@ -353,7 +349,9 @@ static int publish(producer *p, FILE *in, int format) {
     fc_dataset_set_wait(u.ds, wait_input, &u);
     rc = read_all(&u, 0);
     fc_closed_batch last;
-    if (rc == FC_OK && fc_batcher_finish(&u.b, &last)) rc = publish_batch(&u, &last);
+    int closed = rc == FC_OK ? fc_batcher_finish(&u.b, &last) : 0;
+    if (closed < 0) rc = closed;
+    else if (closed) rc = publish_batch(&u, &last);
     if (rc == FC_OK) rc = drain(&u, 0, 0);
     if (rc == FC_OK) rc = finish_job(&u);
     fc_dataset_close(u.ds);

@@ -185,7 +185,8 @@ static void ensure_broker(worker *w) {
     if (now < w->next_reconnect_ms) return;
     if (connect_broker(w) == FC_OK) {
         if (w->connected_before) fc_info("reconnected to the broker after %d failed attempts", w->reconnect_attempt);
-        else fc_info("consuming %s (prefetch %d, %d calls in flight)", w->queue, prefetch(w), w->cfg->worker_count);
+        else fc_info("consuming %s (prefetch %d, %d calls in flight, %s pipeline)", w->queue, prefetch(w),
+                     w->cfg->worker_count, w->proc.name);
         w->connected_before = w->link_up = 1;
         w->reconnect_attempt = 0;
         return;
@@ -237,9 +238,10 @@ static void sync_breaker(worker *w, int64_t now) {
     fc_reply_free(&r);
 }
 
-/* poll_usage samples the fleet's rate-limit usage for the metrics (one Redis round trip). */
+/* poll_usage samples the fleet's rate-limit usage for the metrics, when they are served (one
+ * Redis round trip). */
 static void poll_usage(worker *w, int64_t now) {
-    if (now - w->usage_polled_ms < USAGE_POLL_MS) return;
+    if (!w->m->server || now - w->usage_polled_ms < USAGE_POLL_MS) return;
     w->usage_polled_ms = now;
     double u;
     int rc = fc_limiter_usage(w->limiter, &u);
@@ -247,10 +249,10 @@ static void poll_usage(worker *w, int64_t now) {
     else if (rc == FC_EINVAL) atomic_store(&w->m->rate_usage_milli, -1);
 }
 
-/* poll_depth samples the work queue's ready messages for the metrics (a passive declare). */
+/* poll_depth samples the work queue's ready messages for the metrics, when they are served (a
+ * passive declare, which waits for the broker's answer). */
 static void poll_depth(worker *w, int64_t now) {
-    poll_usage(w, now);
-    if (!fc_amqp_ok(w->amqp) || now - w->depth_polled_ms < DEPTH_POLL_MS) return;
+    if (!w->m->server || !fc_amqp_ok(w->amqp) || now - w->depth_polled_ms < DEPTH_POLL_MS) return;
     w->depth_polled_ms = now;
     long ready;
     if (fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK) atomic_store(&w->m->queue_depth, ready);
@@ -312,6 +314,7 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
     int64_t now = now_ms();
     sync_breaker(w, now);
     poll_depth(w, now);
+    poll_usage(w, now);
     update_consuming(w);
     ensure_broker(w);
     return FC_OK;

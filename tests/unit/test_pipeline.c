@@ -632,8 +632,8 @@ static void test_processor_flashcards(void **state) {
     free(c.body_prefix[0]), free(c.body_prefix[1]), free(c.body_suffix);
 }
 
-/* The stage-2 user content is built by hand from the stage-1 text; it must be exactly what json-c prints
- * for the same object, whatever bytes the term holds. */
+/* The stage-1 and stage-2 user contents are built by hand (the latter from the stage-1 text); they must
+ * be exactly what json-c prints for the same objects, whatever bytes the term and type hold. */
 static void test_stage2_user_matches_json_c(void **state) {
     fc_pipeline_conf plain = {0}, fast = {0};
     plain.stage1_model = plain.stage2_model = fast.stage1_model = fast.stage2_model = (char *)"m";
@@ -650,6 +650,16 @@ static void test_stage2_user_matches_json_c(void **state) {
         json_object_object_add(o, "term", json_object_new_string(it.term));
         json_object_object_add(o, "stage1_result", json_tokener_parse(s1));
         const char *want = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        /* the stage-1 content too: the item as json-c prints it */
+        it.type = (char *)terms[(i + 1) % (sizeof(terms) / sizeof(terms[0]))];
+        json_object *io = json_object_new_object();
+        json_object_object_add(io, "position", json_object_new_int64(it.position));
+        json_object_object_add(io, "term", json_object_new_string(it.term));
+        json_object_object_add(io, "type", json_object_new_string(it.type));
+        char *item = fc_pipeline_item_json(&it);
+        assert_string_equal(item, json_object_to_json_string_ext(io, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        free(item);
+        json_object_put(io);
         char *user = NULL, *b1 = fc_pipeline_stage2_body(&fast, &it, s1, &user), *u2 = NULL;
         char *b2 = fc_pipeline_stage2_body(&plain, &it, s1, &u2);
         assert_non_null(b1);
