@@ -1,6 +1,7 @@
 /* A growable byte buffer. */
 #include "fc_buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +9,13 @@
 #include "fc_error.h"
 
 int fc_buf_reserve(fc_buf *b, size_t extra) {
+    if (b->err) return b->err;
     if (b->len + extra + 1 <= b->cap) return FC_OK;
+    if (extra > SIZE_MAX / 4 - b->len) return b->err = FC_ENOMEM;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->len + extra + 1) cap *= 2;
     char *p = realloc(b->data, cap);
-    if (!p) return FC_ENOMEM;
+    if (!p) return b->err = FC_ENOMEM;
     b->data = p;
     b->cap = cap;
     return FC_OK;
@@ -33,7 +36,8 @@ int fc_buf_printf(fc_buf *b, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || fc_buf_reserve(b, (size_t)n) != FC_OK) return FC_ENOMEM;
+    if (n < 0 && !b->err) b->err = FC_ENOMEM;
+    if (n < 0 || fc_buf_reserve(b, (size_t)n) != FC_OK) return b->err;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -41,8 +45,17 @@ int fc_buf_printf(fc_buf *b, const char *fmt, ...) {
     return FC_OK;
 }
 
+int fc_buf_err(const fc_buf *b) { return b->err; }
+
+void fc_buf_truncate(fc_buf *b, size_t len) {
+    if (len > b->len) return;
+    b->len = len;
+    if (b->data) b->data[len] = '\0';
+}
+
 void fc_buf_reset(fc_buf *b) {
     b->len = 0;
+    b->err = 0;
     if (b->data) b->data[0] = '\0';
 }
 
@@ -50,11 +63,13 @@ void fc_buf_free(fc_buf *b) {
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->err = 0;
 }
 
 char *fc_buf_steal(fc_buf *b) {
     char *p = b->data ? b->data : strdup("");
     b->data = NULL;
     b->len = b->cap = 0;
+    b->err = 0;
     return p;
 }

@@ -1,4 +1,7 @@
-/* A growable byte buffer, always NUL-terminated. */
+/* A growable byte buffer, always NUL-terminated, with a sticky error (as hiredis keeps c->err):
+ * once an append fails, every later append fails too and leaves the buffer as it was, so a
+ * caller may build a whole message and check fc_buf_err (or the last return value) once at the
+ * end; a message built after a failed allocation is never mistaken for a complete one. */
 #ifndef FC_BUF_H
 #define FC_BUF_H
 
@@ -9,14 +12,20 @@ typedef struct fc_buf {
     char *data; /* NUL-terminated; NULL until the first append */
     size_t len; /* bytes used, excluding the NUL */
     size_t cap; /* bytes allocated */
+    int err;    /* 0, or the first error (FC_ENOMEM) of an append since the last reset */
 } fc_buf;
 
-/* fc_buf_append copies n bytes of p; returns 0 or FC_ENOMEM. */
+/* fc_buf_append copies n bytes of p; returns 0 or the sticky error (FC_ENOMEM). The other
+ * appends (puts, printf, reserve) behave the same way. */
 int fc_buf_append(fc_buf *b, const void *p, size_t n);
 int fc_buf_puts(fc_buf *b, const char *s);
 int fc_buf_printf(fc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fc_buf_reserve(fc_buf *b, size_t extra);
-/* fc_buf_reset empties the buffer and keeps its memory; fc_buf_free releases it. */
+/* fc_buf_err returns 0, or the error of the first failed append since the last reset. */
+int fc_buf_err(const fc_buf *b);
+/* fc_buf_truncate cuts the buffer back to len bytes (<= b->len), e.g. to reopen a closed object. */
+void fc_buf_truncate(fc_buf *b, size_t len);
+/* fc_buf_reset empties the buffer, clears the error and keeps its memory; fc_buf_free releases it. */
 void fc_buf_reset(fc_buf *b);
 void fc_buf_free(fc_buf *b);
 /* fc_buf_steal returns the data (caller frees; "" if empty) and empties the buffer. */

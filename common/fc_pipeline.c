@@ -634,16 +634,17 @@ static void flash_cache_key(const void *self, int stage, const char *user, char 
     fc_pipeline_stage_cache_key(self, stage, user, key);
 }
 
+const char *const fc_card_columns[FC_CARD_NFIELDS] = {"position", "term",  "term_number", "tab_name",       "primer",
+                                                      "front",    "back",  "tags",        "honorific_level"};
+
 /* cards_json renders cards as a JSON array of objects named by the TSV header's columns. */
 static char *cards_json(const fc_card *cards, size_t n) {
-    static const char *names[FC_CARD_NFIELDS] = {"position", "term",  "term_number", "tab_name",       "primer",
-                                                 "front",    "back",  "tags",        "honorific_level"};
     fc_buf o = {0};
     int rc = fc_buf_puts(&o, "[");
     for (size_t c = 0; rc == FC_OK && c < n; c++) {
         rc = fc_buf_puts(&o, c ? ",{" : "{");
         for (int f = 0; rc == FC_OK && f < FC_CARD_NFIELDS; f++) {
-            rc = fc_buf_printf(&o, "%s\"%s\":", f ? "," : "", names[f]);
+            rc = fc_buf_printf(&o, "%s\"%s\":", f ? "," : "", fc_card_columns[f]);
             if (rc == FC_OK) rc = fc_json_str(&o, cards[c].f[f] ? cards[c].f[f] : "");
         }
         if (rc == FC_OK) rc = fc_buf_puts(&o, "}");

@@ -92,6 +92,10 @@ enum fc_card_field {
     FC_CARD_NFIELDS
 };
 
+/* fc_card_columns names the card columns in FC_CARD_* order (static strings): the keys of a result's card
+ * objects and the columns of the producer's TSV output. */
+extern const char *const fc_card_columns[FC_CARD_NFIELDS];
+
 /* The header line of the stage-2 TSV answer (and of the results file), without a newline. */
 #define FC_CARD_HEADER "position\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level"
 

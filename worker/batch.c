@@ -267,7 +267,7 @@ static int publish_poison(worker *w, batch *b) {
     char when[32], mid[64];
     fc_amqp_field hdrs[8];
     size_t nh = dead_headers(w, b, NULL, hdrs, when);
-    fc_buf raw = {b->raw, b->raw_len, b->raw_len};
+    fc_buf raw = {b->raw, b->raw_len, b->raw_len, 0};
     snprintf(mid, sizeof(mid), "poison-%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
     return publish(w, b, "dead", "", mid, hdrs, nh, &raw);
 }

@@ -1,0 +1,28 @@
+/* Redis key names: every key the producer, the worker and the limiter read or write is named
+ * here, so the layout documented in the README has one home. Keys of one job or one API share
+ * a hash tag ({job}, {api}) so a Redis Cluster keeps them in one slot. */
+#ifndef FC_KEYS_H
+#define FC_KEYS_H
+
+#include <stddef.h>
+
+/* Longest key built here, NUL included. Prefixes, job ids and API names are bounded by their
+ * settings' validation well below this. */
+#define FC_KEY_MAX 256
+
+/* The parts of a job's record: P:job:{job}:<part>. */
+enum fc_job_key { FC_JOB_META, FC_JOB_CONFIRMED, FC_JOB_OUTCOME, FC_JOB_FAILED, FC_JOB_STATS, FC_JOB_NKEYS };
+
+/* The parts of an API's limiter state: P:rl:{api}:<part>. */
+enum fc_limit_key { FC_LIMIT_CALLS, FC_LIMIT_TOKENS, FC_LIMIT_PAUSE, FC_LIMIT_NKEYS };
+
+/* Each fc_key_* writes one key into out (outlen bytes, at least FC_KEY_MAX fits every key) and
+ * returns 0, or FC_ETOOBIG when it does not fit (out then holds a truncated, unusable key). */
+int fc_key_job(char *out, size_t outlen, const char *prefix, const char *job_id, enum fc_job_key part);
+int fc_key_limit(char *out, size_t outlen, const char *prefix, const char *api, enum fc_limit_key part);
+/* P:breaker:{api}: the fleet's open circuit breaker (PX = the cooldown left). */
+int fc_key_breaker(char *out, size_t outlen, const char *prefix, const char *api);
+/* P:cache:s<stage>:<hash>: a cached stage answer. */
+int fc_key_cache(char *out, size_t outlen, const char *prefix, int stage, const char *hash);
+
+#endif
