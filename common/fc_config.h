@@ -36,6 +36,8 @@ typedef struct fc_config {
     char *api_name;          /* the limiter's and breaker's name for this API */
     long api_timeout_ms;
     long api_connect_timeout_ms;
+    long api_max_response_bytes; /* largest API answer read, bytes; a bigger one is a retryable error */
+    long retry_after_max_ms; /* longest fleet pause a 429's Retry-After may ask for, ms */
     double temperature;
     int max_tokens;
     char *prompt_dir;

@@ -79,6 +79,35 @@ static void test_errors_name_the_setting(void **state) {
     expect_error("LOG_LEVEL", "loud", "LOG_LEVEL");
     expect_error("API_BASE_URL", "ftp://x", "API_BASE_URL");
     expect_error("WORKER_COUNT", "1.5", "WORKER_COUNT");
+    expect_error("API_MAX_RESPONSE_BYTES", "1023", "API_MAX_RESPONSE_BYTES");
+    expect_error("API_MAX_RESPONSE_BYTES", "268435457", "API_MAX_RESPONSE_BYTES");
+    expect_error("RETRY_AFTER_MAX", "999ms", "RETRY_AFTER_MAX");
+    expect_error("RETRY_AFTER_MAX", "61m", "RETRY_AFTER_MAX");
+}
+
+/* API_MAX_RESPONSE_BYTES and RETRY_AFTER_MAX: defaults, environment and flags. */
+static void test_response_and_retry_after_limits(void **state) {
+    fc_config c;
+    char err[512], *argv[] = {"w"}, *flags[] = {"w", "--api-max-response-bytes", "4096", "--retry-after-max=1h"};
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    assert_int_equal(c.api_max_response_bytes, 1048576);
+    assert_int_equal(c.retry_after_max_ms, 120000);
+    fc_config_free(&c);
+    setenv("API_MAX_RESPONSE_BYTES", "268435456", 1);
+    setenv("RETRY_AFTER_MAX", "1s", 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    assert_int_equal(c.api_max_response_bytes, 268435456);
+    assert_int_equal(c.retry_after_max_ms, 1000);
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_WORKER, 4, flags, err), FC_OK);
+    assert_int_equal(c.api_max_response_bytes, 4096);
+    assert_int_equal(c.retry_after_max_ms, 3600000);
+    fc_config_free(&c);
+    unsetenv("API_MAX_RESPONSE_BYTES");
+    unsetenv("RETRY_AFTER_MAX");
+    /* Worker-only: the producer does not know them. */
+    assert_int_equal(load(&c, FC_PRODUCER, 4, flags, err), FC_EINVAL);
+    fc_config_free(&c);
 }
 
 static void test_secrets_not_echoed(void **state) {
@@ -155,7 +184,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_env_then_flags),
         cmocka_unit_test(test_errors_name_the_setting), cmocka_unit_test(test_secrets_not_echoed),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_durations),
-        cmocka_unit_test(test_api_name_from_host),
+        cmocka_unit_test(test_api_name_from_host), cmocka_unit_test(test_response_and_retry_after_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
