@@ -12,38 +12,55 @@
 
 struct fc_redis {
     redisContext *ctx;   /* NULL while disconnected */
-    char host[256];
+    char host[FC_REDIS_HOST_MAX];
     int port;
     int db;
-    char password[256];  /* never logged */
+    char password[FC_REDIS_PASSWORD_MAX]; /* never logged; empty = no AUTH */
     int timeout_ms;      /* connect and command timeout */
     char errstr[256];
 };
 
-/* parse_url fills r from redis://[user][:password@]host[:port][/db]; 0 or FC_EINVAL (err set). */
-static int parse_url(fc_redis *r, const char *url, char *err, size_t errlen) {
+/* A redis URL split into its parts: spans of the URL text, not copies. */
+typedef struct url_parts {
+    const char *pw;    /* password, NULL when the URL has no userinfo */
+    size_t pwlen;
+    const char *host;
+    size_t hostlen;
+    int port;
+    int db;
+} url_parts;
+
+/* split_url parses redis://[[user]:password@]host[:port][/db] into u; 0 or FC_EINVAL (err set,
+ * never quoting the URL). The userinfo ends at the LAST '@' (a host holds none, a password may),
+ * and the password is everything after its first ':' (all of it without one). Both the connector
+ * and fc_redis_url_redact use this one parser, so a redacted URL hides exactly what AUTH sends. */
+static int split_url(const char *url, url_parts *u, char *err, size_t errlen) {
+    memset(u, 0, sizeof(*u));
     const char *p = url;
     if (strncmp(p, "redis://", 8) != 0) {
         snprintf(err, errlen, "must start with redis://");
         return FC_EINVAL;
     }
     p += 8;
-    const char *at = strchr(p, '@');
+    const char *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
-        const char *pw = colon ? colon + 1 : p;
-        snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
+        u->pw = colon ? colon + 1 : p;
+        u->pwlen = (size_t)(at - u->pw);
+        if (u->pwlen >= FC_REDIS_PASSWORD_MAX) {
+            snprintf(err, errlen, "password too long (max %d bytes)", FC_REDIS_PASSWORD_MAX - 1);
+            return FC_EINVAL;
+        }
         p = at + 1;
     }
-    size_t hostlen = strcspn(p, ":/");
-    if (hostlen == 0 || hostlen >= sizeof(r->host)) {
+    u->host = p;
+    u->hostlen = strcspn(p, ":/");
+    if (u->hostlen == 0 || u->hostlen >= FC_REDIS_HOST_MAX) {
         snprintf(err, errlen, "missing or too long host");
         return FC_EINVAL;
     }
-    memcpy(r->host, p, hostlen);
-    r->host[hostlen] = '\0';
-    p += hostlen;
-    r->port = 6379;
+    p += u->hostlen;
+    u->port = 6379;
     if (*p == ':') {
         char *end;
         long port = strtol(p + 1, &end, 10);
@@ -51,7 +68,7 @@ static int parse_url(fc_redis *r, const char *url, char *err, size_t errlen) {
             snprintf(err, errlen, "bad port");
             return FC_EINVAL;
         }
-        r->port = (int)port;
+        u->port = (int)port;
         p = end;
     }
     if (*p == '/' && p[1]) {
@@ -61,8 +78,37 @@ static int parse_url(fc_redis *r, const char *url, char *err, size_t errlen) {
             snprintf(err, errlen, "bad database number (0..15)");
             return FC_EINVAL;
         }
-        r->db = (int)db;
+        u->db = (int)db;
     }
+    return FC_OK;
+}
+
+/* parse_url fills r from url; 0 or FC_EINVAL (err set). */
+static int parse_url(fc_redis *r, const char *url, char *err, size_t errlen) {
+    url_parts u;
+    int rc = split_url(url, &u, err, errlen);
+    if (rc != FC_OK) return rc;
+    if (u.pw) memcpy(r->password, u.pw, u.pwlen);
+    r->password[u.pw ? u.pwlen : 0] = '\0';
+    memcpy(r->host, u.host, u.hostlen);
+    r->host[u.hostlen] = '\0';
+    r->port = u.port;
+    r->db = u.db;
+    return FC_OK;
+}
+
+int fc_redis_url_redact(const char *url, char *out, size_t outlen) {
+    url_parts u;
+    char err[64];
+    if (!url || split_url(url, &u, err, sizeof(err)) != FC_OK) {
+        if (outlen) snprintf(out, outlen, "%s", FC_REDIS_URL_UNPARSABLE);
+        return FC_EINVAL;
+    }
+    if (!outlen) return FC_OK;
+    if (!u.pw || u.pwlen == 0)
+        snprintf(out, outlen, "%s", url);
+    else
+        snprintf(out, outlen, "%.*s***%s", (int)(u.pw - url), url, u.pw + u.pwlen);
     return FC_OK;
 }
 
@@ -92,13 +138,34 @@ static void disconnect(fc_redis *r) {
     r->ctx = NULL;
 }
 
+/* set_errstr sets errstr to prefix + text with every piece of the password in text replaced by
+ * "***": a server may echo arguments in an error (an AUTH renamed away answers "unknown command
+ * 'AUTH', with args beginning with: '<password>'", cut at 128 characters), and errstr is logged.
+ * A piece is the whole password or a run of at least 8 of its first characters; the whole of
+ * text is scanned before errstr is cut to size, so a cut never leaves a piece behind. */
+static void set_errstr(fc_redis *r, const char *prefix, const char *text) {
+    size_t cap = sizeof(r->errstr) - 1, pwlen = strlen(r->password);
+    size_t o = (size_t)snprintf(r->errstr, sizeof(r->errstr), "%s", prefix);
+    if (o > cap) o = cap;
+    for (const char *p = text; *p && o < cap;) {
+        size_t m = 0;
+        while (m < pwlen && p[m] == r->password[m]) m++;
+        if (pwlen && (m == pwlen || m >= 8)) {
+            for (const char *st = "***"; *st && o < cap;) r->errstr[o++] = *st++;
+            p += m;
+        } else {
+            r->errstr[o++] = *p++;
+        }
+    }
+    r->errstr[o] = '\0';
+}
+
 /* simple_command runs a setup command (AUTH/SELECT) on a fresh context; 0 or FC_EREDIS. */
 static int simple_command(fc_redis *r, const char *fmt, const char *arg) {
     redisReply *rep = redisCommand(r->ctx, fmt, arg);
     int rc = FC_OK;
     if (!rep || rep->type == REDIS_REPLY_ERROR) {
-        snprintf(r->errstr, sizeof(r->errstr), "%s failed: %s", strncmp(fmt, "AUTH", 4) ? "SELECT" : "AUTH",
-                 rep ? rep->str : r->ctx->errstr);
+        set_errstr(r, strncmp(fmt, "AUTH", 4) ? "SELECT failed: " : "AUTH failed: ", rep ? rep->str : r->ctx->errstr);
         rc = FC_EREDIS;
     }
     if (rep) freeReplyObject(rep);
@@ -168,7 +235,7 @@ static int finish(fc_redis *r, redisReply *raw, fc_reply *out) {
     }
     int rc = FC_OK;
     if (raw->type == REDIS_REPLY_ERROR) {
-        snprintf(r->errstr, sizeof(r->errstr), "%s", raw->str);
+        set_errstr(r, "", raw->str);
         rc = strncmp(raw->str, "NOSCRIPT", 8) == 0 ? FC_ENOSCRIPT : FC_EREDIS;
     }
     if (out && convert(raw, out) != FC_OK) rc = FC_ENOMEM;

@@ -20,11 +20,25 @@ typedef struct fc_reply {
     size_t nelem;
 } fc_reply;
 
-/* fc_redis_new parses url (redis://[:password@]host[:port][/db]) and connects.
+/* Longest host and password a URL may carry, NUL included. */
+#define FC_REDIS_HOST_MAX 256
+#define FC_REDIS_PASSWORD_MAX 256
+
+/* fc_redis_new parses url (redis://[[user]:password@]host[:port][/db]; the userinfo ends at
+ * the last '@', the password is what follows its first ':', or all of it) and connects.
  * Returns NULL on a malformed URL (why in err); an unreachable server is not an error
  * here: commands will fail with FC_ECONN and reconnect on the next call. */
 fc_redis *fc_redis_new(const char *url, int timeout_ms, char *err, size_t errlen);
 void fc_redis_free(fc_redis *r);
+
+/* What fc_redis_url_redact writes for a URL fc_redis_new would refuse. */
+#define FC_REDIS_URL_UNPARSABLE "(unparsable redis URL)"
+
+/* fc_redis_url_redact writes url into out (outlen bytes, truncated if need be) with the password
+ * replaced by "***", split by the same parser as fc_redis_new, so whatever would be sent to AUTH
+ * never appears. Returns 0, or FC_EINVAL when fc_redis_new would refuse the URL: out then holds
+ * FC_REDIS_URL_UNPARSABLE and nothing of url. */
+int fc_redis_url_redact(const char *url, char *out, size_t outlen);
 
 /* fc_redis_command runs one command given as argv (binary-safe with lens, or NULL lens
  * for C strings). On success returns 0 and fills *out (caller frees; may be NULL to
