@@ -87,6 +87,10 @@ int fc_breaker_allow(fc_breaker *b, int64_t now_ms) {
     }
 }
 
+void fc_breaker_release(fc_breaker *b) {
+    if (b->state == FC_BREAKER_HALF_OPEN) b->state = FC_BREAKER_OPEN; /* until is unchanged: due again */
+}
+
 /* ring_push adds one result (failed: 1) to the ratio window, dropping the oldest when full. */
 static void ring_push(fc_breaker *b, int failed) {
     if (b->ring_filled == b->conf.window)

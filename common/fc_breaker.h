@@ -45,6 +45,14 @@ void fc_breaker_free(fc_breaker *b);
  * fc_breaker_trip moves it on. */
 int fc_breaker_allow(fc_breaker *b, int64_t now_ms);
 
+/* fc_breaker_release returns a grant that was not used: the caller got 1 from fc_breaker_allow
+ * but did not make the call (the rate limiter said wait, the fleet is paused, the worker is
+ * stopping...). When that grant was the half-open probe, the breaker goes back to open with
+ * the same (already past) deadline, so the next fc_breaker_allow grants the probe again; a
+ * breaker left half-open with no probe in flight would stay shut for good. Closed or open:
+ * nothing to return. */
+void fc_breaker_release(fc_breaker *b);
+
 /* fc_breaker_record records the result of a call (ok != 0: success) finished at now_ms.
  * Closed: counts consecutive failures and the ratio window, and opens until
  * now_ms + cooldown_ms when either threshold is reached. Half-open: the result is taken

@@ -252,6 +252,26 @@ static void test_trip_during_probe(void **state) {
     fc_breaker_free(b);
 }
 
+/* A probe granted but not made is returned: the next allow grants it again, and the breaker
+ * does not stay half-open with nothing in flight. Closed or open, release changes nothing. */
+static void test_released_probe_is_granted_again(void **state) {
+    (void)state;
+    fc_breaker *b = mk(1, 0, 0);
+    fail_n(b, 1, T0);
+    assert_int_equal(fc_breaker_allow(b, T0 + COOLDOWN), 1);
+    assert_int_equal(fc_breaker_state(b), FC_BREAKER_HALF_OPEN);
+    assert_int_equal(fc_breaker_allow(b, T0 + COOLDOWN), 0);
+    fc_breaker_release(b);
+    assert_int_equal(fc_breaker_state(b), FC_BREAKER_OPEN);
+    assert_int_equal(fc_breaker_allow(b, T0 + COOLDOWN + 1), 1);
+    fc_breaker_record(b, 1, T0 + COOLDOWN + 2);
+    assert_int_equal(fc_breaker_state(b), FC_BREAKER_CLOSED);
+    fc_breaker_release(b);
+    assert_int_equal(fc_breaker_state(b), FC_BREAKER_CLOSED);
+    assert_int_equal(fc_breaker_opens(b), 1);
+    fc_breaker_free(b);
+}
+
 static void test_just_opened_semantics(void **state) {
     fc_breaker *b = mk(2, 0, 0);
     assert_int_equal(fc_breaker_just_opened(b), 0);
@@ -321,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_trip_from_closed_and_extend),
         cmocka_unit_test(test_trip_echo_ignored),
         cmocka_unit_test(test_trip_during_probe),
+        cmocka_unit_test(test_released_probe_is_granted_again),
         cmocka_unit_test(test_just_opened_semantics),
         cmocka_unit_test(test_state_names),
         cmocka_unit_test(test_bad_conf_rejected),
