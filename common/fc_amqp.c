@@ -11,6 +11,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "fc_buf.h"
 #include "fc_error.h"
 #include "fc_log.h"
 
@@ -41,12 +42,60 @@ int fc_amqp_url_check(const char *url, char *why, size_t whylen) {
     char *copy = strdup(url);
     if (!copy) return FC_ENOMEM;
     int rc = amqp_parse_url(copy, &info);
+    memset(copy, 0, strlen(url));
     free(copy);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(why, whylen, "is not an AMQP URL (amqp://user:password@host:port/vhost)");
+        snprintf(why, whylen, "is not an AMQP URL (amqp://user:password@host:port/vhost; write / @ : %% in the "
+                              "password as %%2F %%40 %%3A %%25)");
         return FC_EINVAL;
     }
     return FC_OK;
+}
+
+/* put_encoded appends s with every byte outside [A-Za-z0-9-._~] and keep percent-encoded, so the
+ * display form reads back as the same parts. */
+static void put_encoded(fc_buf *b, const char *s, const char *keep) {
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            strchr("-._~", *c) || (keep && strchr(keep, *c)))
+            fc_buf_append(b, c, 1);
+        else
+            fc_buf_printf(b, "%%%02X", *c);
+    }
+}
+
+/* redact_parsed rebuilds url from the parts amqp_parse_url found, the password replaced by ***. */
+static int redact_parsed(const struct amqp_connection_info *info, char *out, size_t outlen) {
+    fc_buf b = {0};
+    fc_buf_puts(&b, info->ssl ? "amqps://" : "amqp://");
+    put_encoded(&b, info->user, NULL);
+    fc_buf_puts(&b, ":***@");
+    int v6 = strchr(info->host, ':') != NULL;
+    if (v6) fc_buf_puts(&b, "[");
+    put_encoded(&b, info->host, v6 ? ":" : NULL);
+    fc_buf_printf(&b, "%s:%d/", v6 ? "]" : "", info->port);
+    put_encoded(&b, info->vhost, NULL);
+    int rc = fc_buf_err(&b);
+    if (rc == FC_OK) snprintf(out, outlen, "%s", b.data);
+    fc_buf_free(&b);
+    return rc;
+}
+
+int fc_amqp_url_redact(const char *url, char *out, size_t outlen) {
+    struct amqp_connection_info info;
+    int rc = FC_ENOMEM;
+    char *copy = strdup(url);
+    if (copy) rc = amqp_parse_url(copy, &info) == AMQP_STATUS_OK ? FC_OK : FC_EINVAL;
+    if (rc == FC_OK) rc = redact_parsed(&info, out, outlen);
+    if (copy) memset(copy, 0, strlen(url));
+    free(copy);
+    if (rc != FC_OK) {
+        const char *scheme = strncmp(url, "amqps://", 8) == 0 ? "amqps://"
+                             : strncmp(url, "amqp://", 7) == 0 ? "amqp://"
+                                                                : "";
+        snprintf(out, outlen, "%s(URL not shown: it does not parse)", scheme);
+    }
+    return rc;
 }
 
 fc_amqp *fc_amqp_new(const char *url, int heartbeat_s, const char *name) {

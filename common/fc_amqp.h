@@ -47,6 +47,13 @@ typedef struct fc_amqp_handler {
 /* fc_amqp_url_check returns 0 if url is a usable amqp:// or amqps:// URL, else FC_EINVAL with why. */
 int fc_amqp_url_check(const char *url, char *why, size_t whylen);
 
+/* fc_amqp_url_redact writes into out (size outlen, truncated to fit) a display form of url for
+ * messages: parsed by amqp_parse_url exactly as fc_amqp_new parses it, then rebuilt as
+ * amqp[s]://user:***@host:port/vhost (user, host and vhost percent-encoded), so the password is
+ * never shown whatever characters it holds. Returns 0; FC_EINVAL (or FC_ENOMEM) if url does not
+ * parse, and then out holds a placeholder with nothing of url after its amqp:// or amqps:// scheme. */
+int fc_amqp_url_redact(const char *url, char *out, size_t outlen);
+
 /* fc_amqp_new prepares a connection (not yet connected); name is shown in the management UI.
  * Returns NULL on a bad URL or no memory. Free with fc_amqp_free. */
 fc_amqp *fc_amqp_new(const char *url, int heartbeat_s, const char *name);

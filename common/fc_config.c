@@ -145,13 +145,22 @@ int fc_duration_parse(const char *s, long *ms) {
     return FC_OK;
 }
 
+/* show_secret writes what a message may show of a secret setting's value: a URL split by the parser
+ * of its own connector with the password replaced by ***, a placeholder if that parser refuses it
+ * (a hand-made split could disagree with it and show part of the password), other secrets never. */
+static void show_secret(const setting *s, const char *value, char *out, size_t outlen) {
+    if (s->offset == OFF(amqp_url)) fc_amqp_url_redact(value, out, outlen);
+    else if (s->offset == OFF(redis_url)) fc_redis_url_redact(value, out, outlen);
+    else snprintf(out, outlen, "(hidden)");
+}
+
 /* fail formats the one-line error "SETTING: 'value' rule". */
 static int fail(char *err, size_t errlen, const setting *s, const char *value, const char *rule) {
     char redacted[512];
     const char *shown = value;
     if (s->type == T_SECRET) {
-        fc_redact_url(value, redacted, sizeof(redacted));
-        shown = strstr(value, "://") ? redacted : "(hidden)";
+        show_secret(s, value, redacted, sizeof(redacted));
+        shown = redacted;
     }
     if (s->env)
         snprintf(err, errlen, "%s (--%s): '%s' %s", s->env, s->flag, shown, rule);

@@ -121,6 +121,39 @@ static void test_secrets_not_echoed(void **state) {
     fc_config_free(&c);
 }
 
+/* expect_hidden loads the worker's settings with env=value (and other=other_value if other is not NULL),
+ * expects a refusal naming want, and checks that no piece of the password appears in the message. */
+static void expect_hidden(const char *env, const char *value, const char *other, const char *other_value,
+                          const char *want, const char *const *secrets) {
+    fc_config c;
+    char err[512] = "", *argv[] = {"w"};
+    setenv(env, value, 1);
+    if (other) setenv(other, other_value, 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_EINVAL);
+    if (!strstr(err, want)) fail_msg("error '%s' lacks '%s'", err, want);
+    for (; *secrets; secrets++)
+        if (strstr(err, *secrets)) fail_msg("error '%s' shows '%s'", err, *secrets);
+    unsetenv(env);
+    if (other) unsetenv(other);
+    fc_config_free(&c);
+}
+
+/* A password holding / or @ is split by each connector's own parser, never by a guess, so no part of it is
+ * shown: neither when the URL itself is refused nor when another setting is. */
+static void test_passwords_with_slash_or_at_not_echoed(void **state) {
+    static const char *const amqp_pw[] = {"pa/ss", "ss@host", "/ss", "pa%2F", "pa@", NULL};
+    static const char *const redis_pw[] = {"sec@ret", "sec", "ret@", "@ret", NULL};
+    expect_hidden("AMQP_URL", "amqp://user:pa/ss@host", NULL, NULL, "AMQP_URL", amqp_pw);
+    expect_hidden("AMQP_URL", "amqps://user:pa/ss@host:5671/vh", NULL, NULL, "AMQP_URL", amqp_pw);
+    expect_hidden("AMQP_URL", "amqp://user:pa@ss@host", NULL, NULL, "AMQP_URL", amqp_pw);
+    expect_hidden("REDIS_URL", "redis://u:sec@ret@host:99999", NULL, NULL, "REDIS_URL", redis_pw);
+    expect_hidden("REDIS_URL", "redis://u:sec@ret@host/99", NULL, NULL, "REDIS_URL", redis_pw);
+    expect_hidden("REDIS_URL", "redis://:sec@ret@", NULL, NULL, "REDIS_URL", redis_pw);
+    expect_hidden("AMQP_URL", "amqp://user:pa%2Fss@host", "RATE_LIMIT", "-1", "RATE_LIMIT", amqp_pw);
+    expect_hidden("REDIS_URL", "redis://u:sec@ret@host", "HOLD_LIMIT", "2h", "HOLD_LIMIT", redis_pw);
+    expect_hidden("REDIS_URL", "redis://u:sec@ret@host", "AMQP_URL", "amqp://x:pa/ss@h", "AMQP_URL", redis_pw);
+}
+
 static void test_flags(void **state) {
     fc_config c;
     char err[512], *unknown[] = {"p", "--nope"}, *missing[] = {"p", "--job-id"};
@@ -185,6 +218,7 @@ int main(void) {
         cmocka_unit_test(test_errors_name_the_setting), cmocka_unit_test(test_secrets_not_echoed),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_durations),
         cmocka_unit_test(test_api_name_from_host), cmocka_unit_test(test_response_and_retry_after_limits),
+        cmocka_unit_test(test_passwords_with_slash_or_at_not_echoed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

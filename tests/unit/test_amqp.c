@@ -1,0 +1,50 @@
+/* Unit tests of the RabbitMQ client's pure parts: URL redaction and the state of a connection
+ * that was never opened (no broker here). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fc_amqp.h"
+#include "fc_error.h"
+
+/* expect_redacted checks the display form of url and the return: FC_OK when amqp_parse_url accepts it;
+ * FC_EINVAL with a placeholder holding nothing of url after the scheme when it refuses it. */
+static void expect_redacted(const char *url, int rc, const char *want) {
+    char out[256];
+    assert_int_equal(fc_amqp_url_redact(url, out, sizeof(out)), rc);
+    assert_string_equal(out, want);
+}
+
+static void test_redact_parsed_urls(void **state) {
+    expect_redacted("amqp://guest:guest@127.0.0.1:5672/%2f", FC_OK, "amqp://guest:***@127.0.0.1:5672/%2F");
+    expect_redacted("amqp://user:pa%2Fss@host", FC_OK, "amqp://user:***@host:5672/%2F");
+    expect_redacted("amqp://us%40er:s%40c%3Aret@host:1/v%2Fx", FC_OK, "amqp://us%40er:***@host:1/v%2Fx");
+    expect_redacted("amqps://u:p@[::1]:5/vh", FC_OK, "amqps://u:***@[::1]:5/vh");
+    /* Without userinfo the connector logs in as guest/guest: still no password shown. */
+    expect_redacted("amqp://h", FC_OK, "amqp://guest:***@h:5672/%2F");
+}
+
+static void test_redact_refused_urls(void **state) {
+    expect_redacted("amqp://user:pa/ss@host", FC_EINVAL, "amqp://(URL not shown: it does not parse)");
+    expect_redacted("amqps://user:pa@ss@host", FC_EINVAL, "amqps://(URL not shown: it does not parse)");
+    expect_redacted("nonsense://user:hunter2@host", FC_EINVAL, "(URL not shown: it does not parse)");
+    expect_redacted("user:hunter2@host", FC_EINVAL, "(URL not shown: it does not parse)");
+}
+
+static void test_redact_truncates(void **state) {
+    char out[12];
+    assert_int_equal(fc_amqp_url_redact("amqp://user:secret@a-long-host-name", out, sizeof(out)), FC_OK);
+    assert_string_equal(out, "amqp://user");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redact_parsed_urls),
+        cmocka_unit_test(test_redact_refused_urls),
+        cmocka_unit_test(test_redact_truncates),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
