@@ -30,7 +30,8 @@ struct fc_amqp {
     int heartbeat_s;
     char name[128];
     int ok;
-    char consumer_tag[64];
+    int blocked;                  /* 1 between connection.blocked and connection.unblocked */
+    char consumer_tag[64];        /* "" while no consumer is active */
     uint64_t next_seq;            /* sequence number of the next publish */
     pending_pub *pend;            /* unconfirmed publishes, ascending seq from pend_head */
     size_t pend_head, pend_len, pend_cap;
@@ -120,6 +121,7 @@ static void destroy_conn(fc_amqp *a) {
     if (a->conn) amqp_destroy_connection(a->conn);
     a->conn = NULL;
     a->ok = 0;
+    a->blocked = 0;
     a->consumer_tag[0] = '\0';
     forget_pending(a);
 }
@@ -231,6 +233,8 @@ void fc_amqp_close(fc_amqp *a) {
 }
 
 int fc_amqp_ok(const fc_amqp *a) { return a->conn && a->ok; }
+int fc_amqp_blocked(const fc_amqp *a) { return a->conn && a->blocked; }
+int fc_amqp_consuming(const fc_amqp *a) { return fc_amqp_ok(a) && a->consumer_tag[0]; }
 const char *fc_amqp_errstr(const fc_amqp *a) { return a->errstr; }
 
 int fc_amqp_fd(const fc_amqp *a) {
@@ -411,10 +415,12 @@ int fc_amqp_nack(fc_amqp *a, uint64_t tag, int requeue) {
     return status_error(a, amqp_basic_nack(a->conn, CHANNEL, tag, 0, requeue), "basic.nack");
 }
 
-/* settle reports the broker's verdict on seq (or on every seq up to it when multiple). */
+/* settle reports the broker's verdict on seq (or on every seq up to it when multiple). The confirm
+ * callback may publish, which can grow or compact pend, so entries are found by their place after
+ * pend_head, which neither changes. */
 static void settle(fc_amqp *a, uint64_t tag, int multiple, int nack, const fc_amqp_handler *h) {
-    for (size_t i = a->pend_head; i < a->pend_len; i++) {
-        pending_pub *p = &a->pend[i];
+    for (size_t k = 0; a->pend_head + k < a->pend_len; k++) {
+        pending_pub *p = &a->pend[a->pend_head + k];
         if (p->seq > tag) break;
         if (!multiple && p->seq != tag) continue;
         if (p->seq == 0) continue; /* already settled */
@@ -424,6 +430,7 @@ static void settle(fc_amqp *a, uint64_t tag, int multiple, int nack, const fc_am
         p->message_id = NULL;
         p->seq = 0;
         if (h->confirm) h->confirm(h->ud, seq, status);
+        if (!a->conn) return; /* the callback closed the connection, which forgot every publish */
     }
     while (a->pend_head < a->pend_len && a->pend[a->pend_head].seq == 0) a->pend_head++;
 }
@@ -510,10 +517,14 @@ static int handle_method(fc_amqp *a, amqp_frame_t *f, const fc_amqp_handler *h) 
         a->ok = 0;
         return FC_ECONN;
     }
-    case AMQP_CONNECTION_BLOCKED_METHOD:
-        fc_warn("broker blocked publishing (resource alarm)");
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        amqp_connection_blocked_t *m = f->payload.method.decoded;
+        a->blocked = 1;
+        fc_warn("broker blocked publishing: %.*s", (int)m->reason.len, (char *)m->reason.bytes);
         return FC_OK;
+    }
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        a->blocked = 0;
         fc_info("broker unblocked publishing");
         return FC_OK;
     default: return FC_OK;
@@ -546,9 +557,12 @@ int fc_amqp_poll(fc_amqp *a, int timeout_ms, const fc_amqp_handler *h) {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     int rc;
     while ((rc = poll_once(a, &tv, h)) == 1) {
+        /* A callback may have closed the connection (a->conn is NULL then) or broken it. */
+        if (!fc_amqp_ok(a)) return FC_ECONN;
         tv.tv_sec = 0;
         tv.tv_usec = 0;
     }
+    if (!a->conn) return FC_ECONN;
     if (!amqp_frames_enqueued(a->conn)) amqp_maybe_release_buffers(a->conn);
     return rc < 0 ? FC_ECONN : FC_OK;
 }

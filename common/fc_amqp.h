@@ -35,11 +35,15 @@ typedef struct fc_delivery {
     long delivery_count;        /* x-delivery-count (quorum queues), 0 if absent */
 } fc_delivery;
 
+/* Callbacks of fc_amqp_poll. They may ack, nack and publish, but must not close the connection
+ * (fc_amqp_close, fc_amqp_connect, fc_amqp_free): note what happened and close after fc_amqp_poll
+ * returns. (If one does close it anyway, fc_amqp_poll stops at once and returns FC_ECONN.) */
 typedef struct fc_amqp_handler {
     void (*delivery)(void *ud, const fc_delivery *d);
     /* confirm reports the broker's verdict on publish seq: 0, FC_ENACK or FC_EUNROUTABLE. */
     void (*confirm)(void *ud, uint64_t seq, int status);
-    /* cancelled is called when the broker cancels the consumer (queue deleted). */
+    /* cancelled is called when the broker cancels the consumer (queue deleted); fc_amqp_consuming
+     * is 0 from then on. */
     void (*cancelled)(void *ud);
     void *ud;
 } fc_amqp_handler;
@@ -66,6 +70,13 @@ int fc_amqp_connect(fc_amqp *a);
 void fc_amqp_close(fc_amqp *a);
 /* fc_amqp_ok returns 1 while the connection is usable. */
 int fc_amqp_ok(const fc_amqp *a);
+/* fc_amqp_blocked returns 1 between the broker's connection.blocked (a resource alarm: memory or
+ * disk) and connection.unblocked, as seen by fc_amqp_poll; 0 otherwise and after connect or close. */
+int fc_amqp_blocked(const fc_amqp *a);
+/* fc_amqp_consuming returns 1 while the consumer started by fc_amqp_consume is active: 0 before it,
+ * after fc_amqp_cancel, after the broker cancelled it (basic.cancel), and once the connection is
+ * closed or broken. */
+int fc_amqp_consuming(const fc_amqp *a);
 const char *fc_amqp_errstr(const fc_amqp *a);
 /* fc_amqp_fd returns the socket to poll for readability, or -1. */
 int fc_amqp_fd(const fc_amqp *a);
@@ -81,7 +92,10 @@ int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *con
 int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
 
 /* fc_amqp_publish publishes a persistent, mandatory message; *seq receives its confirm
- * sequence number. Returns 0 or FC_ECONN. */
+ * sequence number. Returns 0 or FC_ECONN. While the broker blocks the connection
+ * (fc_amqp_blocked), it stops reading from the socket, so a publish may block the caller in
+ * send() until the alarm clears: an event loop checks fc_amqp_blocked before publishing and
+ * holds its messages meanwhile. */
 int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_amqp_props *p,
                     const void *body, size_t len, uint64_t *seq);
 
@@ -93,7 +107,8 @@ int fc_amqp_ack_upto(fc_amqp *a, uint64_t tag);
 int fc_amqp_nack(fc_amqp *a, uint64_t tag, int requeue);
 
 /* fc_amqp_poll handles every frame that arrives within timeout_ms (0 = only what is there),
- * calling h. Also sends heartbeats. Returns 0 or FC_ECONN once the connection is lost. */
+ * calling h. Also sends heartbeats. Returns 0, or FC_ECONN once the connection is lost or no
+ * longer usable (fc_amqp_ok is 0), including when a callback broke or closed it. */
 int fc_amqp_poll(fc_amqp *a, int timeout_ms, const fc_amqp_handler *h);
 
 #endif

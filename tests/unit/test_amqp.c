@@ -1,5 +1,5 @@
-/* Unit tests of the RabbitMQ client's pure parts: URL redaction and the state of a connection
- * that was never opened (no broker here). */
+/* Unit tests of the RabbitMQ client's parts that need no broker: URL redaction and the state of a
+ * connection that was never opened. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,11 +40,29 @@ static void test_redact_truncates(void **state) {
     assert_string_equal(out, "amqp://user");
 }
 
+/* A connection that was never opened is neither blocked nor consuming, and polling it reports the
+ * loss without touching rabbitmq-c. */
+static void test_unconnected_state(void **state) {
+    fc_amqp *a = fc_amqp_new("amqp://u:p@127.0.0.1:1/", 0, "test");
+    fc_amqp_handler h = {0};
+    assert_non_null(a);
+    assert_int_equal(fc_amqp_ok(a), 0);
+    assert_int_equal(fc_amqp_blocked(a), 0);
+    assert_int_equal(fc_amqp_consuming(a), 0);
+    assert_int_equal(fc_amqp_poll(a, 0, &h), FC_ECONN);
+    assert_int_equal(fc_amqp_cancel(a), FC_OK);
+    fc_amqp_close(a);
+    assert_int_equal(fc_amqp_consuming(a), 0);
+    fc_amqp_free(a);
+    fc_amqp_free(NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redact_parsed_urls),
         cmocka_unit_test(test_redact_refused_urls),
         cmocka_unit_test(test_redact_truncates),
+        cmocka_unit_test(test_unconnected_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
