@@ -11,13 +11,13 @@
 #include <time.h>
 
 #include "fc_error.h"
+#include "fc_keys.h"
 #include "fc_log.h"
 
 #define US_PER_SEC 1000000LL
 #define BACKOFF_MIN_US 100000LL  /* first reconnect attempt 100 ms after a failure */
 #define BACKOFF_MAX_US 5000000LL /* then doubling, capped at 5 s */
 #define DEFAULT_MAX_WAIT_MS 30000L
-#define KEY_MAX 256
 
 enum { LIM_CALLS, LIM_TOKENS, LIM_N };
 
@@ -25,7 +25,8 @@ enum { LIM_CALLS, LIM_TOKENS, LIM_N };
  * throughout; the C mirror is fc_gcra_reserve / fc_gcra_adjust. KEYS[1] is the pause key.
  *   'r' reserve: ARGV[2] max_wait_us, then (tau_us, inc_us) per limit key KEYS[2..]
  *                -> {0, wait_us} reserved, {1, wait_us} refused (wait > max_wait)
- *   'c' correct: KEYS[2] token key, ARGV[2] delta_us -> {0, tat - now}
+ *   'c' correct: KEYS[2] token key, ARGV[2] delta_us, ARGV[3] cap_us -> {0, tat - now}, the
+ *                tat kept within cap_us of now (FC_GCRA_AHEAD_MAX_US: corrections add up)
  *   'p' pause:   ARGV[2] ms -> {0, deadline - now}
  *   'q' query:   -> {0, max(0, pause deadline - now)}
  *   'u' usage:   KEYS[2] a limit key -> {0, tat - now} (how far ahead of now it is reserved)
@@ -52,6 +53,7 @@ static const char script[] =
     "if mode == 'u' then return {0, get(KEYS[2]) - now} end\n"
     "if mode == 'c' then\n"
     "  local tat = math.max(math.max(get(KEYS[2]), now) + tonumber(ARGV[2]), now)\n"
+    "  tat = math.min(tat, now + tonumber(ARGV[3]))\n"
     "  put(KEYS[2], tat)\n"
     "  return {0, tat - now}\n"
     "end\n"
@@ -71,8 +73,8 @@ static const char script[] =
 
 struct fc_limiter {
     fc_redis *redis;              /* borrowed; NULL = always down */
-    char key_pause[KEY_MAX];
-    char key_limit[LIM_N][KEY_MAX]; /* calls, tokens */
+    char key_pause[FC_KEY_MAX];
+    char key_limit[LIM_N][FC_KEY_MAX]; /* calls, tokens */
     char sha[41];                 /* SHA-1 of script, for EVALSHA */
     fc_gcra fleet[LIM_N];         /* fleet-wide limits (interval 0 = unlimited) */
     fc_gcra local[LIM_N];         /* this instance's share for FC_LIMITER_LOCAL */
@@ -93,6 +95,25 @@ struct fc_limiter {
 /* ---- RATE_LIMITS parsing --------------------------------------------------------- */
 
 double fc_limit_default_burst(double per_sec) { return per_sec > 1.0 ? per_sec : 1.0; }
+
+int fc_limit_validate(fc_limit lim, const char *what, char *err, size_t errlen) {
+    if (!isfinite(lim.per_sec) || lim.per_sec < 0) {
+        snprintf(err, errlen, "%s: rate %g/s must be a finite number >= 0", what, lim.per_sec);
+        return FC_ERANGE;
+    }
+    if (lim.per_sec == 0) return FC_OK;
+    if (!isfinite(lim.burst) || lim.burst < 1) {
+        snprintf(err, errlen, "%s: burst %g must be a finite number >= 1", what, lim.burst);
+        return FC_ERANGE;
+    }
+    double span_us = lim.burst * ((double)US_PER_SEC / lim.per_sec);
+    if (!(span_us <= (double)FC_LIMIT_SPAN_MAX_US)) {
+        snprintf(err, errlen, "%s: burst %g at %g/s takes %.3g years to refill (at most 10): raise the rate or "
+                 "lower the burst", what, lim.burst, lim.per_sec, span_us / (365.25 * 86400 * US_PER_SEC));
+        return FC_ERANGE;
+    }
+    return FC_OK;
+}
 
 static int api_name_ok(const char *s, size_t len) {
     if (len == 0 || len >= FC_LIMITS_API_MAX) return 0;
@@ -152,7 +173,9 @@ static int parse_limit(const char *part, fc_limit *out, const char *what, char *
     }
     out->per_sec = rate / secs;
     out->burst = burst > 0 ? burst : fc_limit_default_burst(out->per_sec);
-    return FC_OK;
+    char named[512];
+    snprintf(named, sizeof(named), "%s '%s'", what, part);
+    return fc_limit_validate(*out, named, err, errlen);
 }
 
 /* parse_entry parses "api=LIMIT[;tokens=LIMIT]" (NUL-terminated, writable) into e. */
@@ -225,7 +248,13 @@ void fc_gcra_init(fc_gcra *g, fc_limit lim, int divisor) {
     g->tau_us = llround((burst - 1) * g->interval_us);
 }
 
-int64_t fc_gcra_cost_us(const fc_gcra *g, double cost) { return llround(cost * g->interval_us); }
+int64_t fc_gcra_cost_us(const fc_gcra *g, double cost) {
+    double us = cost * g->interval_us;
+    if (isnan(us)) return 0;
+    if (us > (double)FC_LIMIT_SPAN_MAX_US) return FC_LIMIT_SPAN_MAX_US;
+    if (us < -(double)FC_LIMIT_SPAN_MAX_US) return -FC_LIMIT_SPAN_MAX_US;
+    return llround(us);
+}
 
 int fc_gcra_reserve(int64_t tat[], const fc_gcra lim[], size_t n, int64_t now_us, int64_t pause_us,
                     const double costs[], int64_t max_wait_us, int64_t *wait_us) {
@@ -240,7 +269,11 @@ int fc_gcra_reserve(int64_t tat[], const fc_gcra lim[], size_t n, int64_t now_us
 }
 
 void fc_gcra_adjust(int64_t *tat, int64_t now_us, int64_t delta_us) {
-    *tat = max64(max64(*tat, now_us) + delta_us, now_us);
+    int64_t cap = now_us + FC_GCRA_AHEAD_MAX_US;
+    if (delta_us > FC_GCRA_AHEAD_MAX_US) delta_us = FC_GCRA_AHEAD_MAX_US;
+    if (delta_us < -FC_GCRA_AHEAD_MAX_US) delta_us = -FC_GCRA_AHEAD_MAX_US;
+    int64_t v = max64(max64(*tat, now_us) + delta_us, now_us);
+    *tat = v < cap ? v : cap;
 }
 
 /* ---- SHA-1 (FIPS 180-4), only to name the script for EVALSHA --------------------- */
@@ -295,24 +328,52 @@ void fc_limiter_set_clock(fc_limiter *l, fc_limiter_clock_fn fn, void *arg) {
     l->clock_arg = fn ? arg : NULL;
 }
 
-static int conf_ok(const fc_limiter_conf *c) {
-    if (!c || !c->prefix || !c->api || !api_name_ok(c->api, strlen(c->api))) return 0;
-    if (strlen(c->prefix) > KEY_MAX / 2) return 0;
-    if (c->calls.per_sec < 0 || c->tokens.per_sec < 0 || c->max_wait_ms < 0 || c->fleet_size < 0) return 0;
-    return c->fallback == FC_LIMITER_PAUSE || c->fallback == FC_LIMITER_LOCAL;
+/* share returns the part of lim one of divisor instances applies locally (burst stays >= 1). */
+static fc_limit share(fc_limit lim, int divisor) {
+    double burst = lim.burst / divisor;
+    return (fc_limit){lim.per_sec / divisor, burst < 1 ? 1 : burst};
+}
+
+/* conf_check returns 0 when c is usable, else FC_EINVAL or FC_ERANGE with why in err. */
+static int conf_check(const fc_limiter_conf *c, char *err, size_t errlen) {
+    if (!c || !c->prefix || !c->api || !api_name_ok(c->api, strlen(c->api)) || strlen(c->prefix) > FC_KEY_MAX / 2) {
+        snprintf(err, errlen, "prefix and api [A-Za-z0-9_.-] required");
+        return FC_EINVAL;
+    }
+    if (c->fallback != FC_LIMITER_PAUSE && c->fallback != FC_LIMITER_LOCAL) {
+        snprintf(err, errlen, "unknown fallback %d", c->fallback);
+        return FC_EINVAL;
+    }
+    if (c->max_wait_ms < 0 || c->max_wait_ms > FC_LIMIT_SPAN_MAX_US / 1000 || c->fleet_size < 0) {
+        snprintf(err, errlen, "max_wait_ms %ld or fleet_size %d out of range", c->max_wait_ms, c->fleet_size);
+        return FC_ERANGE;
+    }
+    int fleet = c->fleet_size > 0 ? c->fleet_size : 1;
+    const fc_limit lims[4] = {c->calls, c->tokens, share(c->calls, fleet), share(c->tokens, fleet)};
+    static const char *const names[4] = {"calls", "tokens", "calls (local share)", "tokens (local share)"};
+    for (int i = 0; i < 4; i++) {
+        int rc = fc_limit_validate(lims[i], names[i], err, errlen);
+        if (rc != FC_OK) return rc;
+    }
+    return FC_OK;
 }
 
 fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c) {
-    if (!conf_ok(c)) {
-        fc_error("rate limiter: invalid configuration (prefix, api [A-Za-z0-9_.-], rates >= 0, fallback)");
+    char why[256];
+    if (conf_check(c, why, sizeof(why)) != FC_OK) {
+        fc_error("rate limiter %s: invalid configuration: %s", c && c->api ? c->api : "(none)", why);
         return NULL;
     }
     fc_limiter *l = calloc(1, sizeof(*l));
     if (!l) return NULL;
     l->redis = r;
-    snprintf(l->key_pause, KEY_MAX, "%s:rl:{%s}:pause", c->prefix, c->api);
-    snprintf(l->key_limit[LIM_CALLS], KEY_MAX, "%s:rl:{%s}:calls", c->prefix, c->api);
-    snprintf(l->key_limit[LIM_TOKENS], KEY_MAX, "%s:rl:{%s}:tokens", c->prefix, c->api);
+    if (fc_key_limit(l->key_pause, FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_PAUSE) != FC_OK ||
+        fc_key_limit(l->key_limit[LIM_CALLS], FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_CALLS) != FC_OK ||
+        fc_key_limit(l->key_limit[LIM_TOKENS], FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_TOKENS) != FC_OK) {
+        fc_error("rate limiter %s: key names too long", c->api);
+        free(l);
+        return NULL;
+    }
     fc_limiter_sha1_hex(script, strlen(script), l->sha);
     int fleet = c->fleet_size > 0 ? c->fleet_size : 1;
     fc_gcra_init(&l->fleet[LIM_CALLS], c->calls, 1);
@@ -525,9 +586,11 @@ int fc_limiter_correct(fc_limiter *l, long delta_tokens) {
     if (g->interval_us <= 0 || delta_tokens == 0) return FC_OK;
     char delta[24];
     snprintf(delta, sizeof(delta), "%lld", (long long)fc_gcra_cost_us(g, (double)delta_tokens));
-    const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_TOKENS], "c", delta};
+    char cap[24];
+    snprintf(cap, sizeof(cap), "%lld", (long long)FC_GCRA_AHEAD_MAX_US);
+    const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_TOKENS], "c", delta, cap};
     long long flag, value;
-    int rc = redis_eval(l, 7, argv, &flag, &value);
+    int rc = redis_eval(l, 8, argv, &flag, &value);
     if (rc == FC_ECONN && l->fallback == FC_LIMITER_LOCAL) {
         const fc_gcra *lg = &l->local[LIM_TOKENS];
         fc_gcra_adjust(&l->local_tat[LIM_TOKENS], now_us(l), fc_gcra_cost_us(lg, (double)delta_tokens));

@@ -34,6 +34,19 @@ typedef struct fc_limit {
  * handful of calls by T and make cold starts needlessly slow. Unlimited (0) gives 1. */
 double fc_limit_default_burst(double per_sec);
 
+/* The longest a limit's full bucket may take to refill, burst / per_sec: 10 years, in us.
+ * Every derived value (interval, tau, the tat a reservation writes) then stays far inside
+ * int64 and exact in the Lua script's doubles (Redis TIME + a few spans < 2^53 until ~2200).
+ * A limit beyond it (e.g. 100 tokens/h with burst 1e12: 1,141 years) is refused, not run
+ * with arithmetic that overflows. */
+#define FC_LIMIT_SPAN_MAX_US (3652LL * 86400 * 1000000)
+
+/* fc_limit_validate checks one limit for use: per_sec finite and >= 0 (0 = unlimited, then
+ * burst is not looked at), burst finite and >= 1, and burst / per_sec at most
+ * FC_LIMIT_SPAN_MAX_US. Returns 0, or FC_ERANGE with a message starting with what (e.g.
+ * "RATE_LIMIT") in err. */
+int fc_limit_validate(fc_limit lim, const char *what, char *err, size_t errlen);
+
 /* ---- Configuration parsing: RATE_LIMITS ------------------------------------------- */
 
 #define FC_LIMITS_API_MAX 64
@@ -50,7 +63,8 @@ typedef struct fc_api_limits {
  * Grammar: entries separated by spaces, each api=RATE/UNIT[,burst=N][;tokens=RATE/UNIT[,burst=N]],
  * units /s, /sec, /min, /h; RATE is a non-negative decimal (0 = unlimited), N a number >= 1.
  * Fills out[0..*n) (at most max entries; caller-owned array). Returns 0, or FC_EPARSE /
- * FC_ERANGE / FC_ETOOBIG with a message naming the offending part in err. */
+ * FC_ERANGE / FC_ETOOBIG with a message naming the offending part in err; every limit must
+ * pass fc_limit_validate (FC_ERANGE naming the entry and its value otherwise). */
 int fc_limits_parse(const char *spec, fc_api_limits *out, size_t max, size_t *n, char *err, size_t errlen);
 
 /* fc_limits_find returns the entry for api in v[0..n), or NULL (borrowed pointer). */
@@ -65,10 +79,14 @@ typedef struct fc_gcra {
 } fc_gcra;
 
 /* fc_gcra_init prepares lim scaled to share = 1/divisor of the rate and burst (divisor 1 for
- * the fleet-wide limit, fleet_size for the local fallback; burst stays >= 1). */
+ * the fleet-wide limit, fleet_size for the local fallback; burst stays >= 1). The share must
+ * pass fc_limit_validate (fc_limiter_new checks): then tau_us <= FC_LIMIT_SPAN_MAX_US and
+ * fc_gcra_reserve keeps every tat within a few spans of now, far inside int64. */
 void fc_gcra_init(fc_gcra *g, fc_limit lim, int divisor);
 
-/* fc_gcra_cost_us returns the tat increment of cost units: round(cost * T) (may be < 0). */
+/* fc_gcra_cost_us returns the tat increment of cost units: round(cost * T) (may be < 0),
+ * clamped to +-FC_LIMIT_SPAN_MAX_US (a cost that large blocks the limit for 10 years anyway)
+ * so that no cost overflows the tat arithmetic; a NaN cost counts 0. */
 int64_t fc_gcra_cost_us(const fc_gcra *g, double cost);
 
 /* fc_gcra_reserve applies one acquire to n limits at once. tat[i] is limit i's state (us;
@@ -78,7 +96,12 @@ int64_t fc_gcra_cost_us(const fc_gcra *g, double cost);
 int fc_gcra_reserve(int64_t tat[], const fc_gcra lim[], size_t n, int64_t now_us, int64_t pause_us,
                     const double costs[], int64_t max_wait_us, int64_t *wait_us);
 
-/* fc_gcra_adjust corrects a charge after the fact: tat = max(max(tat, now) + delta_us, now).
+/* How far ahead of now a correction may push a tat: twice FC_LIMIT_SPAN_MAX_US. Corrections
+ * are not gated by max_wait as reservations are, so without it they could add up past int64. */
+#define FC_GCRA_AHEAD_MAX_US (2 * FC_LIMIT_SPAN_MAX_US)
+
+/* fc_gcra_adjust corrects a charge after the fact: tat = max(max(tat, now) + delta_us, now),
+ * at most now + FC_GCRA_AHEAD_MAX_US (delta_us is clamped to +-FC_GCRA_AHEAD_MAX_US first).
  * A negative delta refunds, but never below now (no credit beyond the bucket capacity). */
 void fc_gcra_adjust(int64_t *tat, int64_t now_us, int64_t delta_us);
 
@@ -111,9 +134,11 @@ typedef struct fc_limiter_stats {
 } fc_limiter_stats;
 
 /* fc_limiter_new creates a limiter for one API. r is borrowed (not owned; may be NULL:
- * Redis is then always "down" and the fallback applies). Keys:
- * "<prefix>:rl:{<api>}:calls", ":tokens", ":pause". Returns NULL on an invalid conf
- * (logged) or out of memory. Free with fc_limiter_free. */
+ * Redis is then always "down" and the fallback applies). Keys (fc_key_limit):
+ * "<prefix>:rl:{<api>}:calls", ":tokens", ":pause". Returns NULL on an invalid conf (the
+ * reason logged: calls and tokens, and their local shares of fleet_size, must pass
+ * fc_limit_validate; max_wait_ms at most FC_LIMIT_SPAN_MAX_US / 1000) or out of memory.
+ * Free with fc_limiter_free. */
 fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c);
 
 /* fc_limiter_acquire reserves one call costing cost_tokens tokens (prompt bytes/4 +

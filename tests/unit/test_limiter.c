@@ -1,5 +1,7 @@
 /* Unit tests of the rate limiter: the GCRA core against a fake clock, the local fallback,
  * reconnect pacing, RATE_LIMITS parsing and the SHA-1 used for EVALSHA. No Redis needed. */
+#include <limits.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -333,6 +335,93 @@ static void test_parse_errors(void **state) {
     expect_error("a=5/s a=2/s", FC_EPARSE, "'a': API listed twice");
 }
 
+/* ---- Extreme limits: refused before they overflow the arithmetic ----------------- */
+
+/* expect_invalid checks that lim is refused naming what, with needle in the message. */
+static void expect_invalid(fc_limit lim, const char *needle) {
+    char err[256] = "";
+    assert_int_equal(fc_limit_validate(lim, "TOKEN_LIMIT", err, sizeof(err)), FC_ERANGE);
+    if (!strstr(err, "TOKEN_LIMIT") || !strstr(err, needle))
+        fail_msg("error for %g/s burst %g is '%s', expected TOKEN_LIMIT and '%s'", lim.per_sec, lim.burst, err,
+                 needle);
+}
+
+static void test_limit_validate(void **state) {
+    (void)state;
+    char err[256];
+    const fc_limit ok[] = {{1, 1}, {0, 0}, {0, -5}, {1e12, 1e12}, {100.0 / 60, 1e6}, {1, 3.15e8}, {1e-8, 1}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        if (fc_limit_validate(ok[i], "X", err, sizeof(err)) != FC_OK) fail_msg("%g/s burst %g: %s", ok[i].per_sec,
+                                                                              ok[i].burst, err);
+    expect_invalid((fc_limit){-1, 1}, "rate");
+    expect_invalid((fc_limit){NAN, 1}, "rate");
+    expect_invalid((fc_limit){INFINITY, 1}, "rate");
+    expect_invalid((fc_limit){1, 0.5}, "burst 0.5");
+    expect_invalid((fc_limit){1, NAN}, "burst");
+    expect_invalid((fc_limit){1, INFINITY}, "burst");
+    expect_invalid((fc_limit){1, 3.16e8}, "years to refill");           /* just over 10 years */
+    expect_invalid((fc_limit){100.0 / 3600, 1e12}, "years to refill");  /* 1,141 years */
+    expect_invalid((fc_limit){1e-9, 1}, "years to refill");             /* one unit per 31 years */
+}
+
+static void test_parse_refuses_extreme_limits(void **state) {
+    (void)state;
+    expect_error("openrouter=60/min;tokens=100/h,burst=1e12", FC_ERANGE, "openrouter tokens '100/h,burst=1e12'");
+    expect_error("a=1/h,burst=1e12", FC_ERANGE, "a '1/h,burst=1e12': burst 1e+12");
+    expect_error("a=0.00000001/h", FC_ERANGE, "years to refill");
+    fc_api_limits v[2];
+    size_t n;
+    char err[256];
+    assert_int_equal(fc_limits_parse("a=60/min;tokens=100/h,burst=20000", v, 2, &n, err, sizeof(err)), FC_OK);
+    assert_int_equal(fc_limits_parse("a=1e12/s,burst=1e12", v, 2, &n, err, sizeof(err)), FC_OK);
+}
+
+static void test_new_refuses_extreme_limits(void **state) {
+    (void)state;
+    fc_limiter_conf c = {.prefix = "t", .api = "a", .calls = {1, 1}, .tokens = {100.0 / 3600, 1e12},
+                         .fallback = FC_LIMITER_LOCAL};
+    assert_null(fc_limiter_new(NULL, &c));
+    c.tokens = (fc_limit){0, 0};
+    c.calls = (fc_limit){1.0 / 3600, 1e12};
+    assert_null(fc_limiter_new(NULL, &c));
+    /* The local share of a huge fleet is one call per 63 years. */
+    c.calls = (fc_limit){1, 1};
+    c.fleet_size = 2000000000;
+    assert_null(fc_limiter_new(NULL, &c));
+    c.fleet_size = 1;
+    c.max_wait_ms = 1L << 62;
+    assert_null(fc_limiter_new(NULL, &c));
+}
+
+static void test_extreme_costs_stay_defined(void **state) {
+    (void)state;
+    /* The largest accepted limit: 10 years to refill. Huge costs clamp instead of overflowing. */
+    fc_gcra g = make(1, 3.15e8);
+    assert_int_equal(fc_gcra_cost_us(&g, 1e300), FC_LIMIT_SPAN_MAX_US);
+    assert_int_equal(fc_gcra_cost_us(&g, -1e300), -FC_LIMIT_SPAN_MAX_US);
+    assert_int_equal(fc_gcra_cost_us(&g, NAN), 0);
+    fake_now = 1000 * SEC;
+    fc_limiter_conf c = {.prefix = "t", .api = "a", .calls = {1, 3.15e8}, .tokens = {1, 3.15e8},
+                         .fallback = FC_LIMITER_LOCAL};
+    fc_limiter *l = fc_limiter_new(NULL, &c);
+    assert_non_null(l);
+    fc_limiter_set_clock(l, fake_clock, NULL);
+    int64_t w;
+    assert_int_equal(fc_limiter_acquire_us(l, LONG_MAX, &w), FC_OK);
+    assert_int_equal(w, 0);
+    assert_int_equal(fc_limiter_acquire_us(l, LONG_MAX, &w), FC_EBUSY); /* spent for years */
+    for (int i = 0; i < 100000; i++) assert_int_equal(fc_limiter_correct(l, LONG_MAX), FC_OK);
+    assert_int_equal(fc_limiter_acquire_us(l, 1, &w), FC_EBUSY);
+    assert_true(w > 0 && w <= FC_GCRA_AHEAD_MAX_US);
+    for (int i = 0; i < 100000; i++) assert_int_equal(fc_limiter_correct(l, LONG_MIN), FC_OK);
+    assert_int_equal(fc_limiter_acquire_us(l, 1, &w), FC_OK); /* refunded back to a full bucket */
+    assert_int_equal(w, 0);
+    fc_limiter_free(l);
+    int64_t tat = 0;
+    for (int i = 0; i < 100000; i++) fc_gcra_adjust(&tat, 5 * SEC, INT64_MAX);
+    assert_int_equal(tat, 5 * SEC + FC_GCRA_AHEAD_MAX_US);
+}
+
 static void test_sha1(void **state) {
     (void)state;
     char hex[41];
@@ -366,6 +455,10 @@ int main(void) {
         cmocka_unit_test(test_new_rejects_bad_conf),
         cmocka_unit_test(test_parse_spec),
         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_limit_validate),
+        cmocka_unit_test(test_parse_refuses_extreme_limits),
+        cmocka_unit_test(test_new_refuses_extreme_limits),
+        cmocka_unit_test(test_extreme_costs_stay_defined),
         cmocka_unit_test(test_sha1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
