@@ -16,7 +16,7 @@
 
 #define DS_INBUF 65536
 #define DS_JSON_DEPTH 32
-#define DS_QUOTE_MAX 40 /* bytes of a bad value quoted in a reason */
+#define DS_QUOTE_MAX 40 /* bytes of a longer bad value quoted in a reason, then "..." */
 #define DS_SEEN_MAX ((size_t)(FC_DATASET_POSITION_MAX / 8 + 1))
 
 /* CSV scanner states; CSV_QUOTE means a '"' was seen inside a quoted field (end of field or first of a pair). */
@@ -59,12 +59,80 @@ struct fc_dataset {
 
 /* ---- small helpers ---- */
 
+/* utf8_unit returns the length (1..4) of the well-formed UTF-8 character at s[0..n), n > 0, or 0 if it is
+ * ill-formed (overlong, surrogate, above U+10FFFF, truncated or a stray byte). NUL counts as a character. */
+static size_t utf8_unit(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t need = 2;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) need = 1;
+    else if (c == 0xE0) lo = 0xA0;
+    else if (c == 0xED) hi = 0x9F;
+    else if (c == 0xF0) need = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) need = 3;
+    else if (c == 0xF4) need = 3, hi = 0x8F;
+    else if (c < 0xE1 || c > 0xEF) return 0;
+    if (n - 1 < need || s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k <= need; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    return need + 1;
+}
+
+/* utf8_check returns 0 if s[0..n) is well-formed UTF-8 without NUL bytes, 1 if it holds a NUL, -1 if it is
+ * ill-formed. */
+static int utf8_check(const unsigned char *s, size_t n) {
+    for (size_t i = 0, k; i < n; i += k) {
+        if (s[i] == 0) return 1;
+        if (!(k = utf8_unit(s + i, n - i))) return -1;
+    }
+    return 0;
+}
+
+#define UTF8_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD, written for each ill-formed byte */
+
+/* utf8_fit copies s[0..n) into dst (dstlen bytes, always NUL-terminated if dstlen > 0) as well-formed UTF-8:
+ * each ill-formed byte becomes U+FFFD, and a text that does not fit is cut between two characters and ends
+ * with "...". Reasons go into JSON reports and logs, which must stay valid UTF-8 whatever the input held. */
+static void utf8_fit(char *dst, size_t dstlen, const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t need = 0, o = 0, k, w;
+    for (size_t i = 0; i < n; i += k ? k : 1) need += (k = utf8_unit(u + i, n - i)) ? k : 3;
+    int cut = need >= dstlen;
+    size_t room = !cut ? need : dstlen > 4 ? dstlen - 4 : 0; /* 4: "..." and the NUL */
+    for (size_t i = 0; i < n; i += k ? k : 1) {
+        k = utf8_unit(u + i, n - i);
+        w = k ? k : 3;
+        if (o + w > room) break;
+        memcpy(dst + o, k ? s + i : UTF8_REPLACEMENT, w);
+        o += w;
+    }
+    if (cut && dstlen > 4) memcpy(dst + o, "...", 3), o += 3;
+    if (dstlen) dst[o] = '\0';
+}
+
+/* vformat formats a message into dst through utf8_fit, so that no cut falls inside a character. */
+static void vformat(char *dst, size_t dstlen, const char *fmt, va_list ap) {
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    char *tmp = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!tmp) {
+        utf8_fit(dst, dstlen, "(message lost: out of memory)", 29);
+        return;
+    }
+    vsnprintf(tmp, (size_t)n + 1, fmt, ap);
+    utf8_fit(dst, dstlen, tmp, (size_t)n);
+    free(tmp);
+}
+
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vformat(err, errlen, fmt, ap);
     va_end(ap);
 }
 
@@ -74,7 +142,7 @@ static int ds_bad(fc_dataset *ds, const char *fmt, ...) {
     if (ds->bad) return FC_EPARSE;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ds->why, sizeof(ds->why), fmt, ap);
+    vformat(ds->why, sizeof(ds->why), fmt, ap);
     va_end(ap);
     ds->bad = 1;
     return FC_EPARSE;
@@ -94,47 +162,12 @@ static void trim(const char **s, size_t *n) {
     while (*n && is_space((*s)[*n - 1])) (*n)--;
 }
 
-/* utf8_check returns 0 if s[0..n) is well-formed UTF-8 (no overlongs, surrogates, values above U+10FFFF or
- * truncated sequences) without NUL bytes, 1 if it holds a NUL, -1 if it is ill-formed. */
-static int utf8_check(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c == 0) return 1;
-        if (c < 0x80) { i++; continue; }
-        size_t need = 2;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c == 0xE0) lo = 0xA0;
-        else if (c == 0xED) hi = 0x9F;
-        else if (c == 0xF0) need = 3, lo = 0x90;
-        else if (c >= 0xF1 && c <= 0xF3) need = 3;
-        else if (c == 0xF4) need = 3, hi = 0x8F;
-        else if (c < 0xE1 || c > 0xEF) return -1;
-        if (n - i - 1 < need || s[i + 1] < lo || s[i + 1] > hi) return -1;
-        for (size_t k = 2; k <= need; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return -1;
-        i += need + 1;
-    }
-    return 0;
-}
-
 /* check_field validates a field's bytes; returns 0 or FC_EPARSE with the reason naming the field. */
 static int check_field(fc_dataset *ds, const char *s, size_t n, const char *name) {
     int rc = utf8_check((const unsigned char *)s, n);
     if (rc < 0) return ds_bad(ds, "invalid UTF-8 in field '%s'", name);
     if (rc > 0) return ds_bad(ds, "NUL byte in field '%s'", name);
     return FC_OK;
-}
-
-/* quote copies at most DS_QUOTE_MAX bytes of valid UTF-8 s[0..n) into dst, cut on a character boundary. */
-static void quote(char *dst, size_t dstlen, const char *s, size_t n) {
-    size_t k = n;
-    if (k > DS_QUOTE_MAX) {
-        k = DS_QUOTE_MAX;
-        while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
-    }
-    snprintf(dst, dstlen, "%.*s%s", (int)k, s, k < n ? "..." : "");
 }
 
 /* ---- format names ---- */
@@ -494,7 +527,7 @@ static int ds_read_header(fc_dataset *ds, char *err, size_t errlen) {
 
 /* parse_position reads a position from text s[0..n) (ASCII spaces around it ignored); returns 0 or FC_EPARSE. */
 static int parse_position(fc_dataset *ds, const char *s, size_t n, long long *pos) {
-    char q[DS_QUOTE_MAX + 8];
+    char q[DS_QUOTE_MAX + 4];
     trim(&s, &n);
     if (n == 0) return ds_bad(ds, "empty position");
     long long v = 0;
@@ -503,7 +536,7 @@ static int parse_position(fc_dataset *ds, const char *s, size_t n, long long *po
         if (v <= FC_DATASET_POSITION_MAX) v = v * 10 + (s[i] - '0');
         i++;
     }
-    quote(q, sizeof(q), s, n);
+    utf8_fit(q, sizeof(q), s, n);
     if (i < n || v == 0) return ds_bad(ds, "position '%s' is not a positive integer", q);
     if (v > FC_DATASET_POSITION_MAX)
         return ds_bad(ds, "position '%s' is out of range (1..%lld)", q, FC_DATASET_POSITION_MAX);
@@ -700,7 +733,7 @@ int fc_dataset_next(fc_dataset *ds, fc_item *item, fc_row_error *rerr) {
     if (rc != FC_EPARSE) return ds->err = rc;
     if (rerr) {
         rerr->line = ds->rec_line;
-        snprintf(rerr->reason, sizeof(rerr->reason), "line %ld: %s", ds->rec_line, ds->why);
+        set_err(rerr->reason, sizeof(rerr->reason), "line %ld: %s", ds->rec_line, ds->why);
     }
     return FC_EPARSE;
 }

@@ -555,6 +555,83 @@ static void test_columns_parse(void **state) {
                       "column name for 'term' longer than 63 bytes");
 }
 
+/* ---- reasons are valid UTF-8 ---- */
+
+/* valid_utf8 checks s on its own terms (code points, not byte ranges): no stray or missing continuation
+ * bytes, no overlong forms, surrogates or values above U+10FFFF. */
+static int valid_utf8(const char *s) {
+    static const unsigned long min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int len = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        if (!len) return 0;
+        unsigned long cp = len == 1 ? *p : *p & (0x7F >> len);
+        for (int k = 1; k < len; k++) {
+            if ((p[k] & 0xC0) != 0x80) return 0;
+            cp = cp << 6 | (p[k] & 0x3F);
+        }
+        if (cp < min[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return 0;
+        p += len;
+    }
+    return 1;
+}
+
+/* long_name writes pad ASCII 'x's then 100 three-byte Hangul syllables, so that fixed-size buffers end at
+ * every offset inside a character as pad goes 0, 1, 2. */
+static void long_name(char *out, size_t outlen, int pad) {
+    size_t o = 0;
+    for (int i = 0; i < pad; i++) out[o++] = 'x';
+    for (int i = 0; i < 100 && o + 4 <= outlen; i++, o += 3) memcpy(out + o, "\xEB\x8B\xA8", 3); /* U+B2E8 */
+    out[o] = '\0';
+}
+
+/* bad_reason reads the first record of text (format) and returns its bad-row reason in e. */
+static void bad_reason(const char *text, int format, fc_row_error *e) {
+    reader r;
+    fc_item it = {0};
+    open_ok(&r, text, strlen(text), format, NULL);
+    assert_int_equal(fc_dataset_next(r.ds, &it, e), FC_EPARSE);
+    done(&r);
+}
+
+/* expect_cut checks that a reason is valid UTF-8, starts with head and was cut with "...". */
+static void expect_cut(const char *reason, const char *head) {
+    if (!valid_utf8(reason)) fail_msg("reason is not valid UTF-8: %s", reason);
+    assert_int_equal(strncmp(reason, head, strlen(head)), 0);
+    assert_string_equal(reason + strlen(reason) - 3, "...");
+}
+
+static void test_long_multibyte_reasons(void **state) {
+    char name[400], text[1024];
+    fc_row_error e;
+    for (int pad = 0; pad < 3; pad++) {
+        long_name(name, sizeof(name), pad);
+        snprintf(text, sizeof(text), "position,term,%s\n1,a,\xFF\n", name); /* a bad value in a long column */
+        bad_reason(text, FC_FORMAT_CSV, &e);
+        expect_cut(e.reason, "line 2: invalid UTF-8 in field '");
+        snprintf(text, sizeof(text), "position,term\n%s,a\n", name); /* a long term where the position goes */
+        bad_reason(text, FC_FORMAT_CSV, &e);
+        if (!valid_utf8(e.reason)) fail_msg("reason is not valid UTF-8: %s", e.reason);
+        assert_non_null(strstr(e.reason, "...' is not a positive integer"));
+        snprintf(text, sizeof(text), "{\"position\":1,\"term\":\"a\",\"%s\":\"\\u0000\"}\n", name);
+        bad_reason(text, FC_FORMAT_JSONL, &e);
+        expect_cut(e.reason, "line 1: NUL byte in field '");
+    }
+}
+
+/* Open errors are cut the same way, and bytes that are not UTF-8 in what is quoted become U+FFFD. */
+static void test_open_errors_valid_utf8(void **state) {
+    char name[400], text[1024], err[100];
+    for (int pad = 0; pad < 3; pad++) {
+        long_name(name, sizeof(name), pad);
+        snprintf(text, sizeof(text), "%s,term\n1,a\n", name);
+        FILE *fp = mem(text, strlen(text));
+        assert_null(fc_dataset_open(fp, FC_FORMAT_CSV, NULL, err, sizeof(err)));
+        fclose(fp);
+        expect_cut(err, "column 'position' (position) not found in header; columns are: ");
+    }
+    expect_spec_error("\xFF\xFE", "bad column mapping item '\xEF\xBF\xBD\xEF\xBF\xBD': expected key=name");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_basic),
@@ -579,6 +656,8 @@ int main(void) {
         cmocka_unit_test(test_jsonl_mapping),
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_columns_parse),
+        cmocka_unit_test(test_long_multibyte_reasons),
+        cmocka_unit_test(test_open_errors_valid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
