@@ -390,21 +390,10 @@ void fc_limiter_free(fc_limiter *l) { free(l); }
 
 void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out) { *out = l->stats; }
 
-/* transient reports whether a Redis error reply means "unavailable for now" (treated like
- * a lost connection: back off and fall back) rather than a bug. */
-static int transient(const fc_limiter *l, int rc) {
-    if (rc == FC_ECONN) return 1;
-    if (rc != FC_EREDIS) return 0;
-    static const char *const prefixes[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY"};
-    const char *e = fc_redis_errstr(l->redis);
-    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
-        if (strncmp(e, prefixes[i], strlen(prefixes[i])) == 0) return 1;
-    return 0;
-}
-
-static void mark_down(fc_limiter *l, int64_t now) {
-    if (!l->down) fc_warn("rate limiter %s: redis unavailable (%s), %s", l->key_pause,
-                          l->redis ? fc_redis_errstr(l->redis) : "no client",
+/* mark_down records that Redis gave no grant (why: its error, or what was wrong with the
+ * answer) and schedules the next attempt: 100 ms, doubling to 5 s while it stays so. */
+static void mark_down(fc_limiter *l, int64_t now, const char *why) {
+    if (!l->down) fc_warn("rate limiter %s: redis unavailable (%s), %s", l->key_pause, why,
                           l->fallback == FC_LIMITER_LOCAL ? "applying the local share" : "pausing");
     l->backoff_us = l->down ? l->backoff_us * 2 : BACKOFF_MIN_US;
     if (l->backoff_us > BACKOFF_MAX_US) l->backoff_us = BACKOFF_MAX_US;
@@ -431,7 +420,7 @@ static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, lon
     }
     if (rc == FC_OK && (rep.type != FC_REPLY_ARRAY || rep.nelem < 2 || rep.elem[0].type != FC_REPLY_INT ||
                         rep.elem[1].type != FC_REPLY_INT))
-        rc = FC_EREDIS;
+        rc = FC_EPARSE;
     if (rc == FC_OK) *flag = rep.elem[0].integer, *value = rep.elem[1].integer;
     if (rc == FC_OK && rep.nelem > 2 && rep.elem[2].type == FC_REPLY_INT) {
         int64_t now = now_us(l);
@@ -443,25 +432,29 @@ static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, lon
 }
 
 /* redis_eval is eval behind the availability gate: while Redis is marked down it returns
- * FC_ECONN without I/O until the backoff expires; then one attempt. */
+ * FC_ECONN without I/O until the backoff expires; then one attempt. Anything but an answer
+ * of the script counts as Redis unavailable (FC_ECONN, the fallback applies): a lost
+ * connection, a failed AUTH, and every error reply (OOM at maxmemory, NOAUTH, NOPERM, max
+ * clients, BUSY, a script error...). Letting calls go on an error would turn the fleet's
+ * limit off exactly when Redis is in trouble. */
 static int redis_eval(fc_limiter *l, int argc, const char **argv, long long *flag, long long *value) {
     int64_t now = now_us(l);
     if (l->down && now < l->next_try_us) return FC_ECONN;
     if (!l->redis) {
-        mark_down(l, now);
+        mark_down(l, now, "no client");
         return FC_ECONN;
     }
     if (l->down) l->stats.reconnect_tries++;
     int rc = eval(l, argc, argv, flag, value);
-    if (transient(l, rc)) {
-        mark_down(l, now);
+    if (rc != FC_OK) {
+        mark_down(l, now, rc == FC_EPARSE ? "unexpected answer from the script" : fc_redis_errstr(l->redis));
         return FC_ECONN;
     }
-    if (rc == FC_OK && l->down) {
+    if (l->down) {
         fc_info("rate limiter %s: redis answers again", l->key_pause);
         l->down = 0;
     }
-    return rc;
+    return FC_OK;
 }
 
 static int unlimited(const fc_limiter *l) {

@@ -128,7 +128,7 @@ typedef struct fc_limiter fc_limiter;
 typedef struct fc_limiter_stats {
     long redis_calls;     /* scripts sent (EVALSHA, plus EVAL re-sends) */
     long eval_fallbacks;  /* NOSCRIPT answers re-sent with EVAL */
-    long redis_failures;  /* calls that found Redis down or unavailable */
+    long redis_failures;  /* calls that found Redis down, refusing AUTH or answering an error */
     long reconnect_tries; /* calls attempted while marked down */
     long local_grants;    /* acquires served by the local fallback */
 } fc_limiter_stats;
@@ -142,12 +142,18 @@ typedef struct fc_limiter_stats {
 fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c);
 
 /* fc_limiter_acquire reserves one call costing cost_tokens tokens (prompt bytes/4 +
- * max_tokens, estimated by the caller). Returns:
- *   0          reserved: sleep *wait_ms, then call;
+ * max_tokens, estimated by the caller). Anything but a grant is no grant: Redis counts as
+ * unavailable when it cannot be reached, refuses AUTH, or answers any error (OOM, NOAUTH,
+ * NOPERM, max clients, BUSY, a script error; NOSCRIPT is re-sent with EVAL first), and then
+ * the fallback decides: the local share in FC_LIMITER_LOCAL mode, no call in
+ * FC_LIMITER_PAUSE mode. Returns:
+ *   0          reserved (by Redis, or by the local share while Redis is unavailable in
+ *              FC_LIMITER_LOCAL mode): sleep *wait_ms, then call;
  *   FC_EBUSY   the wait would exceed max_wait_ms: nothing reserved, retry after *wait_ms;
- *   FC_ECONN   Redis down in FC_LIMITER_PAUSE mode: nothing reserved, retry after *wait_ms
- *              (the next reconnect attempt: at most one per backoff, 100 ms doubling to 5 s);
- *   FC_EREDIS  Redis answered an unexpected error (fc_redis_errstr says why).
+ *   FC_ECONN   Redis unavailable in FC_LIMITER_PAUSE mode: nothing reserved, retry after
+ *              *wait_ms (the next attempt: at most one per backoff, 100 ms doubling to 5 s);
+ *              the first failure is logged with the reason (fc_redis_errstr, no password);
+ *   FC_EINVAL  cost_tokens < 0.
  * *wait_ms is rounded up. With both limits unlimited it returns 0 with no Redis call. */
 int fc_limiter_acquire(fc_limiter *l, long cost_tokens, long *wait_ms);
 
@@ -157,18 +163,20 @@ int fc_limiter_acquire_us(fc_limiter *l, long cost_tokens, int64_t *wait_us);
 /* fc_limiter_acquire_blocking is the convenience of the seed's DistributedRateLimiter.acquire():
  * it acquires, sleeping the returned waits (also across FC_EBUSY and FC_ECONN retries) until
  * a slot is reserved and reached. timeout_ms < 0 waits forever. Returns 0, FC_ETIMEOUT
- * (nothing reserved) or FC_EREDIS/FC_EINVAL. */
+ * (nothing reserved) or FC_EINVAL. */
 int fc_limiter_acquire_blocking(fc_limiter *l, long cost_tokens, long timeout_ms);
 
 /* fc_limiter_correct charges delta_tokens more (or refunds when negative) to the token
- * bucket once the real usage is known; one round trip. Returns 0, FC_ECONN (Redis down in
- * pause mode: the correction is dropped) or FC_EREDIS. */
+ * bucket once the real usage is known; one round trip. Returns 0 (in FC_LIMITER_LOCAL mode
+ * also when Redis is unavailable: the local bucket is corrected) or FC_ECONN (Redis
+ * unavailable, as for acquire, in pause mode: the correction is dropped). */
 int fc_limiter_correct(fc_limiter *l, long delta_tokens);
 
 /* fc_limiter_pause pauses the whole fleet for ms milliseconds from now (Redis time) after
  * an HTTP 429; an existing later deadline is kept. Every acquire then starts no earlier than
  * the deadline and resumes at the limit (the burst after a pause is within the capacity).
- * Also pauses the local fallback. Returns 0, FC_ECONN (only the local pause applied) or FC_EREDIS. */
+ * Also pauses the local fallback. Returns 0 or FC_ECONN (Redis unavailable, as for acquire:
+ * only the local pause applied). */
 int fc_limiter_pause(fc_limiter *l, long ms);
 
 /* fc_limiter_pause_left_us returns how long the fleet stays paused after a 429, as last seen
@@ -180,7 +188,8 @@ void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out);
 
 /* fc_limiter_usage sets *usage to the share of the fleet's call bucket in use now, read from
  * Redis: 0 when idle, 1 when the burst is spent and a new call waits, above 1 when calls are
- * already reserved further ahead. Returns 0, FC_ECONN (Redis down) or FC_EINVAL (no call limit). */
+ * already reserved further ahead. Returns 0, FC_ECONN (Redis unavailable, as for acquire;
+ * *usage 0) or FC_EINVAL (no call limit). */
 int fc_limiter_usage(fc_limiter *l, double *usage);
 
 void fc_limiter_free(fc_limiter *l);

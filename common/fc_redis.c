@@ -17,7 +17,9 @@ struct fc_redis {
     int db;
     char password[FC_REDIS_PASSWORD_MAX]; /* never logged; empty = no AUTH */
     int timeout_ms;      /* connect and command timeout */
-    char errstr[256];
+    char errstr[256];    /* last error, the password scrubbed out */
+    fc_redis_fault_fn fault; /* test seam, NULL in production */
+    void *fault_arg;
 };
 
 /* A redis URL split into its parts: spans of the URL text, not copies. */
@@ -225,7 +227,22 @@ static int convert(const redisReply *in, fc_reply *out) {
     }
 }
 
-/* finish turns a raw hiredis reply into the caller's reply and a return code; frees raw. */
+/* take turns a hiredis reply into the caller's reply and a return code (raw is not freed). An
+ * error reply's text reaches the caller as it is in errstr: without the password. */
+static int take(fc_redis *r, const redisReply *raw, fc_reply *out) {
+    int rc = FC_OK;
+    redisReply clean = *raw;
+    if (raw->type == REDIS_REPLY_ERROR) {
+        set_errstr(r, "", raw->str);
+        rc = strncmp(raw->str, "NOSCRIPT", 8) == 0 ? FC_ENOSCRIPT : FC_EREDIS;
+        clean.str = r->errstr;
+        clean.len = strlen(r->errstr);
+    }
+    if (out && convert(&clean, out) != FC_OK) rc = FC_ENOMEM;
+    return rc;
+}
+
+/* finish is take for a reply read from the connection (NULL: I/O failed); frees raw. */
 static int finish(fc_redis *r, redisReply *raw, fc_reply *out) {
     if (!raw) {
         snprintf(r->errstr, sizeof(r->errstr), "redis %s:%d: %s", r->host, r->port,
@@ -233,26 +250,49 @@ static int finish(fc_redis *r, redisReply *raw, fc_reply *out) {
         disconnect(r);
         return FC_ECONN;
     }
-    int rc = FC_OK;
-    if (raw->type == REDIS_REPLY_ERROR) {
-        set_errstr(r, "", raw->str);
-        rc = strncmp(raw->str, "NOSCRIPT", 8) == 0 ? FC_ENOSCRIPT : FC_EREDIS;
-    }
-    if (out && convert(raw, out) != FC_OK) rc = FC_ENOMEM;
+    int rc = take(r, raw, out);
     freeReplyObject(raw);
     return rc;
 }
 
+void fc_redis_set_fault(fc_redis *r, fc_redis_fault_fn fn, void *arg) {
+    r->fault = fn;
+    r->fault_arg = fn ? arg : NULL;
+}
+
+/* injected asks the fault seam about command cmd (len bytes): 0 when it is to run, else 1
+ * with *rc and out set as if Redis had answered or the connection had dropped. */
+static int injected(fc_redis *r, const char *cmd, size_t len, fc_reply *out, int *rc) {
+    if (!r->fault) return 0;
+    char name[32], text[sizeof(r->errstr)] = "";
+    snprintf(name, sizeof(name), "%.*s", (int)(len < sizeof(name) ? len : sizeof(name) - 1), cmd);
+    int f = r->fault(r->fault_arg, name, text, sizeof(text));
+    if (f == FC_OK) return 0;
+    if (f == FC_EREDIS) {
+        redisReply fake = {.type = REDIS_REPLY_ERROR, .str = text, .len = strlen(text)};
+        *rc = take(r, &fake, out);
+        return 1;
+    }
+    set_errstr(r, "", text[0] ? text : fc_strerror(f));
+    if (f == FC_ECONN) disconnect(r);
+    *rc = f;
+    return 1;
+}
+
 int fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **argv, const size_t *lens) {
     if (out) memset(out, 0, sizeof(*out));
-    int rc = ensure_connected(r);
+    int rc;
+    if (argc > 0 && injected(r, argv[0], lens ? lens[0] : strlen(argv[0]), out, &rc)) return rc;
+    rc = ensure_connected(r);
     if (rc != FC_OK) return rc;
     return finish(r, redisCommandArgv(r->ctx, argc, argv, lens), out);
 }
 
 int fc_redis_cmd(fc_redis *r, fc_reply *out, const char *fmt, ...) {
     if (out) memset(out, 0, sizeof(*out));
-    int rc = ensure_connected(r);
+    int rc;
+    if (injected(r, fmt, strcspn(fmt, " "), out, &rc)) return rc;
+    rc = ensure_connected(r);
     if (rc != FC_OK) return rc;
     va_list ap;
     va_start(ap, fmt);

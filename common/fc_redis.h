@@ -43,7 +43,10 @@ int fc_redis_url_redact(const char *url, char *out, size_t outlen);
 /* fc_redis_command runs one command given as argv (binary-safe with lens, or NULL lens
  * for C strings). On success returns 0 and fills *out (caller frees; may be NULL to
  * discard). A Redis error reply is returned as FC_EREDIS (FC_ENOSCRIPT for NOSCRIPT)
- * with the text in fc_redis_errstr. I/O failures return FC_ECONN and the next call reconnects. */
+ * with the text in fc_redis_errstr (and in out as an FC_REPLY_ERROR, both without the
+ * password, at most 255 bytes). I/O failures return FC_ECONN and the next call reconnects.
+ * A failed AUTH or SELECT while (re)connecting returns FC_EREDIS ("AUTH failed: ..."), and
+ * the next call connects again. */
 int fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **argv, const size_t *lens);
 
 /* fc_redis_cmd is fc_redis_command with a printf-like hiredis format ("SET %s %b"). */
@@ -58,5 +61,15 @@ int fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int *argcs
 const char *fc_redis_errstr(const fc_redis *r);
 
 void fc_reply_free(fc_reply *rep);
+
+/* Test seam (fault injection): when fn is set, fc_redis_command and fc_redis_cmd ask it first,
+ * with cmd the command's name ("EVALSHA"; at most 31 bytes) and text a buffer of textlen bytes
+ * (empty). fn returns 0 to let the command run, FC_EREDIS to answer it with the error reply
+ * it wrote into text, exactly as if Redis had sent it ("OOM command not allowed ...",
+ * "NOSCRIPT ..." gives FC_ENOSCRIPT), or another code, e.g. FC_ECONN (the connection is then
+ * dropped), to fail it that way. Nothing is sent when it fails the command. Pipelines do not
+ * ask it. fn NULL turns it off. */
+typedef int (*fc_redis_fault_fn)(void *arg, const char *cmd, char *text, size_t textlen);
+void fc_redis_set_fault(fc_redis *r, fc_redis_fault_fn fn, void *arg);
 
 #endif

@@ -1,5 +1,6 @@
 /* Unit tests of the rate limiter: the GCRA core against a fake clock, the local fallback,
- * reconnect pacing, RATE_LIMITS parsing and the SHA-1 used for EVALSHA. No Redis needed. */
+ * reconnect pacing, error replies (injected through fc_redis's fault seam), RATE_LIMITS
+ * parsing, extreme limits and the SHA-1 used for EVALSHA. No Redis needed. */
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
@@ -281,6 +282,147 @@ static void test_new_rejects_bad_conf(void **state) {
     fc_limiter_free(NULL);
 }
 
+/* ---- Error replies: anything but a grant is no grant ------------------------------- */
+
+/* The error replies a real Redis gives when it cannot grant: maxmemory with noeviction, a
+ * missing or wrong password, an ACL, too many clients, a broken script, a busy script. */
+static const char *const error_replies[] = {
+    "OOM command not allowed when used memory > 'maxmemory'.",
+    "NOAUTH Authentication required.",
+    "WRONGPASS invalid username-password pair or user is disabled.",
+    "NOPERM this user has no permissions to run the 'evalsha' command",
+    "ERR max number of clients reached",
+    "ERR user_script:12: Script attempted to access nonexistent global variable 'x' script: abc",
+    "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+    "ERR unknown command 'EVALSHA', with args beginning with: ",
+};
+
+/* A fault that answers every command with one error reply (after a NOSCRIPT for the first
+ * EVALSHA when noscript is set), counting the commands it saw. */
+typedef struct error_fault {
+    const char *reply;
+    int noscript;
+    int evalsha, eval;
+} error_fault;
+
+static int answer_error(void *arg, const char *cmd, char *text, size_t textlen) {
+    error_fault *f = arg;
+    int first = f->evalsha == 0;
+    if (strcmp(cmd, "EVALSHA") == 0) f->evalsha++;
+    if (strcmp(cmd, "EVAL") == 0) f->eval++;
+    snprintf(text, textlen, "%s", f->noscript && first ? "NOSCRIPT No matching script. Please use EVAL." : f->reply);
+    return FC_EREDIS;
+}
+
+/* erroring_limiter is a limiter (10 calls/s burst 2, 100 tokens/s burst 200, fleet of 2) whose
+ * Redis answers every command with f's error reply. */
+static fc_limiter *erroring_limiter(fc_redis **r, int fallback, error_fault *f) {
+    char err[128];
+    *r = fc_redis_new("redis://:pw@127.0.0.1:1", 200, err, sizeof(err));
+    assert_non_null(*r);
+    fc_redis_set_fault(*r, answer_error, f);
+    fc_limiter_conf c = {.prefix = "test", .api = "api", .calls = {10, 2}, .tokens = {100, 200},
+                         .fallback = fallback, .fleet_size = 2};
+    fc_limiter *l = fc_limiter_new(*r, &c);
+    assert_non_null(l);
+    fc_limiter_set_clock(l, fake_clock, NULL);
+    return l;
+}
+
+static void test_error_reply_pauses(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof(error_replies) / sizeof(error_replies[0]); i++) {
+        fake_now = 300 * SEC;
+        error_fault f = {.reply = error_replies[i]};
+        fc_redis *r;
+        fc_limiter *l = erroring_limiter(&r, FC_LIMITER_PAUSE, &f);
+        long wait = -1;
+        int rc = fc_limiter_acquire(l, 10, &wait);
+        if (rc != FC_ECONN) fail_msg("'%s': acquire gave %s, expected no grant", error_replies[i], fc_strerror(rc));
+        assert_int_equal(wait, 100); /* retry when the backoff ends, as for Redis down */
+        assert_string_equal(fc_redis_errstr(r), error_replies[i]);
+        /* Within the backoff nothing is asked; after it, one attempt, refused again. */
+        assert_int_equal(fc_limiter_acquire(l, 10, &wait), FC_ECONN);
+        fake_now += 100 * MS;
+        assert_int_equal(fc_limiter_acquire(l, 10, &wait), FC_ECONN);
+        assert_int_equal(wait, 200);
+        assert_int_equal(f.evalsha, 2);
+        /* Correct, pause and usage give the same answer, never a bare error. */
+        fake_now += 200 * MS;
+        assert_int_equal(fc_limiter_correct(l, 50), FC_ECONN);
+        fake_now += 400 * MS;
+        assert_int_equal(fc_limiter_pause(l, 1000), FC_ECONN);
+        fake_now += 800 * MS;
+        double usage = -1;
+        assert_int_equal(fc_limiter_usage(l, &usage), FC_ECONN);
+        assert_true(usage == 0);
+        fc_limiter_stats st;
+        fc_limiter_stats_get(l, &st);
+        assert_int_equal(st.redis_failures, 5);
+        assert_int_equal(st.local_grants, 0);
+        fc_limiter_free(l);
+        fc_redis_free(r);
+    }
+}
+
+static void test_error_reply_local_share(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof(error_replies) / sizeof(error_replies[0]); i++) {
+        fake_now = 400 * SEC;
+        error_fault f = {.reply = error_replies[i]};
+        fc_redis *r;
+        fc_limiter *l = erroring_limiter(&r, FC_LIMITER_LOCAL, &f);
+        /* The local share: 5 calls/s, burst 1; tokens 50/s, burst 100. */
+        int64_t w = -1;
+        int rc = fc_limiter_acquire_us(l, 10, &w);
+        if (rc != FC_OK || w != 0) fail_msg("'%s': acquire gave %s wait %lld, expected a local grant",
+                                           error_replies[i], fc_strerror(rc), (long long)w);
+        assert_int_equal(fc_limiter_acquire_us(l, 10, &w), FC_OK);
+        assert_int_equal(w, 200 * MS);
+        /* Over 10 s, one call per wait: 5/s (the first 400 ms are the two calls above),
+         * however often Redis is asked again. */
+        int64_t end = fake_now + 10 * SEC;
+        int grants = 0;
+        while (fake_now < end) {
+            assert_int_equal(fc_limiter_acquire_us(l, 0, &w), FC_OK);
+            fake_now += w;
+            if (fake_now < end) grants++;
+        }
+        assert_int_equal(grants, 48);
+        /* Tokens: a correction charges the local bucket. */
+        fake_now += 60 * SEC;
+        assert_int_equal(fc_limiter_correct(l, 500), FC_OK); /* 10 s of 50 tokens/s ahead */
+        assert_int_equal(fc_limiter_acquire_us(l, 0, &w), FC_OK);
+        assert_int_equal(w, 8020 * MS); /* less tau: 99 tokens of the burst, 1.98 s */
+        fc_limiter_stats st;
+        fc_limiter_stats_get(l, &st);
+        assert_true(st.local_grants >= 50);
+        assert_true(st.redis_failures >= 3 && st.redis_failures < 20); /* backoff, not one try per call */
+        fc_limiter_free(l);
+        fc_redis_free(r);
+    }
+}
+
+static void test_noscript_then_error(void **state) {
+    (void)state;
+    /* NOSCRIPT is still re-sent with EVAL; an error to the EVAL is no grant. */
+    fake_now = 500 * SEC;
+    error_fault f = {.reply = error_replies[0], .noscript = 1};
+    fc_redis *r;
+    fc_limiter *l = erroring_limiter(&r, FC_LIMITER_PAUSE, &f);
+    long wait;
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+    assert_int_equal(f.evalsha, 1);
+    assert_int_equal(f.eval, 1);
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.eval_fallbacks, 1);
+    assert_int_equal(st.redis_calls, 2);
+    assert_int_equal(fc_limiter_acquire_blocking(l, 0, 50), FC_ETIMEOUT);
+    fc_limiter_free(l);
+    fc_redis_free(r);
+}
+
 /* ---- Parsing ---------------------------------------------------------------------- */
 
 static void test_parse_spec(void **state) {
@@ -453,6 +595,9 @@ int main(void) {
         cmocka_unit_test(test_unlimited_needs_no_redis),
         cmocka_unit_test(test_blocking_times_out_in_pause_mode),
         cmocka_unit_test(test_new_rejects_bad_conf),
+        cmocka_unit_test(test_error_reply_pauses),
+        cmocka_unit_test(test_error_reply_local_share),
+        cmocka_unit_test(test_noscript_then_error),
         cmocka_unit_test(test_parse_spec),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_limit_validate),

@@ -1,15 +1,23 @@
-/* Unit tests of the Redis client's pure parts: URL redaction, which must hide exactly what the
- * connector would send to AUTH. No Redis needed. */
+/* Unit tests of the Redis client: URL redaction, which must hide exactly what the connector
+ * would send to AUTH; error text without the password; a server that refuses AUTH, through a
+ * tiny fake server on a loopback port (one thread, bounded in connections and time), and the
+ * limiter's fallback over it. No Redis needed. */
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "fc_error.h"
+#include "fc_limiter.h"
 #include "fc_log.h"
 #include "fc_redis.h"
 
@@ -72,12 +80,152 @@ static void test_redact_agrees_with_connector(void **state) {
     assert_int_equal(fc_redis_url_redact("redis://:secret@h", small, 0), FC_OK);
 }
 
+/* ---- Error text never holds the password ----------------------------------------- */
+
+#define PW "hunter2-not-for-logs"
+
+static int echo_password(void *arg, const char *cmd, char *text, size_t textlen) {
+    (void)cmd;
+    snprintf(text, textlen, "%s", (const char *)arg);
+    return FC_EREDIS;
+}
+
+static void test_errstr_scrubs_password(void **state) {
+    (void)state;
+    char err[128];
+    fc_redis *r = fc_redis_new("redis://:" PW "@127.0.0.1:1", 100, err, sizeof(err));
+    assert_non_null(r);
+    /* What Redis answers when AUTH was renamed away: it echoes the arguments. */
+    const char *echo = "ERR unknown command 'AUTH', with args beginning with: '" PW "' ";
+    fc_redis_set_fault(r, echo_password, (void *)echo);
+    fc_reply rep;
+    assert_int_equal(fc_redis_cmd(r, &rep, "AUTH %s", PW), FC_EREDIS);
+    assert_string_equal(fc_redis_errstr(r), "ERR unknown command 'AUTH', with args beginning with: '***' ");
+    assert_int_equal(rep.type, FC_REPLY_ERROR);
+    assert_string_equal(rep.str, fc_redis_errstr(r));
+    fc_reply_free(&rep);
+    /* Redis cuts echoed arguments at 128 characters: a long password's head goes too. */
+    const char *cut = "ERR unknown command 'AUTH', with args beginning with: 'hunter2-no'";
+    fc_redis_set_fault(r, echo_password, (void *)cut);
+    const char *argv[] = {"AUTH", PW};
+    assert_int_equal(fc_redis_command(r, NULL, 2, argv, NULL), FC_EREDIS);
+    assert_null(strstr(fc_redis_errstr(r), "hunter2"));
+    /* NOSCRIPT is told apart; other text is kept. */
+    fc_redis_set_fault(r, echo_password, (void *)"NOSCRIPT No matching script.");
+    assert_int_equal(fc_redis_cmd(r, NULL, "EVALSHA x 0"), FC_ENOSCRIPT);
+    fc_redis_set_fault(r, NULL, NULL);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_ECONN); /* port 1: refused */
+    assert_null(strstr(fc_redis_errstr(r), "hunter2"));
+    fc_redis_free(r);
+}
+
+/* ---- A fake server that refuses AUTH ------------------------------------------------ */
+
+/* The fake answers the first request of each connection with reply, then closes it. It serves
+ * at most 50 connections and gives up after 10 s without one. */
+typedef struct fake_server {
+    int fd;
+    int port;
+    const char *reply;
+    int connections;
+    char first_request[512]; /* NUL-terminated start of the first request */
+    pthread_t thread;
+} fake_server;
+
+static void *fake_serve(void *arg) {
+    fake_server *f = arg;
+    for (int n = 0; n < 50; n++) {
+        struct pollfd p = {f->fd, POLLIN, 0};
+        if (poll(&p, 1, 10000) <= 0) break;
+        int c = accept(f->fd, NULL, NULL);
+        if (c < 0) break;
+        struct pollfd q = {c, POLLIN, 0};
+        char buf[512];
+        ssize_t got = poll(&q, 1, 2000) > 0 ? read(c, buf, sizeof(buf) - 1) : -1;
+        if (got > 0) {
+            buf[got] = '\0';
+            if (f->connections++ == 0) memcpy(f->first_request, buf, (size_t)got + 1);
+            ssize_t w = write(c, f->reply, strlen(f->reply));
+            (void)w;
+        }
+        close(c);
+    }
+    return NULL;
+}
+
+static void fake_start(fake_server *f, const char *reply) {
+    memset(f, 0, sizeof(*f));
+    f->reply = reply;
+    f->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(f->fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(f->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(f->fd, 8), 0);
+    assert_int_equal(getsockname(f->fd, (struct sockaddr *)&a, &len), 0);
+    f->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&f->thread, NULL, fake_serve, f), 0);
+}
+
+static void fake_stop(fake_server *f) {
+    shutdown(f->fd, SHUT_RDWR); /* wakes the poll */
+    pthread_join(f->thread, NULL);
+    close(f->fd);
+}
+
+static int64_t still_clock(void *arg) {
+    (void)arg;
+    return 1000000000;
+}
+
+static void test_auth_refused_at_connect(void **state) {
+    (void)state;
+    fake_server f;
+    fake_start(&f, "-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+    char url[128], err[128];
+    snprintf(url, sizeof(url), "redis://:" PW "@127.0.0.1:%d/0", f.port);
+    fc_redis *r = fc_redis_new(url, 1000, err, sizeof(err));
+    assert_non_null(r);
+    fc_reply rep;
+    assert_int_equal(fc_redis_cmd(r, &rep, "PING"), FC_EREDIS);
+    assert_string_equal(fc_redis_errstr(r), "AUTH failed: WRONGPASS invalid username-password pair or user is disabled.");
+    assert_int_equal(rep.type, FC_REPLY_NIL); /* nothing answered the command itself */
+    /* A limiter over it: no grant from Redis; the fallback decides, and AUTH is tried again
+     * (a reconnect) once the backoff ends. */
+    fc_limiter_conf c = {.prefix = "t", .api = "a", .calls = {1, 2}, .fallback = FC_LIMITER_PAUSE};
+    fc_limiter *l = fc_limiter_new(r, &c);
+    fc_limiter_set_clock(l, still_clock, NULL);
+    long wait;
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+    assert_int_equal(wait, 100);
+    fc_limiter_free(l);
+    c.fallback = FC_LIMITER_LOCAL;
+    l = fc_limiter_new(r, &c);
+    fc_limiter_set_clock(l, still_clock, NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_OK); /* the burst of 2, locally */
+        assert_int_equal(wait, 0);
+    }
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_OK);
+    assert_int_equal(wait, 1000); /* then 1/s */
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.local_grants, 3);
+    fc_limiter_free(l);
+    fc_redis_free(r);
+    fake_stop(&f);
+    assert_int_equal(f.connections, 3); /* one per attempt: each found AUTH refused */
+    assert_non_null(strstr(f.first_request, "AUTH"));
+}
+
 int main(void) {
     fc_log_setup(FC_LOG_OFF, FC_LOG_TEXT, "test_redis");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redact_password),
         cmocka_unit_test(test_redact_unparsable),
         cmocka_unit_test(test_redact_agrees_with_connector),
+        cmocka_unit_test(test_errstr_scrubs_password),
+        cmocka_unit_test(test_auth_refused_at_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
