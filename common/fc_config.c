@@ -12,6 +12,7 @@
 
 #include "fc_amqp.h"
 #include "fc_error.h"
+#include "fc_limiter.h"
 #include "fc_log.h"
 #include "fc_redis.h"
 
@@ -337,6 +338,31 @@ static int check_prefix(const char *p) {
     return FC_OK;
 }
 
+#define RATE_LIMITS_MAX 16 /* entries of RATE_LIMITS: as many as the worker's limiter setup reads */
+
+/* check_limits refuses rate settings whose derived limits the limiter would refuse (fc_limit_validate:
+ * e.g. a burst that takes centuries to refill, whose arithmetic would overflow), deriving the bursts as the
+ * worker does: RATE_BURST or one second of RATE_LIMIT; for tokens at least two calls' MAX_TOKENS. */
+static int check_limits(const fc_config *cfg, char *err, size_t errlen) {
+    char why[256], rule[300], what[96];
+    fc_api_limits v[RATE_LIMITS_MAX];
+    size_t n;
+    if (cfg->rate_limits && fc_limits_parse(cfg->rate_limits, v, RATE_LIMITS_MAX, &n, why, sizeof(why)) != FC_OK) {
+        snprintf(rule, sizeof(rule), "is refused: %s", why);
+        return fail(err, errlen, setting_by_env("RATE_LIMITS"), cfg->rate_limits, rule);
+    }
+    fc_limit calls = {cfg->rate_limit / 60.0, (double)cfg->rate_burst};
+    if (cfg->rate_burst == 0) calls.burst = fc_limit_default_burst(calls.per_sec);
+    snprintf(what, sizeof(what), "RATE_BURST (--rate-burst) %ld with RATE_LIMIT %ld/min", cfg->rate_burst,
+             cfg->rate_limit);
+    if (fc_limit_validate(calls, what, err, errlen) != FC_OK) return FC_EINVAL;
+    fc_limit tokens = {cfg->token_limit / 60.0, fc_limit_default_burst(cfg->token_limit / 60.0)};
+    if (tokens.per_sec > 0 && tokens.burst < cfg->max_tokens * 2.0) tokens.burst = cfg->max_tokens * 2.0;
+    snprintf(what, sizeof(what), "TOKEN_LIMIT (--token-limit) %ld/min with MAX_TOKENS %d", cfg->token_limit,
+             cfg->max_tokens);
+    return fc_limit_validate(tokens, what, err, errlen) == FC_OK ? FC_OK : FC_EINVAL;
+}
+
 /* validate checks cross-field rules and fills derived defaults. */
 static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
     char why[200];
@@ -371,6 +397,7 @@ static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
         if (strcmp(cfg->rate_limit_fallback, "pause") && strcmp(cfg->rate_limit_fallback, "local"))
             return fail(err, errlen, setting_by_env("RATE_LIMIT_FALLBACK"), cfg->rate_limit_fallback,
                         "is not one of pause, local");
+        if (check_limits(cfg, err, errlen) != FC_OK) return FC_EINVAL;
         if (cfg->api_key_file && read_key_file(cfg, err, errlen) != FC_OK) return FC_EINVAL;
         if (!cfg->stage1_model) cfg->stage1_model = strdup(cfg->api_model);
         if (!cfg->stage2_model) cfg->stage2_model = strdup(cfg->api_model);

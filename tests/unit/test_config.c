@@ -85,6 +85,25 @@ static void test_errors_name_the_setting(void **state) {
     expect_error("RETRY_AFTER_MAX", "61m", "RETRY_AFTER_MAX");
 }
 
+/* Rate settings are checked at start as the limiter will use them: RATE_LIMITS parsed, and no limit whose
+ * bucket takes centuries to refill (its arithmetic would overflow). */
+static void test_rate_settings(void **state) {
+    fc_config c;
+    char err[512], *argv[] = {"w"};
+    expect_error("RATE_LIMITS", "openrouter=60/min;tokens=100/h,burst=1e12", "RATE_LIMITS");
+    expect_error("RATE_LIMITS", "openrouter=lots", "RATE_LIMITS");
+    expect_error("RATE_LIMITS", "openrouter=60/min openrouter=5/s", "RATE_LIMITS");
+    setenv("RATE_LIMIT", "1", 1);
+    expect_error("RATE_BURST", "1000000000", "RATE_BURST");
+    setenv("RATE_BURST", "100", 1);
+    setenv("RATE_LIMITS", "openrouter=600/min,burst=20;tokens=200000/min local=5/s", 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    fc_config_free(&c);
+    unsetenv("RATE_LIMIT");
+    unsetenv("RATE_BURST");
+    unsetenv("RATE_LIMITS");
+}
+
 /* API_MAX_RESPONSE_BYTES and RETRY_AFTER_MAX: defaults, environment and flags. */
 static void test_response_and_retry_after_limits(void **state) {
     fc_config c;
@@ -218,7 +237,7 @@ int main(void) {
         cmocka_unit_test(test_errors_name_the_setting), cmocka_unit_test(test_secrets_not_echoed),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_durations),
         cmocka_unit_test(test_api_name_from_host), cmocka_unit_test(test_response_and_retry_after_limits),
-        cmocka_unit_test(test_passwords_with_slash_or_at_not_echoed),
+        cmocka_unit_test(test_passwords_with_slash_or_at_not_echoed), cmocka_unit_test(test_rate_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
