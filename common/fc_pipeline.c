@@ -6,6 +6,7 @@
 #include <json-c/json.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,44 @@ static void copy_reason(char *why, size_t whylen, const char *src, size_t n) {
     why[n] = '\0';
 }
 
-/* parse_json parses len bytes of untrusted text as one JSON value other than null. Returns the value (caller
- * puts) or NULL with "<what> is not JSON: <tokener error>" in why; *rc is FC_EPARSE or FC_ENOMEM.
+/* utf8_seq returns the length (1 to 4) of the well-formed UTF-8 sequence starting s[0..n), n > 0, or 0 if
+ * there is none there: a stray continuation byte, a truncated sequence, an overlong form, a surrogate or a
+ * value above U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000}; /* smallest value of each length */
+    if (s[0] < 0x80) return 1;
+    size_t k = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC0 ? 2 : 0;
+    if (k == 0 || k > n) return 0;
+    uint32_t cp = s[0] & (0x7Fu >> k);
+    for (size_t i = 1; i < k; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[i] & 0x3Fu);
+    }
+    return cp < least[k] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : k;
+}
+
+/* check_answer returns 0 if content[0..len) may be an answer at all: well-formed UTF-8 without a NUL byte.
+ * Anything else is FC_EPARSE with "<what> contains a NUL byte at offset N" or "<what> is not valid UTF-8 at
+ * offset N" in why. Answers come with their length from the API or the cache and may hold any bytes; a NUL
+ * would cut every C string made from them short, and invalid UTF-8 would make invalid JSON results. */
+static int check_answer(const char *what, const char *content, size_t len, char *why, size_t whylen) {
+    const unsigned char *s = (const unsigned char *)content;
+    for (size_t i = 0, k; s && i < len; i += k) {
+        if (s[i] == 0) {
+            set_why(why, whylen, "%s contains a NUL byte at offset %zu", what, i);
+            return FC_EPARSE;
+        }
+        if (!(k = utf8_seq(s + i, len - i))) {
+            set_why(why, whylen, "%s is not valid UTF-8 at offset %zu", what, i);
+            return FC_EPARSE;
+        }
+    }
+    return FC_OK;
+}
+
+/* parse_json parses len bytes of untrusted text as one JSON value other than null; a NUL byte anywhere in
+ * them is an error. Returns the value (caller puts) or NULL with "<what> is not JSON: <reason>" in why; *rc is
+ * FC_EPARSE or FC_ENOMEM.
  * The tokener is kept per thread: making one costs three allocations, and this runs twice per API call. */
 static json_object *parse_json(const char *text, size_t len, const char *what, int *rc, char *why,
                                size_t whylen) {
@@ -63,6 +100,12 @@ static json_object *parse_json(const char *text, size_t len, const char *what, i
     if (len >= JSON_MAX_BYTES) {
         *rc = FC_EPARSE;
         set_why(why, whylen, "%s is not JSON: too large (%zu bytes)", what, len);
+        return NULL;
+    }
+    const char *nul = len ? memchr(text, '\0', len) : NULL; /* json-c would take it for the end of the input */
+    if (nul) {
+        *rc = FC_EPARSE;
+        set_why(why, whylen, "%s is not JSON: it contains a NUL byte at offset %zu", what, (size_t)(nul - text));
         return NULL;
     }
     if (!tok && (tok = json_tokener_new_ex(JSON_MAX_DEPTH)))
@@ -365,14 +408,16 @@ int fc_pipeline_envelope(const char *body, size_t len, char **content, long *pro
     json_object *env = parse_json(body, len, "response", &rc, why, whylen);
     if (!env) return rc;
     json_object *text = choice_content(env);
-    rc = FC_OK;
-    if (!text) {
-        rc = FC_EPARSE;
+    size_t n = text ? (size_t)json_object_get_string_len(text) : 0;
+    rc = FC_EPARSE;
+    if (!text)
         set_why(why, whylen, "response has no choices[0].message.content");
-    } else if (!(*content = strndup(json_object_get_string(text), (size_t)json_object_get_string_len(text)))) {
+    else /* an escaped \u0000 makes a NUL here, and the content is handed on as a C string */
+        rc = check_answer("answer", json_object_get_string(text), n, why, whylen);
+    if (rc == FC_OK && !(*content = strndup(json_object_get_string(text), n))) {
         rc = FC_ENOMEM;
         set_why(why, whylen, "out of memory");
-    } else {
+    } else if (rc == FC_OK) {
         json_object *usage = member(env, "usage", json_type_object);
         if (prompt_tok) *prompt_tok = usage_count(usage, "prompt_tokens");
         if (completion_tok) *completion_tok = usage_count(usage, "completion_tokens");
@@ -432,8 +477,12 @@ char *fc_pipeline_strip_fence(const char *content, size_t len, size_t *outlen) {
         if (e - b >= 3 && memcmp(e - 3, "```", 3) == 0) e -= 3;
         trim(&b, &e);
     }
-    char *s = strndup(b, (size_t)(e - b));
-    if (s && outlen) *outlen = (size_t)(e - b);
+    size_t n = (size_t)(e - b);
+    char *s = malloc(n + 1); /* not strndup: every byte counted in *outlen is copied, NUL bytes included */
+    if (!s) return NULL;
+    memcpy(s, b, n);
+    s[n] = '\0';
+    if (outlen) *outlen = n;
     return s;
 }
 
@@ -461,6 +510,7 @@ int fc_pipeline_stage1_parse(const char *content, size_t len, char **stage1_json
     size_t n;
     int rc;
     *stage1_json = NULL;
+    if ((rc = check_answer("stage 1 answer", content, len, why, whylen)) != FC_OK) return rc;
     char *text = fc_pipeline_strip_fence(content, len, &n);
     if (!text) {
         set_why(why, whylen, "out of memory");
@@ -557,8 +607,10 @@ int fc_pipeline_stage2_parse(const char *content, size_t len, fc_card **cards, s
     size_t n;
     *cards = NULL;
     *ncards = 0;
+    int rc = check_answer("stage 2 answer", content, len, why, whylen);
+    if (rc != FC_OK) return rc;
     char *text = fc_pipeline_strip_fence(content, len, &n);
-    int rc = text ? parse_lines(text, n, cards, ncards) : FC_ENOMEM;
+    rc = text ? parse_lines(text, n, cards, ncards) : FC_ENOMEM;
     free(text);
     if (rc == FC_OK && *ncards == 0) {
         set_why(why, whylen, "stage 2 answer has no cards");

@@ -59,7 +59,9 @@ char *fc_pipeline_stage2_body(const fc_pipeline_conf *c, const fc_item *it, cons
 
 /* fc_pipeline_envelope extracts choices[0].message.content (*content, caller frees) and the usage token counts
  * (0 when absent; either pointer may be NULL) from a chat.completion response body of len bytes (need not be
- * NUL-terminated). Returns 0, FC_EPARSE with a reason in why, or FC_ENOMEM. */
+ * NUL-terminated; any bytes). Returns 0, FC_EPARSE with a reason in why, or FC_ENOMEM. A body holding a NUL byte
+ * is not JSON, and content holding one (an escaped \u0000) is not an answer ("answer contains a NUL byte at
+ * offset N"): on success *content is a C string whose strlen is its whole length. */
 int fc_pipeline_envelope(const char *body, size_t len, char **content, long *prompt_tok, long *completion_tok,
                          char *why, size_t whylen);
 
@@ -70,8 +72,13 @@ int fc_pipeline_error_reason(const char *body, size_t len, char *why, size_t why
 
 /* fc_pipeline_strip_fence returns a new NUL-terminated string (caller frees) holding content without surrounding
  * whitespace and without a ```lang ... ``` fence around it (a missing closing fence is tolerated); its length goes
- * to *outlen if outlen is not NULL. Tabs are not trimmed (they separate TSV fields). NULL on allocation failure. */
+ * to *outlen if outlen is not NULL. Any bytes are copied as they are, NUL included: *outlen counts every byte of
+ * the copy, which strlen may not. Tabs are not trimmed (they separate TSV fields). NULL on allocation failure. */
 char *fc_pipeline_strip_fence(const char *content, size_t len, size_t *outlen);
+
+/* The answer parsers below and the processor's `answer` take content of len bytes that may hold any bytes (a
+ * cached answer is read back as it was stored). Content with a NUL byte or invalid UTF-8 is FC_EPARSE
+ * ("stage 2 answer contains a NUL byte at offset N", "... is not valid UTF-8 at offset N"). */
 
 /* fc_pipeline_stage1_parse validates a stage-1 answer (a JSON object, possibly fenced) and on success sets
  * *stage1_json to the object re-serialized compactly with keys in received order (caller frees).
@@ -157,8 +164,9 @@ typedef struct fc_processor {
     char *(*request)(const void *self, int stage, const fc_item *it, const char *prev, char **user);
     /* cache_key writes the 64-hex-digit cache key of stage's request for that user content. */
     void (*cache_key)(const void *self, int stage, const char *user, char key[FC_SHA256_HEX_LEN + 1]);
-    /* answer validates the content of stage's answer into its result (caller frees): 0, FC_EPARSE
-     * with the reason in why, or FC_ENOMEM. */
+    /* answer validates the content of stage's answer, len bytes of anything (a NUL byte or invalid
+     * UTF-8 is a bad answer), into its result, compact JSON text (caller frees): 0, FC_EPARSE with
+     * the reason in why, or FC_ENOMEM. */
     int (*answer)(const void *self, int stage, const char *content, size_t len, char **result, char *why,
                   size_t whylen);
     /* result appends the item's result to the JSON object being written for it in the results

@@ -676,6 +676,104 @@ static void test_stage2_user_matches_json_c(void **state) {
     free(fast.body_prefix[0]), free(fast.body_prefix[1]), free(fast.body_suffix);
 }
 
+/* ---- bytes no answer may hold: NUL (a cached answer is read back with its length, any bytes) and invalid
+ * UTF-8 (results are JSON) ---- */
+
+/* The fence stripper copies every byte it reports: a NUL inside the content does not end the copy. */
+static void test_fence_keeps_nul(void **state) {
+    static const char in[] = "```\nab\0cd\n```";
+    size_t n = 0;
+    char *s = fc_pipeline_strip_fence(in, sizeof(in) - 1, &n);
+    assert_non_null(s);
+    assert_int_equal(n, 5);
+    assert_memory_equal(s, "ab\0cd", 6); /* the five bytes and the terminating NUL */
+    free(s);
+}
+
+/* A stage-2 answer with a NUL early and a long tail: the parser once walked the reported length past a copy
+ * that had stopped at the NUL. Rejected, with where. */
+static void test_stage2_nul(void **state) {
+    char in[4096];
+    memset(in, 'x', sizeof(in));
+    static const char row[] = "1\tt\t1\tScene\tp\tf\tb\ttags\tpolite\n";
+    memcpy(in, row, sizeof(row) - 1);
+    in[3] = '\0';
+    for (size_t i = 100; i < sizeof(in); i += 100) in[i] = i % 300 ? '\t' : '\n';
+    fc_card *cards = (fc_card *)1;
+    size_t n = 7;
+    char why[128] = "";
+    assert_int_equal(fc_pipeline_stage2_parse(in, sizeof(in), &cards, &n, why, sizeof(why)), FC_EPARSE);
+    assert_null(cards);
+    assert_int_equal(n, 0);
+    assert_string_equal(why, "stage 2 answer contains a NUL byte at offset 3");
+    static const char tail[] = ROW9 "\n" ROW9 "\0"; /* even a NUL at the very end */
+    assert_int_equal(fc_pipeline_stage2_parse(tail, sizeof(tail) - 1, &cards, &n, why, sizeof(why)), FC_EPARSE);
+    assert_non_null(strstr(why, "NUL byte at offset"));
+}
+
+/* A stage-1 object followed by a NUL and junk is not an answer (json-c alone stops at a NUL as at the end). */
+static void test_stage1_nul(void **state) {
+    static const char in[] = "```json\n" S1_GOOD "\n```\0junk";
+    char *out = (char *)1, why[128] = "";
+    assert_int_equal(fc_pipeline_stage1_parse(in, sizeof(in) - 1, &out, why, sizeof(why)), FC_EPARSE);
+    assert_null(out);
+    char want[80];
+    snprintf(want, sizeof(want), "stage 1 answer contains a NUL byte at offset %zu", strlen(in));
+    assert_string_equal(why, want);
+}
+
+/* Invalid UTF-8 is rejected by both stages: their results are JSON text. */
+static void test_answers_invalid_utf8(void **state) {
+    static const char s2[] = "1\tt\t1\tScene\tp\tf\xc3(\tb\ttags\tpolite";
+    static const char s1[] = "{\"term\":\"\xed\xa0\x80\"}"; /* an encoded surrogate */
+    fc_card *cards = NULL;
+    size_t n = 0;
+    char *out = NULL, why[128] = "";
+    assert_int_equal(fc_pipeline_stage2_parse(s2, sizeof(s2) - 1, &cards, &n, why, sizeof(why)), FC_EPARSE);
+    assert_string_equal(why, "stage 2 answer is not valid UTF-8 at offset 15");
+    assert_int_equal(fc_pipeline_stage1_parse(s1, sizeof(s1) - 1, &out, why, sizeof(why)), FC_EPARSE);
+    assert_string_equal(why, "stage 1 answer is not valid UTF-8 at offset 9");
+    assert_null(out);
+}
+
+/* The envelope never hands back content that strlen would cut short: an escaped NUL in the content is a bad
+ * answer, and a raw NUL in the body is not JSON. */
+static void test_envelope_nul(void **state) {
+    static const char esc[] = "{\"choices\":[{\"message\":{\"content\":\"{\\\"a\\\":1}\\u0000junk\"}}]}";
+    static const char raw[] = "{\"choices\":[{\"message\":{\"content\":\"ok\"}}]}\0{\"x\":1}";
+    char *content = (char *)1, why[256] = "";
+    long pt = -1;
+    assert_int_equal(fc_pipeline_envelope(esc, sizeof(esc) - 1, &content, &pt, NULL, why, sizeof(why)), FC_EPARSE);
+    assert_null(content);
+    assert_int_equal(pt, 0);
+    assert_string_equal(why, "answer contains a NUL byte at offset 7");
+    assert_int_equal(fc_pipeline_envelope(raw, sizeof(raw) - 1, &content, NULL, NULL, why, sizeof(why)), FC_EPARSE);
+    assert_null(content);
+    char want[80];
+    snprintf(want, sizeof(want), "response is not JSON: it contains a NUL byte at offset %zu", strlen(raw));
+    assert_string_equal(why, want);
+    /* an error body with a NUL still yields a printable reason */
+    static const char err[] = "{\"error\":{\"message\":\"a\"}}\0zz";
+    assert_int_equal(fc_pipeline_error_reason(err, sizeof(err) - 1, why, sizeof(why)), FC_EPARSE);
+    assert_memory_equal(why, "{\"error\":{\"message\":\"a\"}} zz", sizeof(err));
+}
+
+/* The processor's answer, as the worker calls it for a cached answer (any bytes, with their length). */
+static void test_processor_answer_nul(void **state) {
+    fc_pipeline_conf c = {0};
+    fc_processor p = fc_flashcard_processor(&c);
+    static const char a1[] = S1_GOOD "\0";
+    static const char a2[] = FC_CARD_HEADER "\n" ROW9 "\n\0" ROW9;
+    char *result = (char *)1, why[256] = "";
+    assert_int_equal(p.answer(p.self, 1, a1, sizeof(a1) - 1, &result, why, sizeof(why)), FC_EPARSE);
+    assert_null(result);
+    assert_non_null(strstr(why, "NUL byte at offset"));
+    result = (char *)1;
+    assert_int_equal(p.answer(p.self, 2, a2, sizeof(a2) - 1, &result, why, sizeof(why)), FC_EPARSE);
+    assert_null(result);
+    assert_non_null(strstr(why, "NUL byte at offset"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence_json),
@@ -712,6 +810,12 @@ int main(void) {
         cmocka_unit_test(test_prepared_identical),
         cmocka_unit_test(test_stage2_user_matches_json_c),
         cmocka_unit_test(test_processor_flashcards),
+        cmocka_unit_test(test_fence_keeps_nul),
+        cmocka_unit_test(test_stage2_nul),
+        cmocka_unit_test(test_stage1_nul),
+        cmocka_unit_test(test_answers_invalid_utf8),
+        cmocka_unit_test(test_envelope_nul),
+        cmocka_unit_test(test_processor_answer_nul),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
