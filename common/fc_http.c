@@ -22,6 +22,8 @@ typedef struct transfer {
     fc_buf request;
     void *ud;
     int active;
+    int too_big;                  /* the body passed max_body: on_data refused it */
+    size_t max_body;              /* bytes, 0 = no cap (fc_http_conf.max_body_bytes) */
     char errbuf[CURL_ERROR_SIZE];
     struct transfer *next_free;
     struct transfer *next_all;    /* every transfer ever created */
@@ -37,6 +39,7 @@ struct fc_http {
     struct curl_slist *headers;
     char *user_agent;
     long timeout_ms, connect_timeout_ms;
+    size_t max_body;              /* bytes, 0 = no cap */
     transfer *free_list;
     transfer *all;
     int running;
@@ -64,9 +67,16 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     return 0;
 }
 
+/* on_data is curl's CURLOPT_WRITEFUNCTION: it keeps the body, up to max_body bytes. Past that it
+ * returns a short count, which makes curl abort the transfer (CURLE_WRITE_ERROR, seen as too_big). */
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
     transfer *t = ud;
-    return fc_buf_append(&t->response, p, size * n) == FC_OK ? size * n : 0;
+    size_t bytes = size * n;
+    if (t->max_body && bytes > t->max_body - t->response.len) {
+        t->too_big = 1;
+        return 0;
+    }
+    return fc_buf_append(&t->response, p, bytes) == FC_OK ? bytes : 0;
 }
 
 /* env_dup returns a copy of the first of two environment variables that is set, or NULL. */
@@ -96,6 +106,7 @@ fc_http *fc_http_new(const fc_http_conf *c) {
     h->user_agent = strdup(c->user_agent ? c->user_agent : "flashcard-worker");
     h->timeout_ms = c->timeout_ms;
     h->connect_timeout_ms = c->connect_timeout_ms;
+    h->max_body = c->max_body_bytes;
     h->headers = curl_slist_append(NULL, "Content-Type: application/json");
     h->headers = curl_slist_append(h->headers, "Expect:");
     char line[8192];
@@ -174,6 +185,10 @@ static void setup_easy(fc_http *h, transfer *t) {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
     curl_easy_setopt(e, CURLOPT_NOPROXY, h->no_proxy);
+    /* A Content-Length above the cap is refused before any of the body is read (CURLE_FILESIZE_EXCEEDED);
+     * a body without one is cut off by on_data. */
+    t->max_body = h->max_body;
+    if (h->max_body) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->max_body);
 }
 
 static transfer *get_transfer(fc_http *h) {
@@ -199,6 +214,7 @@ static void recycle(fc_http *h, transfer *t) {
     fc_buf_reset(&t->response);
     fc_buf_reset(&t->request);
     t->active = 0;
+    t->too_big = 0;
     t->ud = NULL;
     t->next_free = h->free_list;
     h->free_list = t;
@@ -274,6 +290,16 @@ int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
 
 int fc_http_kick(fc_http *h) { return run_timeout(h); }
 
+/* fill_too_big reports a body over the cap: the status received, no body, and the cap in the error text. */
+static void fill_too_big(transfer *t, long status, fc_http_done *d) {
+    d->status = (int)status;
+    d->err = FC_ETOOBIG;
+    d->body = "";
+    d->len = 0;
+    snprintf(d->error, sizeof(d->error), "answer larger than %zu bytes%s", t->max_body,
+             t->too_big ? "" : " (announced by its Content-Length)");
+}
+
 static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     long status = 0;
     curl_off_t retry = 0, total_us = 0;
@@ -282,12 +308,16 @@ static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry);
     curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
     d->ud = t->ud;
+    d->retry_after_s = retry > 0 ? (long)retry : 0;
+    d->elapsed_ms = (double)total_us / 1000.0;
+    if (t->too_big || (res == CURLE_FILESIZE_EXCEEDED && t->max_body)) {
+        fill_too_big(t, status, d);
+        return;
+    }
     d->status = res == CURLE_OK ? (int)status : 0;
     d->err = res == CURLE_OK ? 0 : res == CURLE_OPERATION_TIMEDOUT ? FC_ETIMEOUT : FC_ECONN;
     d->body = t->response.data ? t->response.data : "";
     d->len = t->response.len;
-    d->retry_after_s = retry > 0 ? (long)retry : 0;
-    d->elapsed_ms = (double)total_us / 1000.0;
     if (res != CURLE_OK)
         snprintf(d->error, sizeof(d->error), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(res));
 }

@@ -14,6 +14,9 @@ typedef struct fc_http_conf {
     const char *user_agent;
     long timeout_ms;            /* total per request */
     long connect_timeout_ms;
+    size_t max_body_bytes;      /* largest response body accepted, bytes; 0 = no cap. A larger one fails the
+                                 * request with FC_ETOOBIG (see fc_http_done), refused at its Content-Length
+                                 * when it announces one, else cut off as soon as it passes the cap */
 } fc_http_conf;
 
 typedef struct fc_pollfd {
@@ -21,16 +24,17 @@ typedef struct fc_pollfd {
     int readable;               /* set by fc_http_wait */
 } fc_pollfd;
 
-/* A finished request. body is borrowed until the next fc_http_next or fc_http_post. */
+/* A finished request. body is borrowed until the next fc_http_next or fc_http_post; never NULL. */
 typedef struct fc_http_done {
     void *ud;
-    int status;                 /* HTTP status; 0 when no response came */
-    int err;                    /* 0, FC_ETIMEOUT or FC_ECONN (transport failure) */
-    const char *body;
+    int status;                 /* HTTP status; 0 after FC_ETIMEOUT or FC_ECONN */
+    int err;                    /* 0, FC_ETIMEOUT or FC_ECONN (transport failure), or FC_ETOOBIG: the body
+                                 * passed max_body_bytes, status is the one received and there is no body */
+    const char *body;           /* the response body, len bytes ("" with len 0 after FC_ETOOBIG) */
     size_t len;
     long retry_after_s;         /* Retry-After in seconds, 0 if absent */
     double elapsed_ms;
-    char error[200];            /* transport error text ("" if none) */
+    char error[200];            /* error text ("" if none), e.g. "answer larger than 1048576 bytes" */
 } fc_http_done;
 
 /* fc_http_global_init/cleanup wrap libcurl's process-wide setup: call once from main. */

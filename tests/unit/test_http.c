@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -46,26 +47,34 @@ typedef struct server {
     char first_request[4096];
 } server;
 
+/* read_request reads one request from c into buf (NUL-terminated): the headers, then Content-Length bytes of
+ * body. Returns a pointer to the body in buf, or NULL if the connection ended first. */
+static char *read_request(int c, char *buf, size_t size) {
+    size_t n = 0;
+    char *end = NULL;
+    long body = -1;
+    buf[0] = '\0';
+    while (n < size - 1) {
+        ssize_t r = read(c, buf + n, size - 1 - n);
+        if (r <= 0) return NULL;
+        n += (size_t)r;
+        buf[n] = '\0';
+        if (!end && (end = strstr(buf, "\r\n\r\n"))) {
+            char *cl = strstr(buf, "Content-Length: ");
+            body = cl ? strtol(cl + 16, NULL, 10) : 0;
+        }
+        if (end && (long)(n - (size_t)(end + 4 - buf)) >= body) return end + 4;
+    }
+    return NULL;
+}
+
 /* serve accepts one connection and answers `requests` requests on it with a 429 and a small body. */
 static void *serve(void *arg) {
     server *s = arg;
     int c = accept(s->fd, NULL, NULL);
     for (int i = 0; c >= 0 && i < s->requests; i++) {
         char buf[4096];
-        size_t n = 0;
-        char *end = NULL;
-        long body = -1;
-        while (n < sizeof(buf) - 1) { /* read the headers, then Content-Length bytes of body */
-            ssize_t r = read(c, buf + n, sizeof(buf) - 1 - n);
-            if (r <= 0) break;
-            n += (size_t)r;
-            buf[n] = '\0';
-            if (!end && (end = strstr(buf, "\r\n\r\n"))) {
-                char *cl = strstr(buf, "Content-Length: ");
-                body = cl ? strtol(cl + 16, NULL, 10) : 0;
-            }
-            if (end && (long)(n - (size_t)(end + 4 - buf)) >= body) break;
-        }
+        read_request(c, buf, sizeof(buf));
         if (i == 0) snprintf(s->first_request, sizeof(s->first_request), "%s", buf);
         const char *resp = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Type: application/json\r\n"
                            "Content-Length: 16\r\n\r\n{\"error\":\"slow\"}";
@@ -164,12 +173,151 @@ static void test_cancel(void **state) {
     close(fd);
 }
 
+/* ---- the cap on answer sizes ---- */
+
+#define CAP (64 * 1024) /* bytes: several reads and writes of the body */
+
+/* answer_body sends one answer as the request body asks: "<status> <bytes> <chunked 0|1>", then closes. The
+ * body is sent in 4 KiB writes, so the client sees it in pieces. */
+static void *answer_body(void *arg) {
+    int c = (int)(intptr_t)arg, status = 0, chunked = 0;
+    long bytes = 0;
+    char req[4096], head[256], piece[4096 + 16];
+    const char *body = read_request(c, req, sizeof(req));
+    if (body && sscanf(body, "%d %ld %d", &status, &bytes, &chunked) == 3) {
+        int n = chunked ? snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nTransfer-Encoding: chunked\r\n"
+                                                       "Connection: close\r\n\r\n", status)
+                        : snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Length: %ld\r\n"
+                                                       "Connection: close\r\n\r\n", status, bytes);
+        int ok = send(c, head, (size_t)n, MSG_NOSIGNAL) == n;
+        for (long sent = 0; ok && sent < bytes; sent += 4096) { /* the client may hang up: then stop */
+            long k = bytes - sent < 4096 ? bytes - sent : 4096;
+            n = chunked ? snprintf(piece, sizeof(piece), "%lx\r\n", k) : 0;
+            memset(piece + n, 'a', (size_t)k);
+            n += (int)k + (chunked ? snprintf(piece + n + k, 3, "\r\n") : 0);
+            ok = send(c, piece, (size_t)n, MSG_NOSIGNAL) == n;
+        }
+        if (ok && chunked) send(c, "0\r\n\r\n", 5, MSG_NOSIGNAL);
+    }
+    close(c);
+    return NULL;
+}
+
+typedef struct acceptor {
+    int fd;
+    int connections; /* to accept, each answered by a thread of its own */
+} acceptor;
+
+/* accept_all accepts `connections` connections (waiting at most 5 s for each) and answers them at once. */
+static void *accept_all(void *arg) {
+    acceptor *a = arg;
+    pthread_t th[16];
+    int n = 0;
+    while (n < a->connections && n < 16) {
+        struct pollfd p = {.fd = a->fd, .events = POLLIN};
+        if (poll(&p, 1, 5000) != 1) break;
+        int c = accept(a->fd, NULL, NULL);
+        if (c < 0 || pthread_create(&th[n], NULL, answer_body, (void *)(intptr_t)c) != 0) break;
+        n++;
+    }
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    return NULL;
+}
+
+typedef struct ask {
+    int status;
+    long bytes;
+    int chunked;
+    fc_http_done got; /* filled when it finishes */
+    char body_head[8];
+    int done;
+} ask;
+
+/* run_asks starts every ask at once on a client capped at cap bytes and waits until all have finished. */
+static void run_asks(ask *asks, int n, size_t cap) {
+    int port;
+    acceptor a = {.fd = listen_loopback(&port), .connections = n};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, accept_all, &a), 0);
+    fc_http_conf conf = {.user_agent = "ua-test", .timeout_ms = 10000, .connect_timeout_ms = 2000,
+                         .max_body_bytes = cap};
+    fc_http *h = fc_http_new(&conf);
+    assert_non_null(h);
+    char url[64], body[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(body, sizeof(body), "%d %ld %d", asks[i].status, asks[i].bytes, asks[i].chunked);
+        assert_int_equal(fc_http_post(h, url, body, (size_t)len, &asks[i]), FC_OK);
+    }
+    assert_int_equal(fc_http_running(h), n);
+    for (int left = n; left > 0; left--) {
+        fc_http_done d;
+        assert_true(run(h, &d, 10000));
+        ask *k = d.ud;
+        assert_false(k->done);
+        k->done = 1;
+        k->got = d;
+        memcpy(k->body_head, d.body, d.len < sizeof(k->body_head) ? d.len : sizeof(k->body_head));
+        k->got.body = NULL; /* borrowed: gone at the next fc_http_next */
+    }
+    assert_int_equal(fc_http_running(h), 0);
+    fc_http_free(h);
+    pthread_join(t, NULL);
+    close(a.fd);
+}
+
+/* An answer of cap + 1 bytes fails with FC_ETOOBIG and the status received, whether its Content-Length gave it
+ * away or it came chunked; one of exactly cap bytes arrives whole, and so do the others in flight meanwhile. */
+static void test_body_cap(void **state) {
+    ask asks[] = {
+        {.status = 200, .bytes = CAP + 1},              /* refused at its Content-Length */
+        {.status = 503, .bytes = CAP + 1, .chunked = 1}, /* cut off while it arrives */
+        {.status = 200, .bytes = 10 * CAP, .chunked = 1},
+        {.status = 200, .bytes = CAP},
+        {.status = 200, .bytes = CAP, .chunked = 1},
+        {.status = 200, .bytes = 5},
+        {.status = 500, .bytes = 100},
+    };
+    int n = (int)(sizeof(asks) / sizeof(asks[0]));
+    run_asks(asks, n, CAP);
+    for (int i = 0; i < n; i++) {
+        const fc_http_done *d = &asks[i].got;
+        assert_true(asks[i].done);
+        assert_int_equal(d->status, asks[i].status);
+        if (asks[i].bytes > CAP) {
+            assert_int_equal(d->err, FC_ETOOBIG);
+            assert_int_equal(d->len, 0);
+            assert_non_null(strstr(d->error, "answer larger than 65536 bytes"));
+        } else {
+            assert_int_equal(d->err, 0);
+            assert_int_equal(d->len, asks[i].bytes);
+            assert_memory_equal(asks[i].body_head, "aaaaa", 5);
+            assert_string_equal(d->error, "");
+        }
+    }
+    assert_non_null(strstr(asks[0].got.error, "(announced by its Content-Length)"));
+    assert_null(strstr(asks[1].got.error, "announced"));
+}
+
+/* Without a cap (0, the default) any size is read. */
+static void test_body_uncapped(void **state) {
+    ask asks[] = {{.status = 200, .bytes = 4 * CAP}, {.status = 200, .bytes = 4 * CAP + 1, .chunked = 1}};
+    run_asks(asks, 2, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(asks[i].got.err, 0);
+        assert_int_equal(asks[i].got.status, 200);
+        assert_int_equal(asks[i].got.len, asks[i].bytes);
+    }
+}
+
 int main(void) {
     fc_http_global_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_answer_and_keepalive),
         cmocka_unit_test(test_timeout_alone),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_body_cap),
+        cmocka_unit_test(test_body_uncapped),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fc_http_global_cleanup();
