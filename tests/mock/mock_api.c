@@ -28,6 +28,7 @@
 #define MOCK_JSON_DEPTH 64
 #define MOCK_STOP_GRACE_MS 2000 /* how long a graceful stop waits for requests in flight */
 #define MOCK_STATUS_MAX 600
+#define MOCK_ANSWER_MAX (64LL * 1024 * 1024) /* bytes; the largest answer_bytes */
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Configuration: one table row per setting, shared by the command line and POST /control.
@@ -41,10 +42,12 @@ typedef struct mock_config {
     long long reject_mod;   /* positions divisible by it always get 400; 0 = off */
     long long fail_all_500; /* bool */
     long long once_429;     /* bool; cleared by the first request that consumes it */
+    long long fail_all_status; /* answer every chat request with this status; 0 = off, else 400..599 */
+    long long answer_bytes; /* pad each 200 answer's content so the whole body is this many bytes; 0 = off */
     long long seed;         /* fault dice seed; setting it restarts the dice sequence */
     long long port;         /* 0 = any free port */
     long long threads;      /* MHD worker threads; 0 = one per CPU */
-    double fail_500, fail_429, malformed, bad_content, timeout; /* per-request probabilities */
+    double fail_500, fail_429, malformed, bad_content, timeout, nul_content; /* per-request probabilities */
     char api_key[256];  /* "" = no authorization required */
     char bind[64];      /* numeric IPv4 or IPv6 address */
     char log[1024];     /* request log path, "" = none */
@@ -90,6 +93,11 @@ static const mock_opt mock_opts[] = {
     OPT_I(reject_mod, 0, 1000000000, 1, "0", "positions divisible by M always get 400 (0 = off)"),
     OPT_B(fail_all_500, "answer every chat request with 500"),
     OPT_B(once_429, "answer the next chat request with 429, then behave normally"),
+    OPT_I(fail_all_status, 0, 599, 1, "0",
+          "answer every chat request with this status, 400..599 (401/403: auth error, 429: Retry-After; 0 = off)"),
+    OPT_R(nul_content, "0", "probability of a 200 whose content holds a NUL byte (sent as \\u0000)"),
+    OPT_I(answer_bytes, 0, MOCK_ANSWER_MAX, 1, "0",
+          "pad the content of each 200 answer with spaces so the whole body is N bytes (0 = off)"),
 };
 #define MOCK_NOPTS (sizeof mock_opts / sizeof mock_opts[0])
 
@@ -144,10 +152,11 @@ static uint32_t mock_hash(const char *s) {
     return h;
 }
 
-/* mock_json_str appends s as a JSON string literal (UTF-8 passes through); returns 0 or FC_ENOMEM. */
-static int mock_json_str(fc_buf *b, const char *s) {
+/* mock_json_strn appends s[0..n) as a JSON string literal (UTF-8 passes through, a NUL byte becomes \u0000 as a
+ * real server would send it); returns 0 or FC_ENOMEM. */
+static int mock_json_strn(fc_buf *b, const char *s, size_t n) {
     int rc = fc_buf_puts(b, "\"");
-    for (const char *p = s; rc == 0 && *p; p++) {
+    for (const char *p = s; rc == 0 && p < s + n; p++) {
         unsigned char ch = (unsigned char)*p;
         if (ch == '"' || ch == '\\') rc = fc_buf_printf(b, "\\%c", ch);
         else if (ch == '\n') rc = fc_buf_puts(b, "\\n");
@@ -157,6 +166,8 @@ static int mock_json_str(fc_buf *b, const char *s) {
     }
     return rc ? rc : fc_buf_puts(b, "\"");
 }
+
+static int mock_json_str(fc_buf *b, const char *s) { return mock_json_strn(b, s, strlen(s)); }
 
 /* mock_tsv_field appends s with tabs and line breaks replaced by spaces; returns 0 or FC_ENOMEM. */
 static int mock_tsv_field(fc_buf *b, const char *s) {
@@ -239,6 +250,13 @@ static int mock_json_to_text(json_object *v, const mock_opt *o, char *out, size_
     }
 }
 
+/* mock_config_rules checks what one option's range cannot say; returns 0 or FC_EINVAL with the rule in err. */
+static int mock_config_rules(const mock_config *cfg, char *err, size_t errlen) {
+    if (cfg->fail_all_status == 0 || cfg->fail_all_status >= 400) return 0;
+    snprintf(err, errlen, "fail_all_status: expected 0 (off) or a status in 400..599, got %lld", cfg->fail_all_status);
+    return FC_EINVAL;
+}
+
 static void mock_stats_reset(void) {
     atomic_store(&g_stats.requests, 0);
     atomic_store(&g_stats.stage1, 0);
@@ -268,6 +286,7 @@ static int mock_control_apply(json_object *obj, char *err, size_t errlen) {
         else rc = mock_opt_set(&next, o, text, err, errlen);
         if (rc != 0) return pthread_mutex_unlock(&g_cfg_mu), FC_EINVAL;
     }
+    if (mock_config_rules(&next, err, errlen) != 0) return pthread_mutex_unlock(&g_cfg_mu), FC_EINVAL;
     if (json_object_object_get_ex(obj, "seed", NULL)) atomic_store(&g_stats.draws, 0); /* restart the dice */
     g_cfg = next;
     pthread_mutex_unlock(&g_cfg_mu);
@@ -464,16 +483,17 @@ static int mock_content(fc_buf *b, const mock_prompt *p, int bad) {
     return rc;
 }
 
-/* mock_envelope appends an OpenAI chat.completion body; usage is derived from the byte counts. */
-static int mock_envelope(fc_buf *b, unsigned long long id, const char *model, const char *content, size_t body_len,
-                         unsigned long long *pt, unsigned long long *ct) {
+/* mock_envelope appends an OpenAI chat.completion body holding content[0..clen); usage is derived from the byte
+ * counts. */
+static int mock_envelope(fc_buf *b, unsigned long long id, const char *model, const char *content, size_t clen,
+                         size_t body_len, unsigned long long *pt, unsigned long long *ct) {
     *pt = (body_len + 3) / 4;
-    *ct = (strlen(content) + 3) / 4;
+    *ct = (clen + 3) / 4;
     int rc = fc_buf_printf(b, "{\"id\":\"mock-%llu\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":", id,
                            (long long)time(NULL));
     rc = rc ? rc : mock_json_str(b, model);
     rc = rc ? rc : fc_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    rc = rc ? rc : mock_json_str(b, content);
+    rc = rc ? rc : mock_json_strn(b, content, clen);
     rc = rc ? rc : fc_buf_printf(b, "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%llu,"
                                     "\"completion_tokens\":%llu,\"total_tokens\":%llu}}", *pt, *ct, *pt + *ct);
     return rc;
@@ -589,13 +609,24 @@ static void mock_req_free(mock_req *r) {
  * Planning a chat answer: authorization, validation, faults, then the normal answer.
  * ------------------------------------------------------------------------------------------------------------- */
 
-enum mock_fault { FAULT_NONE, FAULT_TIMEOUT, FAULT_500, FAULT_429, FAULT_MALFORMED, FAULT_BAD_CONTENT, FAULT_REJECT };
+enum mock_fault {
+    FAULT_NONE,
+    FAULT_TIMEOUT,
+    FAULT_500,
+    FAULT_429,
+    FAULT_MALFORMED,
+    FAULT_BAD_CONTENT,
+    FAULT_NUL_CONTENT,
+    FAULT_REJECT,
+    FAULT_STATUS
+};
 
 /* mock_fault_roll picks at most one fault; rates partition [0,1) so each is its own probability. */
 static int mock_fault_roll(const mock_config *cfg, double u) {
-    const double rates[] = {cfg->timeout, cfg->fail_500, cfg->fail_429, cfg->malformed, cfg->bad_content};
+    const double rates[] = {cfg->timeout, cfg->fail_500, cfg->fail_429, cfg->malformed, cfg->bad_content,
+                            cfg->nul_content};
     double acc = 0;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (int)(sizeof rates / sizeof rates[0]); i++) {
         acc += rates[i];
         if (u < acc) return i + 1;
     }
@@ -613,12 +644,46 @@ static int mock_auth_ok(struct MHD_Connection *c, const mock_config *cfg) {
     return h && strncmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, cfg->api_key) == 0;
 }
 
-/* mock_plan_success fills the normal (or bad-content / malformed) 200 answer. */
-static void mock_plan_success(mock_req *r, const mock_prompt *p, int fault) {
+/* mock_put_nul puts a NUL byte into the content where a C string would silently end early: at the end of the
+ * first line (the end of a one-line JSON answer, after the opening fence, or after the TSV header). */
+static int mock_put_nul(fc_buf *content) {
+    const char *nl = content->data ? memchr(content->data, '\n', content->len) : NULL;
+    size_t at = nl ? (size_t)(nl - content->data) : content->len;
+    if (fc_buf_append(content, "", 1) != 0) return FC_ENOMEM; /* one more byte, then shift the tail into it */
+    memmove(content->data + at + 1, content->data + at, content->len - 1 - at);
+    content->data[at] = '\0';
+    return 0;
+}
+
+/* mock_answer_envelope renders the envelope for content into r->answer, padding the content with trailing spaces
+ * (which every parser trims) so that the whole body is cfg->answer_bytes long when that is set. */
+static int mock_answer_envelope(mock_req *r, const mock_config *cfg, const mock_prompt *p, fc_buf *content) {
+    size_t clen = content->len;
+    for (int pass = 0; pass < 3; pass++) { /* the usage digits depend on the padding: settles in two passes */
+        fc_buf_reset(&r->answer);
+        if (mock_envelope(&r->answer, r->id, p->model, content->data ? content->data : "", content->len,
+                          r->body.len, &r->pt, &r->ct) != 0)
+            return FC_ENOMEM;
+        long long want = cfg->answer_bytes, have = (long long)r->answer.len;
+        if (want == 0 || want == have || (have > want && content->len == clen)) break;
+        long long pad = (long long)(content->len - clen) + (want - have);
+        fc_buf_truncate(content, clen);
+        if (pad <= 0) continue;
+        if (fc_buf_reserve(content, (size_t)pad) != 0) return FC_ENOMEM;
+        memset(content->data + content->len, ' ', (size_t)pad);
+        content->len += (size_t)pad;
+        content->data[content->len] = '\0';
+    }
+    return 0;
+}
+
+/* mock_plan_success fills the normal (or bad-content / NUL-content / malformed) 200 answer. */
+static void mock_plan_success(mock_req *r, const mock_config *cfg, const mock_prompt *p, int fault) {
     fc_buf content = {0};
     r->status = 200;
     if (mock_content(&content, p, fault == FAULT_BAD_CONTENT) != 0 ||
-        mock_envelope(&r->answer, r->id, p->model, content.data ? content.data : "", r->body.len, &r->pt, &r->ct)) {
+        (fault == FAULT_NUL_CONTENT && mock_put_nul(&content) != 0) ||
+        mock_answer_envelope(r, cfg, p, &content) != 0) {
         mock_plan_error(r, 500, "mock-api: out of memory", "server_error", NULL);
     } else if (fault == FAULT_MALFORMED) {
         r->answer.len /= 2; /* a truncated object is never valid JSON */
@@ -629,11 +694,27 @@ static void mock_plan_success(mock_req *r, const mock_prompt *p, int fault) {
     fc_buf_free(&content);
 }
 
-/* mock_plan_item decides the answer to a well-formed request: forced faults first (fail_all_500, once_429), then
- * the permanent rejection, then the dice. */
+/* mock_plan_status fills the answer of fail_all_status (but 429, which is FAULT_429) with the error body the real
+ * API sends. */
+static void mock_plan_status(mock_req *r, const mock_config *cfg) {
+    int status = (int)cfg->fail_all_status;
+    if (status == 401)
+        mock_plan_error(r, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+    else if (status == 403)
+        mock_plan_error(r, 403, "Your API key is not allowed to use this model (mock).", "invalid_request_error",
+                        "forbidden");
+    else if (status >= 500)
+        mock_plan_error(r, status, "mock-api: fail_all_status", "server_error", NULL);
+    else
+        mock_plan_error(r, status, "mock-api: fail_all_status", "invalid_request_error", NULL);
+}
+
+/* mock_plan_item decides the answer to a well-formed request: forced faults first (fail_all_500,
+ * fail_all_status, once_429), then the permanent rejection, then the dice. */
 static void mock_plan_item(mock_req *r, const mock_config *cfg, const mock_prompt *p, double u) {
     int fault = mock_fault_roll(cfg, u);
     if (cfg->fail_all_500) fault = FAULT_500;
+    else if (cfg->fail_all_status) fault = cfg->fail_all_status == 429 ? FAULT_429 : FAULT_STATUS;
     else if (mock_take_once_429()) fault = FAULT_429;
     else if (cfg->reject_mod > 0 && p->position > 0 && p->position % cfg->reject_mod == 0) fault = FAULT_REJECT;
     switch (fault) {
@@ -653,7 +734,8 @@ static void mock_plan_item(mock_req *r, const mock_config *cfg, const mock_promp
         r->retry_after = cfg->retry_after;
         mock_plan_error(r, 429, "Rate limit reached for requests (mock).", "requests", "rate_limit_exceeded");
         break;
-    default: mock_plan_success(r, p, fault);
+    case FAULT_STATUS: mock_plan_status(r, cfg); break;
+    default: mock_plan_success(r, cfg, p, fault);
     }
 }
 
@@ -958,6 +1040,8 @@ static socklen_t mock_sockaddr(struct sockaddr_storage *ss, const char *addr, in
 static int mock_config_check(mock_config *cfg) {
     struct sockaddr_storage ss;
     int v6;
+    char err[256];
+    if (mock_config_rules(cfg, err, sizeof err) != 0) return fprintf(stderr, "mock-api: %s\n", err), FC_EINVAL;
     if (strcmp(cfg->bind, "localhost") == 0) snprintf(cfg->bind, sizeof cfg->bind, "127.0.0.1");
     if (mock_sockaddr(&ss, cfg->bind, (int)cfg->port, &v6)) return 0;
     fprintf(stderr, "mock-api: bind: expected a numeric IPv4 or IPv6 address, got '%s'\n", cfg->bind);
