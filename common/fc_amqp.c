@@ -31,7 +31,7 @@ struct fc_amqp {
     char name[128];
     int ok;
     int blocked;                  /* 1 between connection.blocked and connection.unblocked */
-    char consumer_tag[64];        /* "" while no consumer is active */
+    char consumer_tag[FC_AMQP_CONSUMERS_MAX][64]; /* active consumers; "" = free slot */
     uint64_t next_seq;            /* sequence number of the next publish */
     pending_pub *pend;            /* unconfirmed publishes, ascending seq from pend_head */
     size_t pend_head, pend_len, pend_cap;
@@ -122,7 +122,7 @@ static void destroy_conn(fc_amqp *a) {
     a->conn = NULL;
     a->ok = 0;
     a->blocked = 0;
-    a->consumer_tag[0] = '\0';
+    memset(a->consumer_tag, 0, sizeof(a->consumer_tag));
     forget_pending(a);
 }
 
@@ -234,7 +234,11 @@ void fc_amqp_close(fc_amqp *a) {
 
 int fc_amqp_ok(const fc_amqp *a) { return a->conn && a->ok; }
 int fc_amqp_blocked(const fc_amqp *a) { return a->conn && a->blocked; }
-int fc_amqp_consuming(const fc_amqp *a) { return fc_amqp_ok(a) && a->consumer_tag[0]; }
+int fc_amqp_consuming(const fc_amqp *a) {
+    for (int i = 0; fc_amqp_ok(a) && i < FC_AMQP_CONSUMERS_MAX; i++)
+        if (a->consumer_tag[i][0]) return 1;
+    return 0;
+}
 const char *fc_amqp_errstr(const fc_amqp *a) { return a->errstr; }
 
 int fc_amqp_fd(const fc_amqp *a) {
@@ -373,7 +377,16 @@ int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_
     return add_pending(a, *seq, p->message_id);
 }
 
+/* free_tag returns a free consumer slot, or NULL. */
+static char *free_tag(fc_amqp *a) {
+    for (int i = 0; i < FC_AMQP_CONSUMERS_MAX; i++)
+        if (!a->consumer_tag[i][0]) return a->consumer_tag[i];
+    return NULL;
+}
+
 int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch) {
+    char *tag = free_tag(a);
+    if (!tag) return FC_EINVAL;
     amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)(prefetch > 65535 ? 65535 : prefetch), 0);
     int rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.qos");
     if (rc != FC_OK) return rc;
@@ -381,16 +394,28 @@ int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch) {
         amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
     rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.consume");
     if (rc != FC_OK) return rc;
-    snprintf(a->consumer_tag, sizeof(a->consumer_tag), "%.*s", (int)ok->consumer_tag.len,
-             (char *)ok->consumer_tag.bytes);
+    snprintf(tag, sizeof(a->consumer_tag[0]), "%.*s", (int)ok->consumer_tag.len, (char *)ok->consumer_tag.bytes);
     return FC_OK;
 }
 
 int fc_amqp_cancel(fc_amqp *a) {
-    if (!fc_amqp_ok(a) || !a->consumer_tag[0]) return FC_OK;
-    amqp_basic_cancel(a->conn, CHANNEL, amqp_cstring_bytes(a->consumer_tag));
-    a->consumer_tag[0] = '\0';
-    return rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.cancel");
+    int rc = FC_OK;
+    for (int i = 0; i < FC_AMQP_CONSUMERS_MAX; i++) {
+        if (!a->consumer_tag[i][0]) continue;
+        if (fc_amqp_ok(a) && rc == FC_OK) {
+            amqp_basic_cancel(a->conn, CHANNEL, amqp_cstring_bytes(a->consumer_tag[i]));
+            rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "basic.cancel");
+        }
+        a->consumer_tag[i][0] = '\0';
+    }
+    return rc;
+}
+
+/* forget_tag frees the slot of the consumer the broker cancelled. */
+static void forget_tag(fc_amqp *a, amqp_bytes_t tag) {
+    for (int i = 0; i < FC_AMQP_CONSUMERS_MAX; i++)
+        if (strlen(a->consumer_tag[i]) == tag.len && memcmp(a->consumer_tag[i], tag.bytes, tag.len) == 0)
+            a->consumer_tag[i][0] = '\0';
 }
 
 static int status_error(fc_amqp *a, int st, const char *what) {
@@ -463,14 +488,41 @@ static long header_i64(const amqp_basic_properties_t *p, const char *key) {
     return 0;
 }
 
+/* table_str copies the string value of key in t into out ("" if absent). */
+static void table_str(const amqp_table_t *t, const char *key, char *out, size_t n) {
+    out[0] = '\0';
+    for (int i = 0; i < t->num_entries; i++) {
+        const amqp_table_entry_t *e = &t->entries[i];
+        if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0 &&
+            e->value.kind == AMQP_FIELD_KIND_UTF8)
+            snprintf(out, n, "%.*s", (int)e->value.value.bytes.len, (char *)e->value.value.bytes.bytes);
+    }
+}
+
+/* last_death fills reason and queue from the first (most recent) entry of the x-death header. */
+static void last_death(const amqp_basic_properties_t *p, char *reason, char *queue, size_t n) {
+    reason[0] = queue[0] = '\0';
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) return;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len != 7 || memcmp(e->key.bytes, "x-death", 7) != 0 || e->value.kind != AMQP_FIELD_KIND_ARRAY ||
+            e->value.value.array.num_entries < 1 || e->value.value.array.entries[0].kind != AMQP_FIELD_KIND_TABLE)
+            continue;
+        const amqp_table_t *d = &e->value.value.array.entries[0].value.table;
+        table_str(d, "reason", reason, n);
+        table_str(d, "queue", queue, n);
+    }
+}
+
 static void deliver(fc_amqp *a, amqp_envelope_t *env, const fc_amqp_handler *h) {
-    char mid[256] = "", rk[256];
+    char mid[256] = "", rk[256], reason[256], queue[256];
     amqp_basic_properties_t *p = &env->message.properties;
+    last_death(p, reason, queue, sizeof(reason));
     if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
         snprintf(mid, sizeof(mid), "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
     snprintf(rk, sizeof(rk), "%.*s", (int)env->routing_key.len, (char *)env->routing_key.bytes);
     fc_delivery d = {env->delivery_tag, env->message.body.bytes, env->message.body.len, mid, rk,
-                     env->redelivered, header_i64(p, "x-delivery-count")};
+                     env->redelivered, header_i64(p, "x-delivery-count"), reason, queue};
     if (h->delivery) h->delivery(h->ud, &d);
     (void)a;
 }
@@ -498,7 +550,7 @@ static int handle_method(fc_amqp *a, amqp_frame_t *f, const fc_amqp_handler *h) 
         return FC_OK;
     }
     case AMQP_BASIC_CANCEL_METHOD:
-        a->consumer_tag[0] = '\0';
+        forget_tag(a, ((amqp_basic_cancel_t *)f->payload.method.decoded)->consumer_tag);
         if (h->cancelled) h->cancelled(h->ud);
         return FC_OK;
     case AMQP_CHANNEL_CLOSE_METHOD: {

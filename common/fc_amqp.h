@@ -33,7 +33,12 @@ typedef struct fc_delivery {
     const char *routing_key;
     int redelivered;
     long delivery_count;        /* x-delivery-count (quorum queues), 0 if absent */
+    const char *death_reason;   /* reason of the latest x-death entry (dead-lettered), "" if none */
+    const char *death_queue;    /* the queue that dead-lettered it, "" if none */
 } fc_delivery;
+
+/* Consumers one connection can hold at once (fc_amqp_consume on several queues). */
+#define FC_AMQP_CONSUMERS_MAX 4
 
 /* Callbacks of fc_amqp_poll. They may ack, nack and publish, but must not close the connection
  * (fc_amqp_close, fc_amqp_connect, fc_amqp_free): note what happened and close after fc_amqp_poll
@@ -73,9 +78,9 @@ int fc_amqp_ok(const fc_amqp *a);
 /* fc_amqp_blocked returns 1 between the broker's connection.blocked (a resource alarm: memory or
  * disk) and connection.unblocked, as seen by fc_amqp_poll; 0 otherwise and after connect or close. */
 int fc_amqp_blocked(const fc_amqp *a);
-/* fc_amqp_consuming returns 1 while the consumer started by fc_amqp_consume is active: 0 before it,
- * after fc_amqp_cancel, after the broker cancelled it (basic.cancel), and once the connection is
- * closed or broken. */
+/* fc_amqp_consuming returns 1 while a consumer started by fc_amqp_consume is active: 0 before
+ * any, after fc_amqp_cancel, after the broker cancelled them all (basic.cancel), and once the
+ * connection is closed or broken. */
 int fc_amqp_consuming(const fc_amqp *a);
 const char *fc_amqp_errstr(const fc_amqp *a);
 /* fc_amqp_fd returns the socket to poll for readability, or -1. */
@@ -99,7 +104,10 @@ int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
 int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_amqp_props *p,
                     const void *body, size_t len, uint64_t *seq);
 
+/* fc_amqp_consume starts consuming queue with at most prefetch unacked deliveries per consumer
+ * (up to FC_AMQP_CONSUMERS_MAX queues at once; FC_EINVAL beyond). 0 or FC_ECONN/FC_EBROKER. */
 int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch);
+/* fc_amqp_cancel cancels every consumer; held deliveries stay held (ack or nack them). */
 int fc_amqp_cancel(fc_amqp *a);
 int fc_amqp_ack(fc_amqp *a, uint64_t tag);
 /* fc_amqp_ack_upto acks every delivery up to and including tag. */

@@ -82,6 +82,39 @@ int fc_message_batch_open(fc_buf *out, const fc_batch_hdr *h) {
 
 int fc_message_batch_close(fc_buf *out) { return fc_buf_puts(out, "]}"); }
 
+int fc_message_result_open(fc_buf *out, const fc_batch_hdr *h, const char *worker) {
+    fc_buf_printf(out, "{\"schema\":%d,\"job_id\":", FC_SCHEMA_VERSION);
+    fc_json_str(out, h->job_id);
+    fc_buf_printf(out, ",\"batch\":%ld,\"worker\":", h->batch);
+    fc_json_str(out, worker);
+    return fc_buf_puts(out, ",\"items\":[");
+}
+
+/* item_reopened appends it as an object left open for more members. */
+static int item_reopened(fc_buf *out, const fc_item *it) {
+    int rc = fc_message_item(out, it, NULL);
+    if (rc == FC_OK) fc_buf_truncate(out, out->len - 1);
+    return rc;
+}
+
+int fc_message_result_item(fc_buf *out, const fc_item *it, const char *members, const fc_usage *u) {
+    item_reopened(out, it);
+    fc_buf_puts(out, members);
+    return fc_buf_printf(out,
+                         ",\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"calls\":%d,"
+                         "\"cache_hits\":%d}}",
+                         u->prompt_tokens, u->completion_tokens, u->calls, u->cache_hits);
+}
+
+int fc_message_failed_item(fc_buf *out, const fc_item *it, const fc_item_error *e) {
+    item_reopened(out, it);
+    fc_buf_puts(out, ",\"error\":{\"class\":");
+    fc_json_str(out, e->cls);
+    fc_buf_printf(out, ",\"http_status\":%d,\"attempts\":%d,\"message\":", e->http_status, e->attempts);
+    fc_json_str(out, e->message);
+    return fc_buf_puts(out, "}}");
+}
+
 void fc_message_batch_id(char *out, size_t outlen, const fc_batch_hdr *h, const char *suffix) {
     if (h->attempt <= 1 && !suffix)
         snprintf(out, outlen, "%s-%ld", h->job_id, h->batch);
@@ -238,4 +271,54 @@ void fc_batch_msg_free(fc_batch_msg *m) {
     m->items = NULL;
     m->last_error = NULL;
     m->nitems = 0;
+}
+
+/* copy_cut copies s into out (n bytes with the NUL), cut at a UTF-8 character boundary. */
+static void copy_cut(char *out, size_t n, const char *s) {
+    size_t len = strlen(s);
+    if (len >= n) {
+        len = n - 1;
+        while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80) len--;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+/* salvage_item reads the position and term of one item object into *out; 1 if it has a position. */
+static int salvage_item(json_object *o, fc_salvaged *out) {
+    json_object *v;
+    if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "position", &v) ||
+        !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1)
+        return 0;
+    out->position = json_object_get_int64(v);
+    out->term[0] = '\0';
+    const char *t = get_str(o, "term");
+    if (t) copy_cut(out->term, sizeof(out->term), t);
+    return 1;
+}
+
+int fc_message_salvage(const char *body, size_t len, char job_id[FC_JOB_ID_MAX + 1], fc_salvaged **items,
+                       size_t *n) {
+    *items = NULL;
+    *n = 0;
+    char *copy = len <= (size_t)FC_MESSAGE_MAX_BYTES * 2 ? malloc(len + 1) : NULL;
+    if (!copy) return FC_EPARSE;
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    json_object *root = json_tokener_parse(copy), *arr;
+    free(copy);
+    const char *id = root && json_object_is_type(root, json_type_object) ? get_str(root, "job_id") : NULL;
+    if (!id || !fc_job_id_valid(id)) {
+        json_object_put(root);
+        return FC_EPARSE;
+    }
+    snprintf(job_id, FC_JOB_ID_MAX + 1, "%s", id);
+    if (json_object_object_get_ex(root, "items", &arr) && json_object_is_type(arr, json_type_array)) {
+        size_t count = json_object_array_length(arr);
+        *items = calloc(count ? count : 1, sizeof(**items));
+        for (size_t i = 0; *items && i < count; i++)
+            if (salvage_item(json_object_array_get_idx(arr, i), &(*items)[*n])) (*n)++;
+    }
+    json_object_put(root);
+    return FC_OK;
 }

@@ -46,6 +46,46 @@ int fc_message_item(fc_buf *out, const fc_item *it, const char *last_error);
 int fc_message_batch_open(fc_buf *out, const fc_batch_hdr *h);
 int fc_message_batch_close(fc_buf *out);
 
+/* What an item cost: calls, cache hits and the tokens the API reported. */
+typedef struct fc_usage {
+    long prompt_tokens, completion_tokens;
+    int calls, cache_hits;
+} fc_usage;
+
+/* Why an item failed, as a dead letter and the job's failure record carry it. */
+typedef struct fc_item_error {
+    const char *cls;      /* error class name: permanent, retryable, poison, crashed */
+    int http_status;      /* 0 when no HTTP answer */
+    int attempts;
+    const char *message;
+} fc_item_error;
+
+/* fc_message_result_open appends the start of a result message up to the items array's "[":
+ * {"schema":1,"job_id":..,"batch":..,"worker":..,"items":[ ; append items separated by ","
+ * with fc_message_result_item, then fc_message_batch_close. */
+int fc_message_result_open(fc_buf *out, const fc_batch_hdr *h, const char *worker);
+
+/* fc_message_result_item appends one succeeded item: the item's fields, members (the processor's
+ * result as JSON object members, ",\"name\":value...", may be "") and "usage". */
+int fc_message_result_item(fc_buf *out, const fc_item *it, const char *members, const fc_usage *u);
+
+/* fc_message_failed_item appends one failed item of a dead letter: the item's fields and
+ * "error":{"class","http_status","attempts","message"}. */
+int fc_message_failed_item(fc_buf *out, const fc_item *it, const fc_item_error *e);
+
+/* An item salvaged from a message that could not be decoded as a batch. */
+typedef struct fc_salvaged {
+    long long position;
+    char term[128]; /* "" if absent; cut at a character boundary */
+} fc_salvaged;
+
+/* fc_message_salvage reads what it can of a message that fc_message_decode_batch refused: the
+ * job id (valid per fc_job_id_valid) and the position (and term) of every item that has one, so
+ * their job can count them as failed. Returns 0 with *items (caller frees; NULL when *n is 0),
+ * or FC_EPARSE when the message names no valid job id. */
+int fc_message_salvage(const char *body, size_t len, char job_id[FC_JOB_ID_MAX + 1], fc_salvaged **items,
+                       size_t *n);
+
 /* fc_message_batch_id writes the message id of a batch: "<job>-<batch>" for attempt 1,
  * "<job>-<batch>-a<attempt>-<suffix>" for later ones (suffix tells continuations apart). */
 void fc_message_batch_id(char *out, size_t outlen, const fc_batch_hdr *h, const char *suffix);

@@ -22,20 +22,34 @@ void fc_topology_results_queue(char *out, const char *prefix, const char *job_id
     snprintf(out, FC_NAME_MAX, "%s.results.%s", prefix, job_id);
 }
 
-static int declare_work(fc_amqp *a, const fc_topology *t) {
-    char batches[FC_NAME_MAX], dead[FC_NAME_MAX];
-    fc_topology_name(batches, t->prefix, "batches");
-    fc_topology_name(dead, t->prefix, "dead");
+/* declare_work_queue declares a quorum work queue with its own exchange: redelivered more than
+ * delivery_limit times, a message is dead-lettered (at least once) to dlx. */
+static int declare_work_queue(fc_amqp *a, const char *name, long delivery_limit, const char *dlx) {
     fc_amqp_field args[] = {
         {"x-queue-type", "quorum", 0, 0},
-        {"x-delivery-limit", NULL, t->delivery_limit, 1},
-        {"x-dead-letter-exchange", dead, 0, 0},
+        {"x-delivery-limit", NULL, delivery_limit, 1},
+        {"x-dead-letter-exchange", dlx, 0, 0},
         {"x-dead-letter-strategy", "at-least-once", 0, 0},
         {"x-overflow", "reject-publish", 0, 0},
     };
-    int rc = fc_amqp_declare_exchange(a, batches, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = fc_amqp_declare_queue(a, batches, args, 5);
-    if (rc == FC_OK) rc = fc_amqp_bind(a, batches, batches, "");
+    int rc = fc_amqp_declare_exchange(a, name, "fanout", NULL, 0);
+    if (rc == FC_OK) rc = fc_amqp_declare_queue(a, name, args, 5);
+    if (rc == FC_OK) rc = fc_amqp_bind(a, name, name, "");
+    return rc;
+}
+
+/* declare_work declares the work queue and, behind it, the queue of batches it dead-letters
+ * after DELIVERY_LIMIT redeliveries: workers consume both and record those batches' items as
+ * failed before they rest in P.dead (a batch only lands in P.dead unrecorded if it also crashes
+ * the workers DELIVERY_LIMIT times there). */
+static int declare_work(fc_amqp *a, const fc_topology *t) {
+    char batches[FC_NAME_MAX], crashed[FC_NAME_MAX], dead[FC_NAME_MAX];
+    fc_topology_name(batches, t->prefix, "batches");
+    fc_topology_name(crashed, t->prefix, "crashed");
+    fc_topology_name(dead, t->prefix, "dead");
+    int rc = fc_amqp_declare_exchange(a, dead, "fanout", NULL, 0);
+    if (rc == FC_OK) rc = declare_work_queue(a, crashed, t->delivery_limit, dead);
+    if (rc == FC_OK) rc = declare_work_queue(a, batches, t->delivery_limit, crashed);
     return rc;
 }
 

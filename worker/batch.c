@@ -1,23 +1,28 @@
-/* Batches: a delivery becomes jobs; when every job is done (or the batch is checkpointed)
- * its outcomes are published (results, retry, dead letters, continuation), and the
- * delivery is acked only once the broker confirmed all of them and Redis recorded them. */
+/* A delivery's life: it becomes tasks (or, unreadable, a poison message; or, back too often,
+ * a crashed batch); when every task has its outcome (or the delivery must stop) its outcome
+ * messages are built once (results, retry, dead letters, continuation, each split to stay under
+ * the message size limit) and published; a message the broker refuses is published again
+ * alone; once all are confirmed the items' outcomes are recorded in Redis and the delivery is
+ * acked. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "fc_error.h"
+#include "fc_keys.h"
 #include "fc_log.h"
 #include "worker.h"
 
 #define JOB_KEY_TTL_S (7 * 86400)
+#define RESEND_MIN_MS 500
+#define RESEND_MAX_MS 30000
 
 static void batch_free(batch *b) {
-    for (size_t i = 0; b->jobs && i < b->msg.nitems; i++) {
-        free(b->jobs[i].request);
-        for (int s = 0; s < FC_STAGES_MAX; s++) free(b->jobs[i].results[s]);
-    }
-    free(b->jobs);
+    for (size_t i = 0; b->tasks && i < b->msg.nitems; i++) task_clear(&b->tasks[i]);
+    for (size_t i = 0; i < b->nout; i++) fc_buf_free(&b->out[i].body);
+    free(b->out);
+    free(b->tasks);
     free(b->raw);
     fc_batch_msg_free(&b->msg);
     free(b);
@@ -32,140 +37,6 @@ static void unlink_batch(worker *w, batch *b) {
     atomic_fetch_sub(&w->m->held_batches, 1);
 }
 
-static batch *new_batch(worker *w, const fc_delivery *d) {
-    batch *b = calloc(1, sizeof(*b));
-    if (!b) return NULL;
-    b->tag = d->tag;
-    b->received_ms = now_ms();
-    b->next = w->batches;
-    w->batches = b;
-    atomic_fetch_add(&w->m->held_batches, 1);
-    return b;
-}
-
-/* give_up_crashed dead-letters a batch on its last allowed delivery: it came back unsettled
- * DELIVERY_LIMIT times (the workers holding it died or lost their connection), so one more try
- * would most likely crash one more worker. Done here rather than by the broker's delivery limit
- * so its items are recorded as failed and --wait sees them. */
-static void give_up_crashed(worker *w, batch *b, const fc_delivery *d) {
-    fc_warn("batch %s came back unsettled %ld times (workers died holding it): dead-lettering it", d->message_id,
-            d->delivery_count);
-    for (size_t i = 0; i < b->msg.nitems; i++) {
-        job *j = &b->jobs[i];
-        j->err_class = FC_CLASS_CRASHED;
-        snprintf(j->error, sizeof(j->error),
-                 "batch delivered %ld times without being settled: the workers holding it died or lost their "
-                 "connection", d->delivery_count + 1);
-        batch_job_done(w, j, OUT_DEAD);
-    }
-}
-
-void batch_on_delivery(worker *w, const fc_delivery *d) {
-    batch *b = new_batch(w, d);
-    if (!b) {
-        fc_amqp_nack(w->amqp, d->tag, 1);
-        return;
-    }
-    char why[256];
-    if (fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK) {
-        snprintf(b->poison, sizeof(b->poison), "%s", why);
-        b->raw = malloc(d->len ? d->len : 1);
-        if (b->raw) memcpy(b->raw, d->body, d->len);
-        b->raw_len = d->len;
-        fc_warn("poison message '%s' (%zu bytes): %s; dead-lettering it", d->message_id, d->len, why);
-        atomic_fetch_add(&w->m->batches_poison, 1);
-        return; /* settled by batch_settle_ready */
-    }
-    b->jobs = calloc(b->msg.nitems, sizeof(*b->jobs));
-    if (!b->jobs) {
-        unlink_batch(w, b);
-        batch_free(b);
-        fc_amqp_nack(w->amqp, d->tag, 1);
-        return;
-    }
-    b->open = b->msg.nitems;
-    b->start_ms = b->msg.hdr.not_before_ms > 0 ? b->msg.hdr.not_before_ms - (int64_t)time(NULL) * 1000 + now_ms() : 0;
-    for (size_t i = 0; i < b->msg.nitems; i++) {
-        b->jobs[i].b = b;
-        b->jobs[i].item = &b->msg.items[i];
-        b->jobs[i].stage = 1;
-    }
-    fc_debug("batch %s: %zu items, attempt %d", d->message_id, b->msg.nitems, b->msg.hdr.attempt);
-    if (d->delivery_count >= w->cfg->delivery_limit) {
-        give_up_crashed(w, b, d);
-        return;
-    }
-    if (b->start_ms <= now_ms()) {
-        b->started = 1;
-        cache_lookup_batch(w, b);
-    }
-}
-
-void batch_job_done(worker *w, job *j, int outcome) {
-    j->state = JOB_DONE;
-    j->outcome = outcome;
-    j->b->open--;
-    switch (outcome) {
-    case OUT_OK: atomic_fetch_add(&w->m->items_ok, 1); break;
-    case OUT_DEAD: atomic_fetch_add(&w->m->items_dead, 1); break;
-    case OUT_RETRY: atomic_fetch_add(&w->m->items_retried, 1); break;
-    default: atomic_fetch_add(&w->m->items_unfinished, 1); break;
-    }
-}
-
-/* ---- outcome messages ---------------------------------------------------------- */
-
-/* append_result appends one succeeded item: the item, the processor's result and the usage. */
-static int append_result(worker *w, fc_buf *o, const job *j) {
-    fc_buf item = {0};
-    int rc = fc_message_item(&item, j->item, NULL);
-    if (rc == FC_OK) rc = fc_buf_append(o, item.data, item.len - 1); /* reopen the object */
-    fc_buf_free(&item);
-    if (rc == FC_OK) rc = w->proc.result(w->proc.self, j->results, o);
-    if (rc == FC_OK)
-        rc = fc_buf_printf(o, ",\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"calls\":%d,"
-                              "\"cache_hits\":%d}}",
-                           j->prompt_tokens, j->completion_tokens, j->calls, j->cache_hits);
-    return rc;
-}
-
-static int append_failed(fc_buf *o, const job *j, int attempts) {
-    int rc = fc_message_item(o, j->item, NULL);
-    if (rc != FC_OK) return rc;
-    o->len--; /* reopen the object */
-    rc = fc_buf_puts(o, ",\"error\":{\"class\":");
-    if (rc == FC_OK) rc = fc_json_str(o, fc_class_name(j->err_class));
-    if (rc == FC_OK) rc = fc_buf_printf(o, ",\"http_status\":%d,\"attempts\":%d,\"message\":", j->http_status, attempts);
-    if (rc == FC_OK) rc = fc_json_str(o, j->error);
-    if (rc == FC_OK) rc = fc_buf_puts(o, "}}");
-    return rc;
-}
-
-/* build collects the jobs with the given outcome into a message body; returns the count. */
-static size_t build(worker *w, batch *b, int outcome, const fc_batch_hdr *h, fc_buf *o) {
-    size_t n = 0;
-    fc_buf_reset(o);
-    if (outcome == OUT_OK) {
-        fc_buf_printf(o, "{\"schema\":%d,\"job_id\":", FC_SCHEMA_VERSION);
-        fc_json_str(o, h->job_id);
-        fc_buf_printf(o, ",\"batch\":%ld,\"worker\":", h->batch);
-        fc_json_str(o, w->name);
-        fc_buf_puts(o, ",\"items\":[");
-    } else {
-        fc_message_batch_open(o, h);
-    }
-    for (size_t i = 0; i < b->msg.nitems; i++) {
-        const job *j = &b->jobs[i];
-        if (j->outcome != outcome) continue;
-        if (n++) fc_buf_puts(o, ",");
-        if (outcome == OUT_OK) append_result(w, o, j);
-        else if (outcome == OUT_DEAD) append_failed(o, j, b->msg.hdr.attempt);
-        else fc_message_item(o, j->item, j->error[0] ? j->error : b->msg.last_error[i]);
-    }
-    fc_message_batch_close(o);
-    return n;
-}
-
 static void iso_now(char *out, size_t n) {
     time_t t = time(NULL);
     struct tm tm;
@@ -173,112 +44,329 @@ static void iso_now(char *out, size_t n) {
     strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static int publish(worker *w, batch *b, const char *exchange_suffix, const char *key, const char *msgid,
-                   const fc_amqp_field *hdrs, size_t nh, const fc_buf *body) {
-    char exchange[FC_NAME_MAX];
-    uint64_t seq;
-    fc_topology_name(exchange, w->cfg->queue_prefix, exchange_suffix);
-    fc_amqp_props p = {msgid, NULL, hdrs, nh};
-    int rc = fc_amqp_publish(w->amqp, exchange, key, &p, body->data, body->len, &seq);
-    if (rc != FC_OK) return rc;
-    if (b->confirms_left++ == 0) b->seq_lo = seq;
-    b->seq_hi = seq;
+/* ---- deliveries in --------------------------------------------------------------- */
+
+/* came_back_too_often says whether the delivery is a batch that came back unsettled
+ * DELIVERY_LIMIT times (the workers holding it died or lost their connection): on its last
+ * allowed delivery, or dead-lettered by the work queue's own delivery limit (its backstop, when
+ * the worker holding it on that last delivery died too). */
+static int came_back_too_often(worker *w, const fc_delivery *d) {
+    if (d->delivery_count >= w->cfg->delivery_limit) return 1;
+    return strcmp(d->death_reason, "delivery_limit") == 0 && strcmp(d->death_queue, w->queue) == 0;
+}
+
+/* give_up_crashed dead-letters every item unprocessed, so its job counts them as failed. */
+static void give_up_crashed(worker *w, batch *b, const fc_delivery *d) {
+    long times = d->delivery_count > w->cfg->delivery_limit ? d->delivery_count : w->cfg->delivery_limit;
+    fc_warn("batch %s came back unsettled %ld times (the workers holding it died or lost their connection): "
+            "dead-lettering it", b->id, times);
+    b->kind = BATCH_CRASHED;
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        char why[256];
+        snprintf(why, sizeof(why),
+                 "batch delivered %ld times without being settled: the workers holding it died or lost their "
+                 "connection", times + 1);
+        task_fail(&b->tasks[i], FC_CLASS_CRASHED, 0, why);
+        task_finish(&b->tasks[i], OUT_DEAD);
+    }
+}
+
+static void keep_poison(worker *w, batch *b, const fc_delivery *d, const char *why) {
+    b->kind = BATCH_POISON;
+    snprintf(b->why, sizeof(b->why), "%s", why);
+    b->raw = malloc(d->len ? d->len : 1);
+    if (b->raw) memcpy(b->raw, d->body, d->len);
+    b->raw_len = d->len;
+    fc_warn("poison message '%s' (%zu bytes): %s; dead-lettering it", d->message_id, d->len, why);
+    atomic_fetch_add(&w->m->batches_poison, 1);
+}
+
+/* start runs a batch whose start time has come: cached answers are served, the rest queued. */
+static void start(worker *w, batch *b) {
+    b->state = BATCH_RUNNING;
+    cache_lookup(w, b->tasks, b->msg.nitems);
+    for (size_t i = 0; i < b->msg.nitems; i++)
+        if (b->tasks[i].state == TASK_IDLE) calls_enqueue(w, &b->tasks[i], 0);
+}
+
+static int make_tasks(batch *b) {
+    b->tasks = calloc(b->msg.nitems ? b->msg.nitems : 1, sizeof(*b->tasks));
+    if (!b->tasks) return FC_ENOMEM;
+    for (size_t i = 0; i < b->msg.nitems; i++) task_init(&b->tasks[i], &b->msg.items[i], b, &b->open);
     return FC_OK;
 }
 
-/* dead_headers fills the headers an operator reads in the management UI. */
-static size_t dead_headers(worker *w, batch *b, const job *first, fc_amqp_field *h, char *when) {
-    iso_now(when, 32);
-    size_t n = 0;
-    h[n++] = (fc_amqp_field){"x-error", first ? first->error : b->poison, 0, 0};
-    h[n++] = (fc_amqp_field){"x-error-class", first ? fc_class_name(first->err_class) : "poison", 0, 0};
-    h[n++] = (fc_amqp_field){"x-http-status", NULL, first ? first->http_status : 0, 1};
-    h[n++] = (fc_amqp_field){"x-attempts", NULL, b->poison[0] ? 0 : b->msg.hdr.attempt, 1};
-    h[n++] = (fc_amqp_field){"x-job-id", b->poison[0] ? "" : b->msg.hdr.job_id, 0, 0};
-    h[n++] = (fc_amqp_field){"x-worker", w->name, 0, 0};
-    h[n++] = (fc_amqp_field){"x-failed-at", when, 0, 0};
-    return n;
+void batch_on_delivery(worker *w, const fc_delivery *d) {
+    batch *b = calloc(1, sizeof(*b));
+    char why[256];
+    if (!b) {
+        fc_amqp_nack(w->amqp, d->tag, 1);
+        return;
+    }
+    b->tag = d->tag;
+    b->received_ms = now_ms();
+    snprintf(b->id, sizeof(b->id), "%s", d->message_id);
+    b->next = w->batches;
+    w->batches = b;
+    atomic_fetch_add(&w->m->held_batches, 1);
+    if (fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK) {
+        keep_poison(w, b, d, why);
+        b->state = BATCH_RUNNING; /* nothing to run: settled next */
+        return;
+    }
+    if (make_tasks(b) != FC_OK) {
+        unlink_batch(w, b);
+        batch_free(b);
+        fc_amqp_nack(w->amqp, d->tag, 1);
+        return;
+    }
+    fc_debug("batch %s: %zu items, attempt %d", b->id, b->msg.nitems, b->msg.hdr.attempt);
+    if (came_back_too_often(w, d)) {
+        give_up_crashed(w, b, d);
+        b->state = BATCH_RUNNING;
+        return;
+    }
+    b->state = BATCH_WAITING;
+    if (b->msg.hdr.not_before_ms > 0)
+        b->start_ms = b->msg.hdr.not_before_ms - (int64_t)time(NULL) * 1000 + b->received_ms;
+    if (b->start_ms <= b->received_ms) start(w, b);
 }
 
-static const job *first_with(const batch *b, int outcome) {
+/* ---- outcome messages ------------------------------------------------------------ */
+
+/* The part of a delivery one kind of outcome message carries. */
+typedef struct outkind {
+    int outcome;             /* enum task_outcome of the items it carries */
+    const char *exchange;    /* suffix of the exchange */
+    const char *key;
+    int dead;
+    fc_batch_hdr hdr;        /* header of the message (a retry's is the next attempt's) */
+    char id[200];            /* message id of its first part */
+} outkind;
+
+static outmsg *new_outmsg(batch *b, const worker *w, const outkind *k, int part) {
+    outmsg *p = realloc(b->out, (b->nout + 1) * sizeof(*p));
+    if (!p) return NULL;
+    b->out = p;
+    outmsg *m = &b->out[b->nout++];
+    memset(m, 0, sizeof(*m));
+    fc_topology_name(m->exchange, w->cfg->queue_prefix, k->exchange);
+    snprintf(m->key, sizeof(m->key), "%s", k->key);
+    if (part == 1) snprintf(m->id, sizeof(m->id), "%s", k->id);
+    else snprintf(m->id, sizeof(m->id), "%s-p%d", k->id, part);
+    m->dead = k->dead;
+    if (k->outcome == OUT_OK) fc_message_result_open(&m->body, &k->hdr, w->name);
+    else fc_message_batch_open(&m->body, &k->hdr);
+    return m;
+}
+
+/* encode_item appends t as an item of an outcome message of kind k. */
+static int encode_item(worker *w, const batch *b, const task *t, const outkind *k, fc_buf *o) {
+    if (k->outcome == OUT_OK) {
+        fc_buf members = {0};
+        w->proc.result(w->proc.self, t->results, &members);
+        fc_usage u = {t->prompt_tokens, t->completion_tokens, t->calls, t->cache_hits};
+        fc_message_result_item(o, t->item, members.data ? members.data : "", &u);
+        int rc = fc_buf_err(&members);
+        fc_buf_free(&members);
+        return rc ? rc : fc_buf_err(o);
+    }
+    if (k->outcome == OUT_DEAD) {
+        fc_item_error e = {fc_class_name(t->err_class), t->http_status, b->msg.hdr.attempt, t->error};
+        fc_message_failed_item(o, t->item, &e);
+        return fc_buf_err(o);
+    }
+    size_t i = (size_t)(t - b->tasks);
+    fc_message_item(o, t->item, t->error[0] ? t->error : b->msg.last_error[i]);
+    return fc_buf_err(o);
+}
+
+/* add_messages builds the messages of kind k, as many as it takes to keep each under the size
+ * limit a batch message may have. Returns 0 or FC_ENOMEM (nothing is published then). */
+static int add_messages(worker *w, batch *b, const outkind *k) {
+    fc_buf item = {0};
+    outmsg *m = NULL;
+    int parts = 0, rc = FC_OK;
+    for (size_t i = 0; rc == FC_OK && i < b->msg.nitems; i++) {
+        if (b->tasks[i].outcome != k->outcome) continue;
+        fc_buf_reset(&item);
+        rc = encode_item(w, b, &b->tasks[i], k, &item);
+        if (rc != FC_OK) break;
+        if (m && m->body.len + item.len + 2 > (size_t)FC_MESSAGE_MAX_BYTES) {
+            fc_message_batch_close(&m->body);
+            m = NULL;
+        }
+        if (m) fc_buf_puts(&m->body, ",");
+        else if (!(m = new_outmsg(b, w, k, ++parts))) rc = FC_ENOMEM;
+        if (m) fc_buf_append(&m->body, item.data, item.len);
+    }
+    if (m) fc_message_batch_close(&m->body);
+    fc_buf_free(&item);
+    for (size_t i = 0; rc == FC_OK && i < b->nout; i++) rc = fc_buf_err(&b->out[i].body);
+    return rc;
+}
+
+static int has_outcome(const batch *b, int outcome) {
     for (size_t i = 0; i < b->msg.nitems; i++)
-        if (b->jobs[i].outcome == outcome) return &b->jobs[i];
-    return NULL;
+        if (b->tasks[i].outcome == outcome) return 1;
+    return 0;
 }
 
-static long retry_delay(worker *w, int attempt) {
+static long retry_delay(const worker *w, int attempt) {
     int i = attempt - 1 < w->cfg->nretry_delays ? attempt - 1 : w->cfg->nretry_delays - 1;
     return w->cfg->retry_delays[i];
-}
-
-static int publish_retry(worker *w, batch *b) {
-    fc_batch_hdr h = b->msg.hdr;
-    long delay = retry_delay(w, h.attempt);
-    char key[32], mid[256], suffix[32];
-    h.attempt++;
-    /* Jitter: the delay queue holds it for `delay`; the worker adds up to a tenth more. */
-    h.not_before_ms = (long long)time(NULL) * 1000 + delay + rand() % (delay / 10 + 1);
-    fc_topology_delay_key(key, sizeof(key), delay);
-    snprintf(suffix, sizeof(suffix), "r%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
-    fc_message_batch_id(mid, sizeof(mid), &h, suffix);
-    build(w, b, OUT_RETRY, &h, &w->scratch);
-    return publish(w, b, "retry", key, mid, NULL, 0, &w->scratch);
 }
 
 /* route_exhausted turns retryable failures on their last attempt into dead letters. */
 static void route_exhausted(worker *w, batch *b) {
     if (b->msg.hdr.attempt < w->cfg->max_attempts) return;
-    for (size_t i = 0; i < b->msg.nitems; i++)
-        if (b->jobs[i].outcome == OUT_RETRY) {
-            b->jobs[i].outcome = OUT_DEAD;
-            size_t n = strlen(b->jobs[i].error);
-            snprintf(b->jobs[i].error + n, sizeof(b->jobs[i].error) - n, " (gave up after %d attempts)",
-                     b->msg.hdr.attempt);
-        }
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        task *t = &b->tasks[i];
+        if (t->outcome != OUT_RETRY) continue;
+        t->outcome = OUT_DEAD;
+        size_t n = strlen(t->error);
+        snprintf(t->error + n, sizeof(t->error) - n, " (gave up after %d attempts)", b->msg.hdr.attempt);
+    }
 }
 
-static int publish_outcomes(worker *w, batch *b) {
-    char mid[256], when[32];
-    fc_amqp_field hdrs[8];
-    int rc = FC_OK;
+/* build_outcomes builds every outcome message of a processed batch: results, the retry of what
+ * failed (the next attempt, through the delay queue of this attempt), dead letters, and the
+ * continuation of what was not finished. */
+static int build_outcomes(worker *w, batch *b) {
+    uint64_t uniq = (uint64_t)b->tag ^ (uint64_t)now_ms();
+    char suffix[40];
+    outkind k[4] = {{OUT_OK, "results", b->msg.hdr.job_id, 0, b->msg.hdr, ""},
+                    {OUT_RETRY, "retry", "", 0, b->msg.hdr, ""},
+                    {OUT_DEAD, "dead", "", 1, b->msg.hdr, ""},
+                    {OUT_UNFINISHED, "batches", "", 0, b->msg.hdr, ""}};
     route_exhausted(w, b);
-    fc_message_batch_id(mid, sizeof(mid), &b->msg.hdr, NULL);
-    size_t base = strlen(mid);
-    if (build(w, b, OUT_OK, &b->msg.hdr, &w->scratch)) {
-        snprintf(mid + base, sizeof(mid) - base, ".ok");
-        rc = publish(w, b, "results", b->msg.hdr.job_id, mid, NULL, 0, &w->scratch);
-    }
-    if (rc == FC_OK && first_with(b, OUT_RETRY)) rc = publish_retry(w, b);
-    if (rc == FC_OK && build(w, b, OUT_DEAD, &b->msg.hdr, &w->scratch)) {
-        snprintf(mid + base, sizeof(mid) - base, ".dead");
-        size_t nh = dead_headers(w, b, first_with(b, OUT_DEAD), hdrs, when);
-        rc = publish(w, b, "dead", "", mid, hdrs, nh, &w->scratch);
-    }
-    if (rc == FC_OK && build(w, b, OUT_UNFINISHED, &b->msg.hdr, &w->scratch)) {
-        char suffix[32];
-        snprintf(suffix, sizeof(suffix), "c%llx", (unsigned long long)now_ms());
-        fc_message_batch_id(mid, sizeof(mid), &b->msg.hdr, suffix);
-        rc = publish(w, b, "batches", "", mid, NULL, 0, &w->scratch);
-    }
+    fc_message_batch_id(k[0].id, sizeof(k[0].id), &b->msg.hdr, NULL);
+    snprintf(k[2].id, sizeof(k[2].id), "%s.dead", k[0].id);
+    strcat(k[0].id, ".ok");
+    long delay = retry_delay(w, b->msg.hdr.attempt);
+    char delay_key[32];
+    fc_topology_delay_key(delay_key, sizeof(delay_key), delay);
+    k[1].key = delay_key;
+    k[1].hdr.attempt++;
+    /* Jitter: the delay queue holds it for `delay`; the worker adds up to a tenth more. */
+    k[1].hdr.not_before_ms = (long long)time(NULL) * 1000 + delay + rand() % (delay / 10 + 1);
+    snprintf(suffix, sizeof(suffix), "r%llx", (unsigned long long)uniq);
+    fc_message_batch_id(k[1].id, sizeof(k[1].id), &k[1].hdr, suffix);
+    snprintf(suffix, sizeof(suffix), "c%llx", (unsigned long long)uniq);
+    fc_message_batch_id(k[3].id, sizeof(k[3].id), &k[3].hdr, suffix);
+    int rc = FC_OK;
+    for (int i = 0; rc == FC_OK && i < 4; i++)
+        if (has_outcome(b, k[i].outcome)) rc = add_messages(w, b, &k[i]);
     return rc;
 }
 
-static int publish_poison(worker *w, batch *b) {
-    char when[32], mid[64];
-    fc_amqp_field hdrs[8];
-    size_t nh = dead_headers(w, b, NULL, hdrs, when);
-    fc_buf raw = {b->raw, b->raw_len, b->raw_len, 0};
-    snprintf(mid, sizeof(mid), "poison-%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
-    return publish(w, b, "dead", "", mid, hdrs, nh, &raw);
+static int build_poison(worker *w, batch *b) {
+    outkind k = {OUT_NONE, "dead", "", 1, {{0}, 0, 0, 0}, ""};
+    snprintf(k.id, sizeof(k.id), "poison-%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
+    b->out = calloc(1, sizeof(*b->out));
+    if (!b->out) return FC_ENOMEM;
+    b->nout = 1;
+    outmsg *m = &b->out[0];
+    fc_topology_name(m->exchange, w->cfg->queue_prefix, k.exchange);
+    snprintf(m->id, sizeof(m->id), "%s", k.id);
+    m->dead = 1;
+    fc_buf_append(&m->body, b->raw, b->raw_len);
+    return fc_buf_err(&m->body);
 }
 
-/* ---- settling ------------------------------------------------------------------ */
-
-batch *batch_find_settling(worker *w, uint64_t seq) {
-    for (batch *b = w->batches; b; b = b->next)
-        if (b->settling && seq >= b->seq_lo && seq <= b->seq_hi) return b;
+/* first_dead returns the first dead-lettered task (its error heads the dead letter), or NULL. */
+static const task *first_dead(const batch *b) {
+    for (size_t i = 0; b->tasks && i < b->msg.nitems; i++)
+        if (b->tasks[i].outcome == OUT_DEAD) return &b->tasks[i];
     return NULL;
 }
+
+/* dead_headers fills the headers an operator reads in the management UI. */
+static size_t dead_headers(worker *w, batch *b, fc_amqp_field *h) {
+    const task *first = first_dead(b);
+    size_t n = 0;
+    int poison = b->kind == BATCH_POISON;
+    h[n++] = (fc_amqp_field){"x-error", first ? first->error : b->why, 0, 0};
+    h[n++] = (fc_amqp_field){"x-error-class", first ? fc_class_name(first->err_class) : "poison", 0, 0};
+    h[n++] = (fc_amqp_field){"x-http-status", NULL, first ? first->http_status : 0, 1};
+    h[n++] = (fc_amqp_field){"x-attempts", NULL, poison ? 0 : b->msg.hdr.attempt, 1};
+    h[n++] = (fc_amqp_field){"x-job-id", poison ? "" : b->msg.hdr.job_id, 0, 0};
+    h[n++] = (fc_amqp_field){"x-worker", w->name, 0, 0};
+    h[n++] = (fc_amqp_field){"x-failed-at", b->failed_at, 0, 0};
+    return n;
+}
+
+/* send publishes the outcome messages that are due (never sent, or refused and due again). */
+static void send(worker *w, batch *b) {
+    int64_t now = now_ms();
+    fc_amqp_field hdrs[8];
+    for (size_t i = 0; i < b->nout && fc_amqp_ok(w->amqp); i++) {
+        outmsg *m = &b->out[i];
+        if (m->state != OUTMSG_UNSENT || now < m->resend_at_ms) continue;
+        size_t nh = m->dead ? dead_headers(w, b, hdrs) : 0;
+        fc_amqp_props p = {m->id, NULL, hdrs, nh};
+        if (fc_amqp_publish(w->amqp, m->exchange, m->key, &p, m->body.data, m->body.len, &m->seq) != FC_OK) {
+            fc_warn("publishing outcomes failed: %s", fc_amqp_errstr(w->amqp));
+            return;
+        }
+        m->state = OUTMSG_SENT;
+    }
+}
+
+/* count_outcomes adds the batch's items to the metrics, once, when it starts settling. */
+static void count_outcomes(worker *w, const batch *b) {
+    static const int kinds[] = {OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED};
+    atomic_long *counters[] = {&w->m->items_ok, &w->m->items_retried, &w->m->items_dead, &w->m->items_unfinished};
+    for (size_t i = 0; b->tasks && i < b->msg.nitems; i++)
+        for (int k = 0; k < 4; k++)
+            if (b->tasks[i].outcome == kinds[k]) atomic_fetch_add(counters[k], 1);
+}
+
+/* start_settling builds the outcome messages once; they are sent by batch_settle. */
+static void start_settling(worker *w, batch *b) {
+    iso_now(b->failed_at, sizeof(b->failed_at));
+    int rc = b->kind == BATCH_POISON ? build_poison(w, b) : build_outcomes(w, b);
+    if (rc != FC_OK) {
+        /* Nothing was published: the broker redelivers the whole batch to a worker with memory. */
+        fc_error("batch %s: cannot build its outcome messages (%s): handing it back", b->id, fc_strerror(rc));
+        calls_cancel(w, b->tasks, b->tasks ? b->msg.nitems : 0, 1);
+        fc_amqp_nack(w->amqp, b->tag, 1);
+        unlink_batch(w, b);
+        batch_free(b);
+        return;
+    }
+    count_outcomes(w, b);
+    b->state = BATCH_SETTLING;
+}
+
+void batch_on_confirm(worker *w, uint64_t seq, int status) {
+    for (batch *b = w->batches; b; b = b->next)
+        for (size_t i = 0; i < b->nout; i++) {
+            outmsg *m = &b->out[i];
+            if (m->state != OUTMSG_SENT || m->seq != seq) continue;
+            if (status == FC_OK) {
+                m->state = OUTMSG_CONFIRMED;
+                return;
+            }
+            /* Publish this one again, alone, after a pause; the others stand. */
+            long pause = RESEND_MIN_MS << (m->refusals < 6 ? m->refusals : 6);
+            m->refusals++;
+            m->state = OUTMSG_UNSENT;
+            m->resend_at_ms = now_ms() + (pause < RESEND_MAX_MS ? pause : RESEND_MAX_MS);
+            if (status == FC_EUNROUTABLE) w->redeclare = 1;
+            fc_error("broker refused outcome message %s (%s): publishing it again in %ld ms", m->id,
+                     fc_strerror(status), pause);
+            return;
+        }
+}
+
+static int all_confirmed(const batch *b) {
+    for (size_t i = 0; i < b->nout; i++)
+        if (b->out[i].state != OUTMSG_CONFIRMED) return 0;
+    return 1;
+}
+
+/* ---- records --------------------------------------------------------------------- */
 
 /* An argv under construction for one pipelined Redis command. */
 typedef struct cmd {
@@ -286,184 +374,193 @@ typedef struct cmd {
     int argc;
 } cmd;
 
-static int cmd_add(cmd *c, const char *arg) {
-    c->argv[c->argc++] = arg;
-    return FC_OK;
+/* The job's record of one delivery's final outcomes, as Redis commands. */
+typedef struct record {
+    char keys[3][FC_KEY_MAX], sums[4][24], ttl[16];
+    char (*pos)[24];
+    char **failed;
+    const char **args;
+    cmd c[9];
+    int ncmd;
+    int oom;  /* a failure record could not be built: record nothing, retry */
+} record;
+
+static void record_item(record *r, cmd *outcome, cmd *fails, size_t i, long long position, const char *state,
+                        char *failed) {
+    snprintf(r->pos[i], 24, "%lld", position);
+    outcome->argv[outcome->argc++] = r->pos[i];
+    outcome->argv[outcome->argc++] = state;
+    if (!failed) {
+        if (strcmp(state, "dead") == 0) r->oom = 1;
+        return;
+    }
+    r->failed[i] = failed;
+    fails->argv[fails->argc++] = r->pos[i];
+    fails->argv[fails->argc++] = failed;
 }
 
-/* record writes the final outcomes to the job's Redis record, which --wait reads, in one
- * round trip: HSET of every outcome, HSET of the failures, the usage counters and the TTLs. */
-static int record(worker *w, batch *b) {
-    if (b->poison[0] || b->recorded) return FC_OK;
-    size_t n = b->msg.nitems;
-    char keys[3][200], counts[4][24], ttl[16];
-    const char *p = w->cfg->queue_prefix, *id = b->msg.hdr.job_id;
-    snprintf(keys[0], sizeof(keys[0]), "%s:job:{%s}:outcome", p, id);
-    snprintf(keys[1], sizeof(keys[1]), "%s:job:{%s}:failed", p, id);
-    snprintf(keys[2], sizeof(keys[2]), "%s:job:{%s}:stats", p, id);
-    snprintf(ttl, sizeof(ttl), "%d", JOB_KEY_TTL_S);
-    long sums[4] = {0};
-    char (*pos)[24] = calloc(n, 24);
-    char **failed = calloc(n, sizeof(*failed));
-    const char **args = calloc(4 * n + 40, sizeof(*args));
-    int rc = pos && failed && args ? FC_OK : FC_ENOMEM;
-    cmd c[9];
-    int ncmd = 0;
-    if (rc == FC_OK) {
-        cmd outcome = {args, 0}, fails = {args + 2 * n + 2, 0};
-        cmd_add(&outcome, "HSET"), cmd_add(&outcome, keys[0]);
-        cmd_add(&fails, "HSET"), cmd_add(&fails, keys[1]);
+/* failed_json renders what the job's failure record keeps of a dead item (caller frees). */
+static char *failed_json(const fc_item *it, const fc_item_error *e) {
+    fc_buf f = {0};
+    fc_message_failed_item(&f, it, e);
+    if (fc_buf_err(&f)) {
+        fc_buf_free(&f);
+        return NULL;
+    }
+    return fc_buf_steal(&f);
+}
+
+/* record_items adds the final outcomes of the batch's items (or, poison, of the items salvaged
+ * from it) to r; returns the number of items. */
+static size_t record_items(worker *w, batch *b, record *r, cmd *outcome, cmd *fails, long sums[4]) {
+    size_t n = 0;
+    if (b->kind == BATCH_POISON) {
+        fc_salvaged *s = NULL;
+        if (fc_message_salvage(b->raw, b->raw_len, b->msg.hdr.job_id, &s, &n) != FC_OK) return 0;
         for (size_t i = 0; i < n; i++) {
-            job *j = &b->jobs[i];
-            sums[0] += j->calls, sums[1] += j->prompt_tokens, sums[2] += j->completion_tokens, sums[3] += j->cache_hits;
-            if (j->outcome != OUT_OK && j->outcome != OUT_DEAD) continue;
-            snprintf(pos[i], 24, "%lld", j->item->position);
-            cmd_add(&outcome, pos[i]), cmd_add(&outcome, j->outcome == OUT_OK ? "ok" : "dead");
-            if (j->outcome != OUT_DEAD) continue;
-            fc_buf f = {0};
-            append_failed(&f, j, b->msg.hdr.attempt);
-            failed[i] = fc_buf_steal(&f);
-            cmd_add(&fails, pos[i]), cmd_add(&fails, failed[i]);
+            fc_item it = {s[i].position, s[i].term, (char *)"", NULL, 0, 0};
+            fc_item_error e = {"poison", 0, 0, b->why};
+            record_item(r, outcome, fails, i, s[i].position, "dead", failed_json(&it, &e));
         }
-        if (outcome.argc > 2) c[ncmd++] = outcome;
-        if (fails.argc > 2) c[ncmd++] = fails;
-        static const char *names[4] = {"api_calls", "prompt_tokens", "completion_tokens", "cache_hits"};
-        const char **rest = args + 4 * n + 4;
-        for (int k = 0; k < 4; k++, rest += 4) {
-            snprintf(counts[k], sizeof(counts[k]), "%ld", sums[k]);
-            rest[0] = "HINCRBY", rest[1] = keys[2], rest[2] = names[k], rest[3] = counts[k];
-            c[ncmd++] = (cmd){rest, 4};
+        free(s);
+        return n;
+    }
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        task *t = &b->tasks[i];
+        sums[0] += t->calls, sums[1] += t->prompt_tokens, sums[2] += t->completion_tokens, sums[3] += t->cache_hits;
+        if (t->outcome == OUT_OK) record_item(r, outcome, fails, i, t->item->position, "ok", NULL);
+        if (t->outcome != OUT_DEAD) continue;
+        fc_item_error e = {fc_class_name(t->err_class), t->http_status, b->msg.hdr.attempt, t->error};
+        record_item(r, outcome, fails, i, t->item->position, "dead", failed_json(t->item, &e));
+    }
+    return b->msg.nitems;
+}
+
+/* record_batch writes the final outcomes to the job's Redis record, which --wait reads, in one
+ * round trip: HSET of every outcome, HSET of the failures, the usage counters and the TTLs. */
+static int record_batch(worker *w, batch *b) {
+    size_t cap = b->kind == BATCH_POISON ? b->raw_len / 12 + 1 : b->msg.nitems + 1;
+    record r = {0};
+    long sums[4] = {0};
+    r.pos = calloc(cap, 24);
+    r.failed = calloc(cap, sizeof(*r.failed));
+    r.args = calloc(4 * cap + 40, sizeof(*r.args));
+    int rc = r.pos && r.failed && r.args ? FC_OK : FC_ENOMEM;
+    if (rc == FC_OK) {
+        cmd outcome = {r.args, 0}, fails = {r.args + 2 * cap + 2, 0};
+        outcome.argv[outcome.argc++] = "HSET", outcome.argv[outcome.argc++] = r.keys[0];
+        fails.argv[fails.argc++] = "HSET", fails.argv[fails.argc++] = r.keys[1];
+        size_t n = record_items(w, b, &r, &outcome, &fails, sums);
+        if (b->msg.hdr.job_id[0] && n) {
+            fc_key_job(r.keys[0], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, FC_JOB_OUTCOME);
+            fc_key_job(r.keys[1], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, FC_JOB_FAILED);
+            fc_key_job(r.keys[2], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, FC_JOB_STATS);
+            if (r.oom) rc = FC_ENOMEM;
+            if (outcome.argc > 2) r.c[r.ncmd++] = outcome;
+            if (fails.argc > 2) r.c[r.ncmd++] = fails;
+            static const char *names[4] = {"api_calls", "prompt_tokens", "completion_tokens", "cache_hits"};
+            const char **rest = r.args + 4 * cap + 4;
+            for (int k = 0; k < 4; k++, rest += 4) {
+                snprintf(r.sums[k], sizeof(r.sums[k]), "%ld", sums[k]);
+                rest[0] = "HINCRBY", rest[1] = r.keys[2], rest[2] = names[k], rest[3] = r.sums[k];
+                r.c[r.ncmd++] = (cmd){rest, 4};
+            }
+            snprintf(r.ttl, sizeof(r.ttl), "%d", JOB_KEY_TTL_S);
+            for (int k = 0; k < 3; k++, rest += 3) {
+                rest[0] = "EXPIRE", rest[1] = r.keys[k], rest[2] = r.ttl;
+                r.c[r.ncmd++] = (cmd){rest, 3};
+            }
         }
-        for (int k = 0; k < 3; k++, rest += 3) {
-            rest[0] = "EXPIRE", rest[1] = keys[k], rest[2] = ttl;
-            c[ncmd++] = (cmd){rest, 3};
-        }
+    }
+    if (rc == FC_OK && r.ncmd > 0) {
         int argcs[9];
         const char **argvs[9];
-        for (int k = 0; k < ncmd; k++) argcs[k] = c[k].argc, argvs[k] = c[k].argv;
-        rc = fc_redis_pipeline(w->redis, NULL, (size_t)ncmd, argcs, argvs, NULL);
+        for (int k = 0; k < r.ncmd; k++) argcs[k] = r.c[k].argc, argvs[k] = r.c[k].argv;
+        rc = fc_redis_pipeline(w->redis, NULL, (size_t)r.ncmd, argcs, argvs, NULL) == FC_OK ? FC_OK : FC_EREDIS;
     }
-    for (size_t i = 0; failed && i < n; i++) free(failed[i]);
-    free(failed);
-    free(pos);
-    free(args);
-    if (rc == FC_OK) b->recorded = 1;
-    return rc == FC_OK ? FC_OK : FC_EREDIS;
+    for (size_t i = 0; r.failed && i < cap; i++) free(r.failed[i]);
+    free(r.failed);
+    free(r.pos);
+    free(r.args);
+    return rc;
 }
 
-void batch_on_confirm(worker *w, uint64_t seq, int status) {
-    batch *b = batch_find_settling(w, seq);
-    if (!b) return;
-    b->confirms_left--;
-    if (status != FC_OK) {
-        b->confirm_failed = 1;
-        fc_error("broker refused an outcome message: %s", fc_strerror(status));
-    }
-}
-
-/* start_settling publishes the batch's outcome messages. */
-static void start_settling(worker *w, batch *b) {
-    b->settling = 1;
-    int rc = b->poison[0] ? publish_poison(w, b) : publish_outcomes(w, b);
-    if (rc != FC_OK) fc_warn("publishing outcomes failed: %s", fc_amqp_errstr(w->amqp));
-}
-
-/* finish acks (or, when the broker refused an outcome, requeues) a settled batch. */
+/* finish records a confirmed batch's outcomes in Redis, then acks it. */
 static void finish(worker *w, batch *b) {
-    if (b->confirm_failed) {
-        fc_amqp_nack(w->amqp, b->tag, 1);
-    } else {
-        int64_t now = now_ms();
-        if (now < b->record_retry_ms) return;
-        if (record(w, b) != FC_OK) {
-            /* Held unacked until Redis answers: --wait counts outcomes there. */
-            if (!b->record_retry_ms)
-                fc_warn("cannot record outcomes in Redis (%s); retrying every second", fc_redis_errstr(w->redis));
-            b->record_retry_ms = now + 1000;
-            return;
-        }
-        fc_amqp_ack(w->amqp, b->tag);
-        atomic_fetch_add(&w->m->batches_done, 1);
+    int64_t now = now_ms();
+    if (now < b->record_retry_ms) return;
+    int rc = record_batch(w, b);
+    if (rc != FC_OK) {
+        /* Held unacked until Redis answers: --wait counts outcomes there. */
+        if (!b->record_retry_ms)
+            fc_warn("batch %s: cannot record outcomes in Redis (%s); retrying every second", b->id,
+                    rc == FC_ENOMEM ? "out of memory" : fc_redis_errstr(w->redis));
+        b->record_retry_ms = now + 1000;
+        return;
     }
+    fc_amqp_ack(w->amqp, b->tag);
+    atomic_fetch_add(&w->m->batches_done, 1);
     unlink_batch(w, b);
     batch_free(b);
 }
 
-/* batch_settle_ready publishes the outcomes of finished batches and settles the confirmed ones.
- * Nothing settles on a broken connection: a publish that failed has no confirm to wait for
- * (confirms_left may be 0), and recording such a batch in Redis would report outcomes that were
- * never published. ensure_broker drops the batch; the broker redelivers it. */
-void batch_settle_ready(worker *w) {
+/* batch_settle publishes the outcomes of finished batches and settles the confirmed ones.
+ * Nothing is published while the broker blocks publishers (a publish would block the loop),
+ * and nothing settles on a broken connection: a message whose publish failed has no confirm to
+ * wait for, and recording it in Redis would report outcomes that were never published.
+ * The connection's loss drops the batch; the broker redelivers it. */
+void batch_settle(worker *w) {
     batch *next;
     for (batch *b = w->batches; b && fc_amqp_ok(w->amqp); b = next) {
         next = b->next;
-        if (!b->settling && (b->open == 0 || b->poison[0])) start_settling(w, b);
-        if (b->settling && b->confirms_left == 0 && fc_amqp_ok(w->amqp)) finish(w, b);
+        if (b->state == BATCH_RUNNING && b->open == 0) start_settling(w, b);
+        if (b->state != BATCH_SETTLING) continue;
+        if (!fc_amqp_blocked(w->amqp)) send(w, b);
+        if (all_confirmed(b) && fc_amqp_ok(w->amqp)) finish(w, b);
     }
 }
 
-/* Checkpoint levels: how a batch that may not run on must stop. */
-enum { KEEP_GOING, STOP_NEW, STOP_NOW };
+/* ---- holding ---------------------------------------------------------------------- */
 
-/* stop_level says whether a batch must stop. No delivery is held past HOLD_LIMIT: a batch
- * starts no new call once held HOLD_LIMIT - API_TIMEOUT (at least half of HOLD_LIMIT), so that
- * calls in flight, each bounded by API_TIMEOUT, can finish, and at HOLD_LIMIT the calls still in
- * flight are abandoned. Shutting down, or while the API rejects this worker's credentials (until
- * the next probe is due: other workers' keys may be good), it also starts no new call; at the
- * shutdown deadline calls in flight are abandoned. */
-static int stop_level(worker *w, const batch *b, int64_t now) {
-    if (b->settling || b->poison[0] || b->open == 0) return KEEP_GOING;
-    int64_t held = now - b->received_ms, limit = w->cfg->hold_limit_ms;
-    int64_t stop_new = limit - w->cfg->api_timeout_ms > limit / 2 ? limit - w->cfg->api_timeout_ms : limit / 2;
-    if (held >= limit) return STOP_NOW;
-    if (w->stopping && now >= w->stop_deadline_ms) return STOP_NOW;
-    if (w->auth_blocked && now < w->auth_probe_ms) return STOP_NEW;
-    return held >= stop_new || w->stopping ? STOP_NEW : KEEP_GOING;
-}
-
-/* checkpoint ends a batch early: queued jobs and (if cancel_inflight) calls in flight become
+/* checkpoint ends a batch early: queued tasks and (if cancel_inflight) calls in flight become
  * unfinished, to be re-published as a continuation batch. */
 static void checkpoint(worker *w, batch *b, int cancel_inflight) {
-    calls_abandon_queued(w, b);
-    for (size_t i = 0; i < b->msg.nitems; i++) {
-        job *j = &b->jobs[i];
-        if (j->outcome != OUT_NONE) continue;
-        if (j->state == JOB_INFLIGHT) {
-            if (!cancel_inflight) continue;
-            fc_http_cancel(w->http, j);
-            w->inflight--;
-        }
-        batch_job_done(w, j, OUT_UNFINISHED);
-    }
+    calls_cancel(w, b->tasks, b->msg.nitems, cancel_inflight);
+    for (size_t i = 0; i < b->msg.nitems; i++)
+        if (b->tasks[i].state == TASK_IDLE) task_finish(&b->tasks[i], OUT_UNFINISHED);
 }
 
-void batch_checkpoint_due(worker *w) {
+static void log_checkpoint(worker *w, const batch *b, int level, int64_t now) {
+    if (level == GATE_HOLD_STOP_NOW)
+        fc_info("batch %s: checkpointing %zu unfinished items, abandoning its calls in flight", b->id, b->open);
+    else if (b->checkpointing || w->gate.stopping)
+        return;
+    else if (w->gate.auth_blocked)
+        fc_info("batch %s: handing back %zu unfinished items while the API rejects the credentials", b->id, b->open);
+    else
+        fc_info("batch %s held for %lld ms: checkpointing; calls in flight may finish", b->id,
+                (long long)(now - b->received_ms));
+}
+
+void batch_tick(worker *w) {
     int64_t now = now_ms();
     for (batch *b = w->batches; b; b = b->next) {
-        int level = stop_level(w, b, now);
-        if (level != KEEP_GOING) {
-            if (level == STOP_NOW)
-                fc_info("batch %s-%ld: checkpointing %zu unfinished items, abandoning its calls in flight",
-                        b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
-            else if (!b->checkpointing && w->auth_blocked)
-                fc_info("batch %s-%ld: handing back %zu unfinished items while the API rejects the credentials",
-                        b->msg.hdr.job_id, b->msg.hdr.batch, b->open);
-            else if (!b->checkpointing && !w->stopping)
-                fc_info("batch %s-%ld held for %lld ms: checkpointing; calls in flight may finish",
-                        b->msg.hdr.job_id, b->msg.hdr.batch, (long long)(now - b->received_ms));
+        if (b->state != BATCH_WAITING && b->state != BATCH_RUNNING) continue;
+        if (b->kind != BATCH_WORK || b->open == 0) continue;
+        int level = gate_hold(&w->gate, b->received_ms, now);
+        if (level != GATE_HOLD_RUN) {
+            log_checkpoint(w, b, level, now);
             b->checkpointing = 1;
-            checkpoint(w, b, level == STOP_NOW);
-        } else if (!b->started && !b->poison[0] && b->start_ms <= now) {
-            b->started = 1;
-            cache_lookup_batch(w, b);
+            if (b->state == BATCH_WAITING) b->state = BATCH_RUNNING;
+            checkpoint(w, b, level == GATE_HOLD_STOP_NOW);
+        } else if (b->state == BATCH_WAITING && b->start_ms <= now) {
+            start(w, b);
         }
     }
 }
 
 void batch_drop_all(worker *w) {
-    fc_http_cancel_all(w->http, NULL, NULL);
-    w->runq = w->runq_tail = w->timers = NULL;
-    w->inflight = 0;
+    calls_cancel_all(w);
     while (w->batches) {
         batch *b = w->batches;
         unlink_batch(w, b);

@@ -1,5 +1,7 @@
-/* API calls: the run queue, the limiter's reservations, the breaker, and what a finished
- * call means for its item (next stage, success, or a classified failure). */
+/* The scheduler: the run queue, the gate's verdicts, the limiter's reservations and their
+ * timers, the calls in flight, and what a finished call means for its task (next stage,
+ * success, or a classified failure). Only this file changes the run queue, the timers and the
+ * in-flight count; the layers above cancel through calls_cancel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,41 +13,43 @@
 #define REDIS_RETRY_MS 500
 #define DEFAULT_429_PAUSE_MS 5000
 
-void calls_enqueue(worker *w, job *j, int front) {
-    j->state = JOB_QUEUED;
-    j->next = NULL;
+void calls_enqueue(worker *w, task *t, int front) {
+    sched *s = &w->sched;
+    t->state = TASK_QUEUED;
+    t->next = NULL;
     if (front) {
-        j->next = w->runq;
-        w->runq = j;
-        if (!w->runq_tail) w->runq_tail = j;
+        t->next = s->runq;
+        s->runq = t;
+        if (!s->runq_tail) s->runq_tail = t;
     } else {
-        if (w->runq_tail) w->runq_tail->next = j;
-        else w->runq = j;
-        w->runq_tail = j;
+        if (s->runq_tail) s->runq_tail->next = t;
+        else s->runq = t;
+        s->runq_tail = t;
     }
 }
 
-static job *runq_pop(worker *w) {
-    job *j = w->runq;
-    if (!j) return NULL;
-    w->runq = j->next;
-    if (!w->runq) w->runq_tail = NULL;
-    j->next = NULL;
-    return j;
+static task *runq_pop(sched *s) {
+    task *t = s->runq;
+    if (!t) return NULL;
+    s->runq = t->next;
+    if (!s->runq) s->runq_tail = NULL;
+    t->next = NULL;
+    t->state = TASK_IDLE;
+    return t;
 }
 
 /* expected_completion estimates a stage's completion tokens for the limiter: 1.2 x the mean
  * seen so far (a quarter of MAX_TOKENS until an answer came), so the token bucket is not drained by
  * reservations that are mostly refunded later. */
 static long expected_completion(const worker *w, int stage) {
-    const token_mean *m = &w->completion[stage - 1];
+    const token_mean *m = &w->sched.completion[stage - 1];
     if (m->n == 0) return w->pipe.max_tokens / 4; /* a prior until answers come; corrected upward */
     long e = (long)(m->sum / (double)m->n * 1.2) + 1;
     return e < w->pipe.max_tokens ? e : w->pipe.max_tokens;
 }
 
 static void learn_completion(worker *w, int stage, long tokens) {
-    token_mean *m = &w->completion[stage - 1];
+    token_mean *m = &w->sched.completion[stage - 1];
     if (m->n == 1000) { /* keep it a recent mean */
         m->sum /= 2;
         m->n /= 2;
@@ -54,254 +58,272 @@ static void learn_completion(worker *w, int stage, long tokens) {
     m->n++;
 }
 
-int calls_prepare(worker *w, job *j) {
-    if (j->request) return FC_OK;
-    char *user = NULL;
-    const char *prev = j->stage > 1 ? j->results[j->stage - 2] : NULL;
-    j->request = w->proc.request(w->proc.self, j->stage, j->item, prev, &user);
-    if (!j->request) {
-        free(user);
-        return FC_ENOMEM;
-    }
-    if (w->cfg->cache_ttl_ms > 0) w->proc.cache_key(w->proc.self, j->stage, user ? user : "", j->cache_key);
-    size_t len = strlen(j->request);
-    j->est_tokens = fc_pipeline_estimate_tokens(len, 0) + expected_completion(w, j->stage);
-    free(user);
-    return FC_OK;
+/* end_grant ends the gate grant t holds without a call made. */
+static void end_grant(worker *w, task *t) {
+    gate_release(&w->gate, t->probe);
+    t->probe = 0;
 }
 
-static void post(worker *w, job *j) {
-    j->state = JOB_INFLIGHT;
-    if (fc_http_post(w->http, w->url, j->request, strlen(j->request), j) != FC_OK) {
-        snprintf(j->error, sizeof(j->error), "cannot start the HTTP request");
-        j->err_class = FC_CLASS_RETRY;
-        w->inflight--;
-        batch_job_done(w, j, OUT_RETRY);
+static void post(worker *w, task *t) {
+    t->state = TASK_INFLIGHT;
+    if (fc_http_post(w->http, w->url, t->request, strlen(t->request), t) != FC_OK) {
+        end_grant(w, t);
+        w->sched.inflight--;
+        task_fail(t, FC_CLASS_RETRY, 0, "cannot start the HTTP request");
+        task_finish(t, OUT_RETRY);
         return;
     }
-    j->calls++;
+    t->calls++;
     atomic_fetch_add(&w->m->api_calls, 1);
 }
 
-static void timer_insert(worker *w, job *j) {
-    job **pp = &w->timers;
-    while (*pp && (*pp)->ready_at_ms <= j->ready_at_ms) pp = &(*pp)->next;
-    j->next = *pp;
-    *pp = j;
-    j->state = JOB_WAITING;
+static void timer_insert(sched *s, task *t) {
+    task **pp = &s->timers;
+    while (*pp && (*pp)->ready_at_ms <= t->ready_at_ms) pp = &(*pp)->next;
+    t->next = *pp;
+    *pp = t;
+    t->state = TASK_WAITING;
 }
 
-/* hold_reserved puts the calls that wait for their reserved slot back in the run queue and
- * makes no new call before until_ms: after a 429 the whole fleet pauses, including calls
- * reserved before it. */
-static void hold_reserved(worker *w, int64_t until_ms) {
-    while (w->timers) {
-        job *j = w->timers;
-        w->timers = j->next;
-        w->inflight--;
-        calls_enqueue(w, j, 1);
+/* hold_reserved puts the calls that wait for their reserved slot back in the run queue, their
+ * grants returned: after a 429 the whole fleet pauses, including calls reserved before it. */
+static void hold_reserved(worker *w) {
+    sched *s = &w->sched;
+    while (s->timers) {
+        task *t = s->timers;
+        s->timers = t->next;
+        s->inflight--;
+        end_grant(w, t);
+        calls_enqueue(w, t, 1);
     }
-    if (until_ms > w->limiter_retry_ms) w->limiter_retry_ms = until_ms;
 }
 
-/* fleet_paused holds reserved calls while another process's 429 pauses the fleet. */
-static int fleet_paused(worker *w, int64_t now, int refresh) {
+/* check_fleet_pause learns whether another process's 429 pauses the fleet (refresh: ask Redis);
+ * if so the gate holds calls until it ends and reserved calls go back to the queue. */
+static int check_fleet_pause(worker *w, int64_t now, int refresh) {
     int64_t left = fc_limiter_pause_left_us(w->limiter, refresh) / 1000;
     if (left <= 0) return 0;
-    hold_reserved(w, now + left);
+    gate_pause(&w->gate, now + left);
+    hold_reserved(w);
     return 1;
 }
 
-/* may_call says whether new calls may start: not stopping, not blocked by auth or the breaker. */
-static int may_call(worker *w, int64_t now) {
-    if (w->stopping) return 0;
-    if (w->auth_blocked) {
-        if (now < w->auth_probe_ms || w->inflight > 0) return 0;
-        w->auth_probe_ms = now + w->cfg->auth_retry_ms; /* one probe, then wait again */
-        fc_info("probing the API credentials again");
-        return 1;
+/* note_limiter logs the limiter going away and coming back, once each. */
+static void note_limiter(worker *w, int down) {
+    if (down && !w->sched.limiter_down)
+        fc_warn("rate limiter unavailable (%s): calls paused", fc_redis_errstr(w->redis));
+    else if (!down && w->sched.limiter_down)
+        fc_info("rate limiter available again: calls resume");
+    w->sched.limiter_down = down;
+}
+
+/* reserve asks the limiter for t's call; returns 1 when reserved (the call waits *wait ms), 0
+ * when there is no grant: t is back in the queue and the gate holds calls until asked again. */
+static int reserve(worker *w, task *t, int64_t now, long *wait) {
+    t->est_tokens = fc_pipeline_estimate_tokens(strlen(t->request), 0) + expected_completion(w, t->stage);
+    *wait = 0;
+    int rc = fc_limiter_acquire(w->limiter, t->est_tokens, wait);
+    if (rc != FC_OK) { /* busy, Redis away or refusing: anything but a grant is no grant */
+        gate_limiter_refused(&w->gate, now + (*wait > 0 ? *wait : REDIS_RETRY_MS));
+        if (rc != FC_EBUSY) note_limiter(w, 1);
+        return 0;
     }
-    if (now < w->limiter_retry_ms) return 0;
-    return fc_breaker_allow(w->breaker, now);
+    note_limiter(w, 0);
+    /* A slot after a pause another process started: ask again when it ends. */
+    return !(*wait > 0 && w->sched.timers && check_fleet_pause(w, now, 0));
 }
 
 void calls_schedule(worker *w) {
+    sched *s = &w->sched;
     int64_t now = now_ms();
-    while (w->runq && w->inflight < w->cfg->worker_count && may_call(w, now)) {
-        job *j = runq_pop(w);
-        if (calls_prepare(w, j) != FC_OK) { /* out of memory, or the processor cannot build it */
-            snprintf(j->error, sizeof(j->error), "cannot build the stage %d request", j->stage);
-            j->err_class = FC_CLASS_RETRY;
-            batch_job_done(w, j, OUT_RETRY);
+    while (s->runq && s->inflight < w->cfg->worker_count) {
+        int probe, verdict = gate_ask(&w->gate, now, &s->wake_ms, &probe);
+        if (verdict != GATE_GO) return; /* GATE_HAND_BACK: the batches hand their items back */
+        task *t = runq_pop(s);
+        t->probe = probe;
+        if (probe & GATE_PROBE_AUTH) fc_info("probing the API credentials again");
+        if (task_prepare(t, &w->proc, w->cfg->cache_ttl_ms > 0) != FC_OK) {
+            end_grant(w, t);
+            task_fail(t, FC_CLASS_RETRY, 0, "cannot build the request");
+            task_finish(t, OUT_RETRY);
             continue;
         }
-        long wait = 0;
-        int rc = fc_limiter_acquire(w->limiter, j->est_tokens, &wait);
-        if (rc == FC_ECONN || rc == FC_EBUSY) {
-            calls_enqueue(w, j, 1);
-            w->limiter_retry_ms = now + (rc == FC_EBUSY && wait > 0 ? wait : REDIS_RETRY_MS);
-            if (rc == FC_ECONN && !w->limiter_down) fc_warn("rate limiter unavailable (Redis down): calls paused");
-            w->limiter_down = rc == FC_ECONN;
+        long wait;
+        if (!reserve(w, t, now, &wait)) {
+            end_grant(w, t);
+            calls_enqueue(w, t, 1);
             return;
         }
-        if (w->limiter_down) fc_info("rate limiter available again: calls resume");
-        w->limiter_down = 0;
-        if (wait > 0 && w->timers && fleet_paused(w, now, 0)) {
-            calls_enqueue(w, j, 1); /* its slot is after the pause; ask again then */
-            return;
-        }
-        w->inflight++;
+        s->inflight++;
         if (wait > 0) {
             atomic_fetch_add(&w->m->rate_waits, 1);
             atomic_fetch_add(&w->m->rate_wait_ms, wait);
-            j->ready_at_ms = now + wait;
-            timer_insert(w, j);
+            t->ready_at_ms = now + wait;
+            timer_insert(s, t);
         } else {
-            post(w, j);
+            post(w, t);
         }
     }
 }
 
 void calls_fire_timers(worker *w) {
+    sched *s = &w->sched;
     int64_t now = now_ms();
-    if (w->timers && w->timers->ready_at_ms <= now && fleet_paused(w, now, 1)) return;
-    while (w->timers && w->timers->ready_at_ms <= now) {
-        job *j = w->timers;
-        w->timers = j->next;
-        j->next = NULL;
-        post(w, j);
+    if (s->timers && s->timers->ready_at_ms <= now && check_fleet_pause(w, now, 1)) return;
+    while (s->timers && s->timers->ready_at_ms <= now) {
+        task *t = s->timers;
+        s->timers = t->next;
+        t->next = NULL;
+        post(w, t);
     }
 }
 
 int calls_next_timeout(worker *w, int max_ms) {
+    const sched *s = &w->sched;
     int64_t now = now_ms(), next = now + max_ms;
-    if (w->timers && w->timers->ready_at_ms < next) next = w->timers->ready_at_ms;
-    if (w->runq && w->limiter_retry_ms > now && w->limiter_retry_ms < next) next = w->limiter_retry_ms;
+    if (s->timers && s->timers->ready_at_ms < next) next = s->timers->ready_at_ms;
+    if (s->runq && s->wake_ms > now && s->wake_ms < next) next = s->wake_ms;
     return next > now ? (int)(next - now) : 0;
 }
 
-static void set_failure(job *j, int cls, int status, const char *why) {
-    j->err_class = cls;
-    j->http_status = status;
-    snprintf(j->error, sizeof(j->error), "%s", why);
-}
-
-/* finish_stage parses a 2xx answer; returns 0 when the stage succeeded. */
-static int finish_stage(worker *w, job *j, const fc_http_done *d) {
-    char why[256], *content = NULL;
+/* finish_stage parses a 2xx answer into t's current stage; returns 0 when the stage succeeded. */
+static int finish_stage(worker *w, task *t, const fc_http_done *d) {
+    char why[256], *content = NULL, *result = NULL;
     long ptok = 0, ctok = 0;
     int rc = fc_pipeline_envelope(d->body, d->len, &content, &ptok, &ctok, why, sizeof(why));
     if (rc == FC_OK) {
-        j->prompt_tokens += ptok;
-        j->completion_tokens += ctok;
-        learn_completion(w, j->stage, ctok);
+        t->prompt_tokens += ptok;
+        t->completion_tokens += ctok;
+        learn_completion(w, t->stage, ctok);
         /* Charge what the estimate missed. An over-estimate is not refunded: calls reserved
          * meanwhile still hold their slots, so a refund would let a burst overlap them. */
-        if (ptok + ctok > j->est_tokens) fc_limiter_correct(w->limiter, ptok + ctok - j->est_tokens);
-        char *result = NULL;
-        rc = w->proc.answer(w->proc.self, j->stage, content, strlen(content), &result, why, sizeof(why));
-        if (rc == FC_OK) {
-            free(j->results[j->stage - 1]);
-            j->results[j->stage - 1] = result;
-            cache_store(w, j->stage, j->cache_key, content); /* a hit goes through answer again */
-        }
+        if (ptok + ctok > t->est_tokens) fc_limiter_correct(w->limiter, ptok + ctok - t->est_tokens);
+        rc = w->proc.answer(w->proc.self, t->stage, content, strlen(content), &result, why, sizeof(why));
+    }
+    if (rc == FC_OK) {
+        cache_store(w, t->stage, t->cache_key, content); /* a hit goes through answer again */
+        if (task_advance(t, &w->proc, result)) task_finish(t, OUT_OK);
+        else calls_enqueue(w, t, 1);
+    } else {
+        task_fail(t, FC_CLASS_RETRY, d->status, why);
     }
     free(content);
-    if (rc != FC_OK) set_failure(j, FC_CLASS_RETRY, d->status, why);
     return rc;
 }
 
-/* advance moves a job whose stage succeeded to the next stage, or to success. */
-static void advance(worker *w, job *j) {
-    free(j->request);
-    j->request = NULL;
-    if (j->stage < w->proc.nstages) {
-        j->stage++;
-        calls_enqueue(w, j, 1);
-    } else {
-        batch_job_done(w, j, OUT_OK);
-    }
-}
-
-static void on_auth_failure(worker *w, job *j, const fc_http_done *d) {
-    if (!w->auth_blocked)
+static void log_gate_event(worker *w, int ev, int status) {
+    if (ev == GATE_EV_AUTH_BLOCKED)
         fc_error("API rejected the credentials (HTTP %d): stopped consuming; probing every %ld ms (AUTH_RETRY)",
-                 d->status, w->cfg->auth_retry_ms);
-    w->auth_blocked = 1;
-    w->auth_probe_ms = now_ms() + w->cfg->auth_retry_ms;
-    atomic_store(&w->m->ready, 0);
-    calls_enqueue(w, j, 1); /* not the item's fault: it waits for valid credentials */
+                 status, w->cfg->auth_retry_ms);
+    else if (ev == GATE_EV_AUTH_ACCEPTED)
+        fc_info("API credentials accepted again: resuming");
 }
 
-static void on_failure(worker *w, job *j, const fc_http_done *d) {
+/* on_throttled pauses the fleet after a 429 for its Retry-After, capped at RETRY_AFTER_MAX. */
+static void on_throttled(worker *w, const fc_http_done *d) {
+    long pause = gate_pause_ms(d->retry_after_s, DEFAULT_429_PAUSE_MS, w->cfg->retry_after_max_ms);
+    atomic_fetch_add(&w->m->api_429, 1);
+    fc_limiter_pause(w->limiter, pause);
+    gate_pause(&w->gate, now_ms() + pause);
+    hold_reserved(w);
+    if (d->retry_after_s * 1000 > pause)
+        fc_warn("API throttled (429) asking for a %ld s pause: the fleet pauses %ld ms (RETRY_AFTER_MAX)",
+                d->retry_after_s, pause);
+    else
+        fc_warn("API throttled (429): the fleet pauses %ld ms", pause);
+}
+
+/* failure_class sorts a failed call: what the gate learns, and the item's error class. */
+static int failure_class(const fc_http_done *d, int *gate_result) {
+    if (d->err == FC_ETOOBIG) { /* the API answered, too much: the item's problem */
+        *gate_result = GATE_CALL_ITEM_FAULT;
+        return FC_CLASS_RETRY;
+    }
+    int api_fault = d->err || d->status >= 500 || d->status == 429 || d->status == 408;
+    *gate_result = api_fault ? GATE_CALL_API_FAULT : GATE_CALL_ITEM_FAULT;
+    return d->err ? FC_CLASS_RETRY : fc_pipeline_classify(d->status);
+}
+
+static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int64_t now) {
     char why[256];
-    int cls = d->err ? FC_CLASS_RETRY : fc_pipeline_classify(d->status);
-    if (d->err) snprintf(why, sizeof(why), "%s: %s", d->err == FC_ETIMEOUT ? "timeout" : "connection", d->error);
+    int r, cls = failure_class(d, &r);
+    if (d->err == FC_ETOOBIG) snprintf(why, sizeof(why), "HTTP %d: %s", d->status, d->error);
+    else if (d->err) snprintf(why, sizeof(why), "%s: %s", d->err == FC_ETIMEOUT ? "timeout" : "connection", d->error);
     else {
         char reason[200];
         fc_pipeline_error_reason(d->body, d->len, reason, sizeof(reason));
         snprintf(why, sizeof(why), "HTTP %d: %s", d->status, reason);
     }
     atomic_fetch_add(&w->m->api_errors, 1);
-    if (d->status == 429) {
-        long pause = d->retry_after_s > 0 ? d->retry_after_s * 1000 : DEFAULT_429_PAUSE_MS;
-        atomic_fetch_add(&w->m->api_429, 1);
-        fc_limiter_pause(w->limiter, pause);
-        hold_reserved(w, now_ms() + pause);
-        fc_warn("API throttled (429): the fleet pauses %ld ms", pause);
-    }
-    set_failure(j, cls, d->status, why);
-    batch_job_done(w, j, cls == FC_CLASS_PERMANENT ? OUT_DEAD : OUT_RETRY);
+    gate_call_done(&w->gate, probe, r, now);
+    if (d->status == 429) on_throttled(w, d);
+    task_fail(t, cls, d->status, why);
+    task_finish(t, cls == FC_CLASS_PERMANENT ? OUT_DEAD : OUT_RETRY);
 }
 
 void calls_on_done(worker *w, const fc_http_done *d) {
-    job *j = d->ud;
-    w->inflight--;
+    task *t = d->ud;
+    int probe = t->probe;
     int64_t now = now_ms();
-    if (d->status >= 200 && d->status < 300) {
-        int ok = finish_stage(w, j, d) == FC_OK;
-        fc_breaker_record(w->breaker, 1, now); /* the API answered; a bad answer is the item's problem */
-        if (w->auth_blocked) {
-            w->auth_blocked = 0;
-            fc_info("API credentials accepted again: resuming");
-        }
-        if (ok) advance(w, j);
-        else batch_job_done(w, j, OUT_RETRY);
-        return;
+    w->sched.inflight--;
+    t->probe = 0;
+    t->state = TASK_IDLE;
+    if (!d->err && d->status >= 200 && d->status < 300) {
+        log_gate_event(w, gate_call_done(&w->gate, probe, GATE_CALL_OK, now), d->status);
+        if (finish_stage(w, t, d) != FC_OK) task_finish(t, OUT_RETRY);
+    } else if (!d->err && (d->status == 401 || d->status == 403)) {
+        log_gate_event(w, gate_call_done(&w->gate, probe, GATE_CALL_AUTH_REJECTED, now), d->status);
+        calls_enqueue(w, t, 1); /* not the item's fault: it waits for valid credentials */
+    } else {
+        on_failure(w, t, d, probe, now);
     }
-    if (!d->err && (d->status == 401 || d->status == 403)) {
-        on_auth_failure(w, j, d);
-        return;
-    }
-    int api_fault = d->err || d->status >= 500 || d->status == 429 || d->status == 408;
-    fc_breaker_record(w->breaker, !api_fault, now);
-    on_failure(w, j, d);
 }
 
-void calls_abandon_queued(worker *w, batch *b) {
-    job **pp = &w->runq;
-    w->runq_tail = NULL;
+/* unlink_owned takes the tasks of owner out of the list at *pp; returns how many. */
+static int unlink_owned(worker *w, task **pp, task **tail, const void *owner) {
+    int n = 0;
+    task *last = NULL;
     while (*pp) {
-        if ((*pp)->b == b) {
-            job *j = *pp;
-            *pp = j->next;
-            j->next = NULL;
-            j->state = JOB_DONE;
-        } else {
-            w->runq_tail = *pp;
-            pp = &(*pp)->next;
+        task *t = *pp;
+        if (t->owner != owner) {
+            last = t;
+            pp = &t->next;
+            continue;
         }
+        *pp = t->next;
+        t->next = NULL;
+        if (t->state == TASK_WAITING) n++;
+        t->state = TASK_IDLE;
+        end_grant(w, t);
     }
-    pp = &w->timers;
-    while (*pp) {
-        if ((*pp)->b == b) {
-            job *j = *pp;
-            *pp = j->next;
-            j->next = NULL;
-            j->state = JOB_DONE;
-            w->inflight--;
-        } else {
-            pp = &(*pp)->next;
-        }
+    if (tail) *tail = last;
+    return n;
+}
+
+void calls_cancel(worker *w, task *v, size_t n, int inflight_too) {
+    sched *s = &w->sched;
+    if (n == 0) return;
+    unlink_owned(w, &s->runq, &s->runq_tail, v[0].owner);
+    s->inflight -= unlink_owned(w, &s->timers, NULL, v[0].owner);
+    for (size_t i = 0; inflight_too && i < n; i++) {
+        if (v[i].state != TASK_INFLIGHT) continue;
+        fc_http_cancel(w->http, &v[i]);
+        s->inflight--;
+        v[i].state = TASK_IDLE;
+        end_grant(w, &v[i]);
     }
+}
+
+static void release_inflight(void *ud, void *arg) { end_grant(arg, ud); }
+
+void calls_cancel_all(worker *w) {
+    sched *s = &w->sched;
+    fc_http_cancel_all(w->http, release_inflight, w);
+    while (s->timers) {
+        task *t = s->timers;
+        s->timers = t->next;
+        end_grant(w, t);
+    }
+    s->runq = s->runq_tail = NULL;
+    s->inflight = 0;
 }

@@ -10,14 +10,12 @@
 #include <unistd.h>
 
 #include "fc_error.h"
+#include "fc_keys.h"
 #include "fc_log.h"
 
 #define TICK_MS 200
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
-#define BREAKER_SYNC_MS 1000
-#define DEPTH_POLL_MS 5000
-#define USAGE_POLL_MS 1000
 
 int64_t now_ms(void) {
     struct timespec ts;
@@ -27,12 +25,8 @@ int64_t now_ms(void) {
 
 static void on_delivery(void *ud, const fc_delivery *d) { batch_on_delivery(ud, d); }
 static void on_confirm(void *ud, uint64_t seq, int status) { batch_on_confirm(ud, seq, status); }
-static void on_cancelled(void *ud) {
-    worker *w = ud;
-    w->consuming = 0;
-    fc_warn("the broker cancelled the consumer (queue deleted?); reconnecting");
-    fc_amqp_close(w->amqp);
-}
+/* on_cancelled only notes it: the loop re-declares the topology and consumes again. */
+static void on_cancelled(void *ud) { ((worker *)ud)->cancelled = 1; }
 
 static int prefetch(const worker *w) {
     if (w->cfg->prefetch > 0) return w->cfg->prefetch;
@@ -75,6 +69,9 @@ static int make_limiter(worker *w, char *err, size_t errlen) {
             if (mine->tokens.per_sec > 0) lc.tokens = mine->tokens;
         }
     }
+    if (fc_limit_validate(lc.calls, "RATE_LIMIT/RATE_BURST", err, errlen) != FC_OK ||
+        fc_limit_validate(lc.tokens, "TOKEN_LIMIT", err, errlen) != FC_OK)
+        return FC_EINVAL;
     lc.fallback = strcmp(w->cfg->rate_limit_fallback, "local") == 0 ? FC_LIMITER_LOCAL : FC_LIMITER_PAUSE;
     lc.fleet_size = w->cfg->fleet_size;
     w->limiter = fc_limiter_new(w->redis, &lc);
@@ -82,6 +79,13 @@ static int make_limiter(worker *w, char *err, size_t errlen) {
     atomic_store(&w->m->rate_usage_milli, lc.calls.per_sec > 0 ? 0 : -1);
     if (!w->limiter) snprintf(err, errlen, "cannot create the rate limiter");
     return w->limiter ? FC_OK : FC_EINVAL;
+}
+
+static int make_gate(worker *w) {
+    const fc_config *c = w->cfg;
+    gate_conf gc = {c->auth_retry_ms, c->hold_limit_ms, c->api_timeout_ms,
+                    {c->breaker_failures, 0.5, 20, c->breaker_cooldown_ms}};
+    return gate_init(&w->gate, &gc);
 }
 
 int worker_init(worker *w, fc_config *cfg, int sigfd) {
@@ -101,11 +105,9 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     char ua[200];
     snprintf(ua, sizeof(ua), "flashcard-worker/%s (%s)", FC_VERSION, w->name);
     fc_http_conf hc = {cfg->api_key, cfg->http_referer, cfg->x_title, ua, cfg->api_timeout_ms,
-                       cfg->api_connect_timeout_ms};
+                       cfg->api_connect_timeout_ms, (size_t)cfg->api_max_response_bytes};
     w->http = fc_http_new(&hc);
-    fc_breaker_conf bc = {cfg->breaker_failures, 0.5, 20, cfg->breaker_cooldown_ms};
-    w->breaker = fc_breaker_new(&bc);
-    if (!w->m || !w->amqp || !w->redis || !w->http || !w->breaker) {
+    if (!w->m || !w->amqp || !w->redis || !w->http || make_gate(w) != FC_OK) {
         fc_error("cannot set up the worker: out of memory");
         return FC_ENOMEM;
     }
@@ -130,7 +132,7 @@ void worker_free(worker *w) {
     fc_amqp_free(w->amqp);
     fc_limiter_free(w->limiter);
     fc_redis_free(w->redis);
-    fc_breaker_free(w->breaker);
+    gate_free(&w->gate);
     fc_pipeline_conf_free(&w->pipe);
     fc_buf_free(&w->scratch);
     for (size_t i = 0; i < w->ncache_out; i++) free(w->cache_out[i].key), free(w->cache_out[i].value);
@@ -138,42 +140,45 @@ void worker_free(worker *w) {
     free(w->m);
 }
 
-/* blocked says whether the worker cannot do its work: stopping, credentials rejected, or the
- * circuit breaker open. It then reports not ready and takes no deliveries, except for a probe. */
-static int blocked(worker *w) {
-    return w->stopping || w->auth_blocked || fc_breaker_state(w->breaker) == FC_BREAKER_OPEN;
+/* ---- the broker ------------------------------------------------------------------ */
+
+/* consume starts consuming the work queue and the queue of batches it gave up on. */
+static int consume(worker *w) {
+    char crashed[FC_NAME_MAX];
+    fc_topology_name(crashed, w->cfg->queue_prefix, "crashed");
+    fc_amqp_cancel(w->amqp); /* a consumer the broker did not cancel is started again below */
+    int rc = fc_amqp_consume(w->amqp, w->queue, prefetch(w));
+    if (rc == FC_OK) rc = fc_amqp_consume(w->amqp, crashed, 1);
+    w->consuming = rc == FC_OK;
+    return rc;
 }
 
-/* needs_probe_work says whether a blocked worker must take deliveries to have a call to probe
- * the API with: its next credentials probe (or the breaker's cooldown end) is due and it holds
- * no queued call. Without this a worker that holds nothing would stay blocked for good. */
-static int needs_probe_work(worker *w, int64_t now) {
-    if (w->stopping || w->runq) return 0;
-    if (w->auth_blocked) return now >= w->auth_probe_ms;
-    return fc_breaker_state(w->breaker) == FC_BREAKER_OPEN && now >= fc_breaker_open_until(w->breaker);
-}
-
-/* connect_broker (re)connects, declares the topology and starts consuming unless blocked
- * (update_consuming starts it later). */
-static int connect_broker(worker *w) {
+static int declare(worker *w) {
     fc_topology t = {w->cfg->queue_prefix, w->cfg->retry_delays, w->cfg->nretry_delays, w->cfg->delivery_limit};
-    int consume = !blocked(w) || needs_probe_work(w, now_ms());
+    return fc_topology_declare(w->amqp, &t);
+}
+
+/* wants_deliveries asks the gate whether to consume now. */
+static int wants_deliveries(worker *w) { return gate_wants_deliveries(&w->gate, now_ms(), w->sched.runq != NULL); }
+
+/* connect_broker (re)connects, declares the topology and starts consuming if the gate says so
+ * (update_consuming starts it later otherwise). */
+static int connect_broker(worker *w) {
     int rc = fc_amqp_connect(w->amqp);
-    if (rc == FC_OK) rc = fc_topology_declare(w->amqp, &t);
-    if (rc == FC_OK && consume) rc = fc_amqp_consume(w->amqp, w->queue, prefetch(w));
+    if (rc == FC_OK) rc = declare(w);
+    if (rc == FC_OK && wants_deliveries(w)) rc = consume(w);
     if (rc != FC_OK) {
         fc_amqp_close(w->amqp);
-        return rc;
+        w->consuming = 0;
     }
-    w->consuming = consume;
-    return FC_OK;
+    return rc;
 }
 
 /* ensure_broker reconnects with capped exponential backoff and jitter. */
 static void ensure_broker(worker *w) {
     if (fc_amqp_ok(w->amqp)) return;
     if (w->link_up) {
-        int held = w->batches || w->inflight;
+        int held = w->batches || w->sched.inflight;
         fc_warn("broker connection lost (%s)%s", fc_amqp_errstr(w->amqp),
                 held ? ": dropping held batches, the broker redelivers them" : "");
         w->link_up = 0;
@@ -182,7 +187,7 @@ static void ensure_broker(worker *w) {
         fc_amqp_close(w->amqp);
     }
     int64_t now = now_ms();
-    if (now < w->next_reconnect_ms) return;
+    if (now < w->next_reconnect_ms || w->gate.stopping) return;
     if (connect_broker(w) == FC_OK) {
         if (w->connected_before) fc_info("reconnected to the broker after %d failed attempts", w->reconnect_attempt);
         else fc_info("consuming %s (prefetch %d, %d calls in flight, %s pipeline)", w->queue, prefetch(w),
@@ -200,82 +205,116 @@ static void ensure_broker(worker *w) {
             backoff);
 }
 
-/* update_consuming stops taking deliveries while calls cannot be made, and resumes after. */
-static void update_consuming(worker *w) {
-    int stop = blocked(w) && !needs_probe_work(w, now_ms());
-    atomic_store(&w->m->ready, !blocked(w) && fc_amqp_ok(w->amqp));
-    atomic_store(&w->m->breaker_state, fc_breaker_state(w->breaker));
-    if (!fc_amqp_ok(w->amqp)) return;
-    if (stop && w->consuming) {
-        fc_amqp_cancel(w->amqp);
-        w->consuming = 0;
-        if (!w->stopping)
-            fc_warn("stopped taking deliveries (%s)", w->auth_blocked ? "API credentials rejected" : "circuit breaker open");
-    } else if (!stop && !w->consuming) {
-        if (fc_amqp_consume(w->amqp, w->queue, prefetch(w)) == FC_OK) {
-            w->consuming = 1;
-            fc_info(blocked(w) ? "taking deliveries to probe the API" : "taking deliveries again");
-        }
+/* redeclare answers the broker cancelling the consumer (its queue was deleted, e.g. to change
+ * DELIVERY_LIMIT) or an unroutable outcome: declare the topology again on the same connection;
+ * update_consuming then consumes again. Held deliveries stay held and settle as usual. */
+static void redeclare(worker *w) {
+    if (!fc_amqp_ok(w->amqp) || !(w->cancelled || w->redeclare)) return;
+    if (w->cancelled) fc_warn("the broker cancelled the consumer (queue deleted?): declaring the topology again");
+    if (w->cancelled) fc_amqp_cancel(w->amqp);
+    w->consuming = w->cancelled ? 0 : w->consuming;
+    w->cancelled = w->redeclare = 0;
+    if (declare(w) != FC_OK) {
+        fc_warn("cannot declare the topology again (%s): reconnecting", fc_amqp_errstr(w->amqp));
+        fc_amqp_close(w->amqp);
     }
 }
 
+/* update_consuming stops taking deliveries while calls cannot be made, and resumes after. */
+static void update_consuming(worker *w) {
+    int want = wants_deliveries(w);
+    atomic_store(&w->m->ready, gate_ready(&w->gate) && fc_amqp_ok(w->amqp));
+    atomic_store(&w->m->breaker_state, fc_breaker_state(w->gate.breaker));
+    if (!fc_amqp_ok(w->amqp)) return;
+    if (!want && w->consuming) {
+        fc_amqp_cancel(w->amqp);
+        w->consuming = 0;
+        if (!w->gate.stopping)
+            fc_warn("stopped taking deliveries (%s)",
+                    w->gate.auth_blocked ? "API credentials rejected" : "circuit breaker open");
+    } else if (want && !w->consuming) {
+        if (consume(w) == FC_OK)
+            fc_info(gate_ready(&w->gate) ? "taking deliveries" : "taking deliveries to probe the API");
+    }
+}
+
+/* ---- periodic work ---------------------------------------------------------------- */
+
 /* sync_breaker shares the breaker's open state with the fleet through Redis. */
 static void sync_breaker(worker *w, int64_t now) {
-    char key[200];
-    snprintf(key, sizeof(key), "%s:breaker:{%s}", w->cfg->queue_prefix, w->cfg->api_name);
-    if (fc_breaker_just_opened(w->breaker)) {
-        long ms = (long)(fc_breaker_open_until(w->breaker) - now);
+    char key[FC_KEY_MAX];
+    fc_breaker *b = w->gate.breaker;
+    fc_key_breaker(key, sizeof(key), w->cfg->queue_prefix, w->cfg->api_name);
+    if (fc_breaker_just_opened(b)) {
+        long ms = (long)(fc_breaker_open_until(b) - now);
         fc_warn("circuit breaker opened for %s: no calls for %ld ms", w->cfg->api_name, ms);
         atomic_fetch_add(&w->m->breaker_opens, 1);
         fc_redis_cmd(w->redis, NULL, "SET %s 1 PX %ld", key, ms > 0 ? ms : 1);
     }
-    if (now - w->last_breaker_sync_ms < BREAKER_SYNC_MS) return;
-    w->last_breaker_sync_ms = now;
     fc_reply r;
     if (fc_redis_cmd(w->redis, &r, "PTTL %s", key) == FC_OK && r.type == FC_REPLY_INT && r.integer > 0 &&
-        fc_breaker_state(w->breaker) == FC_BREAKER_CLOSED)
-        fc_breaker_trip(w->breaker, now + r.integer);
+        fc_breaker_state(b) == FC_BREAKER_CLOSED)
+        gate_trip(&w->gate, now + r.integer);
     fc_reply_free(&r);
 }
 
-/* poll_usage samples the fleet's rate-limit usage for the metrics, when they are served (one
- * Redis round trip). */
+/* poll_usage samples the fleet's rate-limit usage for the metrics (one Redis round trip). */
 static void poll_usage(worker *w, int64_t now) {
-    if (!w->m->server || now - w->usage_polled_ms < USAGE_POLL_MS) return;
-    w->usage_polled_ms = now;
+    (void)now;
     double u;
     int rc = fc_limiter_usage(w->limiter, &u);
     if (rc == FC_OK) atomic_store(&w->m->rate_usage_milli, (long)(u * 1000.0 + 0.5));
     else if (rc == FC_EINVAL) atomic_store(&w->m->rate_usage_milli, -1);
 }
 
-/* poll_depth samples the work queue's ready messages for the metrics, when they are served (a
- * passive declare, which waits for the broker's answer). */
+/* poll_depth samples the work queue's ready messages for the metrics (a passive declare, which
+ * waits for the broker's answer). */
 static void poll_depth(worker *w, int64_t now) {
-    if (!w->m->server || !fc_amqp_ok(w->amqp) || now - w->depth_polled_ms < DEPTH_POLL_MS) return;
-    w->depth_polled_ms = now;
+    (void)now;
     long ready;
-    if (fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK) atomic_store(&w->m->queue_depth, ready);
+    if (fc_amqp_ok(w->amqp) && fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK)
+        atomic_store(&w->m->queue_depth, ready);
 }
+
+/* Work done every period_ms (ae.c's time events); metrics_only when only /metrics needs it. */
+typedef struct periodic {
+    const char *name;
+    long period_ms;
+    int metrics_only;
+    void (*fn)(worker *w, int64_t now);
+    int64_t last_ms;
+} periodic;
+
+static void run_periodic(worker *w, periodic *p, size_t n) {
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        if (now - p[i].last_ms < p[i].period_ms || (p[i].metrics_only && !w->m->server)) continue;
+        p[i].last_ms = now;
+        p[i].fn(w, now);
+    }
+}
+
+/* ---- signals ------------------------------------------------------------------------ */
 
 static void handle_signals(worker *w) {
     char buf[16];
     ssize_t n = read(w->sigfd, buf, sizeof(buf));
     if (n <= 0) return;
-    if (w->stopping) {
+    if (w->gate.stopping) {
         fc_warn("second signal: exiting now; the broker redelivers unacked batches");
         _exit(1);
     }
-    w->stopping = 1;
     /* Calls get SHUTDOWN_TIMEOUT less a margin for publishing what finished (a fifth, at most 2 s),
      * so that the process is gone within SHUTDOWN_TIMEOUT. */
     long margin = w->cfg->shutdown_timeout_ms / 5 < 2000 ? w->cfg->shutdown_timeout_ms / 5 : 2000;
-    w->stop_deadline_ms = now_ms() + w->cfg->shutdown_timeout_ms - margin;
-    fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->inflight,
+    gate_stop(&w->gate, now_ms() + w->cfg->shutdown_timeout_ms - margin);
+    fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->sched.inflight,
             w->cfg->shutdown_timeout_ms - margin);
     if (fc_amqp_ok(w->amqp)) fc_amqp_cancel(w->amqp);
     w->consuming = 0;
 }
+
+/* ---- the loop ----------------------------------------------------------------------- */
 
 static void drain_http(worker *w) {
     fc_http_done d;
@@ -289,32 +328,37 @@ static void account_busy(worker *w, int64_t *last) {
     *last = now;
 }
 
-static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
+/* read_broker reads the AMQP socket when it has data (or frames are buffered), and every tick
+ * for the heartbeats rabbitmq-c sends from inside its calls: no idle recv() per HTTP completion. */
+static void read_broker(worker *w, const fc_amqp_handler *h, int readable, int64_t *polled) {
+    int64_t t = now_ms();
+    if (!fc_amqp_ok(w->amqp) || !(readable || fc_amqp_pending(w->amqp) || t - *polled >= TICK_MS)) return;
+    *polled = t;
+    fc_amqp_poll(w->amqp, 0, h); /* a loss is handled by ensure_broker */
+}
+
+/* One turn of the loop, in this order: wait for a socket, a signal or the next timer; read the
+ * broker (deliveries, confirms); take finished calls; start reserved calls whose slot came;
+ * hold, checkpoint or start deliveries; schedule new calls; write the cache; publish and settle
+ * outcomes; periodic work; then consuming and the connection. */
+static int turn(worker *w, const fc_amqp_handler *h, periodic *p, size_t np, int64_t *busy, int64_t *polled) {
     fc_pollfd fds[2] = {{w->sigfd, 0}, {fc_amqp_fd(w->amqp), 0}};
     int nfds = fds[1].fd >= 0 ? 2 : 1;
     int timeout = fc_amqp_ok(w->amqp) && fc_amqp_pending(w->amqp) ? 0 : calls_next_timeout(w, TICK_MS);
     if (fc_http_wait(w->http, fds, nfds, timeout) != FC_OK) return FC_EIO;
-    account_busy(w, last);
+    account_busy(w, busy);
     if (fds[0].readable) handle_signals(w);
-    /* Read the socket only when it has data (or frames are buffered), and every tick for the
-     * heartbeats rabbitmq-c sends from inside its calls: no idle recv() per HTTP completion. */
-    int64_t t = now_ms();
-    if (fc_amqp_ok(w->amqp) && (fds[1].readable || fc_amqp_pending(w->amqp) || t - w->amqp_polled_ms >= TICK_MS)) {
-        w->amqp_polled_ms = t;
-        fc_amqp_poll(w->amqp, 0, h); /* a loss is handled by ensure_broker */
-    }
+    read_broker(w, h, fds[1].readable, polled);
     drain_http(w);
     calls_fire_timers(w);
-    batch_checkpoint_due(w);
+    batch_tick(w);
     int before = fc_http_running(w->http);
     calls_schedule(w);
     if (fc_http_running(w->http) > before) fc_http_kick(w->http); /* send the new requests now */
     cache_flush(w);
-    batch_settle_ready(w);
-    int64_t now = now_ms();
-    sync_breaker(w, now);
-    poll_depth(w, now);
-    poll_usage(w, now);
+    batch_settle(w);
+    run_periodic(w, p, np);
+    redeclare(w);
     update_consuming(w);
     ensure_broker(w);
     return FC_OK;
@@ -322,14 +366,19 @@ static int step(worker *w, const fc_amqp_handler *h, int64_t *last) {
 
 int worker_run(worker *w) {
     fc_amqp_handler h = {on_delivery, on_confirm, on_cancelled, w};
-    int64_t last = now_ms();
+    periodic p[] = {
+        {"breaker sync", 1000, 0, sync_breaker, 0},
+        {"rate-limit usage", 1000, 1, poll_usage, 0},
+        {"queue depth", 5000, 1, poll_depth, 0},
+    };
+    int64_t busy = now_ms(), polled = 0;
     ensure_broker(w);
-    while (!(w->stopping && !w->batches && fc_http_running(w->http) == 0)) {
-        if (w->stopping && now_ms() > w->stop_deadline_ms + 10000) {
-            fc_error("outcomes not confirmed 10 s after the shutdown deadline; leaving them to the broker");
+    while (!(w->gate.stopping && !w->batches && fc_http_running(w->http) == 0)) {
+        if (w->gate.stopping && now_ms() > w->gate.stop_deadline_ms + 2000) {
+            fc_warn("outcomes not confirmed within SHUTDOWN_TIMEOUT; the broker redelivers what is unacked");
             break;
         }
-        if (step(w, &h, &last) != FC_OK) return 1;
+        if (turn(w, &h, p, sizeof(p) / sizeof(p[0]), &busy, &polled) != FC_OK) return 1;
     }
     fc_amqp_close(w->amqp);
     fc_info("stopped cleanly");

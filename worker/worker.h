@@ -1,12 +1,20 @@
 /* The worker: one event loop that owns the AMQP connection, drives the API calls through
- * libcurl's multi interface and the Redis limiter, and settles each batch delivery. */
+ * libcurl's multi interface and the Redis limiter, and settles each batch delivery.
+ *
+ * Layers, each file calling only those below it (a layer above is reached by its caller
+ * looking at the state, never by a call up):
+ *   worker.c  the loop: connections, signals, consuming, periodic work
+ *   batch.c   a delivery's life: tasks in, outcome messages out, records, ack
+ *   calls.c   the scheduler: run queue, limiter reservations, timers, calls in flight
+ *   cache.c   cached stage answers: lookups return hits, writes are pipelined
+ *   gate.c    whether calls and deliveries may go on (pure)   task.c  one item's progress (leaf)
+ */
 #ifndef WORKER_H
 #define WORKER_H
 
 #include <stdint.h>
 
 #include "fc_amqp.h"
-#include "fc_breaker.h"
 #include "fc_config.h"
 #include "fc_http.h"
 #include "fc_item.h"
@@ -15,52 +23,58 @@
 #include "fc_pipeline.h"
 #include "fc_redis.h"
 #include "fc_topology.h"
+#include "gate.h"
 #include "metrics.h"
+#include "task.h"
 
-enum job_state { JOB_QUEUED, JOB_WAITING, JOB_INFLIGHT, JOB_DONE };
-enum job_outcome { OUT_NONE, OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED };
+enum batch_state {
+    BATCH_WAITING,  /* a retry whose jitter delay has not passed: no call yet */
+    BATCH_RUNNING,  /* its tasks are being worked on */
+    BATCH_SETTLING, /* every task has its outcome: outcome messages out, waiting for confirms */
+    BATCH_RECORDED  /* confirmed and recorded in Redis: acked next */
+};
 
-struct batch;
+enum batch_kind {
+    BATCH_WORK,    /* a batch to process */
+    BATCH_POISON,  /* cannot be read as a batch: dead-lettered as it came */
+    BATCH_CRASHED  /* came back unsettled too often: every item dead-lettered unprocessed */
+};
 
-/* One item's progress through the processor's API stages. */
-typedef struct job {
-    struct batch *b;
-    fc_item *item;              /* borrowed from b->msg */
-    int stage;                  /* 1..w->proc.nstages (flashcards: 1 = analysis, 2 = cards) */
-    int state;                  /* enum job_state */
-    int outcome;                /* enum job_outcome, set when state == JOB_DONE */
-    char *results[FC_STAGES_MAX]; /* each finished stage's result (compact JSON), owned */
-    char *request;              /* body of the next call, owned */
-    char cache_key[65];         /* key of the stage being worked on */
-    long est_tokens;
-    long prompt_tokens, completion_tokens;
-    int calls, cache_hits;
-    int64_t ready_at_ms;        /* JOB_WAITING: when the limiter lets it go */
-    int http_status;            /* last failure */
-    int err_class;              /* enum fc_class of the last failure */
-    char error[256];
-    struct job *next;           /* run queue or timer list */
-} job;
+enum outmsg_state { OUTMSG_UNSENT, OUTMSG_SENT, OUTMSG_CONFIRMED };
+
+/* One outcome message of a delivery, kept until the broker confirms it, so that a refused
+ * message is published again alone and nothing else twice. */
+typedef struct outmsg {
+    char exchange[FC_NAME_MAX];
+    char key[FC_JOB_ID_MAX + 32];
+    char id[256];              /* message id */
+    fc_buf body;
+    int dead;                  /* carries the dead-letter headers */
+    int state;                 /* enum outmsg_state */
+    uint64_t seq;              /* publish sequence number while OUTMSG_SENT */
+    int refusals;
+    int64_t resend_at_ms;      /* refused: publish again then */
+} outmsg;
 
 /* A delivery being worked on. */
 typedef struct batch {
     uint64_t tag;
-    fc_batch_msg msg;
-    job *jobs;                  /* msg.nitems entries */
-    size_t open;                /* jobs not yet JOB_DONE */
+    int state;                 /* enum batch_state */
+    int kind;                  /* enum batch_kind */
+    char id[256];              /* message id, for logs */
+    fc_batch_msg msg;          /* BATCH_WORK and BATCH_CRASHED */
+    task *tasks;               /* msg.nitems entries */
+    size_t open;               /* tasks not yet TASK_DONE */
     int64_t received_ms;
-    int64_t start_ms;           /* not before (retry delay jitter) */
-    int started;                /* jobs handed to the run queue */
-    int checkpointing;          /* no new calls: the rest goes to a continuation batch */
-    int settling;               /* outcome messages published, waiting for confirms */
-    uint64_t seq_lo, seq_hi;    /* publish sequence numbers of its outcome messages */
-    int confirms_left;
-    int confirm_failed;
-    int recorded;               /* outcomes written to Redis */
-    int64_t record_retry_ms;    /* Redis failed: next attempt to record */
-    char poison[256];           /* non-empty: the message itself is unusable */
-    char *raw;                  /* poison only: the original body */
+    int64_t start_ms;          /* BATCH_WAITING: not before */
+    int checkpointing;         /* no new calls: the rest goes to a continuation batch */
+    outmsg *out;
+    size_t nout;
+    char why[256];             /* BATCH_POISON: why it cannot be read */
+    char *raw;                 /* BATCH_POISON: the body as it came */
     size_t raw_len;
+    char failed_at[32];        /* the dead letters' x-failed-at */
+    int64_t record_retry_ms;   /* Redis failed: next attempt to record */
     struct batch *next;
 } batch;
 
@@ -69,6 +83,16 @@ typedef struct token_mean {
     double sum;
     long n;
 } token_mean;
+
+/* The scheduler's state; calls.c alone changes it. */
+typedef struct sched {
+    task *runq, *runq_tail;    /* FIFO of tasks ready to call */
+    task *timers;              /* TASK_WAITING, ordered by ready_at_ms */
+    int inflight;              /* TASK_WAITING + TASK_INFLIGHT */
+    int64_t wake_ms;           /* the gate said wait until then */
+    int limiter_down;          /* the last acquire got no answer or an error from Redis */
+    token_mean completion[FC_STAGES_MAX];
+} sched;
 
 /* Cache writes waiting for the next pipelined flush. */
 typedef struct cache_write {
@@ -82,7 +106,7 @@ typedef struct worker {
     fc_redis *redis;
     fc_http *http;
     fc_limiter *limiter;
-    fc_breaker *breaker;
+    gate gate;
     fc_pipeline_conf pipe;
     fc_processor proc;          /* the processing step; the flashcard pipeline over pipe */
     metrics *m;
@@ -90,26 +114,15 @@ typedef struct worker {
     char url[512];              /* $API_BASE_URL/chat/completions */
     char queue[FC_NAME_MAX];
     batch *batches;
-    job *runq, *runq_tail;      /* FIFO of jobs ready to be scheduled */
-    job *timers;                /* JOB_WAITING, ordered by ready_at_ms */
-    int inflight;               /* JOB_INFLIGHT + JOB_WAITING */
+    sched sched;
     int consuming;
-    int stopping;               /* SIGTERM seen */
-    int64_t stop_deadline_ms;
-    int auth_blocked;           /* 401/403 seen: stop consuming, probe slowly */
-    int64_t auth_probe_ms;
-    int64_t limiter_retry_ms;   /* Redis down in pause mode: no acquire before this */
-    int limiter_down;           /* the last acquire found Redis down */
+    int cancelled;              /* the broker cancelled the consumer: re-declare, consume again */
+    int redeclare;              /* an outcome was unroutable: declare the topology again */
     int64_t next_reconnect_ms;
     int reconnect_attempt;
     int connected_before;       /* a connection succeeded once: later ones are reconnections */
     int link_up;                /* connected; cleared (once) when the loss is handled */
-    int64_t last_breaker_sync_ms;
-    int64_t amqp_polled_ms;     /* last read of the AMQP socket */
-    int64_t depth_polled_ms;    /* last sample of the work queue's depth */
-    int64_t usage_polled_ms;    /* last sample of the rate-limit usage */
     int sigfd;                  /* read end of the signal pipe */
-    token_mean completion[FC_STAGES_MAX];
     cache_write *cache_out;
     size_t ncache_out, cache_cap;
     fc_buf scratch;
@@ -125,23 +138,21 @@ void worker_free(worker *w);
 /* batch.c: deliveries in, outcome messages out. */
 void batch_on_delivery(worker *w, const fc_delivery *d);
 void batch_on_confirm(worker *w, uint64_t seq, int status);
-void batch_job_done(worker *w, job *j, int outcome);
-void batch_settle_ready(worker *w);
-void batch_checkpoint_due(worker *w);
+void batch_tick(worker *w);
+void batch_settle(worker *w);
 void batch_drop_all(worker *w);
-batch *batch_find_settling(worker *w, uint64_t seq);
 
-/* calls.c: scheduling API calls under the limiter and the breaker. */
-void calls_enqueue(worker *w, job *j, int front);
+/* calls.c: API calls under the gate and the limiter. */
+void calls_enqueue(worker *w, task *t, int front);
 void calls_schedule(worker *w);
 void calls_fire_timers(worker *w);
 void calls_on_done(worker *w, const fc_http_done *d);
-void calls_abandon_queued(worker *w, batch *b);
+void calls_cancel(worker *w, task *v, size_t n, int inflight_too);
+void calls_cancel_all(worker *w);
 int calls_next_timeout(worker *w, int max_ms);
-int calls_prepare(worker *w, job *j);
 
-/* cache.c: stage answers cached in Redis, looked up per batch and written in pipelines. */
-void cache_lookup_batch(worker *w, batch *b);
+/* cache.c: stage answers cached in Redis. */
+size_t cache_lookup(worker *w, task *v, size_t n);
 void cache_store(worker *w, int stage, const char *key, const char *value);
 void cache_flush(worker *w);
 
