@@ -436,8 +436,10 @@ static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, lon
  * of the script counts as Redis unavailable (FC_ECONN, the fallback applies): a lost
  * connection, a failed AUTH, and every error reply (OOM at maxmemory, NOAUTH, NOPERM, max
  * clients, BUSY, a script error...). Letting calls go on an error would turn the fleet's
- * limit off exactly when Redis is in trouble. */
-static int redis_eval(fc_limiter *l, int argc, const char **argv, long long *flag, long long *value) {
+ * limit off exactly when Redis is in trouble. Only an answer to a writing operation (writes
+ * set) marks Redis available again: a Redis out of memory still answers the read-only
+ * queries ('q', 'u') but refuses every reservation. */
+static int redis_eval(fc_limiter *l, int writes, int argc, const char **argv, long long *flag, long long *value) {
     int64_t now = now_us(l);
     if (l->down && now < l->next_try_us) return FC_ECONN;
     if (!l->redis) {
@@ -450,7 +452,7 @@ static int redis_eval(fc_limiter *l, int argc, const char **argv, long long *fla
         mark_down(l, now, rc == FC_EPARSE ? "unexpected answer from the script" : fc_redis_errstr(l->redis));
         return FC_ECONN;
     }
-    if (l->down) {
+    if (l->down && writes) {
         fc_info("rate limiter %s: redis answers again", l->key_pause);
         l->down = 0;
     }
@@ -494,7 +496,7 @@ static int acquire_redis(fc_limiter *l, const double costs[], int64_t *wait_us) 
         argv[argc++] = nbuf[b++];
     }
     long long flag = 0, value = 0;
-    int rc = redis_eval(l, argc, argv, &flag, &value);
+    int rc = redis_eval(l, 1, argc, argv, &flag, &value);
     if (rc != FC_OK) return rc;
     *wait_us = value;
     return flag ? FC_EBUSY : FC_OK;
@@ -508,7 +510,7 @@ static void pause_query(fc_limiter *l) {
     l->pause_checked = now;
     const char *argv[] = {NULL, NULL, "1", l->key_pause, "q"};
     long long flag, value;
-    if (redis_eval(l, 5, argv, &flag, &value) == FC_OK) l->fleet_pause = now + value;
+    if (redis_eval(l, 0, 5, argv, &flag, &value) == FC_OK) l->fleet_pause = now + value;
 }
 
 int fc_limiter_usage(fc_limiter *l, double *usage) {
@@ -517,7 +519,7 @@ int fc_limiter_usage(fc_limiter *l, double *usage) {
     if (g->interval_us <= 0) return FC_EINVAL;
     const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_CALLS], "u"};
     long long flag, ahead;
-    int rc = redis_eval(l, 6, argv, &flag, &ahead);
+    int rc = redis_eval(l, 0, 6, argv, &flag, &ahead);
     if (rc == FC_OK && ahead > 0) *usage = (double)ahead / (double)(g->tau_us + g->interval_us);
     return rc;
 }
@@ -583,7 +585,7 @@ int fc_limiter_correct(fc_limiter *l, long delta_tokens) {
     snprintf(cap, sizeof(cap), "%lld", (long long)FC_GCRA_AHEAD_MAX_US);
     const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_TOKENS], "c", delta, cap};
     long long flag, value;
-    int rc = redis_eval(l, 8, argv, &flag, &value);
+    int rc = redis_eval(l, 1, 8, argv, &flag, &value);
     if (rc == FC_ECONN && l->fallback == FC_LIMITER_LOCAL) {
         const fc_gcra *lg = &l->local[LIM_TOKENS];
         fc_gcra_adjust(&l->local_tat[LIM_TOKENS], now_us(l), fc_gcra_cost_us(lg, (double)delta_tokens));
@@ -599,5 +601,5 @@ int fc_limiter_pause(fc_limiter *l, long ms) {
     snprintf(buf, sizeof(buf), "%ld", ms);
     const char *argv[] = {NULL, NULL, "1", l->key_pause, "p", buf};
     long long flag, value;
-    return redis_eval(l, 6, argv, &flag, &value);
+    return redis_eval(l, 1, 6, argv, &flag, &value);
 }

@@ -121,16 +121,33 @@ static void test_errstr_scrubs_password(void **state) {
 
 /* ---- A fake server that refuses AUTH ------------------------------------------------ */
 
-/* The fake answers the first request of each connection with reply, then closes it. It serves
- * at most 50 connections and gives up after 10 s without one. */
+/* The fake answers each request (one read: the client waits for each reply) with what answer
+ * makes of it, until the client closes or is idle for 2 s. It serves at most 50 connections and
+ * gives up after 10 s without one. */
+typedef const char *(*fake_answer_fn)(const char *request);
+
 typedef struct fake_server {
     int fd;
     int port;
-    const char *reply;
-    int connections;
+    fake_answer_fn answer;
+    int connections, requests;
     char first_request[512]; /* NUL-terminated start of the first request */
     pthread_t thread;
 } fake_server;
+
+static void fake_converse(fake_server *f, int c) {
+    for (int n = 0; n < 1000; n++) {
+        struct pollfd q = {c, POLLIN, 0};
+        char buf[512];
+        ssize_t got = poll(&q, 1, 2000) > 0 ? read(c, buf, sizeof(buf) - 1) : -1;
+        if (got <= 0) return;
+        buf[got] = '\0';
+        if (f->requests++ == 0) memcpy(f->first_request, buf, (size_t)got + 1);
+        const char *reply = f->answer(buf);
+        ssize_t w = write(c, reply, strlen(reply));
+        (void)w;
+    }
+}
 
 static void *fake_serve(void *arg) {
     fake_server *f = arg;
@@ -139,23 +156,16 @@ static void *fake_serve(void *arg) {
         if (poll(&p, 1, 10000) <= 0) break;
         int c = accept(f->fd, NULL, NULL);
         if (c < 0) break;
-        struct pollfd q = {c, POLLIN, 0};
-        char buf[512];
-        ssize_t got = poll(&q, 1, 2000) > 0 ? read(c, buf, sizeof(buf) - 1) : -1;
-        if (got > 0) {
-            buf[got] = '\0';
-            if (f->connections++ == 0) memcpy(f->first_request, buf, (size_t)got + 1);
-            ssize_t w = write(c, f->reply, strlen(f->reply));
-            (void)w;
-        }
+        f->connections++;
+        fake_converse(f, c);
         close(c);
     }
     return NULL;
 }
 
-static void fake_start(fake_server *f, const char *reply) {
+static void fake_start(fake_server *f, fake_answer_fn answer) {
     memset(f, 0, sizeof(*f));
-    f->reply = reply;
+    f->answer = answer;
     f->fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(f->fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -167,41 +177,59 @@ static void fake_start(fake_server *f, const char *reply) {
     assert_int_equal(pthread_create(&f->thread, NULL, fake_serve, f), 0);
 }
 
+/* fake_client starts f answering with answer and returns a client of it (password "" for none). */
+static fc_redis *fake_client(fake_server *f, fake_answer_fn answer, const char *password) {
+    fake_start(f, answer);
+    char url[128], err[128];
+    snprintf(url, sizeof(url), "redis://%s%s%s127.0.0.1:%d/0", *password ? ":" : "", password, *password ? "@" : "",
+             f->port);
+    fc_redis *r = fc_redis_new(url, 1000, err, sizeof(err));
+    assert_non_null(r);
+    return r;
+}
+
 static void fake_stop(fake_server *f) {
     shutdown(f->fd, SHUT_RDWR); /* wakes the poll */
     pthread_join(f->thread, NULL);
     close(f->fd);
 }
 
-static int64_t still_clock(void *arg) {
+static int64_t clock_now = 1000000000;
+static int64_t test_clock(void *arg) {
     (void)arg;
-    return 1000000000;
+    return clock_now;
+}
+
+/* limiter_over returns a limiter (1 call/s, burst 2) over r on the test clock. */
+static fc_limiter *limiter_over(fc_redis *r, int fallback) {
+    fc_limiter_conf c = {.prefix = "t", .api = "a", .calls = {1, 2}, .fallback = fallback};
+    fc_limiter *l = fc_limiter_new(r, &c);
+    assert_non_null(l);
+    fc_limiter_set_clock(l, test_clock, NULL);
+    return l;
+}
+
+static const char *wrongpass(const char *request) {
+    (void)request;
+    return "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 }
 
 static void test_auth_refused_at_connect(void **state) {
     (void)state;
     fake_server f;
-    fake_start(&f, "-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-    char url[128], err[128];
-    snprintf(url, sizeof(url), "redis://:" PW "@127.0.0.1:%d/0", f.port);
-    fc_redis *r = fc_redis_new(url, 1000, err, sizeof(err));
-    assert_non_null(r);
+    fc_redis *r = fake_client(&f, wrongpass, PW);
     fc_reply rep;
     assert_int_equal(fc_redis_cmd(r, &rep, "PING"), FC_EREDIS);
     assert_string_equal(fc_redis_errstr(r), "AUTH failed: WRONGPASS invalid username-password pair or user is disabled.");
     assert_int_equal(rep.type, FC_REPLY_NIL); /* nothing answered the command itself */
     /* A limiter over it: no grant from Redis; the fallback decides, and AUTH is tried again
      * (a reconnect) once the backoff ends. */
-    fc_limiter_conf c = {.prefix = "t", .api = "a", .calls = {1, 2}, .fallback = FC_LIMITER_PAUSE};
-    fc_limiter *l = fc_limiter_new(r, &c);
-    fc_limiter_set_clock(l, still_clock, NULL);
+    fc_limiter *l = limiter_over(r, FC_LIMITER_PAUSE);
     long wait;
     assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
     assert_int_equal(wait, 100);
     fc_limiter_free(l);
-    c.fallback = FC_LIMITER_LOCAL;
-    l = fc_limiter_new(r, &c);
-    fc_limiter_set_clock(l, still_clock, NULL);
+    l = limiter_over(r, FC_LIMITER_LOCAL);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_OK); /* the burst of 2, locally */
         assert_int_equal(wait, 0);
@@ -218,6 +246,39 @@ static void test_auth_refused_at_connect(void **state) {
     assert_non_null(strstr(f.first_request, "AUTH"));
 }
 
+/* oom answers like a Redis at maxmemory with noeviction: the script's read-only modes ('q'
+ * pause query, 'u' usage) run, every other command that writes is refused. */
+static const char *oom(const char *request) {
+    if (strstr(request, "\r\nq\r\n") || strstr(request, "\r\nu\r\n")) return "*2\r\n:0\r\n:0\r\n";
+    return "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+}
+
+static void test_read_only_answers_are_not_recovery(void **state) {
+    (void)state;
+    fake_server f;
+    fc_redis *r = fake_client(&f, oom, "");
+    fc_limiter *l = limiter_over(r, FC_LIMITER_PAUSE);
+    long wait;
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+    assert_int_equal(wait, 100);
+    /* The pause query still answers; that does not make Redis able to grant again. */
+    clock_now += 100000;
+    assert_int_equal(fc_limiter_pause_left_us(l, 1), 0);
+    double usage;
+    assert_int_equal(fc_limiter_usage(l, &usage), FC_OK);
+    /* So the backoff goes on doubling (it would restart at 100 ms after a recovery). */
+    assert_int_equal(fc_limiter_acquire(l, 0, &wait), FC_ECONN);
+    assert_int_equal(wait, 200);
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.redis_failures, 2);
+    fc_limiter_free(l);
+    fc_redis_free(r);
+    fake_stop(&f);
+    assert_int_equal(f.connections, 1);
+    assert_int_equal(f.requests, 4);
+}
+
 int main(void) {
     fc_log_setup(FC_LOG_OFF, FC_LOG_TEXT, "test_redis");
     const struct CMUnitTest tests[] = {
@@ -226,6 +287,7 @@ int main(void) {
         cmocka_unit_test(test_redact_agrees_with_connector),
         cmocka_unit_test(test_errstr_scrubs_password),
         cmocka_unit_test(test_auth_refused_at_connect),
+        cmocka_unit_test(test_read_only_answers_are_not_recovery),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
