@@ -71,16 +71,3 @@ void fc_log_write(int level, const char *fmt, ...) {
     ssize_t w = write(STDERR_FILENO, line, strlen(line));
     (void)w;
 }
-
-void fc_redact_url(const char *url, char *out, size_t outlen) {
-    const char *scheme = strstr(url, "://");
-    const char *auth = scheme ? scheme + 3 : url;
-    const char *at = strchr(auth, '@');
-    const char *slash = strchr(auth, '/');
-    const char *colon = strchr(auth, ':');
-    if (!at || (slash && slash < at) || !colon || colon > at) {
-        snprintf(out, outlen, "%s", url);
-        return;
-    }
-    snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
-}

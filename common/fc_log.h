@@ -26,7 +26,4 @@ void fc_log_write(int level, const char *fmt, ...) __attribute__((format(printf,
 #define fc_warn(...) fc_log(FC_LOG_WARN, __VA_ARGS__)
 #define fc_error(...) fc_log(FC_LOG_ERROR, __VA_ARGS__)
 
-/* fc_redact_url copies url into out (size outlen) with any password replaced by "***". */
-void fc_redact_url(const char *url, char *out, size_t outlen);
-
 #endif

@@ -98,9 +98,9 @@ static void hold_reserved(worker *w) {
     }
 }
 
-/* check_fleet_pause learns whether another process's 429 pauses the fleet (refresh: ask Redis);
+/* apply_fleet_pause learns whether another process's 429 pauses the fleet (refresh: ask Redis);
  * if so the gate holds calls until it ends and reserved calls go back to the queue. */
-static int check_fleet_pause(worker *w, int64_t now, int refresh) {
+static int apply_fleet_pause(worker *w, int64_t now, int refresh) {
     int64_t left = fc_limiter_pause_left_us(w->limiter, refresh) / 1000;
     if (left <= 0) return 0;
     gate_pause(&w->gate, now + left);
@@ -130,14 +130,14 @@ static int reserve(worker *w, task *t, int64_t now, long *wait) {
     }
     note_limiter(w, 0);
     /* A slot after a pause another process started: ask again when it ends. */
-    return !(*wait > 0 && w->sched.timers && check_fleet_pause(w, now, 0));
+    return !(*wait > 0 && w->sched.timers && apply_fleet_pause(w, now, 0));
 }
 
 void calls_schedule(worker *w) {
     sched *s = &w->sched;
     int64_t now = now_ms();
     while (s->runq && s->inflight < w->cfg->worker_count) {
-        int probe, verdict = gate_ask(&w->gate, now, &s->wake_ms, &probe);
+        int probe, verdict = gate_acquire(&w->gate, now, &s->wake_ms, &probe);
         if (verdict != GATE_GO) return; /* GATE_HAND_BACK: the batches hand their items back */
         task *t = runq_pop(s);
         t->probe = probe;
@@ -169,7 +169,7 @@ void calls_schedule(worker *w) {
 void calls_fire_timers(worker *w) {
     sched *s = &w->sched;
     int64_t now = now_ms();
-    if (s->timers && s->timers->ready_at_ms <= now && check_fleet_pause(w, now, 1)) return;
+    if (s->timers && s->timers->ready_at_ms <= now && apply_fleet_pause(w, now, 1)) return;
     while (s->timers && s->timers->ready_at_ms <= now) {
         task *t = s->timers;
         s->timers = t->next;
@@ -244,6 +244,21 @@ static int failure_class(const fc_http_done *d, int *gate_result) {
     return d->err ? FC_CLASS_RETRY : fc_pipeline_classify(d->status);
 }
 
+/* note_transport_failure logs a call that failed without an HTTP answer (timeout, connection
+ * lost or refused): a healthy worker loses no call silently. At most one line a second, with
+ * the count of those not logged, so an API that is down does not flood the log. */
+static void note_transport_failure(worker *w, const task *t, const char *why, int64_t now) {
+    sched *s = &w->sched;
+    if (now - s->failure_logged_ms < 1000) {
+        s->failures_unlogged++;
+        return;
+    }
+    fc_info("call of item %lld (stage %d) failed: %s; the item is retried (%ld more such failures not logged)",
+            t->item->position, t->stage, why, s->failures_unlogged);
+    s->failure_logged_ms = now;
+    s->failures_unlogged = 0;
+}
+
 static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int64_t now) {
     char why[256];
     int r, cls = failure_class(d, &r);
@@ -255,6 +270,7 @@ static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int
         snprintf(why, sizeof(why), "HTTP %d: %s", d->status, reason);
     }
     atomic_fetch_add(&w->m->api_errors, 1);
+    if (d->err && d->err != FC_ETOOBIG) note_transport_failure(w, t, why, now);
     gate_call_done(&w->gate, probe, r, now);
     if (d->status == 429) on_throttled(w, d);
     task_fail(t, cls, d->status, why);

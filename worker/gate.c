@@ -43,7 +43,7 @@ static int grant_breaker(gate *g, int64_t now, int64_t *until, int *probe) {
     return 1;
 }
 
-int gate_ask(gate *g, int64_t now, int64_t *until, int *probe) {
+int gate_acquire(gate *g, int64_t now, int64_t *until, int *probe) {
     *probe = 0;
     *until = GATE_NEVER;
     if (g->stopping) return GATE_HAND_BACK;

@@ -65,10 +65,10 @@ typedef struct gate {
 int gate_init(gate *g, const gate_conf *c);
 void gate_free(gate *g);
 
-/* gate_ask answers for one call at now: GATE_GO with *probe set to the probes the grant
+/* gate_acquire answers for one call at now: GATE_GO with *probe set to the probes the grant
  * carries (0 for none), GATE_WAIT with *until set (GATE_NEVER: until a result or a release),
  * or GATE_HAND_BACK once stopping. */
-int gate_ask(gate *g, int64_t now, int64_t *until, int *probe);
+int gate_acquire(gate *g, int64_t now, int64_t *until, int *probe);
 
 /* gate_release ends a grant whose call was not made; its probes are due again at once. */
 void gate_release(gate *g, int probe);

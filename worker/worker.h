@@ -91,6 +91,8 @@ typedef struct sched {
     int inflight;              /* TASK_WAITING + TASK_INFLIGHT */
     int64_t wake_ms;           /* the gate said wait until then */
     int limiter_down;          /* the last acquire got no answer or an error from Redis */
+    int64_t failure_logged_ms; /* last call failure without an HTTP answer logged */
+    long failures_unlogged;    /* such failures since, not logged */
     token_mean completion[FC_STAGES_MAX];
 } sched;
 
