@@ -7,6 +7,9 @@
 #include "fc_error.h"
 
 #define RESULTS_QUEUE_EXPIRES_MS (7LL * 86400 * 1000)
+/* Redeliveries of a batch in P.crashed (settling one makes no API call): a constant, so that
+ * changing DELIVERY_LIMIT leaves that queue's arguments alone. */
+#define CRASHED_DELIVERY_LIMIT 5
 
 void fc_topology_name(char *out, const char *prefix, const char *suffix) {
     snprintf(out, FC_NAME_MAX, "%s.%s", prefix, suffix);
@@ -48,7 +51,7 @@ static int declare_work(fc_amqp *a, const fc_topology *t) {
     fc_topology_name(crashed, t->prefix, "crashed");
     fc_topology_name(dead, t->prefix, "dead");
     int rc = fc_amqp_declare_exchange(a, dead, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = declare_work_queue(a, crashed, t->delivery_limit, dead);
+    if (rc == FC_OK) rc = declare_work_queue(a, crashed, CRASHED_DELIVERY_LIMIT, dead);
     if (rc == FC_OK) rc = declare_work_queue(a, batches, t->delivery_limit, crashed);
     return rc;
 }
