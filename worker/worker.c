@@ -307,7 +307,8 @@ static void handle_signals(worker *w) {
     /* Calls get SHUTDOWN_TIMEOUT less a margin for publishing what finished (a fifth, at most 2 s),
      * so that the process is gone within SHUTDOWN_TIMEOUT. */
     long margin = w->cfg->shutdown_timeout_ms / 5 < 2000 ? w->cfg->shutdown_timeout_ms / 5 : 2000;
-    gate_stop(&w->gate, now_ms() + w->cfg->shutdown_timeout_ms - margin);
+    w->stop_exit_ms = now_ms() + w->cfg->shutdown_timeout_ms;
+    gate_stop(&w->gate, w->stop_exit_ms - margin);
     fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->sched.inflight,
             w->cfg->shutdown_timeout_ms - margin);
     if (fc_amqp_ok(w->amqp)) fc_amqp_cancel(w->amqp);
@@ -374,7 +375,7 @@ int worker_run(worker *w) {
     int64_t busy = now_ms(), polled = 0;
     ensure_broker(w);
     while (!(w->gate.stopping && !w->batches && fc_http_running(w->http) == 0)) {
-        if (w->gate.stopping && now_ms() > w->gate.stop_deadline_ms + 2000) {
+        if (w->gate.stopping && now_ms() >= w->stop_exit_ms) {
             fc_warn("outcomes not confirmed within SHUTDOWN_TIMEOUT; the broker redelivers what is unacked");
             break;
         }

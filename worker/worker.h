@@ -125,6 +125,7 @@ typedef struct worker {
     int connected_before;       /* a connection succeeded once: later ones are reconnections */
     int link_up;                /* connected; cleared (once) when the loss is handled */
     int sigfd;                  /* read end of the signal pipe */
+    int64_t stop_exit_ms;       /* SIGTERM + SHUTDOWN_TIMEOUT: gone by then, settled or not */
     cache_write *cache_out;
     size_t ncache_out, cache_cap;
     fc_buf scratch;
