@@ -107,9 +107,11 @@ void fc_gcra_adjust(int64_t *tat, int64_t now_us, int64_t delta_us);
 
 /* ---- The limiter ----------------------------------------------------------------- */
 
+/* What applies while Redis is unavailable: unreachable, refusing AUTH, or answering an error
+ * reply instead of a grant (see fc_limiter_acquire). */
 enum fc_limiter_fallback {
-    FC_LIMITER_PAUSE = 0, /* Redis down: acquire fails with FC_ECONN, caller retries later */
-    FC_LIMITER_LOCAL = 1  /* Redis down: each process applies rate / fleet_size locally */
+    FC_LIMITER_PAUSE = 0, /* acquire fails with FC_ECONN, caller retries later */
+    FC_LIMITER_LOCAL = 1  /* each process applies rate / fleet_size locally */
 };
 
 typedef struct fc_limiter_conf {
