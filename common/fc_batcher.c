@@ -6,15 +6,17 @@
 #define CLOSE_LEN 2       /* "]}" */
 #define HEADER_MAX 256    /* fc_message_batch_open writes less than this for any header */
 
-/* fits_alone says whether an item of n bytes fits in a batch of its own numbered batch. */
+/* fits_alone checks that an item of n bytes fits in a batch of its own numbered batch: 0, FC_ETOOBIG,
+ * or FC_ENOMEM (never reported as FC_ETOOBIG: the item would be rejected for want of memory). */
 static int fits_alone(fc_batcher *b, size_t n, long batch) {
-    if (n + CLOSE_LEN + HEADER_MAX <= (size_t)b->max_bytes) return 1;
+    if (n + CLOSE_LEN + HEADER_MAX <= (size_t)b->max_bytes) return FC_OK;
     fc_batch_hdr h = b->hdr;
     fc_buf head = {0};
     h.batch = batch;
-    int ok = fc_message_batch_open(&head, &h) == FC_OK && head.len + n + CLOSE_LEN <= (size_t)b->max_bytes;
+    int rc = fc_message_batch_open(&head, &h);
+    if (rc == FC_OK && head.len + n + CLOSE_LEN > (size_t)b->max_bytes) rc = FC_ETOOBIG;
     fc_buf_free(&head);
-    return ok;
+    return rc;
 }
 
 static int close_into(fc_batcher *b, fc_closed_batch *out) {
@@ -30,24 +32,27 @@ static int close_into(fc_batcher *b, fc_closed_batch *out) {
 int fc_batcher_fits(fc_batcher *b, const fc_item *it) {
     fc_buf_reset(&b->one);
     if (fc_message_item(&b->one, it, NULL) != FC_OK) return FC_ENOMEM;
-    return fits_alone(b, b->one.len, b->hdr.batch) ? FC_OK : FC_ETOOBIG;
+    return fits_alone(b, b->one.len, b->hdr.batch);
 }
 
 int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out) {
     fc_buf_reset(&b->one);
     if (fc_message_item(&b->one, it, NULL) != FC_OK) return FC_ENOMEM;
     size_t n = b->one.len;
-    int closed = 0;
+    int closed = 0, rc;
     if (b->items && (b->items >= b->max_items || b->body.len + 1 + n + CLOSE_LEN > (size_t)b->max_bytes)) {
-        if (!fits_alone(b, n, b->hdr.batch + 1)) return FC_ETOOBIG; /* the open batch stays open */
+        if ((rc = fits_alone(b, n, b->hdr.batch + 1)) != FC_OK) return rc; /* the open batch stays open */
         if (close_into(b, out) != FC_OK) return FC_ENOMEM;
         closed = 1;
-    } else if (!b->items && !fits_alone(b, n, b->hdr.batch)) {
-        return FC_ETOOBIG;
+    } else if (!b->items && (rc = fits_alone(b, n, b->hdr.batch)) != FC_OK) {
+        return rc;
     }
-    int rc = b->items ? fc_buf_puts(&b->body, ",") : fc_message_batch_open(&b->body, &b->hdr);
+    rc = b->items ? fc_buf_puts(&b->body, ",") : fc_message_batch_open(&b->body, &b->hdr);
     if (rc == FC_OK) rc = fc_buf_append(&b->body, b->one.data, n);
-    if (rc != FC_OK) return FC_ENOMEM;
+    if (rc != FC_OK) {
+        if (closed) fc_buf_free(&out->body); /* nothing is handed out with an error */
+        return FC_ENOMEM;
+    }
     b->items++;
     return closed;
 }

@@ -35,7 +35,8 @@ typedef struct fc_closed_batch {
 /* fc_batcher_add adds it to the batch being built. When that batch cannot take it (max_items
  * reached, or the message would pass max_bytes) it is closed into *out first and 1 is
  * returned; else 0. FC_ETOOBIG: the item alone makes a message over max_bytes (nothing
- * changes); FC_ENOMEM. */
+ * changes). FC_ENOMEM: out of memory, never reported as FC_ETOOBIG; nothing is handed out in
+ * *out, and the batcher is left unusable (stop, or fc_batcher_free it). */
 int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out);
 
 /* fc_batcher_fits checks that it fits in a batch of its own, without adding it (--strict's check):

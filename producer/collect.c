@@ -9,14 +9,17 @@
  * broker, crash) leaves them there for the next --resume --wait. The spool is removed once the
  * output is written. */
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fc_error.h"
 #include "fc_log.h"
+#include "fc_pipeline.h"
 #include "fc_topology.h"
 #include "producer.h"
 
@@ -27,11 +30,20 @@
 #define RECONNECT_RESET_S 300.0 /* connected this long, lost connections are forgiven */
 #define DRAINED_CHECKS 5       /* checks that find the results queue empty before results are called lost, */
 #define DRAINED_QUIET_S 3.0    /* with no delivery for this long */
+#define POSSET_FIRST 1024      /* slots of a position set's first table */
 
 typedef struct spooled {
     long long position;
     long offset;   /* of the item's JSON line in the spool */
 } spooled;
+
+/* A set of positions: open addressing with linear probing, at most half full, 0 marking a free
+ * slot (positions are >= 1). Its size follows the number of results, whatever their positions. */
+typedef struct posset {
+    unsigned long long *slot;
+    size_t cap;    /* slots: 0 or a power of two */
+    size_t n;      /* positions held */
+} posset;
 
 typedef struct collector {
     producer *p;
@@ -41,42 +53,61 @@ typedef struct collector {
     double last_delivery;  /* mono_s() of the last results message */
     spooled *v;
     size_t n, cap;
-    unsigned char *seen;   /* bitmap by position */
-    size_t seen_len;
-    uint64_t last_tag;
+    posset seen;           /* positions in v */
+    uint64_t last_tag;     /* the last delivery whose results are all spooled: acked at the next sync */
+    int error;             /* 0, or why a delivery could not be spooled: it and all after it stay unacked */
+    int write_errno;       /* errno of the first failed write to the spool, for the message */
     int bad_message;
 } collector;
 
-static int seen_test_set(collector *c, long long pos) {
-    size_t byte = (size_t)(pos / 8);
-    if (byte >= c->seen_len) {
-        size_t len = byte * 2 + 64;
-        unsigned char *s = realloc(c->seen, len);
-        if (!s) return -1;
-        memset(s + c->seen_len, 0, len - c->seen_len);
-        c->seen = s;
-        c->seen_len = len;
-    }
-    int was = (c->seen[byte] >> (pos % 8)) & 1;
-    c->seen[byte] |= (unsigned char)(1 << (pos % 8));
-    return was;
+/* posset_slot returns the slot holding pos, or the free slot where it would go (s->cap > 0). */
+static size_t posset_slot(const posset *s, unsigned long long pos) {
+    unsigned long long h = pos * 0x9e3779b97f4a7c15ull; /* Fibonacci hashing: the high bits are mixed best */
+    size_t i = (size_t)(h ^ h >> 32) & (s->cap - 1);
+    while (s->slot[i] && s->slot[i] != pos) i = (i + 1) & (s->cap - 1);
+    return i;
 }
 
-/* note_item records that the item at offset of the spool has position; 0, or -1 when it is a
- * duplicate (or out of memory). */
-static int note_item(collector *c, long long position, long offset) {
-    if (position < 1 || seen_test_set(c, position) != 0) return -1;
+static int posset_has(const posset *s, unsigned long long pos) { return s->cap && s->slot[posset_slot(s, pos)] == pos; }
+
+/* posset_reserve makes room for one more position: 0, or FC_ENOMEM with the set unchanged. */
+static int posset_reserve(posset *s) {
+    if ((s->n + 1) * 2 <= s->cap) return FC_OK;
+    posset g = {NULL, s->cap ? s->cap * 2 : POSSET_FIRST, 0};
+    if (g.cap < s->cap || !(g.slot = calloc(g.cap, sizeof(*g.slot)))) return FC_ENOMEM;
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->slot[i]) g.slot[posset_slot(&g, s->slot[i])] = s->slot[i];
+    g.n = s->n;
+    free(s->slot);
+    *s = g;
+    return FC_OK;
+}
+
+/* posset_add adds pos, which the set does not hold, after a successful posset_reserve. */
+static void posset_add(posset *s, unsigned long long pos) {
+    s->slot[posset_slot(s, pos)] = pos;
+    s->n++;
+}
+
+/* note_reserve makes room to note one more item (in v and in seen): 0 or FC_ENOMEM. */
+static int note_reserve(collector *c) {
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 1024;
-        spooled *v = realloc(c->v, cap * sizeof(*v));
-        if (!v) return -1;
+        spooled *v = cap > c->cap ? realloc(c->v, cap * sizeof(*v)) : NULL;
+        if (!v) return FC_ENOMEM;
         c->v = v;
         c->cap = cap;
     }
+    return posset_reserve(&c->seen);
+}
+
+/* note_item records that the item at offset of the spool has position (>= 1, not seen yet), after a
+ * successful note_reserve. */
+static void note_item(collector *c, long long position, long offset) {
+    posset_add(&c->seen, (unsigned long long)position);
     c->v[c->n].position = position;
     c->v[c->n].offset = offset;
     c->n++;
-    return 0;
 }
 
 static long long position_of(json_object *item) {
@@ -84,26 +115,52 @@ static long long position_of(json_object *item) {
     return json_object_object_get_ex(item, "position", &pos) ? json_object_get_int64(pos) : 0;
 }
 
-static void spool_item(collector *c, json_object *item) {
-    if (note_item(c, position_of(item), ftell(c->spool)) != 0) return; /* duplicate delivery */
-    fputs(json_object_to_json_string_ext(item, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), c->spool);
-    fputc('\n', c->spool);
+/* spool_failed keeps the errno of the first failed write to the spool (EIO if none was set); returns FC_EIO. */
+static int spool_failed(collector *c) {
+    if (!c->write_errno) c->write_errno = errno ? errno : EIO;
+    return FC_EIO;
+}
+
+/* spool_item appends item to the spool, unless its position is there already (a delivery that came
+ * twice). Returns 0, or FC_ENOMEM / FC_EIO: the item is not spooled, so its message must not be acked.
+ * An item without a valid position is skipped with a warning: no delivery can make it whole. */
+static int spool_item(collector *c, json_object *item) {
+    long long pos = position_of(item);
+    if (pos < 1) {
+        fc_warn("ignoring a result without a valid position");
+        return FC_OK;
+    }
+    if (posset_has(&c->seen, (unsigned long long)pos)) return FC_OK;
+    const char *json = json_object_to_json_string_ext(item, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (!json || note_reserve(c) != FC_OK) return FC_ENOMEM;
+    errno = 0;
+    long offset = ftell(c->spool);
+    if (offset < 0 || fputs(json, c->spool) == EOF || fputc('\n', c->spool) == EOF) return spool_failed(c);
+    note_item(c, pos, offset);
+    return FC_OK;
 }
 
 /* spool_load reads the results an earlier run spooled; a last line cut short by a crash is
- * dropped (its message was not acked, so it comes again). Returns 0 or FC_EIO. */
+ * dropped (its message was not acked, so it comes again). Returns 0, FC_ENOMEM, or FC_EIO (a read
+ * error: nothing is cut then, since what could not be read may hold results already acked). */
 static int spool_load(collector *c) {
     char *line = NULL;
     size_t cap = 0;
     long offset = 0;
     ssize_t len;
-    while ((len = getline(&line, &cap, c->spool)) > 0 && line[len - 1] == '\n') {
+    int rc = FC_OK;
+    while (rc == FC_OK && (len = getline(&line, &cap, c->spool)) > 0 && line[len - 1] == '\n') {
         json_object *item = json_tokener_parse(line);
-        note_item(c, position_of(item), offset);
+        long long pos = position_of(item);
         json_object_put(item);
+        if (pos < 1) fc_warn("spool %s: skipping an unreadable line at byte %ld", c->spool_path, offset);
+        else if (!posset_has(&c->seen, (unsigned long long)pos) && (rc = note_reserve(c)) == FC_OK)
+            note_item(c, pos, offset);
         offset += (long)len;
     }
     free(line);
+    if (rc != FC_OK) return rc;
+    if (ferror(c->spool) || !feof(c->spool)) return errno == ENOMEM ? FC_ENOMEM : FC_EIO; /* getline failed */
     if (fflush(c->spool) != 0 || ftruncate(fileno(c->spool), offset) != 0 || fseek(c->spool, offset, SEEK_SET) != 0)
         return FC_EIO;
     if (c->n) fc_info("job %s: %zu results already collected in %s", c->p->st.job_id, c->n, c->spool_path);
@@ -111,7 +168,8 @@ static int spool_load(collector *c) {
 }
 
 /* spool_open opens OUTPUT.<job>.part (continuing it on --resume; the job id keeps another job's
- * spool out) or, without --output, a temp file. */
+ * spool out) or, without --output, a temp file. The spool holds the job's results: it is created
+ * readable by its owner only (0600, whatever the umask), and one left by an older version is made so. */
 static int spool_open(collector *c, const producer *p) {
     if (!p->cfg->output) {
         c->spool = tmpfile();
@@ -120,37 +178,53 @@ static int spool_open(collector *c, const producer *p) {
     size_t n = strlen(p->cfg->output) + strlen(p->st.job_id) + 7;
     if (!(c->spool_path = malloc(n))) return FC_ENOMEM;
     snprintf(c->spool_path, n, "%s.%s.part", p->cfg->output, p->st.job_id);
-    c->spool = p->cfg->resume ? fopen(c->spool_path, "r+") : NULL;
-    if (c->spool) return spool_load(c);
-    c->spool = fopen(c->spool_path, "w+");
-    return c->spool ? FC_OK : FC_EIO;
+    int fd = open(c->spool_path, O_RDWR | O_CREAT | O_CLOEXEC | (p->cfg->resume ? 0 : O_TRUNC), S_IRUSR | S_IWUSR);
+    struct stat st;
+    if (fd < 0) return FC_EIO;
+    if (fstat(fd, &st) != 0 || ((st.st_mode & (S_IRWXG | S_IRWXO)) && fchmod(fd, S_IRUSR | S_IWUSR) != 0) ||
+        !(c->spool = fdopen(fd, "w+"))) {
+        close(fd);
+        return FC_EIO;
+    }
+    return p->cfg->resume ? spool_load(c) : FC_OK;
 }
 
 /* spool_sync makes the spooled results durable, then acks their messages. */
 static int spool_sync(collector *c) {
     if (!c->unsynced) return FC_OK;
     /* ferror too: a failed implicit flush drops the buffer, and the next fflush may then succeed */
-    if (fflush(c->spool) != 0 || ferror(c->spool) || (c->spool_path && fsync(fileno(c->spool)) != 0)) return FC_EIO;
+    errno = 0;
+    if (fflush(c->spool) != 0 || ferror(c->spool) || (c->spool_path && fsync(fileno(c->spool)) != 0))
+        return spool_failed(c);
     c->unsynced = 0;
     return fc_amqp_ack_upto(c->p->amqp, c->last_tag);
 }
 
+/* on_result spools a results message's items. Once one cannot be spooled (c->error), that delivery
+ * and every later one stay unacked (acks go up to c->last_tag) and come again to the next run. */
 static void on_result(void *ud, const fc_delivery *d) {
     collector *c = ud;
-    c->last_tag = d->tag;
-    c->unsynced = 1; /* acked after the next sync, duplicates and unreadable messages too */
+    if (c->error) return;
     c->last_delivery = mono_s();
     json_tokener *tok = json_tokener_new();
-    json_object *root = json_tokener_parse_ex(tok, d->body, (int)d->len);
+    if (!tok) {
+        c->error = FC_ENOMEM;
+        return;
+    }
+    json_object *root = d->len <= INT32_MAX ? json_tokener_parse_ex(tok, d->body, (int)d->len) : NULL;
     json_object *items;
     if (root && json_object_object_get_ex(root, "items", &items) && json_object_is_type(items, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(items); i++) spool_item(c, json_object_array_get_idx(items, i));
+        for (size_t i = 0; i < json_object_array_length(items) && !c->error; i++)
+            c->error = spool_item(c, json_object_array_get_idx(items, i));
     } else {
         c->bad_message++;
         fc_warn("ignoring an unreadable results message '%s'", d->message_id);
     }
     json_object_put(root);
     json_tokener_free(tok);
+    if (c->error) return;
+    c->last_tag = d->tag;
+    c->unsynced = 1; /* acked after the next sync, duplicates and unreadable messages too */
 }
 
 static long hash_len(producer *p, const char *key) {
@@ -163,7 +237,7 @@ static long hash_len(producer *p, const char *key) {
 
 static void load_stats(producer *p) {
     fc_reply r;
-    if (fc_redis_cmd(p->redis, &r, "HGETALL %s", p->key_stats) == FC_OK && r.type == FC_REPLY_ARRAY) {
+    if (fc_redis_cmd(p->redis, &r, "HGETALL %s", p->key[FC_JOB_STATS]) == FC_OK && r.type == FC_REPLY_ARRAY) {
         for (size_t i = 0; i + 1 < r.nelem; i += 2) {
             long v = atol(r.elem[i + 1].str ? r.elem[i + 1].str : "0");
             const char *k = r.elem[i].str ? r.elem[i].str : "";
@@ -206,29 +280,49 @@ static void tsv_field(FILE *out, const char *s) {
     }
 }
 
+/* str_of returns o's member key as text ("" if absent), borrowed from o; NULL when out of memory. */
 static const char *str_of(json_object *o, const char *key) {
     json_object *v;
     if (!json_object_object_get_ex(o, key, &v)) return "";
     return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : json_object_to_json_string(v);
 }
 
-static void write_tsv_item(FILE *out, json_object *item) {
-    static const char *f[] = {"term_number", "tab_name", "primer", "front", "back", "tags", "honorific_level"};
+/* write_tsv_item writes a row per card of item, in the columns of FC_CARD_HEADER: the item's
+ * position and term, then the card's own columns. Returns 0 or FC_ENOMEM. */
+static int write_tsv_item(FILE *out, json_object *item) {
     json_object *cards;
-    if (!json_object_object_get_ex(item, "cards", &cards)) return;
+    if (!json_object_object_get_ex(item, "cards", &cards) || !json_object_is_type(cards, json_type_array)) {
+        fc_warn("the result at position %lld has no cards", position_of(item));
+        return FC_OK;
+    }
     for (size_t i = 0; i < json_object_array_length(cards); i++) {
         json_object *card = json_object_array_get_idx(cards, i);
-        tsv_field(out, str_of(item, "position"));
-        fputc('\t', out);
-        tsv_field(out, str_of(item, "term"));
-        for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
-            fputc('\t', out);
-            tsv_field(out, str_of(card, f[k]));
+        for (int k = 0; k < FC_CARD_NFIELDS; k++) {
+            json_object *from = k == FC_CARD_POSITION || k == FC_CARD_TERM ? item : card;
+            const char *text = str_of(from, fc_card_columns[k]);
+            if (!text) return FC_ENOMEM;
+            if (k) fputc('\t', out);
+            tsv_field(out, text);
         }
         fputc('\n', out);
     }
+    return FC_OK;
 }
 
+/* write_item writes the spooled item at offset to out, as it is (JSON Lines) or as TSV rows.
+ * Returns 0, FC_EIO (the spool cannot be read back) or FC_ENOMEM. */
+static int write_item(collector *c, FILE *out, int jsonl, long offset, char **line, size_t *cap) {
+    if (fseek(c->spool, offset, SEEK_SET) != 0 || getline(line, cap, c->spool) < 0)
+        return errno == ENOMEM ? FC_ENOMEM : FC_EIO;
+    if (jsonl) return fputs(*line, out) == EOF ? FC_EIO : FC_OK;
+    json_object *item = json_tokener_parse(*line);
+    int rc = item ? write_tsv_item(out, item) : FC_EIO; /* spooled whole, so unreadable is a damaged spool */
+    json_object_put(item);
+    return rc;
+}
+
+/* write_output writes every spooled result to path, ordered by position, and syncs it. Returns 0, or
+ * FC_EIO / FC_ENOMEM (said on stderr): then the spool and the results queue must stay. */
 static int write_output(collector *c, const char *path) {
     size_t plen = strlen(path);
     int jsonl = plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0;
@@ -237,26 +331,21 @@ static int write_output(collector *c, const char *path) {
         fprintf(stderr, "flashcard-producer: --output: cannot write '%s': %m\n", path);
         return FC_EIO;
     }
-    if (!jsonl) fputs("position\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level\n", out);
+    if (!jsonl) fputs(FC_CARD_HEADER "\n", out);
     qsort(c->v, c->n, sizeof(*c->v), cmp_pos);
     char *line = NULL;
-    size_t cap = 0;
-    for (size_t i = 0; i < c->n; i++) {
-        fseek(c->spool, c->v[i].offset, SEEK_SET);
-        if (getline(&line, &cap, c->spool) < 0) break;
-        if (jsonl) {
-            fputs(line, out);
-            continue;
-        }
-        json_object *item = json_tokener_parse(line);
-        if (item) write_tsv_item(out, item);
-        json_object_put(item);
-    }
+    size_t cap = 0, i;
+    int rc = FC_OK;
+    for (i = 0; i < c->n && rc == FC_OK; i++) rc = write_item(c, out, jsonl, c->v[i].offset, &line, &cap);
     free(line);
+    if (rc != FC_OK) /* i counts from 1 here */
+        fprintf(stderr, "flashcard-producer: --output: cannot read result %zu of %zu back from the spool: %s\n", i,
+                c->n, fc_strerror(rc));
     /* on disk before the spool and the results queue go */
-    int rc = fflush(out) == 0 && !ferror(out) && fsync(fileno(out)) == 0 ? FC_OK : FC_EIO;
+    if (rc == FC_OK) rc = fflush(out) == 0 && !ferror(out) && fsync(fileno(out)) == 0 ? FC_OK : FC_EIO;
     if (fclose(out) != 0) rc = FC_EIO;
     if (rc == FC_OK) fprintf(stderr, "flashcard-producer: wrote %zu items to %s\n", c->n, path);
+    else fprintf(stderr, "flashcard-producer: --output: '%s' is incomplete\n", path);
     return rc;
 }
 
@@ -287,9 +376,10 @@ static int results_drained(producer *p, const collector *c, int *checks) {
 
 int producer_wait(producer *p) {
     collector c = {.p = p};
-    if (spool_open(&c, p) != FC_OK) {
+    int orc = spool_open(&c, p);
+    if (orc != FC_OK) {
         fprintf(stderr, "flashcard-producer: --output: cannot use the spool '%s': %s\n",
-                c.spool_path ? c.spool_path : "(temp file)", strerror(errno));
+                c.spool_path ? c.spool_path : "(temp file)", orc == FC_EIO ? strerror(errno) : fc_strerror(orc));
         free(c.spool_path);
         if (c.spool) fclose(c.spool);
         return EXIT_INCOMPLETE;
@@ -311,11 +401,17 @@ int producer_wait(producer *p) {
         if (prc == FC_OK && spool_sync(&c) != FC_OK) {
             if (fc_amqp_ok(p->amqp)) {
                 fprintf(stderr, "flashcard-producer: --output: cannot write the spool '%s': %s\n",
-                        c.spool_path ? c.spool_path : "(temp file)", strerror(errno));
+                        c.spool_path ? c.spool_path : "(temp file)", strerror(c.write_errno));
                 rc = EXIT_INCOMPLETE;
                 break;
             }
             prc = FC_ECONN;
+        }
+        if (c.error) {
+            fprintf(stderr, "flashcard-producer: cannot spool a result: %s; it stays in the results queue\n",
+                    c.error == FC_EIO ? strerror(c.write_errno) : fc_strerror(c.error));
+            rc = EXIT_INCOMPLETE;
+            break;
         }
         if (prc != FC_OK) {
             /* Unacked results go back to the queue and come again; positions deduplicate them. */
@@ -329,7 +425,7 @@ int producer_wait(producer *p) {
             connected_at = mono_s();
             continue;
         }
-        long d = hash_len(p, p->key_outcome), f = hash_len(p, p->key_failed);
+        long d = hash_len(p, p->key[FC_JOB_OUTCOME]), f = hash_len(p, p->key[FC_JOB_FAILED]);
         if (d < 0 || f < 0) {
             if (redis_lost == 0) {
                 fc_warn("Redis unavailable while waiting (%s); retrying", fc_redis_errstr(p->redis));
@@ -383,43 +479,81 @@ int producer_wait(producer *p) {
     }
     free(c.spool_path);
     free(c.v);
-    free(c.seen);
+    free(c.seen.slot);
     return rc;
 }
 
-static void report_failed(producer *p, FILE *f) {
+/* report_failed writes the job's failed items as a JSON array; 0, or FC_EREDIS (said on stderr) when
+ * they cannot be read: then it writes null, not an empty list. */
+static int report_failed(producer *p, FILE *f) {
     fc_reply r;
+    int rc = fc_redis_cmd(p->redis, &r, "HVALS %s", p->key[FC_JOB_FAILED]);
+    if (rc != FC_OK || r.type != FC_REPLY_ARRAY) {
+        fprintf(stderr, "flashcard-producer: --report: cannot read the failed items: %s\n",
+                rc != FC_OK ? fc_redis_errstr(p->redis) : "not a hash");
+        fputs("null", f);
+        fc_reply_free(&r);
+        return FC_EREDIS;
+    }
     fputs("[", f);
-    if (fc_redis_cmd(p->redis, &r, "HVALS %s", p->key_failed) == FC_OK && r.type == FC_REPLY_ARRAY)
-        for (size_t i = 0; i < r.nelem; i++) fprintf(f, "%s\n    %s", i ? "," : "", r.elem[i].str ? r.elem[i].str : "null");
+    for (size_t i = 0; i < r.nelem; i++) fprintf(f, "%s\n    %s", i ? "," : "", r.elem[i].str ? r.elem[i].str : "null");
     fputs("]", f);
     fc_reply_free(&r);
+    return FC_OK;
 }
 
+/* add_member adds v to o under key, taking v even on failure; 0, or -1 when out of memory (o or v NULL included). */
+static int add_member(json_object *o, const char *key, json_object *v) {
+    if (o && v && json_object_object_add(o, key, v) == 0) return 0;
+    json_object_put(v);
+    return -1;
+}
+
+/* rejected_json returns the rejected rows kept as a JSON array (caller puts it), or NULL when out of memory. */
+static json_object *rejected_json(const job_stats *s) {
+    json_object *rej = json_object_new_array();
+    for (size_t i = 0; rej && i < s->nbad; i++) {
+        json_object *o = json_object_new_object();
+        int ok = add_member(o, "line", json_object_new_int64(s->bad[i].line)) == 0 &&
+                 add_member(o, "reason", json_object_new_string(s->bad[i].reason)) == 0 &&
+                 json_object_array_add(rej, o) == 0;
+        if (!ok) {
+            json_object_put(o);
+            json_object_put(rej);
+            rej = NULL;
+        }
+    }
+    return rej;
+}
+
+/* producer_write_report writes the report to path (created like any file: 0666 less the umask).
+ * Returns 0, or FC_EIO / FC_ENOMEM / FC_EREDIS, said on stderr. */
 int producer_write_report(producer *p, const char *path) {
+    const job_stats *s = &p->st;
+    json_object *rej = rejected_json(s);
+    const char *rejected =
+        rej ? json_object_to_json_string_ext(rej, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
+    if (!rejected) {
+        fprintf(stderr, "flashcard-producer: --report: out of memory\n");
+        json_object_put(rej);
+        return FC_ENOMEM;
+    }
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "flashcard-producer: --report: cannot write '%s': %m\n", path);
+        json_object_put(rej);
         return FC_EIO;
     }
-    const job_stats *s = &p->st;
-    json_object *rej = json_object_new_array();
-    for (size_t i = 0; i < s->nbad; i++) {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "line", json_object_new_int64(s->bad[i].line));
-        json_object_object_add(o, "reason", json_object_new_string(s->bad[i].reason));
-        json_object_array_add(rej, o);
-    }
     fprintf(f, "{\n  \"job_id\": \"%s\",\n  \"rows_read\": %ld,\n  \"rows_rejected\": %ld,\n  \"rejected\": %s,\n",
-            s->job_id, s->rows_read, s->rows_rejected,
-            json_object_to_json_string_ext(rej, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+            s->job_id, s->rows_read, s->rows_rejected, rejected);
     json_object_put(rej);
     fprintf(f, "  \"items_published\": %ld,\n  \"batches_published\": %ld,\n  \"batches_skipped\": %ld,\n"
                "  \"items_total\": %ld,\n",
             s->items_published, s->batches_published, s->batches_skipped, s->items_total);
+    int rc = FC_OK;
     if (p->cfg->wait) {
         fprintf(f, "  \"items_succeeded\": %ld,\n  \"items_failed\": %ld,\n  \"failed\": ", s->succeeded, s->failed);
-        report_failed(p, f);
+        rc = report_failed(p, f);
         fprintf(f, ",\n  \"api_calls\": %ld,\n  \"cache_hits\": %ld,\n  \"prompt_tokens\": %ld,\n"
                    "  \"completion_tokens\": %ld,\n  \"cost_estimate\": %.6f,\n  \"timed_out\": %s,\n",
                 s->api_calls, s->cache_hits, s->prompt_tokens, s->completion_tokens,
@@ -427,5 +561,11 @@ int producer_write_report(producer *p, const char *path) {
                 s->timed_out ? "true" : "false");
     }
     fprintf(f, "  \"elapsed_seconds\": %.3f\n}\n", s->elapsed_s);
-    return fclose(f) == 0 ? FC_OK : FC_EIO;
+    /* ferror too: a write that failed in an implicit flush is not reported by fclose */
+    int io = fflush(f) != 0 || ferror(f);
+    if (fclose(f) != 0 || io) {
+        fprintf(stderr, "flashcard-producer: --report: cannot write '%s': %s\n", path, strerror(errno));
+        rc = FC_EIO;
+    }
+    return rc;
 }

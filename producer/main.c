@@ -48,13 +48,13 @@ static int open_input(const fc_config *cfg, FILE **in, int *format) {
     return EXIT_DONE;
 }
 
-static void keys(producer *p) {
-    const char *pre = p->cfg->queue_prefix, *id = p->st.job_id;
-    snprintf(p->key_meta, sizeof(p->key_meta), "%s:job:{%s}:meta", pre, id);
-    snprintf(p->key_confirmed, sizeof(p->key_confirmed), "%s:job:{%s}:confirmed", pre, id);
-    snprintf(p->key_outcome, sizeof(p->key_outcome), "%s:job:{%s}:outcome", pre, id);
-    snprintf(p->key_failed, sizeof(p->key_failed), "%s:job:{%s}:failed", pre, id);
-    snprintf(p->key_stats, sizeof(p->key_stats), "%s:job:{%s}:stats", pre, id);
+/* keys names the job's Redis keys; 0, or FC_ETOOBIG (prefix and job id are validated well below that). */
+static int keys(producer *p) {
+    for (int k = 0; k < FC_JOB_NKEYS; k++) {
+        int rc = fc_key_job(p->key[k], sizeof(p->key[k]), p->cfg->queue_prefix, p->st.job_id, (enum fc_job_key)k);
+        if (rc != FC_OK) return rc;
+    }
+    return FC_OK;
 }
 
 static void summary(const producer *p) {
@@ -105,12 +105,23 @@ int main(int argc, char **argv) {
     if (rc == EXIT_DONE) {
         if (cfg.job_id) snprintf(p.st.job_id, sizeof(p.st.job_id), "%s", cfg.job_id);
         else make_job_id(p.st.job_id, sizeof(p.st.job_id));
-        keys(&p);
+        if (keys(&p) != FC_OK) {
+            fprintf(stderr, "flashcard-producer: QUEUE_PREFIX and JOB_ID make a Redis key over %d bytes\n",
+                    FC_KEY_MAX - 1);
+            rc = EXIT_USAGE;
+        }
+    }
+    if (rc == EXIT_DONE) {
         p.redis = fc_redis_new(cfg.redis_url, 5000, err, sizeof(err));
         char name[128];
         snprintf(name, sizeof(name), "flashcard-producer %s", p.st.job_id);
         p.amqp = fc_amqp_new(cfg.amqp_url, (int)(cfg.heartbeat_ms / 1000), name);
-        rc = producer_publish(&p, in, format);
+        if (!p.redis || !p.amqp) {
+            fprintf(stderr, "flashcard-producer: %s\n", !p.redis ? err : "out of memory");
+            rc = EXIT_INCOMPLETE;
+        } else {
+            rc = producer_publish(&p, in, format);
+        }
         if (rc != EXIT_INFRA && rc != EXIT_USAGE && cfg.wait) {
             int wrc = p.st.published ? producer_wait(&p) : EXIT_INCOMPLETE;
             if (!p.st.published) fprintf(stderr, "flashcard-producer: not waiting: the job was not published in full\n");

@@ -8,6 +8,7 @@
 
 #include "fc_amqp.h"
 #include "fc_config.h"
+#include "fc_keys.h"
 #include "fc_redis.h"
 
 /* Exit codes, documented in the README. */
@@ -41,7 +42,7 @@ typedef struct producer {
     fc_amqp *amqp;
     fc_redis *redis;
     job_stats st;
-    char key_meta[200], key_confirmed[200], key_outcome[200], key_failed[200], key_stats[200];
+    char key[FC_JOB_NKEYS][FC_KEY_MAX]; /* the job's Redis keys, by enum fc_job_key */
     double t0;
 } producer;
 

@@ -78,7 +78,8 @@ static void on_confirm(void *ud, uint64_t seq, int status) {
             /* The record --resume trusts: one retry (the client reconnects), then the run ends with exit 3. */
             int rc = FC_EREDIS;
             for (int try = 0; try < 2 && rc != FC_OK; try++)
-                rc = fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", u->p->key_confirmed, u->win[i].batch);
+                rc = fc_redis_cmd(u->p->redis, NULL, "SETBIT %s %ld 1", u->p->key[FC_JOB_CONFIRMED],
+                                  u->win[i].batch);
             if (rc != FC_OK) u->redis_failed = 1;
             u->p->st.items_published += u->win[i].items;
             u->p->st.batches_published++;
@@ -110,7 +111,8 @@ static int recover(pub *u) {
     return FC_OK;
 }
 
-/* drain waits for confirms until at most `left` publishes are unconfirmed. */
+/* drain waits for confirms until at most `left` publishes of at most `bytes_left` bytes in all are
+ * unconfirmed. Returns 0, FC_ENACK (a batch was refused), FC_ETIMEOUT or FC_ECONN. */
 static int drain(pub *u, int left, long bytes_left) {
     fc_amqp_handler h = {NULL, on_confirm, NULL, u};
     double deadline = mono_s() + CONFIRM_TIMEOUT_S;
@@ -161,7 +163,10 @@ static int publish_batch(pub *u, fc_closed_batch *c) {
         fc_buf_free(&c->body);
         return FC_OK;
     }
-    int rc = drain(u, WINDOW_MSGS - 1, WINDOW_BYTES - (long)c->body.len);
+    /* Room in the window for this batch; one as big as the byte budget or bigger (BATCH_MAX_BYTES
+     * allows 16 MiB) goes out alone, once every batch before it is confirmed. */
+    long len = (long)c->body.len;
+    int rc = len < WINDOW_BYTES ? drain(u, WINDOW_MSGS - 1, WINDOW_BYTES - len) : drain(u, 0, 0);
     if (rc != FC_OK) {
         fc_buf_free(&c->body);
         return rc;
@@ -170,24 +175,29 @@ static int publish_batch(pub *u, fc_closed_batch *c) {
     f->batch = c->batch;
     f->items = c->items;
     f->len = c->body.len;
-    f->body = fc_buf_steal(&c->body);
+    if (!(f->body = fc_buf_steal(&c->body))) return FC_ENOMEM;
     u->nwin++;
     u->win_bytes += (long)f->len;
     rc = send_one(u, f);
+    /* FC_ENOMEM: sent, but the client could not track its confirm; stop rather than trust it */
+    if (rc == FC_ENOMEM) return rc;
     if (rc != FC_OK && recover(u) != FC_OK) return FC_ECONN;
     return FC_OK;
 }
 
-static void reject(producer *p, long line, const char *reason) {
+/* reject reports a bad row and keeps it (the first MAX_BAD_KEPT) for the report. Returns 0, or
+ * FC_ENOMEM when it cannot be kept: the run stops rather than write a report that leaves it out. */
+static int reject(producer *p, long line, const char *reason) {
     fprintf(stderr, "flashcard-producer: rejected: %s\n", reason);
     p->st.rows_rejected++;
-    if (p->st.nbad >= MAX_BAD_KEPT) return;
+    if (p->st.nbad >= MAX_BAD_KEPT) return FC_OK;
     bad_row *b = realloc(p->st.bad, (p->st.nbad + 1) * sizeof(*b));
-    if (!b) return;
+    if (!b) return FC_ENOMEM;
     p->st.bad = b;
+    if (!(b[p->st.nbad].reason = strdup(reason))) return FC_ENOMEM;
     b[p->st.nbad].line = line;
-    b[p->st.nbad].reason = strdup(reason);
     p->st.nbad++;
+    return FC_OK;
 }
 
 /* add appends one item to the batch being built, publishing that batch first when it is full.
@@ -203,8 +213,7 @@ static int add(pub *u, const fc_item *it, int dry) {
             fprintf(stderr, "flashcard-producer: --strict: %s; nothing was published\n", why);
             return FC_EPARSE;
         }
-        reject(u->p, it->line, why);
-        return FC_OK;
+        return reject(u->p, it->line, why);
     }
     return rc == 1 ? publish_batch(u, &c) : rc;
 }
@@ -221,7 +230,7 @@ static int read_all(pub *u, int dry) {
                 out = FC_EPARSE;
                 break;
             }
-            reject(u->p, re.line, re.reason);
+            if ((out = reject(u->p, re.line, re.reason)) != FC_OK) break;
             continue;
         }
         if (rc < 0) {
@@ -248,7 +257,7 @@ static int load_job(pub *u) {
     producer *p = u->p;
     fc_reply r;
     /* A resumed run must cut the same batches: it takes the size limits from the record. */
-    int rc = fc_redis_cmd(p->redis, &r, "HMGET %s batch_size batch_max_bytes", p->key_meta);
+    int rc = fc_redis_cmd(p->redis, &r, "HMGET %s batch_size batch_max_bytes", p->key[FC_JOB_META]);
     if (rc != FC_OK) return rc;
     int exists = r.type == FC_REPLY_ARRAY && r.nelem == 2 && r.elem[0].type == FC_REPLY_STR;
     if (exists && p->cfg->resume) {
@@ -261,14 +270,15 @@ static int load_job(pub *u) {
         return FC_EINVAL;
     }
     fc_reply_free(&r);
-    if (p->cfg->resume && fc_redis_cmd(p->redis, &r, "GET %s", p->key_confirmed) == FC_OK && r.type == FC_REPLY_STR) {
+    if (p->cfg->resume && fc_redis_cmd(p->redis, &r, "GET %s", p->key[FC_JOB_CONFIRMED]) == FC_OK &&
+        r.type == FC_REPLY_STR) {
         u->confirmed = (unsigned char *)r.str;
         u->confirmed_len = r.len;
         r.str = NULL;
     }
     fc_reply_free(&r);
-    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld", p->key_meta, u->b.max_items,
-                        u->b.max_bytes);
+    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld", p->key[FC_JOB_META],
+                        u->b.max_items, u->b.max_bytes);
 }
 
 /* finish_job marks the job published in its record. items_total counts the whole job: this run's publishes
@@ -278,19 +288,24 @@ static int finish_job(pub *u) {
     producer *p = u->p;
     p->st.items_total = p->st.items_published + p->st.items_skipped;
     if (u->redis_failed) return FC_EREDIS;
-    int rc = fc_redis_cmd(p->redis, NULL, "HSET %s items %ld batches %ld published 1", p->key_meta,
+    int rc = fc_redis_cmd(p->redis, NULL, "HSET %s items %ld batches %ld published 1", p->key[FC_JOB_META],
                           p->st.items_total, p->st.batches_total);
-    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_meta);
-    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key_confirmed);
+    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key[FC_JOB_META]);
+    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key[FC_JOB_CONFIRMED]);
     if (rc == FC_OK) p->st.published = 1;
     return rc == FC_OK ? FC_OK : FC_EREDIS;
 }
 
-static int infra_exit(producer *p, const char *what) {
+/* say_stopped says why the run stopped, how much was confirmed (nothing confirmed is lost) and how to resume. */
+static void say_stopped(const producer *p, const char *what) {
     fprintf(stderr,
             "flashcard-producer: %s. %ld batches (%ld items) were confirmed; nothing confirmed is lost.\n"
             "  Resume with: flashcard-producer --job-id %s --resume ... (same dataset and options)\n",
             what, p->st.batches_published, p->st.items_published, p->st.job_id);
+}
+
+static int infra_exit(producer *p, const char *what) {
+    say_stopped(p, what);
     return EXIT_INFRA;
 }
 
@@ -318,6 +333,7 @@ static int publish(producer *p, FILE *in, int format) {
         int rc = read_all(&u, 1);
         fc_dataset_close(u.ds);
         fc_batcher_free(&u.b); /* its scratch buffer; the dry pass built no batch */
+        if (rc == FC_ENOMEM) fprintf(stderr, "flashcard-producer: --strict: out of memory; nothing was published\n");
         if (rc != FC_OK) return EXIT_INCOMPLETE;
         /* the reader reads the descriptor: fseek moves it back too (a file: producer_publish copies a pipe) */
         if (fseek(in, 0, SEEK_SET) != 0) {
@@ -361,7 +377,8 @@ static int publish(producer *p, FILE *in, int format) {
     if (rc == FC_ENACK) return infra_exit(p, "the broker refused some batches");
     if (rc == FC_ETIMEOUT || rc == FC_ECONN) return infra_exit(p, "lost the broker while publishing");
     if (rc == FC_EREDIS) return infra_exit(p, "lost Redis while publishing");
-    if (rc != FC_OK) return EXIT_INCOMPLETE;
+    if (rc == FC_ENOMEM) say_stopped(p, "out of memory"); /* this process's failure, not the broker's: exit 1 */
+    if (rc != FC_OK) return EXIT_INCOMPLETE; /* a dataset error, or --strict found a bad row: said already */
     fc_info("job %s: %ld items in %ld batches published and confirmed (%ld rows rejected)", p->st.job_id,
             p->st.items_published, p->st.batches_published, p->st.rows_rejected);
     return p->st.rows_rejected ? EXIT_INCOMPLETE : EXIT_DONE;

@@ -1,5 +1,7 @@
 /* Unit tests of the batcher: item and byte limits, batch numbering, items too big for any
- * batch, and that every item comes back out of the decoded messages exactly once, in order. */
+ * batch, that every item comes back out of the decoded messages exactly once, in order, and that
+ * running out of memory is reported as such (never as an item too big to publish). */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +13,31 @@
 
 #include "fc_batcher.h"
 #include "fc_error.h"
+
+/* Fault injection: fc_buf allocates with realloc only, a new buffer with realloc(NULL, n). While
+ * fail_new_buffers is set, those fail; every other call goes to the next realloc (libc's, or a
+ * sanitizer's). Volatile: the compiler takes realloc for the library's, which reads no global of ours. */
+static volatile int fail_new_buffers;
+
+void *realloc(void *p, size_t n) {
+    static void *(*next)(void *, size_t);
+    if (fail_new_buffers && !p) return NULL;
+    if (!next) *(void **)&next = dlsym(RTLD_NEXT, "realloc");
+    return next(p, n);
+}
+
+/* skip_without_injection skips the test when this realloc is not the one called (valgrind replaces
+ * the executable's allocator with its own). */
+static void skip_without_injection(void) {
+    void *volatile none = NULL; /* realloc(NULL, n) would be compiled as malloc(n) */
+    fail_new_buffers = 1;
+    void *p = realloc(none, 16);
+    fail_new_buffers = 0;
+    if (p) {
+        free(p);
+        skip();
+    }
+}
 
 typedef struct run {
     long positions[4096]; /* positions read back from the decoded batches, in order */
@@ -145,11 +172,50 @@ static void test_too_big(void **state) {
     fc_batcher_free(&tight);
 }
 
+/* Out of memory while checking whether an item fits a batch alone (an item near max_bytes takes
+ * that path) is FC_ENOMEM, not FC_ETOOBIG: the caller must stop, not reject the row. */
+static void test_out_of_memory_fits(void **state) {
+    skip_without_injection();
+    char term[900];
+    memset(term, 'z', 800);
+    term[800] = '\0';
+    fc_item it = {.position = 1, .term = term, .type = (char *)"noun"};
+    fc_batcher b = new_batcher(100, 1024);
+    fc_closed_batch c;
+    assert_int_equal(fc_batcher_fits(&b, &it), FC_OK); /* b.one keeps room for this item */
+    fail_new_buffers = 1;
+    int fits = fc_batcher_fits(&b, &it), add = fc_batcher_add(&b, &it, &c);
+    fail_new_buffers = 0;
+    assert_int_equal(fits, FC_ENOMEM);
+    assert_int_equal(add, FC_ENOMEM);
+    assert_int_equal(fc_batcher_finish(&b, &c), 0); /* nothing was added */
+    fc_batcher_free(&b);
+}
+
+/* Out of memory after the open batch was closed for a new item: nothing is handed out (and nothing
+ * leaks, which the ASan build checks). */
+static void test_out_of_memory_after_close(void **state) {
+    skip_without_injection();
+    fc_item it = {.position = 1, .term = (char *)"x", .type = (char *)"noun"};
+    fc_batcher b = new_batcher(1, 1 << 20);
+    fc_closed_batch c = {0};
+    assert_int_equal(fc_batcher_add(&b, &it, &c), 0);
+    it.position = 2;
+    fail_new_buffers = 1; /* the closed batch's body grows; the new batch's cannot start */
+    int rc = fc_batcher_add(&b, &it, &c);
+    fail_new_buffers = 0;
+    assert_int_equal(rc, FC_ENOMEM);
+    assert_null(c.body.data);
+    fc_batcher_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_item_limit),
         cmocka_unit_test(test_byte_limit),
         cmocka_unit_test(test_too_big),
+        cmocka_unit_test(test_out_of_memory_fits),
+        cmocka_unit_test(test_out_of_memory_after_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
