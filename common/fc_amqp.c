@@ -339,8 +339,10 @@ static int add_pending(fc_amqp *a, uint64_t seq, const char *message_id) {
             a->pend_cap = cap;
         }
     }
+    char *id = strdup(message_id ? message_id : "");
+    if (!id) return FC_ENOMEM;
     a->pend[a->pend_len].seq = seq;
-    a->pend[a->pend_len].message_id = strdup(message_id ? message_id : "");
+    a->pend[a->pend_len].message_id = id;
     a->pend[a->pend_len].returned = 0;
     a->pend_len++;
     return FC_OK;
@@ -365,16 +367,19 @@ int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_
         props._flags |= AMQP_BASIC_HEADERS_FLAG;
         props.headers = make_table(p->headers, p->nheaders, e);
     }
+    /* Track it before it goes: once sent, a publish whose confirm cannot be matched would be
+     * reported neither confirmed nor refused. */
+    if (add_pending(a, a->next_seq, p->message_id) != FC_OK) return FC_ENOMEM;
     amqp_bytes_t b = {len, (void *)body};
     int st = amqp_basic_publish(a->conn, CHANNEL, amqp_cstring_bytes(exchange), amqp_cstring_bytes(key), 1, 0,
                                 &props, b);
     if (st != AMQP_STATUS_OK) {
         snprintf(a->errstr, sizeof(a->errstr), "publish: %s", amqp_error_string2(st));
         a->ok = 0;
-        return FC_ECONN;
+        return FC_ECONN; /* the connection is gone, and its unconfirmed publishes with it */
     }
     *seq = a->next_seq++;
-    return add_pending(a, *seq, p->message_id);
+    return FC_OK;
 }
 
 /* free_tag returns a free consumer slot, or NULL. */

@@ -97,7 +97,7 @@ int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *con
 int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
 
 /* fc_amqp_publish publishes a persistent, mandatory message; *seq receives its confirm
- * sequence number. Returns 0 or FC_ECONN. While the broker blocks the connection
+ * sequence number. Returns 0, FC_ENOMEM (nothing sent) or FC_ECONN. While the broker blocks the connection
  * (fc_amqp_blocked), it stops reading from the socket, so a publish may block the caller in
  * send() until the alarm clears: an event loop checks fc_amqp_blocked before publishing and
  * holds its messages meanwhile. */
