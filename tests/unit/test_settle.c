@@ -259,6 +259,41 @@ static void checkpointed_waiting_batch_never_starts(void **state) {
     assert_int_equal(items_in(&F.pubs[0]), 2);
 }
 
+/* Held for HOLD_LIMIT - API_TIMEOUT, a batch starts no new call (queued items are handed back,
+ * calls in flight may finish); at HOLD_LIMIT the calls still in flight are abandoned too. All of
+ * them go on in one continuation batch, and the delivery is acked. */
+static void hold_limit_checkpoints_in_two_steps(void **state) {
+    (void)state;
+    deliver(3, 1, 0, 0, 0);
+    batch *b = W.batches;
+    assert_int_equal(b->state, BATCH_RUNNING);
+    assert_int_equal(F.mgets, 1); /* all missed: queued */
+    task *flying = W.sched.runq;
+    W.sched.runq = flying->next; /* as calls_schedule would have started it */
+    flying->next = NULL;
+    flying->state = TASK_INFLIGHT;
+    W.sched.inflight = 1;
+    b->received_ms = now_ms() - (300000 - 120000);
+    batch_tick(&W);
+    assert_int_equal(b->open, 1);
+    assert_int_equal(flying->state, TASK_INFLIGHT);
+    assert_null(W.sched.runq);
+    batch_settle(&W);
+    assert_int_equal(F.npubs, 0); /* not while a call is in flight */
+    b->received_ms = now_ms() - 300000;
+    batch_tick(&W);
+    assert_int_equal(b->open, 0);
+    assert_int_equal(W.sched.inflight, 0);
+    batch_settle(&W);
+    assert_int_equal(F.npubs, 1);
+    assert_string_equal(F.pubs[0].exchange, "t.batches");
+    assert_int_equal(items_in(&F.pubs[0]), 3);
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_int_equal(F.acks, 1);
+    assert_string_equal(F.recorded, ""); /* no item has a final outcome yet */
+}
+
 /* Defect: one refused outcome message made the worker nack the delivery, and the redelivery
  * published every outcome again (dead letters twice; an item could end in the results and in
  * P.dead). Only the refused message is published again; the delivery is acked once. */
@@ -369,6 +404,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(given_up_batch_never_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(broker_dead_letter_is_given_up, setup, teardown),
         cmocka_unit_test_setup_teardown(checkpointed_waiting_batch_never_starts, setup, teardown),
+        cmocka_unit_test_setup_teardown(hold_limit_checkpoints_in_two_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_message_alone_is_published_again, setup, teardown),
         cmocka_unit_test_setup_teardown(big_retry_is_split, setup, teardown),
         cmocka_unit_test_setup_teardown(nothing_published_while_blocked, setup, teardown),
