@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A 429 storm with a long Retry-After opens the circuit breaker of every worker (the fleet shares
-# it) while the fleet is paused. When a breaker's cooldown ends its probe is due, but the pause
-# and then the rate limiter hold it back: the fleet's probes get slots a fraction of a second
+# A 429 storm with a Retry-After longer than the breaker's cooldown opens the workers' circuit
+# breakers (one failure opens one; the fleet shares the open state through Redis) while the fleet
+# is paused. When a breaker's cooldown ends its probe is due, but the pause and then the rate
+# limiter hold it back: the fleet's probes get slots a fraction of a second
 # apart after the pause, the first one is answered 429 again, and the others find the fleet
 # paused when their slot comes. A probe that could not be made must not leave its breaker
 # half-open for good (the worker would keep consuming, say it is ready, hold each batch to
