@@ -7,7 +7,10 @@
 #include <amqp_tcp_socket.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/sockios.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -16,6 +19,9 @@
 #include "fc_log.h"
 
 #define CHANNEL 1
+/* Longest wait for the answer of a synchronous method (declare, consume, cancel...): a broker
+ * that stops reading the socket (a resource alarm) must not hang the caller for good. */
+#define RPC_TIMEOUT_S 15
 
 typedef struct pending_pub {
     uint64_t seq;
@@ -220,12 +226,26 @@ int fc_amqp_connect(fc_amqp *a) {
         destroy_conn(a);
         return rc;
     }
+    struct timeval rpc = {RPC_TIMEOUT_S, 0};
+    amqp_set_rpc_timeout(a->conn, &rpc);
     a->ok = 1;
     return FC_OK;
 }
 
+int fc_amqp_writable(const fc_amqp *a, size_t len) {
+    if (!fc_amqp_ok(a)) return 0;
+    int fd = amqp_get_sockfd(a->conn), queued = 0, room = 0;
+    socklen_t rl = sizeof(room);
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &queued) != 0 || getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &room, &rl) != 0)
+        return 1; /* cannot tell: behave as before */
+    /* SIOCOUTQ counts payload bytes, the kernel's limit counts their buffers too (about twice as
+     * much for small segments): half the buffer is what surely fits. */
+    return queued == 0 || (size_t)queued + len <= (size_t)room / 2;
+}
+
 void fc_amqp_close(fc_amqp *a) {
-    if (a->conn && a->ok) {
+    /* A blocked broker reads nothing: a polite close would wait for answers that never come. */
+    if (a->conn && a->ok && !a->blocked) {
         amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
         amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
     }

@@ -71,13 +71,20 @@ void fc_amqp_free(fc_amqp *a);
 /* fc_amqp_connect opens the connection and a channel in confirm mode. 0 or FC_ECONN/FC_EBROKER
  * (reason in fc_amqp_errstr, without the password). Closes any previous connection first. */
 int fc_amqp_connect(fc_amqp *a);
-/* fc_amqp_close closes politely (if still connected) and forgets unconfirmed publishes. */
+/* fc_amqp_close closes politely (if still connected and not blocked by the broker) and forgets
+ * unconfirmed publishes. Synchronous methods (declare, consume, cancel, queue depth) give up
+ * after 15 s without an answer, and the connection then counts as lost. */
 void fc_amqp_close(fc_amqp *a);
 /* fc_amqp_ok returns 1 while the connection is usable. */
 int fc_amqp_ok(const fc_amqp *a);
 /* fc_amqp_blocked returns 1 between the broker's connection.blocked (a resource alarm: memory or
  * disk) and connection.unblocked, as seen by fc_amqp_poll; 0 otherwise and after connect or close. */
 int fc_amqp_blocked(const fc_amqp *a);
+/* fc_amqp_writable returns 1 when a write of len bytes (a message with its frames) should not
+ * wait for the broker to read: the socket's unsent bytes plus len fit in its send buffer, or
+ * nothing is unsent (half the buffer counts: the kernel counts its own overhead too). A broker that blocks publishers stops reading, so a publish that does not
+ * fit would block its caller; an event loop asks first and publishes later. */
+int fc_amqp_writable(const fc_amqp *a, size_t len);
 /* fc_amqp_consuming returns 1 while a consumer started by fc_amqp_consume is active: 0 before
  * any, after fc_amqp_cancel, after the broker cancelled them all (basic.cancel), and once the
  * connection is closed or broken. */

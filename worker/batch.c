@@ -15,6 +15,10 @@
 #include "worker.h"
 
 #define JOB_KEY_TTL_S (7 * 86400)
+/* Largest outcome message built from several items: one that fits a socket's send buffer goes out
+ * without waiting for the broker to read, so the loop never blocks on a broker that stops
+ * reading (a resource alarm). One item bigger than this makes a message of its own. */
+#define OUTMSG_PART_MAX (256u << 10)
 #define RESEND_MIN_MS 500
 #define RESEND_MAX_MS 30000
 
@@ -181,8 +185,9 @@ static int encode_item(worker *w, const batch *b, const task *t, const outkind *
     return fc_buf_err(o);
 }
 
-/* add_messages builds the messages of kind k, as many as it takes to keep each under the size
- * limit a batch message may have. Returns 0 or FC_ENOMEM (nothing is published then). */
+/* add_messages builds the messages of kind k, as many as it takes to keep each under
+ * OUTMSG_PART_MAX (and so under the 16 MiB a batch message may have, whatever the items' size
+ * short of that). Returns 0 or FC_ENOMEM (nothing is published then). */
 static int add_messages(worker *w, batch *b, const outkind *k) {
     fc_buf item = {0};
     outmsg *m = NULL;
@@ -192,7 +197,7 @@ static int add_messages(worker *w, batch *b, const outkind *k) {
         fc_buf_reset(&item);
         rc = encode_item(w, b, &b->tasks[i], k, &item);
         if (rc != FC_OK) break;
-        if (m && m->body.len + item.len + 2 > (size_t)FC_MESSAGE_MAX_BYTES) {
+        if (m && m->body.len + item.len + 2 > OUTMSG_PART_MAX) {
             fc_message_batch_close(&m->body);
             m = NULL;
         }
@@ -296,13 +301,15 @@ static size_t dead_headers(worker *w, batch *b, fc_amqp_field *h) {
     return n;
 }
 
-/* send publishes the outcome messages that are due (never sent, or refused and due again). */
+/* send publishes the outcome messages that are due (never sent, or refused and due again), as
+ * many as the socket takes without waiting; the rest go on a later turn. */
 static void send(worker *w, batch *b) {
     int64_t now = now_ms();
     fc_amqp_field hdrs[8];
     for (size_t i = 0; i < b->nout && fc_amqp_ok(w->amqp); i++) {
         outmsg *m = &b->out[i];
         if (m->state != OUTMSG_UNSENT || now < m->resend_at_ms) continue;
+        if (!fc_amqp_writable(w->amqp, m->body.len + 1024)) return;
         size_t nh = m->dead ? dead_headers(w, b, hdrs) : 0;
         fc_amqp_props p = {m->id, NULL, hdrs, nh};
         if (fc_amqp_publish(w->amqp, m->exchange, m->key, &p, m->body.data, m->body.len, &m->seq) != FC_OK) {
@@ -489,6 +496,7 @@ static int record_batch(worker *w, batch *b) {
 static void finish(worker *w, batch *b) {
     int64_t now = now_ms();
     if (now < b->record_retry_ms) return;
+    if (!fc_amqp_writable(w->amqp, 64)) return; /* the ack would wait for the broker to read */
     int rc = record_batch(w, b);
     if (rc != FC_OK) {
         /* Held unacked until Redis answers: --wait counts outcomes there. */

@@ -209,7 +209,7 @@ static void ensure_broker(worker *w) {
  * DELIVERY_LIMIT) or an unroutable outcome: declare the topology again on the same connection;
  * update_consuming then consumes again. Held deliveries stay held and settle as usual. */
 static void redeclare(worker *w) {
-    if (!fc_amqp_ok(w->amqp) || !(w->cancelled || w->redeclare)) return;
+    if (!fc_amqp_ok(w->amqp) || fc_amqp_blocked(w->amqp) || !(w->cancelled || w->redeclare)) return;
     if (w->cancelled) fc_warn("the broker cancelled the consumer (queue deleted?): declaring the topology again");
     if (w->cancelled) fc_amqp_cancel(w->amqp);
     w->consuming = w->cancelled ? 0 : w->consuming;
@@ -225,7 +225,7 @@ static void update_consuming(worker *w) {
     int want = wants_deliveries(w);
     atomic_store(&w->m->ready, gate_ready(&w->gate) && fc_amqp_ok(w->amqp));
     atomic_store(&w->m->breaker_state, fc_breaker_state(w->gate.breaker));
-    if (!fc_amqp_ok(w->amqp)) return;
+    if (!fc_amqp_ok(w->amqp) || fc_amqp_blocked(w->amqp)) return; /* no answer would come */
     if (!want && w->consuming) {
         fc_amqp_cancel(w->amqp);
         w->consuming = 0;
@@ -240,20 +240,25 @@ static void update_consuming(worker *w) {
 
 /* ---- periodic work ---------------------------------------------------------------- */
 
-/* sync_breaker shares the breaker's open state with the fleet through Redis. */
+/* share_breaker tells the fleet through Redis, at once, that this worker's breaker opened. */
+static void share_breaker(worker *w) {
+    fc_breaker *b = w->gate.breaker;
+    if (!fc_breaker_just_opened(b)) return;
+    char key[FC_KEY_MAX];
+    long ms = (long)(fc_breaker_open_until(b) - now_ms());
+    fc_key_breaker(key, sizeof(key), w->cfg->queue_prefix, w->cfg->api_name);
+    fc_warn("circuit breaker opened for %s: no calls for %ld ms", w->cfg->api_name, ms);
+    atomic_fetch_add(&w->m->breaker_opens, 1);
+    fc_redis_cmd(w->redis, NULL, "SET %s 1 PX %ld", key, ms > 0 ? ms : 1);
+}
+
+/* sync_breaker opens this worker's breaker too while another worker's is open. */
 static void sync_breaker(worker *w, int64_t now) {
     char key[FC_KEY_MAX];
-    fc_breaker *b = w->gate.breaker;
-    fc_key_breaker(key, sizeof(key), w->cfg->queue_prefix, w->cfg->api_name);
-    if (fc_breaker_just_opened(b)) {
-        long ms = (long)(fc_breaker_open_until(b) - now);
-        fc_warn("circuit breaker opened for %s: no calls for %ld ms", w->cfg->api_name, ms);
-        atomic_fetch_add(&w->m->breaker_opens, 1);
-        fc_redis_cmd(w->redis, NULL, "SET %s 1 PX %ld", key, ms > 0 ? ms : 1);
-    }
     fc_reply r;
+    fc_key_breaker(key, sizeof(key), w->cfg->queue_prefix, w->cfg->api_name);
     if (fc_redis_cmd(w->redis, &r, "PTTL %s", key) == FC_OK && r.type == FC_REPLY_INT && r.integer > 0 &&
-        fc_breaker_state(b) == FC_BREAKER_CLOSED)
+        fc_breaker_state(w->gate.breaker) == FC_BREAKER_CLOSED)
         gate_trip(&w->gate, now + r.integer);
     fc_reply_free(&r);
 }
@@ -272,7 +277,7 @@ static void poll_usage(worker *w, int64_t now) {
 static void poll_depth(worker *w, int64_t now) {
     (void)now;
     long ready;
-    if (fc_amqp_ok(w->amqp) && fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK)
+    if (fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp) && fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK)
         atomic_store(&w->m->queue_depth, ready);
 }
 
@@ -311,7 +316,9 @@ static void handle_signals(worker *w) {
     gate_stop(&w->gate, w->stop_exit_ms - margin);
     fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->sched.inflight,
             w->cfg->shutdown_timeout_ms - margin);
-    if (fc_amqp_ok(w->amqp)) fc_amqp_cancel(w->amqp);
+    /* Blocked by a resource alarm, the broker would not answer the cancel: deliveries that
+     * still come are held and left to the broker at exit. */
+    if (fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp)) fc_amqp_cancel(w->amqp);
     w->consuming = 0;
 }
 
@@ -341,7 +348,7 @@ static void read_broker(worker *w, const fc_amqp_handler *h, int readable, int64
 /* One turn of the loop, in this order: wait for a socket, a signal or the next timer; read the
  * broker (deliveries, confirms); take finished calls; start reserved calls whose slot came;
  * hold, checkpoint or start deliveries; schedule new calls; write the cache; publish and settle
- * outcomes; periodic work; then consuming and the connection. */
+ * outcomes; tell the fleet of an opened breaker; periodic work; then consuming and the connection. */
 static int turn(worker *w, const fc_amqp_handler *h, periodic *p, size_t np, int64_t *busy, int64_t *polled) {
     fc_pollfd fds[2] = {{w->sigfd, 0}, {fc_amqp_fd(w->amqp), 0}};
     int nfds = fds[1].fd >= 0 ? 2 : 1;
@@ -358,6 +365,7 @@ static int turn(worker *w, const fc_amqp_handler *h, periodic *p, size_t np, int
     if (fc_http_running(w->http) > before) fc_http_kick(w->http); /* send the new requests now */
     cache_flush(w);
     batch_settle(w);
+    share_breaker(w);
     run_periodic(w, p, np);
     redeclare(w);
     update_consuming(w);
