@@ -128,6 +128,17 @@ assert_accounted() {
     log "accounted: $(wc -l <"$results") in results, $(wc -l <"$TMP/dead.pos") dead-lettered, of $n"
 }
 
+# assert_all_succeeded N TSV WHY: every one of N items is in the output TSV once with its two
+# cards, accounted for, and none was dead-lettered (WHY: the failure message if one was).
+assert_all_succeeded() {
+    local n=$1 tsv=$2 why=$3
+    tsv_positions "$tsv" >"$TMP/results.pos"
+    [ "$(wc -l <"$TMP/results.pos")" = "$n" ] || fail "$(wc -l <"$TMP/results.pos") of $n items in the output"
+    [ "$(tail -n +2 "$tsv" | wc -l)" = $((2 * n)) ] || fail "duplicate or missing cards in the output"
+    assert_accounted "$n" "$TMP/results.pos"
+    [ "$(wc -l <"$TMP/dead.pos")" = 0 ] || fail "$why"
+}
+
 # take_messages SUFFIX OUT FILTER: consumes every message of $QUEUE_PREFIX.SUFFIX through the
 # management API, writing what the jq FILTER makes of each chunk of messages to OUT.
 take_messages() {
