@@ -134,7 +134,6 @@ void worker_free(worker *w) {
     fc_redis_free(w->redis);
     gate_free(&w->gate);
     fc_pipeline_conf_free(&w->pipe);
-    fc_buf_free(&w->scratch);
     for (size_t i = 0; i < w->ncache_out; i++) free(w->cache_out[i].key), free(w->cache_out[i].value);
     free(w->cache_out);
     free(w->m);

@@ -128,7 +128,6 @@ typedef struct worker {
     int64_t stop_exit_ms;       /* SIGTERM + SHUTDOWN_TIMEOUT: gone by then, settled or not */
     cache_write *cache_out;
     size_t ncache_out, cache_cap;
-    fc_buf scratch;
 } worker;
 
 int64_t now_ms(void);

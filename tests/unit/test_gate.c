@@ -27,8 +27,7 @@ static gate *mk(void) {
 static int ask(gate *g, int64_t now, int64_t *until, int *probe) {
     int64_t u;
     int p;
-    int v = gate_acquire(g, now, until ? until : &u, probe ? probe : &p);
-    return v;
+    return gate_acquire(g, now, until ? until : &u, probe ? probe : &p);
 }
 
 /* open_breaker records 3 API faults at now: the breaker opens until now + COOLDOWN. */
