@@ -29,10 +29,19 @@ typedef struct pending_pub {
     int returned;     /* a basic.return came for it */
 } pending_pub;
 
-struct fc_amqp {
-    amqp_connection_state_t conn; /* NULL while disconnected */
+/* One broker of the list AMQP_URL names. */
+typedef struct broker {
     char *url_copy;               /* writable copy; amqp_parse_url points into it */
     struct amqp_connection_info info;
+} broker;
+
+struct fc_amqp {
+    amqp_connection_state_t conn; /* NULL while disconnected */
+    broker brokers[FC_AMQP_BROKERS_MAX];
+    int nbrokers;
+    int cur;                      /* the broker connected to, or tried last */
+    int was_ok;                   /* the connection to brokers[cur] was up: a new connect starts at the next */
+    char *tls_ca, *tls_cert, *tls_key; /* owned; NULL = unset */
     int heartbeat_s;
     char name[128];
     int ok;
@@ -44,16 +53,41 @@ struct fc_amqp {
     char errstr[256];
 };
 
+/* next_url copies the list's next URL (up to a comma, spaces around it dropped) into a new string
+ * and moves *list past it. NULL at the end of the list or without memory (*oom set). */
+static char *next_url(const char **list, int *oom) {
+    const char *p = *list + strspn(*list, " ,");
+    if (!*p) return NULL;
+    size_t n = strcspn(p, ",");
+    *list = p + n;
+    while (n && p[n - 1] == ' ') n--;
+    char *u = strndup(p, n);
+    if (!u) *oom = 1;
+    return u;
+}
+
+/* free_url wipes a URL copy (it may hold a password) and frees it. */
+static void free_url(char *u) {
+    if (u) memset(u, 0, strlen(u));
+    free(u);
+}
+
 int fc_amqp_url_check(const char *url, char *why, size_t whylen) {
-    struct amqp_connection_info info;
-    char *copy = strdup(url);
-    if (!copy) return FC_ENOMEM;
-    int rc = amqp_parse_url(copy, &info);
-    memset(copy, 0, strlen(url));
-    free(copy);
-    if (rc != AMQP_STATUS_OK) {
-        snprintf(why, whylen, "is not an AMQP URL (amqp://user:password@host:port/vhost; write / @ : %% in the "
-                              "password as %%2F %%40 %%3A %%25)");
+    int n = 0, oom = 0, bad = 0;
+    for (char *u; (u = next_url(&url, &oom)) != NULL; free_url(u)) {
+        struct amqp_connection_info info;
+        if (++n <= FC_AMQP_BROKERS_MAX && amqp_parse_url(u, &info) != AMQP_STATUS_OK && !bad) bad = n;
+    }
+    if (oom) return FC_ENOMEM;
+    if (n == 0 || bad) {
+        char which[48] = "";
+        if (n > 1) snprintf(which, sizeof(which), "URL %d of the list ", bad);
+        snprintf(why, whylen, "%sis not an AMQP URL (amqp://user:password@host:port/vhost, several separated by "
+                              "commas; write / @ : , %% in the password as %%2F %%40 %%3A %%2C %%25)", which);
+        return FC_EINVAL;
+    }
+    if (n > FC_AMQP_BROKERS_MAX) {
+        snprintf(why, whylen, "names %d brokers; at most %d", n, FC_AMQP_BROKERS_MAX);
         return FC_EINVAL;
     }
     return FC_OK;
@@ -88,14 +122,14 @@ static int redact_parsed(const struct amqp_connection_info *info, char *out, siz
     return rc;
 }
 
-int fc_amqp_url_redact(const char *url, char *out, size_t outlen) {
+/* redact_one writes the display form of one URL of the list. */
+static int redact_one(const char *url, char *out, size_t outlen) {
     struct amqp_connection_info info;
     int rc = FC_ENOMEM;
     char *copy = strdup(url);
     if (copy) rc = amqp_parse_url(copy, &info) == AMQP_STATUS_OK ? FC_OK : FC_EINVAL;
     if (rc == FC_OK) rc = redact_parsed(&info, out, outlen);
-    if (copy) memset(copy, 0, strlen(url));
-    free(copy);
+    free_url(copy);
     if (rc != FC_OK) {
         const char *scheme = strncmp(url, "amqps://", 8) == 0 ? "amqps://"
                              : strncmp(url, "amqp://", 7) == 0 ? "amqp://"
@@ -105,17 +139,62 @@ int fc_amqp_url_redact(const char *url, char *out, size_t outlen) {
     return rc;
 }
 
+int fc_amqp_url_redact(const char *url, char *out, size_t outlen) {
+    int rc = FC_OK, oom = 0;
+    size_t used = 0;
+    if (outlen) out[0] = '\0';
+    for (char *u; (u = next_url(&url, &oom)) != NULL; free_url(u)) {
+        char one[512];
+        int r = redact_one(u, one, sizeof(one));
+        if (rc == FC_OK) rc = r;
+        if (used < outlen) used += (size_t)snprintf(out + used, outlen - used, "%s%s", used ? "," : "", one);
+    }
+    if (oom) rc = FC_ENOMEM;
+    if (oom && outlen) snprintf(out, outlen, "(URL not shown)");
+    return rc;
+}
+
 fc_amqp *fc_amqp_new(const char *url, int heartbeat_s, const char *name) {
     fc_amqp *a = calloc(1, sizeof(*a));
     if (!a) return NULL;
-    a->url_copy = strdup(url);
-    if (!a->url_copy || amqp_parse_url(a->url_copy, &a->info) != AMQP_STATUS_OK) {
+    int oom = 0, bad = 0;
+    for (char *u; !bad && (u = next_url(&url, &oom)) != NULL;) {
+        if (a->nbrokers == FC_AMQP_BROKERS_MAX) bad = 1;
+        broker *b = &a->brokers[a->nbrokers];
+        if (bad || amqp_parse_url(u, &b->info) != AMQP_STATUS_OK) {
+            free_url(u);
+            bad = 1;
+            break;
+        }
+        b->url_copy = u;
+        a->nbrokers++;
+    }
+    if (oom || bad || a->nbrokers == 0) {
         fc_amqp_free(a);
         return NULL;
     }
     a->heartbeat_s = heartbeat_s;
     snprintf(a->name, sizeof(a->name), "%s", name ? name : "flashcard");
     return a;
+}
+
+int fc_amqp_set_tls(fc_amqp *a, const char *ca_file, const char *cert_file, const char *key_file) {
+    free(a->tls_ca);
+    free(a->tls_cert);
+    free(a->tls_key);
+    a->tls_ca = ca_file && *ca_file ? strdup(ca_file) : NULL;
+    a->tls_cert = cert_file && *cert_file ? strdup(cert_file) : NULL;
+    a->tls_key = key_file && *key_file ? strdup(key_file) : NULL;
+    if ((ca_file && *ca_file && !a->tls_ca) || (cert_file && *cert_file && !a->tls_cert) ||
+        (key_file && *key_file && !a->tls_key))
+        return FC_ENOMEM;
+    return FC_OK;
+}
+
+const char *fc_amqp_broker(const fc_amqp *a, char *out, size_t outlen) {
+    const struct amqp_connection_info *i = &a->brokers[a->cur].info;
+    snprintf(out, outlen, "%s:%d", i->host, i->port);
+    return out;
 }
 
 static void forget_pending(fc_amqp *a) {
@@ -136,8 +215,10 @@ void fc_amqp_free(fc_amqp *a) {
     if (!a) return;
     destroy_conn(a);
     free(a->pend);
-    if (a->url_copy) memset(a->url_copy, 0, strlen(a->url_copy));
-    free(a->url_copy);
+    for (int i = 0; i < a->nbrokers; i++) free_url(a->brokers[i].url_copy);
+    free(a->tls_ca);
+    free(a->tls_cert);
+    free(a->tls_key);
     free(a);
 }
 
@@ -186,9 +267,9 @@ static int login(fc_amqp *a) {
     props[1].value.kind = AMQP_FIELD_KIND_UTF8;
     props[1].value.value.bytes = amqp_cstring_bytes(a->name);
     amqp_table_t table = {2, props};
-    amqp_rpc_reply_t r = amqp_login_with_properties(a->conn, a->info.vhost, 0, 131072, a->heartbeat_s,
-                                                    &table, AMQP_SASL_METHOD_PLAIN, a->info.user,
-                                                    a->info.password);
+    const struct amqp_connection_info *i = &a->brokers[a->cur].info;
+    amqp_rpc_reply_t r = amqp_login_with_properties(a->conn, i->vhost, 0, 131072, a->heartbeat_s, &table,
+                                                    AMQP_SASL_METHOD_PLAIN, i->user, i->password);
     return rpc_error(a, r, "login");
 }
 
@@ -203,19 +284,48 @@ static int open_channel(fc_amqp *a) {
     return rc;
 }
 
-int fc_amqp_connect(fc_amqp *a) {
+/* System CA bundle (Debian's ca-certificates), used for amqps:// when AMQP_CA_FILE is unset. */
+#define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
+/* new_socket creates the connection's socket: TCP, or TLS with the peer's certificate and host
+ * name verified against the CA file (the client certificate sent when one is set). */
+static amqp_socket_t *new_socket(fc_amqp *a, const struct amqp_connection_info *info) {
+    if (!info->ssl) return amqp_tcp_socket_new(a->conn);
+    amqp_socket_t *sock = amqp_ssl_socket_new(a->conn);
+    if (!sock) return NULL;
+    const char *ca = a->tls_ca ? a->tls_ca : SYSTEM_CA_FILE;
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    if (amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK) {
+        snprintf(a->errstr, sizeof(a->errstr), "cannot read the CA certificates in %s (AMQP_CA_FILE)", ca);
+        return NULL;
+    }
+    if ((a->tls_cert || a->tls_key) &&
+        amqp_ssl_socket_set_key(sock, a->tls_cert ? a->tls_cert : "", a->tls_key ? a->tls_key : "") !=
+            AMQP_STATUS_OK) {
+        snprintf(a->errstr, sizeof(a->errstr), "cannot use the client certificate %s with the key %s "
+                 "(AMQP_CERT_FILE, AMQP_KEY_FILE)", a->tls_cert ? a->tls_cert : "(unset)",
+                 a->tls_key ? a->tls_key : "(unset)");
+        return NULL;
+    }
+    return sock;
+}
+
+/* connect_one opens the connection to brokers[a->cur] and a channel in confirm mode. */
+static int connect_one(fc_amqp *a) {
+    const struct amqp_connection_info *info = &a->brokers[a->cur].info;
     destroy_conn(a);
     a->conn = amqp_new_connection();
-    amqp_socket_t *sock = a->info.ssl ? amqp_ssl_socket_new(a->conn) : amqp_tcp_socket_new(a->conn);
+    snprintf(a->errstr, sizeof(a->errstr), "cannot create socket");
+    amqp_socket_t *sock = a->conn ? new_socket(a, info) : NULL;
     if (!sock) {
-        snprintf(a->errstr, sizeof(a->errstr), "cannot create socket");
         destroy_conn(a);
         return FC_ECONN;
     }
     struct timeval tv = {5, 0};
-    int st = amqp_socket_open_noblock(sock, a->info.host, a->info.port, &tv);
+    int st = amqp_socket_open_noblock(sock, info->host, info->port, &tv);
     if (st != AMQP_STATUS_OK) {
-        snprintf(a->errstr, sizeof(a->errstr), "cannot connect to %s:%d: %s", a->info.host, a->info.port,
+        snprintf(a->errstr, sizeof(a->errstr), "cannot connect to %s:%d: %s", info->host, info->port,
                  amqp_error_string2(st));
         destroy_conn(a);
         return FC_ECONN;
@@ -230,6 +340,31 @@ int fc_amqp_connect(fc_amqp *a) {
     amqp_set_rpc_timeout(a->conn, &rpc);
     a->ok = 1;
     return FC_OK;
+}
+
+/* Brokers are tried in the order of the list; after a connection that was up is lost, the next
+ * connect starts at the broker after it, so a fleet that lost a node moves on at once. */
+int fc_amqp_connect(fc_amqp *a) {
+    if (a->was_ok) a->cur = (a->cur + 1) % a->nbrokers;
+    a->was_ok = 0;
+    int rc = FC_ECONN;
+    for (int tried = 0; tried < a->nbrokers; tried++) {
+        if (tried) a->cur = (a->cur + 1) % a->nbrokers;
+        rc = connect_one(a);
+        if (rc == FC_OK) {
+            a->was_ok = 1;
+            return FC_OK;
+        }
+        if (a->nbrokers > 1) fc_debug("broker %d of %d: %s", a->cur + 1, a->nbrokers, a->errstr);
+    }
+    if (a->nbrokers > 1) {
+        char last[sizeof(a->errstr)];
+        snprintf(last, sizeof(last), "%s", a->errstr);
+        snprintf(a->errstr, sizeof(a->errstr), "none of the %d brokers answered; last: %s", a->nbrokers, last);
+    }
+    /* Next time, start again where this round started. */
+    a->cur = (a->cur + 1) % a->nbrokers;
+    return rc;
 }
 
 int fc_amqp_writable(const fc_amqp *a, size_t len) {

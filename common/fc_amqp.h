@@ -53,23 +53,38 @@ typedef struct fc_amqp_handler {
     void *ud;
 } fc_amqp_handler;
 
-/* fc_amqp_url_check returns 0 if url is a usable amqp:// or amqps:// URL, else FC_EINVAL with why. */
+/* Brokers one AMQP_URL may list (the nodes of a cluster). */
+#define FC_AMQP_BROKERS_MAX 16
+
+/* fc_amqp_url_check returns 0 if url is a usable amqp:// or amqps:// URL, or a comma-separated list
+ * of them (at most FC_AMQP_BROKERS_MAX), else FC_EINVAL with why. */
 int fc_amqp_url_check(const char *url, char *why, size_t whylen);
 
-/* fc_amqp_url_redact writes into out (size outlen, truncated to fit) a display form of url for
+/* fc_amqp_url_redact writes into out (size outlen, truncated to fit) a display form of url (each
+ * URL of a list in turn, comma-separated) for
  * messages: parsed by amqp_parse_url exactly as fc_amqp_new parses it, then rebuilt as
  * amqp[s]://user:***@host:port/vhost (user, host and vhost percent-encoded), so the password is
  * never shown whatever characters it holds. Returns 0; FC_EINVAL (or FC_ENOMEM) if url does not
  * parse, and then out holds a placeholder with nothing of url after its amqp:// or amqps:// scheme. */
 int fc_amqp_url_redact(const char *url, char *out, size_t outlen);
 
-/* fc_amqp_new prepares a connection (not yet connected); name is shown in the management UI.
+/* fc_amqp_new prepares a connection (not yet connected) to the broker url names, or to one of the
+ * brokers of a comma-separated list (see fc_amqp_connect); name is shown in the management UI.
  * Returns NULL on a bad URL or no memory. Free with fc_amqp_free. */
 fc_amqp *fc_amqp_new(const char *url, int heartbeat_s, const char *name);
+/* fc_amqp_set_tls sets what amqps:// connections use: the CA certificates that verify the broker's
+ * certificate and host name (NULL: the system's bundle), and an optional client certificate and
+ * key (PEM files). 0 or FC_ENOMEM. */
+int fc_amqp_set_tls(fc_amqp *a, const char *ca_file, const char *cert_file, const char *key_file);
+/* fc_amqp_broker writes "host:port" of the broker connected to (or tried last) into out. */
+const char *fc_amqp_broker(const fc_amqp *a, char *out, size_t outlen);
 void fc_amqp_free(fc_amqp *a);
 
 /* fc_amqp_connect opens the connection and a channel in confirm mode. 0 or FC_ECONN/FC_EBROKER
- * (reason in fc_amqp_errstr, without the password). Closes any previous connection first. */
+ * (reason in fc_amqp_errstr, without the password). Closes any previous connection first. With a
+ * list of brokers it tries each once, in the list's order, starting with the one connected to
+ * last, or with the next one after a connection that was up was lost: the caller backs off and
+ * calls again when none answered. */
 int fc_amqp_connect(fc_amqp *a);
 /* fc_amqp_close closes politely (if still connected and not blocked by the broker) and forgets
  * unconfirmed publishes. Synchronous methods (declare, consume, cancel, queue depth) give up

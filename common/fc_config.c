@@ -34,9 +34,23 @@ typedef struct setting {
 
 static const setting settings[] = {
     {"AMQP_URL", "amqp-url", T_SECRET, FC_BOTH, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f", OFF(amqp_url),
-     "RabbitMQ URL (amqp:// or amqps://)"},
+     "RabbitMQ URL (amqp:// or amqps://), or the URLs of a cluster's nodes separated by commas"},
+    {"AMQP_URL_FILE", "amqp-url-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_url_file),
+     "file holding AMQP_URL (container secrets)"},
+    {"AMQP_CA_FILE", "amqp-ca-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_ca_file),
+     "CA certificates (PEM) that verify an amqps:// broker (default: the system's)"},
+    {"AMQP_CERT_FILE", "amqp-cert-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_cert_file),
+     "client certificate (PEM) for amqps://, with AMQP_KEY_FILE"},
+    {"AMQP_KEY_FILE", "amqp-key-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_key_file),
+     "private key (PEM) of AMQP_CERT_FILE"},
     {"REDIS_URL", "redis-url", T_SECRET, FC_BOTH, 0, 0, "redis://127.0.0.1:6379/0", OFF(redis_url),
-     "Redis URL redis://[:password@]host[:port][/db]"},
+     "Redis URL redis://[[user]:password@]host[:port][/db]"},
+    {"REDIS_URL_FILE", "redis-url-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(redis_url_file),
+     "file holding REDIS_URL (container secrets)"},
+    {"REDIS_SENTINELS", "redis-sentinels", T_STR, FC_BOTH, 0, 0, NULL, OFF(redis_sentinels),
+     "Redis Sentinels host:port,... to ask for the primary (REDIS_URL then gives password and db)"},
+    {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", T_STR, FC_BOTH, 0, 0, "mymaster",
+     OFF(redis_sentinel_master), "name of the primary the sentinels watch"},
     {"QUEUE_PREFIX", "queue-prefix", T_STR, FC_BOTH, 0, 0, "flashcard", OFF(queue_prefix),
      "namespace of every exchange, queue and Redis key"},
     {"LOG_LEVEL", "log-level", T_STR, FC_BOTH, 0, 0, "info", OFF(log_level), "debug, info, warn or error"},
@@ -239,6 +253,14 @@ static const setting *find_flag(const char *name, size_t len, int program) {
     return NULL;
 }
 
+/* secret_on_command_line says whether a flag's value holds a secret: any API key, a URL with a
+ * password. A command line is readable by every user of the machine (/proc/PID/cmdline). */
+static int secret_on_command_line(const setting *s, const char *value) {
+    if (s->type != T_SECRET) return 0;
+    if (s->offset != OFF(amqp_url) && s->offset != OFF(redis_url)) return 1;
+    return strchr(value, '@') != NULL;
+}
+
 /* parse_args applies --flag value / --flag=value and collects positional arguments. */
 static int parse_args(fc_config *cfg, int program, int argc, char **argv, char *err, size_t errlen) {
     for (int i = 1; i < argc; i++) {
@@ -269,6 +291,11 @@ static int parse_args(fc_config *cfg, int program, int argc, char **argv, char *
             }
             value = argv[++i];
         }
+        if (secret_on_command_line(s, value)) {
+            snprintf(err, errlen, "--%s: secrets are not taken from the command line, where every user of the "
+                                  "machine can read them; set %s or %s_FILE instead", s->flag, s->env, s->env);
+            return FC_EINVAL;
+        }
         int rc = assign(cfg, s, value, err, errlen);
         if (rc != FC_OK) return rc;
     }
@@ -298,22 +325,52 @@ static const setting *setting_by_env(const char *env) {
     return NULL;
 }
 
-static int read_key_file(fc_config *cfg, char *err, size_t errlen) {
-    FILE *fp = fopen(cfg->api_key_file, "r");
-    if (!fp) {
-        snprintf(err, errlen, "API_KEY_FILE (--api-key-file): cannot read '%s': %s", cfg->api_key_file,
-                 strerror(errno));
-        return FC_EINVAL;
+/* The settings that name a file holding a secret setting's value (a container or Kubernetes secret). */
+static const struct {
+    size_t file, secret;
+} secret_files[] = {
+    {OFF(amqp_url_file), OFF(amqp_url)},
+    {OFF(redis_url_file), OFF(redis_url)},
+    {OFF(api_key_file), OFF(api_key)},
+};
+
+static const setting *setting_at(size_t offset) {
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (settings[i].offset == offset) return &settings[i];
+    return NULL;
+}
+
+/* read_secret_files replaces each secret setting whose *_FILE setting is set by that file's content
+ * (trailing newlines and spaces dropped). The file's name may be shown; its content never is. */
+static int read_secret_files(fc_config *cfg, int program, char *err, size_t errlen) {
+    for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++) {
+        const setting *fs = setting_at(secret_files[i].file);
+        const char *path = *(char **)((char *)cfg + secret_files[i].file);
+        if (!(fs->program & program) || !path) continue;
+        FILE *fp = fopen(path, "r");
+        if (!fp) {
+            snprintf(err, errlen, "%s (--%s): cannot read '%s': %s", fs->env, fs->flag, path, strerror(errno));
+            return FC_EINVAL;
+        }
+        char buf[4096];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+        int big = !feof(fp);
+        fclose(fp);
+        buf[n] = '\0';
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
+        char **field = (char **)((char *)cfg + secret_files[i].secret);
+        if (*field) memset(*field, 0, strlen(*field));
+        free(*field);
+        *field = big || n == 0 ? NULL : strdup(buf);
+        memset(buf, 0, sizeof(buf));
+        if (big || n == 0) {
+            snprintf(err, errlen, "%s (--%s): '%s' %s", fs->env, fs->flag, path,
+                     big ? "is larger than 4095 bytes" : "is empty");
+            return FC_EINVAL;
+        }
+        if (!*field) return FC_ENOMEM;
     }
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
-    free(cfg->api_key);
-    cfg->api_key = strdup(buf);
-    memset(buf, 0, sizeof(buf));
-    return cfg->api_key ? FC_OK : FC_ENOMEM;
+    return FC_OK;
 }
 
 /* derive_api_name picks the API's name from its host: api.openai.com -> openai, openrouter.ai -> openrouter.
@@ -366,11 +423,14 @@ static int check_limits(const fc_config *cfg, char *err, size_t errlen) {
 /* validate checks cross-field rules and fills derived defaults. */
 static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
     char why[200];
+    if (read_secret_files(cfg, program, err, errlen) != FC_OK) return FC_EINVAL;
     if (fc_amqp_url_check(cfg->amqp_url, why, sizeof(why)) != FC_OK)
         return fail(err, errlen, setting_by_env("AMQP_URL"), cfg->amqp_url, why);
     fc_redis *r = fc_redis_new(cfg->redis_url, 1000, why, sizeof(why));
     if (!r) return fail(err, errlen, setting_by_env("REDIS_URL"), cfg->redis_url, why);
+    int bad_sentinels = fc_redis_set_sentinels(r, cfg->redis_sentinels, cfg->redis_sentinel_master, why, sizeof(why));
     fc_redis_free(r);
+    if (bad_sentinels) return fail(err, errlen, setting_by_env("REDIS_SENTINELS"), cfg->redis_sentinels, why);
     if (check_prefix(cfg->queue_prefix) != FC_OK)
         return fail(err, errlen, setting_by_env("QUEUE_PREFIX"), cfg->queue_prefix,
                     "must be 1..64 characters of A-Z a-z 0-9 . _ -");
@@ -398,7 +458,6 @@ static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
             return fail(err, errlen, setting_by_env("RATE_LIMIT_FALLBACK"), cfg->rate_limit_fallback,
                         "is not one of pause, local");
         if (check_limits(cfg, err, errlen) != FC_OK) return FC_EINVAL;
-        if (cfg->api_key_file && read_key_file(cfg, err, errlen) != FC_OK) return FC_EINVAL;
         if (!cfg->stage1_model) cfg->stage1_model = strdup(cfg->api_model);
         if (!cfg->stage2_model) cfg->stage2_model = strdup(cfg->api_model);
         if (!cfg->api_name) cfg->api_name = derive_api_name(cfg->api_base_url);

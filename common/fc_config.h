@@ -11,8 +11,15 @@ enum fc_program { FC_PRODUCER = 1, FC_WORKER = 2, FC_BOTH = 3 };
 
 typedef struct fc_config {
     /* shared */
-    char *amqp_url;
-    char *redis_url;
+    char *amqp_url;          /* secret: one URL, or a cluster's, comma-separated */
+    char *amqp_url_file;
+    char *amqp_ca_file;
+    char *amqp_cert_file;
+    char *amqp_key_file;
+    char *redis_url;         /* secret */
+    char *redis_url_file;
+    char *redis_sentinels;   /* host:port,... or NULL */
+    char *redis_sentinel_master;
     char *queue_prefix;
     char *log_level;
     char *log_format;

@@ -331,3 +331,11 @@ void fc_reply_free(fc_reply *rep) {
     free(rep->str);
     memset(rep, 0, sizeof(*rep));
 }
+
+int fc_redis_set_sentinels(fc_redis *r, const char *sentinels, const char *master, char *err, size_t errlen) {
+    (void)r;
+    (void)master;
+    if (!sentinels || !*sentinels) return FC_OK;
+    snprintf(err, errlen, "Redis Sentinel is not supported yet");
+    return FC_EINVAL;
+}

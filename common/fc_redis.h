@@ -31,6 +31,12 @@ typedef struct fc_reply {
 fc_redis *fc_redis_new(const char *url, int timeout_ms, char *err, size_t errlen);
 void fc_redis_free(fc_redis *r);
 
+/* fc_redis_set_sentinels makes r follow a Redis Sentinel setup: before every (re)connect it asks
+ * the sentinels listed in sentinels ("host:port,host:port,...") for the address of the primary
+ * named master, and connects there; the host and port of r's URL are then unused, its user,
+ * password and db still apply. sentinels NULL or "" turns it off. 0, or FC_EINVAL with why in err. */
+int fc_redis_set_sentinels(fc_redis *r, const char *sentinels, const char *master, char *err, size_t errlen);
+
 /* What fc_redis_url_redact writes for a URL fc_redis_new would refuse. */
 #define FC_REDIS_URL_UNPARSABLE "(unparsable redis URL)"
 

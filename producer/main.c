@@ -116,7 +116,13 @@ int main(int argc, char **argv) {
         char name[128];
         snprintf(name, sizeof(name), "flashcard-producer %s", p.st.job_id);
         p.amqp = fc_amqp_new(cfg.amqp_url, (int)(cfg.heartbeat_ms / 1000), name);
-        if (!p.redis || !p.amqp) {
+        if (p.amqp && fc_amqp_set_tls(p.amqp, cfg.amqp_ca_file, cfg.amqp_cert_file, cfg.amqp_key_file) != FC_OK)
+            p.amqp = (fc_amqp_free(p.amqp), NULL);
+        if (p.redis && fc_redis_set_sentinels(p.redis, cfg.redis_sentinels, cfg.redis_sentinel_master, err,
+                                              sizeof(err)) != FC_OK) {
+            fprintf(stderr, "flashcard-producer: REDIS_SENTINELS: %s\n", err);
+            rc = EXIT_USAGE;
+        } else if (!p.redis || !p.amqp) {
             fprintf(stderr, "flashcard-producer: %s\n", !p.redis ? err : "out of memory");
             rc = EXIT_INCOMPLETE;
         } else {

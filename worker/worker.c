@@ -102,6 +102,13 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     fc_topology_name(w->queue, cfg->queue_prefix, "batches");
     w->amqp = fc_amqp_new(cfg->amqp_url, (int)(cfg->heartbeat_ms / 1000), w->name);
     w->redis = fc_redis_new(cfg->redis_url, 2000, err, sizeof(err));
+    if (w->amqp && fc_amqp_set_tls(w->amqp, cfg->amqp_ca_file, cfg->amqp_cert_file, cfg->amqp_key_file) != FC_OK)
+        w->amqp = (fc_amqp_free(w->amqp), NULL);
+    if (w->redis && fc_redis_set_sentinels(w->redis, cfg->redis_sentinels, cfg->redis_sentinel_master, err,
+                                           sizeof(err)) != FC_OK) {
+        fc_error("REDIS_SENTINELS: %s", err);
+        return FC_EINVAL;
+    }
     char ua[200];
     snprintf(ua, sizeof(ua), "flashcard-worker/%s (%s)", FC_VERSION, w->name);
     fc_http_conf hc = {cfg->api_key, cfg->http_referer, cfg->x_title, ua, cfg->api_timeout_ms,
@@ -188,8 +195,11 @@ static void ensure_broker(worker *w) {
     int64_t now = now_ms();
     if (now < w->next_reconnect_ms || w->gate.stopping) return;
     if (connect_broker(w) == FC_OK) {
-        if (w->connected_before) fc_info("reconnected to the broker after %d failed attempts", w->reconnect_attempt);
-        else fc_info("consuming %s (prefetch %d, %d calls in flight, %s pipeline)", w->queue, prefetch(w),
+        char at[300];
+        fc_amqp_broker(w->amqp, at, sizeof(at));
+        if (w->connected_before)
+            fc_info("reconnected to the broker %s after %d failed attempts", at, w->reconnect_attempt);
+        else fc_info("consuming %s on %s (prefetch %d, %d calls in flight, %s pipeline)", w->queue, at, prefetch(w),
                      w->cfg->worker_count, w->proc.name);
         w->connected_before = w->link_up = 1;
         w->reconnect_attempt = 0;
