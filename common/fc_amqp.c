@@ -236,6 +236,10 @@ static int rpc_error(fc_amqp *a, amqp_rpc_reply_t r, const char *what) {
             amqp_channel_close_t *m = r.reply.decoded;
             snprintf(a->errstr, sizeof(a->errstr), "%s: broker said %u %.*s", what, m->reply_code,
                      (int)m->reply_text.len, (char *)m->reply_text.bytes);
+            if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD && m->reply_code == AMQP_ACCESS_REFUSED) {
+                a->ok = 0;
+                return FC_EACCESS;
+            }
         } else {
             snprintf(a->errstr, sizeof(a->errstr), "%s: broker error 0x%08x", what, r.reply.id);
         }
@@ -424,6 +428,20 @@ static amqp_table_t make_table(const fc_amqp_field *f, size_t n, amqp_table_entr
 
 #define MAX_FIELDS 16
 
+static int reopen_after_close(fc_amqp *a);
+
+/* after_refusal answers a channel closed with 403 ACCESS_REFUSED: the connection is still good, so
+ * the channel is opened again and FC_EACCESS returned, unless publishes await confirms (a new
+ * channel would lose them): the connection then counts as lost (FC_ECONN). */
+static int after_refusal(fc_amqp *a, int rc) {
+    if (rc != FC_EACCESS) return rc;
+    if (a->pend_head != a->pend_len || reopen_after_close(a) != FC_OK) {
+        a->ok = 0;
+        return FC_ECONN;
+    }
+    return FC_EACCESS;
+}
+
 int fc_amqp_declare_exchange(fc_amqp *a, const char *name, const char *type, const fc_amqp_field *args,
                              size_t n) {
     amqp_table_entry_t e[MAX_FIELDS];
@@ -432,7 +450,7 @@ int fc_amqp_declare_exchange(fc_amqp *a, const char *name, const char *type, con
                           make_table(args, n, e));
     char what[200];
     snprintf(what, sizeof(what), "declare exchange %s", name);
-    return rpc_error(a, amqp_get_rpc_reply(a->conn), what);
+    return after_refusal(a, rpc_error(a, amqp_get_rpc_reply(a->conn), what));
 }
 
 int fc_amqp_declare_queue(fc_amqp *a, const char *name, const fc_amqp_field *args, size_t n) {
@@ -441,13 +459,15 @@ int fc_amqp_declare_queue(fc_amqp *a, const char *name, const fc_amqp_field *arg
     amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(name), 0, 1, 0, 0, make_table(args, n, e));
     char what[200];
     snprintf(what, sizeof(what), "declare queue %s", name);
-    return rpc_error(a, amqp_get_rpc_reply(a->conn), what);
+    return after_refusal(a, rpc_error(a, amqp_get_rpc_reply(a->conn), what));
 }
 
 int fc_amqp_bind(fc_amqp *a, const char *queue, const char *exchange, const char *key) {
     amqp_queue_bind(a->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
                     amqp_cstring_bytes(key), amqp_empty_table);
-    return rpc_error(a, amqp_get_rpc_reply(a->conn), "queue.bind");
+    char what[400];
+    snprintf(what, sizeof(what), "bind queue %s to %s", queue, exchange);
+    return after_refusal(a, rpc_error(a, amqp_get_rpc_reply(a->conn), what));
 }
 
 /* reopen_after_close acknowledges a channel.close and opens the channel again. */
@@ -472,6 +492,17 @@ int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *con
     if (messages) *messages = r->message_count;
     if (consumers) *consumers = r->consumer_count;
     return FC_OK;
+}
+
+int fc_amqp_exchange_exists(fc_amqp *a, const char *name) {
+    amqp_exchange_declare(a->conn, CHANNEL, amqp_cstring_bytes(name), amqp_cstring_bytes(""), 1, 0, 0, 0,
+                          amqp_empty_table);
+    amqp_rpc_reply_t reply = amqp_get_rpc_reply(a->conn);
+    if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        int rc = reopen_after_close(a);
+        return rc == FC_OK ? FC_ENOTFOUND : rc;
+    }
+    return rpc_error(a, reply, "exchange check");
 }
 
 int fc_amqp_delete_queue(fc_amqp *a, const char *queue) {

@@ -21,7 +21,8 @@
     X(HTTP, "HTTP request failed")                          \
     X(AUTH, "API credentials rejected")                     \
     X(NOTFOUND, "not found")                                \
-    X(BUSY, "resource busy, try later")
+    X(BUSY, "resource busy, try later")                    \
+    X(ACCESS, "permission refused")
 
 enum {
     FC_OK = 0,

@@ -1,10 +1,13 @@
-/* The broker topology: names, arguments and declarations. */
+/* The broker topology: names, arguments and declarations. Every queue is a quorum queue, so each
+ * survives the loss of a cluster node (a classic queue lives on one node: while that node is down,
+ * declaring it elsewhere fails with 404 and messages routed only to it are dropped). */
 #include "fc_topology.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "fc_error.h"
+#include "fc_log.h"
 
 #define RESULTS_QUEUE_EXPIRES_MS (7LL * 86400 * 1000)
 /* Redeliveries of a batch in P.crashed (settling one makes no API call): a constant, so that
@@ -25,9 +28,41 @@ void fc_topology_results_queue(char *out, const char *prefix, const char *job_id
     snprintf(out, FC_NAME_MAX, "%s.results.%s", prefix, job_id);
 }
 
+/* Declarations a user may not make (least privilege: the operator loaded the topology as broker
+ * definitions) are checked instead: the object must exist; its bindings are the operator's. */
+typedef struct declarer {
+    fc_amqp *a;
+    int checked; /* objects checked, not declared */
+} declarer;
+
+static int exchange(declarer *d, const char *name, const char *type, const fc_amqp_field *args, size_t n) {
+    int rc = fc_amqp_declare_exchange(d->a, name, type, args, n);
+    if (rc != FC_EACCESS) return rc;
+    rc = fc_amqp_exchange_exists(d->a, name);
+    if (rc == FC_OK) d->checked++;
+    if (rc == FC_ENOTFOUND)
+        fc_error("exchange %s does not exist, and this broker user may not declare it (configure permission)", name);
+    return rc == FC_ENOTFOUND ? FC_EACCESS : rc;
+}
+
+/* queue declares name with args and binds it to exchange with key. */
+static int queue(declarer *d, const char *name, const fc_amqp_field *args, size_t n, const char *exchange,
+                 const char *key) {
+    int rc = fc_amqp_declare_queue(d->a, name, args, n);
+    if (rc == FC_EACCESS) {
+        rc = fc_amqp_queue_depth(d->a, name, NULL, NULL);
+        if (rc == FC_OK) d->checked++;
+        if (rc == FC_ENOTFOUND)
+            fc_error("queue %s does not exist, and this broker user may not declare it (configure permission)", name);
+        return rc == FC_ENOTFOUND ? FC_EACCESS : rc;
+    }
+    if (rc == FC_OK) rc = fc_amqp_bind(d->a, name, exchange, key);
+    return rc == FC_EACCESS ? FC_OK : rc;
+}
+
 /* declare_work_queue declares a quorum work queue with its own exchange: redelivered more than
  * delivery_limit times, a message is dead-lettered (at least once) to dlx. */
-static int declare_work_queue(fc_amqp *a, const char *name, long delivery_limit, const char *dlx) {
+static int declare_work_queue(declarer *d, const char *name, long delivery_limit, const char *dlx) {
     fc_amqp_field args[] = {
         {"x-queue-type", "quorum", 0, 0},
         {"x-delivery-limit", NULL, delivery_limit, 1},
@@ -35,9 +70,8 @@ static int declare_work_queue(fc_amqp *a, const char *name, long delivery_limit,
         {"x-dead-letter-strategy", "at-least-once", 0, 0},
         {"x-overflow", "reject-publish", 0, 0},
     };
-    int rc = fc_amqp_declare_exchange(a, name, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = fc_amqp_declare_queue(a, name, args, 5);
-    if (rc == FC_OK) rc = fc_amqp_bind(a, name, name, "");
+    int rc = exchange(d, name, "fanout", NULL, 0);
+    if (rc == FC_OK) rc = queue(d, name, args, 5, name, "");
     return rc;
 }
 
@@ -45,67 +79,79 @@ static int declare_work_queue(fc_amqp *a, const char *name, long delivery_limit,
  * after DELIVERY_LIMIT redeliveries: workers consume both and record those batches' items as
  * failed before they rest in P.dead (a batch only lands in P.dead unrecorded if it also crashes
  * the workers DELIVERY_LIMIT times there). */
-static int declare_work(fc_amqp *a, const fc_topology *t) {
+static int declare_work(declarer *d, const fc_topology *t) {
     char batches[FC_NAME_MAX], crashed[FC_NAME_MAX], dead[FC_NAME_MAX];
     fc_topology_name(batches, t->prefix, "batches");
     fc_topology_name(crashed, t->prefix, "crashed");
     fc_topology_name(dead, t->prefix, "dead");
-    int rc = fc_amqp_declare_exchange(a, dead, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = declare_work_queue(a, crashed, CRASHED_DELIVERY_LIMIT, dead);
-    if (rc == FC_OK) rc = declare_work_queue(a, batches, t->delivery_limit, crashed);
+    int rc = exchange(d, dead, "fanout", NULL, 0);
+    if (rc == FC_OK) rc = declare_work_queue(d, crashed, CRASHED_DELIVERY_LIMIT, dead);
+    if (rc == FC_OK) rc = declare_work_queue(d, batches, t->delivery_limit, crashed);
     return rc;
 }
 
-static int declare_retry(fc_amqp *a, const fc_topology *t) {
+/* declare_retry declares one delay queue per RETRY_DELAYS entry: a message waits there for its
+ * delay, then is dead-lettered (at least once) back to the work queue. */
+static int declare_retry(declarer *d, const fc_topology *t) {
     char retry[FC_NAME_MAX], batches[FC_NAME_MAX];
     fc_topology_name(retry, t->prefix, "retry");
     fc_topology_name(batches, t->prefix, "batches");
-    int rc = fc_amqp_declare_exchange(a, retry, "direct", NULL, 0);
+    int rc = exchange(d, retry, "direct", NULL, 0);
     for (int i = 0; rc == FC_OK && i < t->ndelays; i++) {
-        char key[32], queue[FC_NAME_MAX + 40];
+        char key[32], name[FC_NAME_MAX + 40];
         fc_topology_delay_key(key, sizeof(key), t->delays_ms[i]);
-        snprintf(queue, sizeof(queue), "%s.%s", retry, key);
+        snprintf(name, sizeof(name), "%s.%s", retry, key);
         fc_amqp_field args[] = {
-            {"x-queue-type", "classic", 0, 0},
+            {"x-queue-type", "quorum", 0, 0},
             {"x-message-ttl", NULL, t->delays_ms[i], 1},
             {"x-dead-letter-exchange", batches, 0, 0},
+            {"x-dead-letter-strategy", "at-least-once", 0, 0},
+            {"x-overflow", "reject-publish", 0, 0},
         };
-        rc = fc_amqp_declare_queue(a, queue, args, 3);
-        if (rc == FC_OK) rc = fc_amqp_bind(a, queue, retry, key);
+        rc = queue(d, name, args, 5, retry, key);
     }
     return rc;
 }
 
-static int declare_outputs(fc_amqp *a, const fc_topology *t) {
+static int declare_outputs(declarer *d, const fc_topology *t) {
     char dead[FC_NAME_MAX], results[FC_NAME_MAX], unrouted[FC_NAME_MAX];
     fc_topology_name(dead, t->prefix, "dead");
     fc_topology_name(results, t->prefix, "results");
     fc_topology_name(unrouted, t->prefix, "results.unrouted");
-    fc_amqp_field dead_args[] = {{"x-queue-type", "classic", 0, 0}};
+    fc_amqp_field quorum[] = {{"x-queue-type", "quorum", 0, 0}};
     fc_amqp_field results_args[] = {{"alternate-exchange", unrouted, 0, 0}};
-    int rc = fc_amqp_declare_exchange(a, dead, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = fc_amqp_declare_queue(a, dead, dead_args, 1);
-    if (rc == FC_OK) rc = fc_amqp_bind(a, dead, dead, "");
-    if (rc == FC_OK) rc = fc_amqp_declare_exchange(a, unrouted, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = fc_amqp_declare_queue(a, unrouted, dead_args, 1);
-    if (rc == FC_OK) rc = fc_amqp_bind(a, unrouted, unrouted, "");
-    if (rc == FC_OK) rc = fc_amqp_declare_exchange(a, results, "direct", results_args, 1);
+    int rc = exchange(d, dead, "fanout", NULL, 0);
+    if (rc == FC_OK) rc = queue(d, dead, quorum, 1, dead, "");
+    if (rc == FC_OK) rc = exchange(d, unrouted, "fanout", NULL, 0);
+    if (rc == FC_OK) rc = queue(d, unrouted, quorum, 1, unrouted, "");
+    if (rc == FC_OK) rc = exchange(d, results, "direct", results_args, 1);
+    return rc;
+}
+
+/* explain adds what a refused declaration usually means to the connection's error. */
+static int explain(declarer *d, int rc) {
+    if (rc == FC_EBROKER && strstr(fc_amqp_errstr(d->a), "PRECONDITION_FAILED"))
+        fc_error("%s: a queue of this QUEUE_PREFIX exists with other arguments (an older version's classic queue, "
+                 "or another DELIVERY_LIMIT / RETRY_DELAYS); see the README's upgrade notes",
+                 fc_amqp_errstr(d->a));
     return rc;
 }
 
 int fc_topology_declare(fc_amqp *a, const fc_topology *t) {
-    int rc = declare_work(a, t);
-    if (rc == FC_OK) rc = declare_retry(a, t);
-    if (rc == FC_OK) rc = declare_outputs(a, t);
-    return rc;
+    declarer d = {a, 0};
+    int rc = declare_work(&d, t);
+    if (rc == FC_OK) rc = declare_retry(&d, t);
+    if (rc == FC_OK) rc = declare_outputs(&d, t);
+    if (rc == FC_OK && d.checked)
+        fc_debug("topology: %d objects this broker user may not declare exist (broker definitions)", d.checked);
+    return explain(&d, rc);
 }
 
 int fc_topology_declare_results(fc_amqp *a, const char *prefix, const char *job_id) {
-    char queue[FC_NAME_MAX], results[FC_NAME_MAX];
-    fc_topology_results_queue(queue, prefix, job_id);
+    char name[FC_NAME_MAX], results[FC_NAME_MAX];
+    fc_topology_results_queue(name, prefix, job_id);
     fc_topology_name(results, prefix, "results");
-    fc_amqp_field args[] = {{"x-queue-type", "classic", 0, 0}, {"x-expires", NULL, RESULTS_QUEUE_EXPIRES_MS, 1}};
-    int rc = fc_amqp_declare_queue(a, queue, args, 2);
-    if (rc == FC_OK) rc = fc_amqp_bind(a, queue, results, job_id);
-    return rc;
+    fc_amqp_field args[] = {{"x-queue-type", "quorum", 0, 0}, {"x-expires", NULL, RESULTS_QUEUE_EXPIRES_MS, 1}};
+    declarer d = {a, 0};
+    return explain(&d, queue(&d, name, args, 2, results, job_id));
 }
