@@ -1,12 +1,15 @@
 /* Unit tests of the Redis client: URL redaction, which must hide exactly what the connector
- * would send to AUTH; error text without the password; a server that refuses AUTH, through a
- * tiny fake server on a loopback port (one thread, bounded in connections and time), and the
- * limiter's fallback over it. No Redis needed. */
+ * would send to AUTH; the AUTH a URL's userinfo makes (user and password, or password alone);
+ * error text without the password; the sentinel list's parser; a server that refuses AUTH,
+ * sentinels naming a primary, a replica or nothing, and a demoted primary answering READONLY,
+ * through tiny fake servers on loopback ports (one thread each, bounded in connections and
+ * time), and the limiter's fallback over them. No Redis needed. */
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -132,6 +135,7 @@ typedef struct fake_server {
     fake_answer_fn answer;
     int connections, requests;
     char first_request[512]; /* NUL-terminated start of the first request */
+    char all[4096];          /* every request, one after the other, NUL-terminated (cut when full) */
     pthread_t thread;
 } fake_server;
 
@@ -143,6 +147,8 @@ static void fake_converse(fake_server *f, int c) {
         if (got <= 0) return;
         buf[got] = '\0';
         if (f->requests++ == 0) memcpy(f->first_request, buf, (size_t)got + 1);
+        size_t used = strlen(f->all);
+        snprintf(f->all + used, sizeof(f->all) - used, "%s", buf);
         const char *reply = f->answer(buf);
         ssize_t w = write(c, reply, strlen(reply));
         (void)w;
@@ -279,6 +285,246 @@ static void test_read_only_answers_are_not_recovery(void **state) {
     assert_int_equal(f.requests, 4);
 }
 
+/* ---- The AUTH a URL makes ------------------------------------------------------------- */
+
+static const char *ok_to_all(const char *request) {
+    return strstr(request, "PING") ? "+PONG\r\n" : "+OK\r\n";
+}
+
+/* first_request_for returns what a client of url (its "%d" the fake's port) sends first, and the
+ * number of requests a PING costs on a fresh connection. */
+static void auth_for(const char *url_fmt, const char *want_first, int want_requests) {
+    fake_server f;
+    fake_start(&f, ok_to_all);
+    char url[128], err[128];
+    snprintf(url, sizeof(url), url_fmt, f.port);
+    fc_redis *r = fc_redis_new(url, 1000, err, sizeof(err));
+    assert_non_null(r);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    fc_redis_free(r);
+    fake_stop(&f);
+    if (strcmp(f.first_request, want_first) != 0) fail_msg("%s sent first '%s'", url_fmt, f.first_request);
+    assert_int_equal(f.requests, want_requests);
+}
+
+static void test_auth_user_and_password(void **state) {
+    (void)state;
+    /* An ACL user: AUTH user password (Redis 6+). */
+    auth_for("redis://fcuser:pw@127.0.0.1:%d/0", "*3\r\n$4\r\nAUTH\r\n$6\r\nfcuser\r\n$2\r\npw\r\n", 2);
+    /* requirepass: AUTH password, with or without the ':'. */
+    auth_for("redis://:pw@127.0.0.1:%d", "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", 2);
+    auth_for("redis://pw@127.0.0.1:%d", "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", 2);
+    /* The password is what follows the first ':' up to the last '@'. */
+    auth_for("redis://u:p:w@x@127.0.0.1:%d", "*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$5\r\np:w@x\r\n", 2);
+    /* A user with an empty password (an ACL user with nopass) still authenticates as that user. */
+    auth_for("redis://fcuser:@127.0.0.1:%d", "*3\r\n$4\r\nAUTH\r\n$6\r\nfcuser\r\n$0\r\n\r\n", 2);
+    /* No userinfo, or an empty one: no AUTH. A db other than 0 adds SELECT. */
+    auth_for("redis://127.0.0.1:%d/0", "*1\r\n$4\r\nPING\r\n", 1);
+    auth_for("redis://@127.0.0.1:%d", "*1\r\n$4\r\nPING\r\n", 1);
+    auth_for("redis://u:pw@127.0.0.1:%d/3", "*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$2\r\npw\r\n", 3);
+}
+
+static void test_user_in_url(void **state) {
+    (void)state;
+    /* The user stays visible in redacted URLs; only the password is hidden. */
+    redacts("redis://fcuser:pw@h:6380/2", FC_OK, "redis://fcuser:***@h:6380/2");
+    redacts("redis://fcuser:@h", FC_OK, "redis://fcuser:@h");
+    char url[300] = "redis://", err[128];
+    memset(url + 8, 'u', 200);
+    strcpy(url + 208, ":pw@h");
+    assert_null(fc_redis_new(url, 100, err, sizeof(err)));
+    assert_string_equal(err, "user name too long (max 127 bytes)");
+    redacts(url, FC_EINVAL, FC_REDIS_URL_UNPARSABLE);
+}
+
+/* ---- The sentinel list ------------------------------------------------------------- */
+
+/* sentinels_refused checks that list (with master) is refused with an error containing want. */
+static void sentinels_refused(const char *list, const char *master, const char *want) {
+    char err[200] = "", e2[128];
+    fc_redis *r = fc_redis_new("redis://127.0.0.1:1", 100, e2, sizeof(e2));
+    assert_non_null(r);
+    assert_int_equal(fc_redis_set_sentinels(r, list, master, err, sizeof(err)), FC_EINVAL);
+    if (!strstr(err, want)) fail_msg("'%s' refused with '%s', expected '%s'", list, err, want);
+    fc_redis_free(r);
+}
+
+static void test_sentinel_list(void **state) {
+    (void)state;
+    char err[200];
+    fc_redis *r = fc_redis_new("redis://:pw@127.0.0.1:1/2", 100, err, sizeof(err));
+    assert_non_null(r);
+    const char *good[] = {"127.0.0.1:26379", " a:1 , b.example:2,c:65535 ", "[::1]:26379,h:1", NULL, ""};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (fc_redis_set_sentinels(r, good[i], "mymaster", err, sizeof(err)) != FC_OK)
+            fail_msg("'%s' refused: %s", good[i] ? good[i] : "(null)", err);
+    fc_redis_free(r);
+
+    sentinels_refused("a:1,,b:2", "m", "entry 2 is empty");
+    sentinels_refused("a:1,", "m", "entry 2 is empty");
+    sentinels_refused(" ", "m", "entry 1 is empty");
+    sentinels_refused("sentinel-a", "m", "entry 1 'sentinel-a' has no port (want host:port)");
+    sentinels_refused("a:1, b", "m", "entry 2 'b' has no port");
+    sentinels_refused("a:0", "m", "entry 1 'a:0': port must be a number 1..65535");
+    sentinels_refused("a:65536", "m", "port must be a number 1..65535");
+    sentinels_refused("a:26379x", "m", "entry 1 'a:26379x': port must be");
+    sentinels_refused("a:", "m", "entry 1 'a:': port must be");
+    sentinels_refused("a:-1", "m", "port must be");
+    sentinels_refused(":26379", "m", "entry 1 ':26379': missing or too long host");
+    sentinels_refused("[]:26379", "m", "missing or too long host");
+    sentinels_refused("::1:26379", "m", "entry 1 '::1:26379': more than one ':' (want host:port, IPv6 as [addr]:port)");
+    sentinels_refused("[::1]26379", "m", "has no port");
+    sentinels_refused("a:1;b:2", "m", "entry 1 'a:1;b:2': more than one ':'");
+    sentinels_refused("a:1 b:2", "m", "more than one ':'");
+    sentinels_refused("a:1 ,b:x", "m", "entry 2 'b:x': port must be");
+    char many[400] = "";
+    for (int i = 0; i < FC_REDIS_SENTINELS_MAX + 1; i++) strcat(many, i ? ",h:1" : "h:1");
+    sentinels_refused(many, "m", "more than 16 sentinels");
+    sentinels_refused("a:1", "", "master name (REDIS_SENTINEL_MASTER) is empty");
+    sentinels_refused("a:1", NULL, "master name (REDIS_SENTINEL_MASTER) is empty");
+    sentinels_refused("a:1", "my master", "space or control character");
+    char long_master[200];
+    memset(long_master, 'm', sizeof(long_master) - 1);
+    long_master[sizeof(long_master) - 1] = '\0';
+    sentinels_refused("a:1", long_master, "over 127 bytes");
+}
+
+/* ---- Sentinels naming the primary ---------------------------------------------------- */
+
+/* What the fakes answer, set by each test before the client asks (then read by the fakes' threads). */
+static _Atomic int primary_port;   /* the port the fake sentinel names */
+static _Atomic int primary_role;   /* 0 master, 1 slave */
+static _Atomic int sentinel_mode;  /* 0 names the primary, 1 knows no such master, 2 wants AUTH first */
+static _Atomic int sentinel_authed;
+static _Atomic int readonly_sets;  /* the primary answers SET with READONLY */
+
+static const char *fake_sentinel(const char *request) {
+    static _Thread_local char buf[128];
+    if (strstr(request, "AUTH")) {
+        sentinel_authed = 1;
+        return "+OK\r\n";
+    }
+    if (!strstr(request, "get-master-addr-by-name") || !strstr(request, "mymaster")) return "-ERR unexpected\r\n";
+    if (sentinel_mode == 1) return "*-1\r\n";
+    if (sentinel_mode == 2 && !sentinel_authed) return "-NOAUTH Authentication required.\r\n";
+    char port[8];
+    int n = snprintf(port, sizeof(port), "%d", (int)primary_port);
+    snprintf(buf, sizeof(buf), "*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n", n, port);
+    return buf;
+}
+
+static const char *fake_node(const char *request) {
+    if (strstr(request, "ROLE"))
+        return primary_role ? "*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:10\r\n"
+                            : "*3\r\n$6\r\nmaster\r\n:10\r\n*0\r\n";
+    if (strstr(request, "SET") && readonly_sets) return "-READONLY You can't write against a read only replica.\r\n";
+    return ok_to_all(request);
+}
+
+/* sentinel_client returns a client of url_fmt (its "%d" port 1: the URL's address is unused)
+ * following the sentinels at 127.0.0.1:1 (nothing there) and the fake s. */
+static fc_redis *sentinel_client(const char *url_fmt, const fake_server *s) {
+    char url[128], list[64], err[128];
+    snprintf(url, sizeof(url), url_fmt, 1);
+    snprintf(list, sizeof(list), "127.0.0.1:1,127.0.0.1:%d", s->port);
+    fc_redis *r = fc_redis_new(url, 1000, err, sizeof(err));
+    assert_non_null(r);
+    assert_int_equal(fc_redis_set_sentinels(r, list, "mymaster", err, sizeof(err)), FC_OK);
+    return r;
+}
+
+static void test_sentinel_names_primary(void **state) {
+    (void)state;
+    fake_server s, p;
+    fake_start(&p, fake_node);
+    fake_start(&s, fake_sentinel);
+    primary_port = p.port;
+    primary_role = 0;
+    sentinel_mode = 0;
+    readonly_sets = 0;
+    fc_redis *r = sentinel_client("redis://fcuser:" PW "@127.0.0.1:%d/2", &s);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    assert_string_equal(s.first_request, "*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n");
+    /* At the primary: AUTH as the URL's user, SELECT the URL's db, ROLE, then the command. */
+    assert_non_null(strstr(p.all, "AUTH\r\n$6\r\nfcuser\r\n"));
+    assert_non_null(strstr(p.all, "SELECT\r\n$1\r\n2\r\n"));
+    assert_non_null(strstr(p.all, "ROLE"));
+    assert_int_equal(p.requests, 4);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK); /* the connection is kept */
+    assert_int_equal(s.connections, 1);
+
+    /* A failover demoted it: READONLY drops the connection, the next command asks again. */
+    readonly_sets = 1;
+    fc_reply rep;
+    assert_int_equal(fc_redis_cmd(r, &rep, "SET k v"), FC_EREDIS);
+    assert_int_equal(rep.type, FC_REPLY_ERROR);
+    assert_string_equal(fc_redis_errstr(r), "READONLY You can't write against a read only replica.");
+    fc_reply_free(&rep);
+    readonly_sets = 0;
+    assert_int_equal(fc_redis_cmd(r, NULL, "SET k v"), FC_OK);
+    assert_int_equal(s.connections, 2);
+    assert_int_equal(p.connections, 2);
+    /* The same through the fault seam: an injected READONLY drops the connection too. */
+    fc_redis_set_fault(r, echo_password, (void *)"READONLY You can't write against a read only replica.");
+    assert_int_equal(fc_redis_cmd(r, NULL, "SET k v"), FC_EREDIS);
+    fc_redis_set_fault(r, NULL, NULL);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    assert_int_equal(s.connections, 3);
+    assert_null(strstr(fc_redis_errstr(r), PW));
+    fc_redis_free(r);
+    fake_stop(&s);
+    fake_stop(&p);
+}
+
+static void test_sentinel_wants_auth(void **state) {
+    (void)state;
+    fake_server s, p;
+    fake_start(&p, fake_node);
+    fake_start(&s, fake_sentinel);
+    primary_port = p.port;
+    primary_role = 0;
+    sentinel_mode = 2;
+    sentinel_authed = 0;
+    fc_redis *r = sentinel_client("redis://:" PW "@127.0.0.1:%d", &s);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    assert_non_null(strstr(s.all, "AUTH\r\n$20\r\n" PW));
+    assert_int_equal(s.requests, 3); /* refused, AUTH, asked again */
+    fc_redis_free(r);
+    fake_stop(&s);
+    fake_stop(&p);
+}
+
+static void test_sentinel_finds_no_primary(void **state) {
+    (void)state;
+    fake_server s, p;
+    fake_start(&p, fake_node);
+    fake_start(&s, fake_sentinel);
+    /* The node named answers ROLE as a replica (the sentinel's view is stale): not used. */
+    primary_port = p.port;
+    primary_role = 1;
+    sentinel_mode = 0;
+    fc_redis *r = sentinel_client("redis://:" PW "@127.0.0.1:%d", &s);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_ECONN);
+    char want[200];
+    snprintf(want, sizeof(want),
+             "no redis primary 'mymaster' from 2 sentinels; last: redis 127.0.0.1:%d, named by sentinel "
+             "127.0.0.1:%d, is not a primary (ROLE slave)",
+             p.port, s.port);
+    assert_string_equal(fc_redis_errstr(r), want);
+    assert_null(strstr(p.all, "PING"));
+    /* A sentinel that knows no such master; then none reachable. */
+    sentinel_mode = 1;
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_ECONN);
+    snprintf(want, sizeof(want), "sentinel 127.0.0.1:%d knows no master named 'mymaster'", s.port);
+    assert_non_null(strstr(fc_redis_errstr(r), want));
+    fake_stop(&s);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_ECONN);
+    assert_non_null(strstr(fc_redis_errstr(r), "no redis primary 'mymaster' from 2 sentinels; last: sentinel 127.0.0.1:"));
+    assert_null(strstr(fc_redis_errstr(r), PW));
+    fc_redis_free(r);
+    fake_stop(&p);
+}
+
 int main(void) {
     fc_log_setup(FC_LOG_OFF, FC_LOG_TEXT, "test_redis");
     const struct CMUnitTest tests[] = {
@@ -288,6 +534,12 @@ int main(void) {
         cmocka_unit_test(test_errstr_scrubs_password),
         cmocka_unit_test(test_auth_refused_at_connect),
         cmocka_unit_test(test_read_only_answers_are_not_recovery),
+        cmocka_unit_test(test_auth_user_and_password),
+        cmocka_unit_test(test_user_in_url),
+        cmocka_unit_test(test_sentinel_list),
+        cmocka_unit_test(test_sentinel_names_primary),
+        cmocka_unit_test(test_sentinel_wants_auth),
+        cmocka_unit_test(test_sentinel_finds_no_primary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
