@@ -25,6 +25,7 @@
 
 #define PROGRESS_TTY_S 0.5
 #define WAIT_RECONNECTS 10  /* broker connections lost while waiting before giving up */
+#define BROKER_OUTAGE_S 300.0 /* longest broker outage --wait sits out (a node's restart, a failover) */
 #define REDIS_OUTAGE_S 60.0 /* longest Redis outage --wait sits out */
 #define PROGRESS_LOG_S 5.0
 #define RECONNECT_RESET_S 300.0 /* connected this long, lost connections are forgiven */
@@ -357,6 +358,24 @@ static int consume_results(producer *p, collector *c) {
     return fc_amqp_consume(p->amqp, queue, 0);
 }
 
+/* reconnect sits out a broker outage while waiting: it connects again (to the next broker of a
+ * list first) until it consumes the results queue again, for at most BROKER_OUTAGE_S or until the
+ * wait's deadline (0 = none). A node's restart takes about 15 s, a cluster fails over at once. */
+static int reconnect(producer *p, collector *c, double deadline) {
+    double give_up = mono_s() + BROKER_OUTAGE_S;
+    if (deadline && deadline < give_up) give_up = deadline;
+    for (int round = 1;; round++) {
+        if (producer_connect(p) == FC_OK && consume_results(p, c) == FC_OK) {
+            fc_info("connected to the broker again; still waiting");
+            return FC_OK;
+        }
+        if (mono_s() >= give_up) return FC_ECONN;
+        fc_warn("broker still unreachable (%s); trying again (round %d, up to %.0f s more)",
+                fc_amqp_errstr(p->amqp), round, give_up - mono_s());
+        usleep(1000000);
+    }
+}
+
 /* results_drained says whether results are still missing although the results queue has been
  * found empty DRAINED_CHECKS times in a row and nothing came for DRAINED_QUIET_S: an earlier run
  * acked them and its spool is gone. (Ready messages exclude those already pushed to this
@@ -417,7 +436,7 @@ int producer_wait(producer *p) {
             /* Unacked results go back to the queue and come again; positions deduplicate them. */
             fc_warn("lost the broker while waiting (%s); reconnecting", fc_amqp_errstr(p->amqp));
             if (mono_s() - connected_at > RECONNECT_RESET_S) reconnects = 0;
-            if (++reconnects > WAIT_RECONNECTS || producer_connect(p) != FC_OK || consume_results(p, &c) != FC_OK) {
+            if (++reconnects > WAIT_RECONNECTS || reconnect(p, &c, deadline) != FC_OK) {
                 fprintf(stderr, "flashcard-producer: lost the broker while waiting: %s\n", fc_amqp_errstr(p->amqp));
                 rc = EXIT_INFRA;
                 break;

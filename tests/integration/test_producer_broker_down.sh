@@ -33,33 +33,9 @@ take_batches batches "$TMP/closed.batches"
 sort -n "$TMP/closed.batches" | diff -q - <(seq 0 99) >/dev/null || fail "closed port: batches not 0..99 once each"
 
 # 2. The broker lost mid-publish: a TCP proxy in front of RabbitMQ, killed while publishing.
-cat >"$TMP/proxy.pl" <<'EOF'
-# A one-process TCP proxy: listens on a free loopback port (written to ARGV[0]) and forwards
-# every connection to 127.0.0.1:ARGV[1].
-use strict; use warnings; use IO::Socket::INET; use IO::Select;
-my ($portfile, $target) = @ARGV;
-my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 16, ReuseAddr => 1) or die $!;
-open(my $f, '>', "$portfile.tmp") or die $!; print $f $l->sockport, "\n"; close $f; rename "$portfile.tmp", $portfile;
-my $sel = IO::Select->new($l); my %peer;
-while (1) {
-    for my $s ($sel->can_read) {
-        if ($s == $l) {
-            my $c = $l->accept or next;
-            my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $target) or do { close $c; next };
-            $peer{$c} = $u; $peer{$u} = $c; $sel->add($c, $u);
-            next;
-        }
-        my $o = $peer{$s}; my $buf;
-        my $n = sysread($s, $buf, 65536);
-        if (!$n) { $sel->remove($s, $o); delete @peer{$s, $o}; close $s; close $o; next; }
-        my $off = 0;
-        while ($off < $n) { my $w = syswrite($o, $buf, $n - $off, $off); last unless defined $w; $off += $w; }
-    }
-}
-EOF
 amqp_port=$(sed -E 's|.*@[^:/]+:([0-9]+).*|\1|' <<<"$AMQP_URL")
 [[ $amqp_port =~ ^[0-9]+$ ]] || amqp_port=5672
-perl "$TMP/proxy.pl" "$TMP/proxy.port" "$amqp_port" 2>"$TMP/proxy.log" &
+perl "$(dirname "$0")/tcp_proxy.pl" "$TMP/proxy.port" "$amqp_port" 2>"$TMP/proxy.log" &
 PROXY=$!
 PIDS+=("$PROXY")
 wait_until 10 test -s "$TMP/proxy.port" || fail "the proxy did not start"
