@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -173,6 +174,44 @@ static void test_passwords_with_slash_or_at_not_echoed(void **state) {
     expect_hidden("REDIS_URL", "redis://u:sec@ret@host", "AMQP_URL", "amqp://x:pa/ss@h", "AMQP_URL", redis_pw);
 }
 
+/* Secrets come from the environment or *_FILE settings: as flags (readable by every user in
+ * /proc/PID/cmdline) they are refused without being echoed; a URL flag without a password is fine. */
+static void test_secret_flags_and_files(void **state) {
+    fc_config c;
+    char err[512] = "";
+    char *key[] = {"w", "--api-key", "sk-hunter2"}, *url[] = {"w", "--amqp-url=amqp://u:hunter2@h/"};
+    char *plain[] = {"w", "--amqp-url=amqp://h1/,amqp://h2/"};
+    assert_int_equal(load(&c, FC_WORKER, 3, key, err), FC_EINVAL);
+    assert_non_null(strstr(err, "API_KEY_FILE"));
+    assert_null(strstr(err, "hunter2"));
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_WORKER, 2, url, err), FC_EINVAL);
+    assert_null(strstr(err, "hunter2"));
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_WORKER, 2, plain, err), FC_OK);
+    fc_config_free(&c);
+    char path[] = "/tmp/fc-test-secret-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "amqp://u:hunter2@h1/,amqp://u:hunter2@h2/\n", 42), 42);
+    close(fd);
+    char *argv[] = {"w"};
+    setenv("AMQP_URL_FILE", path, 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    assert_string_equal(c.amqp_url, "amqp://u:hunter2@h1/,amqp://u:hunter2@h2/");
+    fc_config_free(&c);
+    truncate(path, 0);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_EINVAL);
+    assert_non_null(strstr(err, "AMQP_URL_FILE"));
+    assert_non_null(strstr(err, "is empty"));
+    fc_config_free(&c);
+    unlink(path);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_EINVAL);
+    assert_non_null(strstr(err, "cannot read"));
+    unsetenv("AMQP_URL_FILE");
+    fc_config_free(&c);
+}
+
 static void test_flags(void **state) {
     fc_config c;
     char err[512], *unknown[] = {"p", "--nope"}, *missing[] = {"p", "--job-id"};
@@ -235,7 +274,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_env_then_flags),
         cmocka_unit_test(test_errors_name_the_setting), cmocka_unit_test(test_secrets_not_echoed),
-        cmocka_unit_test(test_flags),             cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_flags),
+        cmocka_unit_test(test_secret_flags_and_files),             cmocka_unit_test(test_durations),
         cmocka_unit_test(test_api_name_from_host), cmocka_unit_test(test_response_and_retry_after_limits),
         cmocka_unit_test(test_passwords_with_slash_or_at_not_echoed), cmocka_unit_test(test_rate_settings),
     };
