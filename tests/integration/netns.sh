@@ -87,6 +87,9 @@ netns_holds() { [ "$(readlink "/proc/$1/ns/net" 2>/dev/null)" = "net:[$(stat -L 
 netns_cut() { ip link set "$NS_VETH_ROOT" down; }
 netns_restore() { ip link set "$NS_VETH_ROOT" up; }
 
+# netns_children PID: the child processes of PID (a socat listener's: one per connection served).
+netns_children() { cat "/proc/$1/task/$1/children" 2>/dev/null || pgrep -P "$1" 2>/dev/null || true; }
+
 # netns_down: stops the forwarders and the connections they serve, deletes the veth pair and the
 # namespace. For the EXIT trap, before lib.sh's cleanup: it returns the status it was called with
 # (cleanup reads it), so it turns errexit off first (a trap stops at its first failing command).
@@ -95,7 +98,7 @@ netns_down() {
     set +e
     for p in "${NS_FORWARDERS[@]}"; do
         kill -STOP "$p" 2>/dev/null || true # no new connection between listing its children and the kill
-        for c in $(pgrep -P "$p" 2>/dev/null || true); do kill -9 "$c" 2>/dev/null || true; done
+        for c in $(netns_children "$p"); do kill -9 "$c" 2>/dev/null || true; done
         kill -9 "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
