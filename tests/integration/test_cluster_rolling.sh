@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A rolling restart (as for an upgrade) of a three-node cluster during one job. The cluster is
+# the test's own (rabbit_nodes.sh). The producer (AMQP_URL n1,n2,n3), worker A (n1,n2,n3) and
+# worker B (n2,n3,n1) run one job while n1, n2 and n3 are stopped gracefully (rabbitmqctl stop)
+# and started again in turn; before each stop, every quorum queue must have its members back
+# (rabbitmq-queues check_if_node_is_quorum_critical passes for the node), so a majority is kept
+# all along. Each client loses its node once or more and moves on along its list. The job
+# completes: producer --wait exits 0, every item once in the output, nothing left in any queue.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/rabbit_nodes.sh"
+
+N=700
+make_csv $N "$TMP/items.csv"
+t_start=$SECONDS
+rn_cluster 3
+log "cluster of 3 up in $((SECONDS - t_start)) s (AMQP ports $(rn_port n1) $(rn_port n2) $(rn_port n3))"
+rn_checks_on n1
+U1=$(rn_url n1) U2=$(rn_url n2) U3=$(rn_url n3)
+
+# 70 s of work for the fleet, however fast the machine: 1,400 calls at 20 calls/s (the fleet's
+# rate limit); the three restarts take some 40 s.
+start_mock --latency-ms 100
+export API_KEY=sk-rolling WORKER_COUNT=4 RATE_LIMIT=1200 BATCH_SIZE=10
+JOB=rolling-$$
+OUTCOME="$QUEUE_PREFIX:job:{$JOB}:outcome"
+done_items() { redis-cli hlen "$OUTCOME"; }
+
+AMQP_URL="$U1,$U2,$U3" start_worker a
+WA=$LAST_PID
+AMQP_URL="$U2,$U3,$U1" start_worker b
+WB=$LAST_PID
+wait_until 30 grep -q "consuming .* on localhost:$(rn_port n1) " "$TMP/worker-a.log" || fail "worker A is not on n1"
+wait_until 30 grep -q "consuming .* on localhost:$(rn_port n2) " "$TMP/worker-b.log" || fail "worker B is not on n2"
+
+AMQP_URL="$U1,$U2,$U3" "$PRODUCER" "$TMP/items.csv" --job-id "$JOB" --wait --timeout 170s \
+    --output "$TMP/out.tsv" --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 &
+PROD=$!
+PIDS+=("$PROD")
+on_n1() { rn_clients n1 | grep -qx "flashcard-producer $JOB"; }
+wait_until 30 on_n1 || fail "the producer is not on n1"
+
+under_way() { [ "$(done_items)" -ge 50 ]; }
+wait_until 60 under_way || fail "the job did not get going: $(done_items) items done"
+
+# restart NODE OTHER: stops NODE once no quorum queue depends on it, starts it again, and waits
+# until it is back in the cluster (asked of OTHER) with every queue's members online.
+restart() {
+    local node=$1 other=$2 t0=$SECONDS
+    not_critical() { rn_queues "$node" check_if_node_is_quorum_critical >/dev/null 2>&1; }
+    wait_until 60 not_critical || fail "$node stays quorum critical: $(rn_queues "$node" check_if_node_is_quorum_critical 2>&1 | tail -3)"
+    kill -0 $PROD 2>/dev/null || fail "the producer exited before $node's restart: $(tail -3 "$TMP/producer.log")"
+    local d=$(done_items)
+    [ "$d" -lt $N ] || fail "the job finished before $node's restart: nothing tested"
+    rn_stop "$node"
+    log "$node stopped with $d of $N items done"
+    rn_restart "$node"
+    rn_await "$node"
+    back() { [ "$(rn_running_nodes "$other" | wc -l)" = 3 ]; }
+    wait_until 60 back || fail "$node did not rejoin: $(rn_running_nodes "$other" | tr '\n' ' ')"
+    wait_until 60 rn_members_online "$other" 3 ||
+        fail "queues without 3 members online after $node's restart: $(tr '\n' ';' <"$TMP/online")"
+    log "$node back, queues whole again, in $((SECONDS - t0)) s; $(done_items) items done"
+}
+restart n1 n2
+restart n2 n3
+restart n3 n1
+
+producer_gone() { ! kill -0 $PROD 2>/dev/null; }
+wait_until 150 producer_gone || fail "the producer did not finish: $(done_items) of $N items done"
+prc=0
+wait $PROD || prc=$?
+[ $prc = 0 ] || fail "producer exit $prc: $(tail -3 "$TMP/producer.log")"
+assert_all_succeeded $N "$TMP/out.tsv" "dead letters after a rolling restart"
+wait_until 30 rn_all_empty n1 || fail "queues not empty: $(rn_depths n1 | awk '$2 != 0' | tr '\n' ';')"
+kill -0 $WA && kill -0 $WB || fail "a worker exited"
+
+# Every client lost its node at least once and consumed again elsewhere: A and the producer three
+# times (n1, n2, n3 in turn), B twice (n2, n3).
+a=$(grep -c "reconnected to the broker" "$TMP/worker-a.log" || true)
+b=$(grep -c "reconnected to the broker" "$TMP/worker-b.log" || true)
+p=$(grep -c "connected to the broker again" "$TMP/producer.log" || true)
+[ "$a" -ge 3 ] && [ "$b" -ge 2 ] && [ "$p" -ge 3 ] ||
+    fail "reconnections: worker A $a (expected 3), worker B $b (2), producer $p (3)"
+log "ok: $N items through a rolling restart; reconnections A $a, B $b, producer $p (run $((SECONDS - t_start)) s)"
