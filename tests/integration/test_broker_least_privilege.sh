@@ -95,7 +95,7 @@ PW[worker]=guest
 expect_refused worker get "$P.batches"
 for r in producer worker operator; do
     PW[$r]=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    rmq change_password "flashcard-$r$SUF" "${PW[$r]}" >/dev/null || fail "change_password $r"
+    rmq change_password "flashcard-$r$SUF" <<<"${PW[$r]}" >/dev/null || fail "change_password $r" # from stdin
 done
 expect_allowed worker get "$P.batches" >/dev/null
 
