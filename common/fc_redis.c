@@ -5,10 +5,12 @@
 #include <hiredis/hiredis.h>
 #include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "fc_error.h"
 
@@ -29,6 +31,7 @@ struct fc_redis {
     node sentinels[FC_REDIS_SENTINELS_MAX];
     int nsentinels;      /* 0 = connect to url */
     int sentinel_first;  /* the sentinel asked first: the last one whose primary answered */
+    int64_t checked_ms;  /* monotonic ms when a sentinel last confirmed (or named) the primary */
     char master[FC_REDIS_MASTER_MAX];
     int wrong_node;      /* a reply said the node is no primary now: drop it once the reply is taken */
     char errstr[256];    /* last error, the password scrubbed out */
@@ -188,6 +191,12 @@ static void set_errstr(fc_redis *r, const char *prefix, const char *text) {
     r->errstr[o] = '\0';
 }
 
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
 
 /* auth_argv fills argv with the AUTH command r's URL asks for; returns its argc (0: no AUTH). */
@@ -280,15 +289,16 @@ static int read_primary(const redisReply *rep, node *out) {
 }
 
 /* sentinel_query sends get-master-addr-by-name on c; after a NOAUTH answer it sends the URL's
- * AUTH (a sentinel with requirepass) and asks again. Returns the reply (caller frees) or NULL. */
-static redisReply *sentinel_query(fc_redis *r, redisContext *c) {
+ * AUTH (a sentinel with requirepass) and asks again. Returns the reply (caller frees), or NULL
+ * with *auth_failed set when that AUTH failed (errstr says why), or NULL on an I/O error. */
+static redisReply *sentinel_query(fc_redis *r, redisContext *c, int *auth_failed) {
     const char *argv[] = {"SENTINEL", "get-master-addr-by-name", r->master}, *auth[3];
     redisReply *rep = redisCommandArgv(c, 3, argv, NULL);
     int argc = auth_argv(r, auth);
     if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOAUTH", 6) == 0 && argc) {
         freeReplyObject(rep);
-        if (setup_command(r, c, "sentinel AUTH", argc, auth) != FC_OK) return NULL;
-        rep = redisCommandArgv(c, 3, argv, NULL);
+        *auth_failed = setup_command(r, c, "sentinel AUTH", argc, auth) != FC_OK;
+        rep = *auth_failed ? NULL : redisCommandArgv(c, 3, argv, NULL);
     }
     return rep;
 }
@@ -306,10 +316,10 @@ static int ask_sentinel(fc_redis *r, const node *s, node *out) {
         return FC_ECONN;
     }
     redisSetTimeout(c, tv);
-    r->errstr[0] = '\0';
-    redisReply *rep = sentinel_query(r, c);
+    int auth_failed = 0;
+    redisReply *rep = sentinel_query(r, c, &auth_failed);
     int rc = rep ? read_primary(rep, out) : FC_EIO;
-    if (rc == FC_EIO && !r->errstr[0]) set_errstr(r, prefix, c->errstr[0] ? c->errstr : "connection lost");
+    if (rc == FC_EIO && !auth_failed) set_errstr(r, prefix, c->errstr[0] ? c->errstr : "connection lost");
     else if (rc == FC_EREDIS) set_errstr(r, prefix, rep->str);
     else if (rc == FC_ENOTFOUND)
         snprintf(r->errstr, sizeof(r->errstr), "sentinel %s:%d knows no master named '%s'", s->host, s->port, r->master);
@@ -338,7 +348,10 @@ static int connect_via_sentinels(fc_redis *r) {
         r->at = primary;
         int rc = connect_node(r);
         if (rc == FC_OK) rc = check_primary(r, &r->sentinels[i]);
-        if (rc == FC_OK) r->sentinel_first = i;
+        if (rc == FC_OK) {
+            r->sentinel_first = i;
+            r->checked_ms = mono_ms();
+        }
         if (rc != FC_ECONN) return rc;
     }
     char last[sizeof(r->errstr)];
@@ -348,9 +361,31 @@ static int connect_via_sentinels(fc_redis *r) {
     return FC_ECONN;
 }
 
+/* recheck_primary asks one sentinel, once per FC_REDIS_SENTINEL_CHECK_MS while connected, whether
+ * the node connected to is still the primary, and drops the connection if it names another.
+ * A switchover (SENTINEL FAILOVER) leaves the old primary taking writes, which its conversion
+ * to a replica discards, until a sentinel's periodic INFO finds it, about 10 s later; a client
+ * that waited for a READONLY would write into it all that time. A sentinel that does not
+ * answer leaves the connection alone (errstr unchanged) and the next check asks the next one. */
+static void recheck_primary(fc_redis *r) {
+    int64_t now = mono_ms();
+    if (!r->nsentinels || !r->ctx || now - r->checked_ms < FC_REDIS_SENTINEL_CHECK_MS) return;
+    r->checked_ms = now;
+    char saved[sizeof(r->errstr)];
+    memcpy(saved, r->errstr, sizeof(saved));
+    node primary;
+    if (ask_sentinel(r, &r->sentinels[r->sentinel_first], &primary) != FC_OK) {
+        memcpy(r->errstr, saved, sizeof(saved));
+        r->sentinel_first = (r->sentinel_first + 1) % r->nsentinels;
+        return;
+    }
+    if (primary.port != r->at.port || strcmp(primary.host, r->at.host) != 0) disconnect(r);
+}
+
 /* ensure_connected connects (again) when needed, through the sentinels if any, and re-applies
  * timeout, AUTH and SELECT. */
 static int ensure_connected(fc_redis *r) {
+    recheck_primary(r);
     if (r->ctx) return FC_OK;
     return r->nsentinels ? connect_via_sentinels(r) : connect_node(r);
 }

@@ -30,6 +30,8 @@ typedef struct fc_reply {
 #define FC_REDIS_SENTINELS_MAX 16
 /* Longest a sentinel may take to connect or answer, in ms (less if the client's timeout is less). */
 #define FC_REDIS_SENTINEL_TIMEOUT_MS 500
+/* How often, in ms, a connected client asks a sentinel whether its node is still the primary. */
+#define FC_REDIS_SENTINEL_CHECK_MS 1000
 
 /* fc_redis_new parses url (redis://[[user]:password@]host[:port][/db]; the userinfo ends at
  * the last '@', the password is what follows its first ':', or all of it; the user is what
@@ -49,8 +51,11 @@ void fc_redis_free(fc_redis *r);
  * FC_REDIS_SENTINEL_TIMEOUT_MS each), connects there and checks with ROLE that the node is a
  * primary (an ACL user needs +role). The host and port of r's URL are then unused; its user,
  * password and db still apply, and a sentinel that answers NOAUTH is sent the same AUTH.
- * A command answered READONLY or MASTERDOWN (a demoted primary) drops the connection, so the
- * next command asks the sentinels again. Only parses here (no I/O; a current connection is
+ * While connected, a command that comes FC_REDIS_SENTINEL_CHECK_MS or more after the last check
+ * first asks one sentinel whether the primary moved (a switchover leaves the old primary taking
+ * writes for seconds); if it did, the client connects to the new one. A command answered
+ * READONLY or MASTERDOWN (a demoted primary) drops the connection, so the next command asks the
+ * sentinels again. Only parses here (no I/O; a current connection is
  * dropped). sentinels NULL or "" turns it off. 0, or FC_EINVAL with why in err (naming the
  * entry that is wrong); r is unchanged on error. */
 int fc_redis_set_sentinels(fc_redis *r, const char *sentinels, const char *master, char *err, size_t errlen);

@@ -476,6 +476,42 @@ static void test_sentinel_names_primary(void **state) {
     fake_stop(&p);
 }
 
+static void test_sentinel_moved_primary(void **state) {
+    (void)state;
+    fake_server s, a, b;
+    fake_start(&a, fake_node);
+    fake_start(&b, fake_node);
+    fake_start(&s, fake_sentinel);
+    primary_port = a.port;
+    primary_role = 0;
+    sentinel_mode = 0;
+    readonly_sets = 0;
+    fc_redis *r = sentinel_client("redis://:" PW "@127.0.0.1:%d", &s);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    /* A switchover: the sentinel names b, a still answers as a primary. Within the check period
+     * the client stays; after it, one question to the sentinel moves it to b. */
+    primary_port = b.port;
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    assert_int_equal(s.connections, 1);
+    usleep((FC_REDIS_SENTINEL_CHECK_MS + 50) * 1000);
+    assert_int_equal(fc_redis_cmd(r, NULL, "SET k v"), FC_OK);
+    assert_int_equal(s.connections, 3); /* the check, then the reconnect asks the sentinels */
+    assert_int_equal(b.connections, 1);
+    assert_non_null(strstr(b.all, "SET"));
+    assert_null(strstr(a.all, "SET"));
+    /* Sentinels gone: the connection to the primary is kept, and the last error is not theirs. */
+    fake_stop(&s);
+    char before[256];
+    snprintf(before, sizeof(before), "%s", fc_redis_errstr(r));
+    usleep((FC_REDIS_SENTINEL_CHECK_MS + 50) * 1000);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_OK);
+    assert_string_equal(fc_redis_errstr(r), before);
+    assert_int_equal(b.connections, 1);
+    fc_redis_free(r);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
 static void test_sentinel_wants_auth(void **state) {
     (void)state;
     fake_server s, p;
@@ -512,6 +548,15 @@ static void test_sentinel_finds_no_primary(void **state) {
              p.port, s.port);
     assert_string_equal(fc_redis_errstr(r), want);
     assert_null(strstr(p.all, "PING"));
+    /* Both sentinels name a primary that is gone (before the failover): tried once, and said. */
+    char list[64], err[128];
+    primary_port = 1;
+    snprintf(list, sizeof(list), "127.0.0.1:%d,127.0.0.1:%d", s.port, s.port);
+    assert_int_equal(fc_redis_set_sentinels(r, list, "mymaster", err, sizeof(err)), FC_OK);
+    assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_ECONN);
+    assert_string_equal(fc_redis_errstr(r),
+                        "no redis primary 'mymaster' from 2 sentinels; last: cannot connect to redis 127.0.0.1:1: "
+                        "Connection refused");
     /* A sentinel that knows no such master; then none reachable. */
     sentinel_mode = 1;
     assert_int_equal(fc_redis_cmd(r, NULL, "PING"), FC_ECONN);
@@ -538,6 +583,7 @@ int main(void) {
         cmocka_unit_test(test_user_in_url),
         cmocka_unit_test(test_sentinel_list),
         cmocka_unit_test(test_sentinel_names_primary),
+        cmocka_unit_test(test_sentinel_moved_primary),
         cmocka_unit_test(test_sentinel_wants_auth),
         cmocka_unit_test(test_sentinel_finds_no_primary),
     };
