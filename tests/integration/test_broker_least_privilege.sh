@@ -86,6 +86,9 @@ imported() { # the import is asynchronous
         [ "$(mgmt "$MGMT/vhosts/$VH/permissions" 2>/dev/null | jq length)" = 3 ]
 }
 wait_until 30 imported || fail "definitions not imported: $(depths | tr '\n' ' ')"
+# bindings: the vhost's bindings (but the default exchange's), one "source destination key" a line.
+bindings() { mgmt "$MGMT/bindings/$VH" | jq -r '.[] | select(.source != "") | "\(.source) \(.destination) \(.routing_key)"' | sort; }
+bindings >"$TMP/bindings.imported"
 rmq set_permissions -p "$VH" guest '.*' '.*' '.*' >/dev/null # the test's own checks and the argument check
 
 # --- No usable password until the operator sets one.
@@ -109,6 +112,7 @@ wait_until 20 grep -q consuming "$TMP/worker-guest.log" || fail "a worker allowe
 ! grep -q "PRECONDITION_FAILED\|may not declare" "$TMP/worker-guest.log" || fail "a declaration differs from the definitions"
 kill -TERM "$pid"
 wait "$pid" || fail "the guest worker did not stop cleanly"
+bindings | diff "$TMP/bindings.imported" - >&2 || fail "the worker bound what the definitions do not (> above)"
 AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VH" QUEUE_PREFIX=$P DELIVERY_LIMIT=3 start_worker guest-limit3
 pid=$LAST_PID
 wait_until 20 grep -q "406 PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit'" "$TMP/worker-guest-limit3.log" ||
