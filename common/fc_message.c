@@ -10,7 +10,8 @@
 
 int fc_job_id_valid(const char *id) {
     size_t n = strlen(id);
-    if (n == 0 || n > FC_JOB_ID_MAX) return 0;
+    /* P.results.unrouted is the results of jobs whose queue is gone, not a job's queue. */
+    if (n == 0 || n > FC_JOB_ID_MAX || strcmp(id, "unrouted") == 0) return 0;
     for (; *id; id++)
         if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z') || (*id >= '0' && *id <= '9') ||
               *id == '-' || *id == '_' || *id == '.'))

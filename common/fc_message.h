@@ -29,7 +29,8 @@ typedef struct fc_batch_msg {
     size_t nitems;
 } fc_batch_msg;
 
-/* fc_job_id_valid returns 1 if id is 1..64 characters of A-Z a-z 0-9 - _ . */
+/* fc_job_id_valid returns 1 if id is 1..64 characters of A-Z a-z 0-9 - _ . and not "unrouted"
+ * (whose results queue name is taken). */
 int fc_job_id_valid(const char *id);
 
 /* fc_json_str appends s (UTF-8) to out as a quoted JSON string, escaped byte for byte as json-c

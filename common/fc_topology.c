@@ -143,7 +143,9 @@ int fc_topology_declare(fc_amqp *a, const fc_topology *t) {
     if (rc == FC_OK) rc = declare_retry(&d, t);
     if (rc == FC_OK) rc = declare_outputs(&d, t);
     if (rc == FC_OK && d.checked)
-        fc_debug("topology: %d objects this broker user may not declare exist (broker definitions)", d.checked);
+        fc_info("topology: this broker user may not declare; %d exchanges and queues checked to exist (broker "
+                "definitions manage them, and their arguments, such as DELIVERY_LIMIT, are the definitions')",
+                d.checked);
     return explain(&d, rc);
 }
 

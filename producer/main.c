@@ -95,7 +95,8 @@ int main(int argc, char **argv) {
     int format = 0;
     rc = open_input(&cfg, &in, &format);
     if (rc == EXIT_DONE && cfg.job_id && !fc_job_id_valid(cfg.job_id)) {
-        fprintf(stderr, "flashcard-producer: JOB_ID (--job-id): '%s' must be 1..64 of A-Z a-z 0-9 - _ .\n", cfg.job_id);
+        fprintf(stderr, "flashcard-producer: JOB_ID (--job-id): '%s' must be 1..64 of A-Z a-z 0-9 - _ . "
+                        "and not 'unrouted'\n", cfg.job_id);
         rc = EXIT_USAGE;
     }
     if (rc == EXIT_DONE && cfg.resume && !cfg.job_id) {

@@ -194,7 +194,8 @@ static void ensure_broker(worker *w) {
     }
     int64_t now = now_ms();
     if (now < w->next_reconnect_ms || w->gate.stopping) return;
-    if (connect_broker(w) == FC_OK) {
+    int rc = connect_broker(w);
+    if (rc == FC_OK) {
         char at[300];
         fc_amqp_broker(w->amqp, at, sizeof(at));
         if (w->connected_before)
@@ -210,8 +211,8 @@ static void ensure_broker(worker *w) {
     backoff = backoff / 2 + rand() % (backoff / 2 + 1);
     w->reconnect_attempt++;
     w->next_reconnect_ms = now + backoff;
-    fc_warn("cannot reach the broker (%s); retry %d in %ld ms", fc_amqp_errstr(w->amqp), w->reconnect_attempt,
-            backoff);
+    fc_warn("%s (%s); retry %d in %ld ms", rc == FC_ECONN ? "cannot reach the broker" : "the broker refused",
+            fc_amqp_errstr(w->amqp), w->reconnect_attempt, backoff);
 }
 
 /* redeclare answers the broker cancelling the consumer (its queue was deleted, e.g. to change
