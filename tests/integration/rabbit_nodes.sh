@@ -259,6 +259,18 @@ rn_since() {
     awk -v a="$(date -d "$(cut -d' ' -f1 <<<"$2")" +%s.%N)" -v b="$1" 'BEGIN { printf "%.2f", a - b }'
 }
 
+# rn_first_after T FILE PATTERN: seconds from T to the first line of the flashcard log FILE that
+# matches PATTERN (grep -E) and was written at or after T; prints nothing if there is none.
+rn_first_after() {
+    local line d
+    while IFS= read -r line; do
+        d=$(rn_since "$1" "$line")
+        case $d in -*) continue ;; esac
+        echo "$d"
+        return 0
+    done < <(grep -E "$3" "$2" || true)
+}
+
 # rn_members_online NAME K: every quorum queue of $QUEUE_PREFIX has K members online, as NAME
 # sees it (the queues and their online members are left in $TMP/online).
 rn_members_online() {

@@ -43,23 +43,31 @@ under_way() { [ "$(done_items)" -ge 50 ]; }
 wait_until 60 under_way || fail "the job did not get going: $(done_items) items done"
 
 # restart NODE OTHER: stops NODE once no quorum queue depends on it, starts it again, and waits
-# until it is back in the cluster (asked of OTHER) with every queue's members online.
+# until it is back in the cluster (asked of OTHER) with every queue's members online. Logs how
+# long the clients that were on NODE took to consume again elsewhere (from the stop command to
+# their log line).
 restart() {
     local node=$1 other=$2 t0=$SECONDS
     not_critical() { rn_queues "$node" check_if_node_is_quorum_critical >/dev/null 2>&1; }
     wait_until 60 not_critical || fail "$node stays quorum critical: $(rn_queues "$node" check_if_node_is_quorum_critical 2>&1 | tail -3)"
     kill -0 $PROD 2>/dev/null || fail "the producer exited before $node's restart: $(tail -3 "$TMP/producer.log")"
-    local d=$(done_items)
+    local d=$(done_items) on moved="" t_stop
     [ "$d" -lt $N ] || fail "the job finished before $node's restart: nothing tested"
+    on=$(rn_clients "$node")
+    t_stop=$(date +%s.%N)
     rn_stop "$node"
-    log "$node stopped with $d of $N items done"
+    log "$node stopped with $d of $N items done; it held: $(tr '\n' ';' <<<"$on")"
+    grep -qx "$(hostname):$WA" <<<"$on" && moved+=" A $(rn_first_after "$t_stop" "$TMP/worker-a.log" "reconnected to the broker")"
+    grep -qx "$(hostname):$WB" <<<"$on" && moved+=" B $(rn_first_after "$t_stop" "$TMP/worker-b.log" "reconnected to the broker")"
+    grep -qx "flashcard-producer $JOB" <<<"$on" &&
+        moved+=" producer $(rn_first_after "$t_stop" "$TMP/producer.log" "connected to the broker again")"
     rn_restart "$node"
     rn_await "$node"
     back() { [ "$(rn_running_nodes "$other" | wc -l)" = 3 ]; }
     wait_until 60 back || fail "$node did not rejoin: $(rn_running_nodes "$other" | tr '\n' ' ')"
     wait_until 60 rn_members_online "$other" 3 ||
         fail "queues without 3 members online after $node's restart: $(tr '\n' ';' <"$TMP/online")"
-    log "$node back, queues whole again, in $((SECONDS - t0)) s; $(done_items) items done"
+    log "$node back, queues whole again, in $((SECONDS - t0)) s; $(done_items) items done; consuming elsewhere after (s):$moved"
 }
 restart n1 n2
 restart n2 n3
