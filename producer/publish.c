@@ -354,7 +354,7 @@ static int publish(producer *p, FILE *in, int format) {
     if (rc != FC_OK) {
         fc_dataset_close(u.ds);
         fprintf(stderr, "flashcard-producer: Redis: %s\n", fc_redis_errstr(p->redis));
-        return infra_exit(p, "Redis is unreachable");
+        return infra_exit(p, "Redis is unreachable or refused the credentials");
     }
     if (producer_connect(p) != FC_OK) {
         fc_dataset_close(u.ds);
