@@ -17,7 +17,13 @@
 #   rn_stop NAME                 graceful stop (rabbitmqctl stop), waits for the process to end
 #   rn_kill NAME                 SIGKILL: the node is lost, its sockets reset by the kernel
 #   rn_restart NAME              starts a stopped node again with its data (it rejoins its cluster)
+#   rn_running_nodes NAME        the running members of NAME's cluster
+#   rn_clients NAME              the connection names of the clients connected to NAME
 #   rn_depths NAME               "queue messages" of every queue of $QUEUE_PREFIX, asked of NAME
+#   rn_all_empty NAME            every queue of $QUEUE_PREFIX is empty (ready and unacked)
+#   rn_members_online NAME K     every quorum queue of $QUEUE_PREFIX has K members online
+#   rn_checks_on NAME            lib.sh's queue checks (assert_accounted...) ask NAME
+#   rn_since T LINE, rn_first_after T FILE PATTERN   seconds from T to a client's log line
 #   rn_stop_all                  every node and the epmd, by PID
 #
 # The CLI tools are called from /usr/lib/rabbitmq/bin, not the /usr/sbin wrappers, which switch
@@ -26,7 +32,7 @@
 RN_BIN=${RN_BIN:-/usr/lib/rabbitmq/bin}
 RN_DIR=$TMP/rabbit
 RN_HOST=localhost
-declare -A RN_PID=() RN_AMQP=() RN_DIST=() RN_CONF=()
+declare -A RN_PID=() RN_AMQP=() RN_DIST=()
 RN_EPMD_PID=""
 RN_EPMD_PORT=""
 RN_CTL_MIN=""
@@ -119,7 +125,6 @@ rn_start() {
         for line in "$@"; do echo "$line"; done
     } >"$d/rabbitmq.conf"
     echo "[]." >"$d/enabled_plugins"
-    RN_CONF[$name]=1
     rn_restart "$name"
 }
 
@@ -174,6 +179,7 @@ rn_stop() {
     rn_gone() { ! kill -0 "$pid" 2>/dev/null; }
     wait_until 60 rn_gone || fail "node $name did not stop in 60 s"
     wait "$pid" 2>/dev/null || true
+    RN_PID[$name]="" # gone: its PID may be reused, never signal it again
 }
 
 # rn_kill NAME: the node dies at once (SIGKILL): no goodbye to clients or peers.
@@ -181,6 +187,7 @@ rn_kill() {
     local pid=${RN_PID[$1]}
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    RN_PID[$1]=""
 }
 
 # rn_depths NAME: "name messages" for every queue of $QUEUE_PREFIX, as node NAME sees them.
@@ -196,14 +203,20 @@ rn_stop_all() {
     local name pid
     for name in "${!RN_PID[@]}"; do
         pid=${RN_PID[$name]}
-        kill -TERM "$pid" 2>/dev/null || true
+        if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; fi
     done
     for name in "${!RN_PID[@]}"; do
         pid=${RN_PID[$name]}
+        [ -n "$pid" ] || continue
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     done
-    if [ -n "$RN_EPMD_PID" ]; then kill "$RN_EPMD_PID" 2>/dev/null || true; fi
+    if [ -n "$RN_EPMD_PID" ]; then
+        kill "$RN_EPMD_PID" 2>/dev/null || true
+        wait "$RN_EPMD_PID" 2>/dev/null || true
+    fi
+    return 0
 }
 
 # rn_exit, the EXIT trap: the nodes and the epmd go first, then lib.sh's cleanup runs with the
