@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The container image, built and run on this machine: deploy/container/Dockerfile is built with
+# podman (deploy/container/image.sh: a debootstrapped bookworm base, cached under /var/tmp; no
+# daemon, no registry), checked (non-root numeric user, both binaries, the prompts, ENTRYPOINT
+# flashcard-worker, no secret in its configuration or history), then two workers and the producer
+# (--wait) run from it with buildah against the machine's RabbitMQ and Redis and the mock API, their
+# secrets given only as mounted files (API_KEY_FILE, AMQP_URL_FILE, REDIS_URL_FILE): every item is
+# in the output once, nothing is left in a queue, the key appears in no log, output or command line,
+# and the workers stop cleanly (exit 0) on SIGTERM.
+# SKIP only if podman, buildah or debootstrap cannot be installed. Run time: about 1 minute with a
+# cached base and unchanged sources, about 2 when the sources changed, about 4 from scratch.
+. "$(dirname "$0")/lib.sh"
+. "$SRC/deploy/container/image.sh"
+
+export FC_IMAGE_STORE=${FC_IMAGE_STORE:-$FC_IMAGE_CACHE/store}
+IMAGE=localhost/flashcard:it
+N=50
+STORE_MAX_MB=6000 # each build with changed sources adds about 750 MB to the vfs store
+LAUNCHERS=()      # PIDs of background `buildah run`s
+CTR=""            # the working container every process runs in
+
+# descendants PID: every process under PID, deepest first.
+descendants() {
+    local p
+    for p in $(pgrep -P "$1"); do descendants "$p"; echo "$p"; done
+}
+
+img_cleanup() {
+    local rc=$? p
+    set +e
+    for p in "${LAUNCHERS[@]}"; do kill -9 $(descendants "$p") "$p" 2>/dev/null; done
+    [ ${#LAUNCHERS[@]} = 0 ] || wait "${LAUNCHERS[@]}" 2>/dev/null
+    [ -n "$CTR" ] && fc_buildah rm "$CTR" >/dev/null 2>&1
+    (exit $rc)
+    cleanup
+}
+trap img_cleanup EXIT
+
+if ! fc_image_tools; then
+    echo "SKIP: podman, buildah and debootstrap are not installed and cannot be installed here"
+    exit 0
+fi
+
+# --- Build (the base tarball and the layers stay cached between runs; the store is bounded).
+if [ -d "$FC_IMAGE_STORE" ] && [ "$(du -sm "$FC_IMAGE_STORE" | cut -f1)" -gt $STORE_MAX_MB ]; then
+    log "image store over $STORE_MAX_MB MB: starting it afresh"
+    fc_buildah rm --all >/dev/null 2>&1 || true
+    $FC_IMAGE_SUDO rm -rf "$FC_IMAGE_STORE"
+fi
+t0=$SECONDS
+fc_image_build "$IMAGE" >"$TMP/build.log" 2>&1 || fail "the image did not build"
+log "image built in $((SECONDS - t0)) s"
+
+# --- What the image is.
+cfg=$(fc_podman image inspect --format '{{json .Config}}' "$IMAGE") || fail "cannot inspect $IMAGE"
+[ "$(jq -c .Entrypoint <<<"$cfg")" = '["flashcard-worker"]' ] || fail "entrypoint: $(jq -c .Entrypoint <<<"$cfg")"
+[[ "$(jq -r .User <<<"$cfg")" =~ ^[1-9][0-9]*(:[0-9]+)?$ ]] || fail "user is not a numeric non-root one: $(jq .User <<<"$cfg")"
+[ "$(jq -r .StopSignal <<<"$cfg")" = SIGTERM ] || fail "stop signal: $(jq .StopSignal <<<"$cfg")"
+# No secret in the configuration or in any layer's command: no key, password or URL setting.
+jq -r '.Env[]' <<<"$cfg" | cut -d= -f1 >"$TMP/image-env"
+! grep -qE 'KEY|PASS|SECRET|TOKEN|_URL$' "$TMP/image-env" || fail "the image sets $(grep -E 'KEY|PASS|SECRET|TOKEN|_URL$' "$TMP/image-env")"
+fc_podman image history --no-trunc --format '{{.CreatedBy}}' "$IMAGE" >"$TMP/image-history" || fail "no history"
+! grep -qiE 'API_KEY=|AMQP_URL=|REDIS_URL=|://[^/ ]*:[^/ ]*@' "$TMP/image-history" || fail "a layer's command holds a secret"
+
+CTR=$(fc_buildah from --pull-never --name "fc-it-$$" "$IMAGE") || fail "buildah from $IMAGE failed"
+mkdir -p "$TMP/run/secrets" "$TMP/run/data" "$TMP/run/out"
+chmod 0755 "$TMP/run" "$TMP/run/secrets" "$TMP/run/data"
+chmod 0777 "$TMP/run/out" # the image's user writes there
+
+# in_image ARGS...: runs ARGS (a command and, before it, -e/-v options) in the working container.
+in_image() {
+    local opts=()
+    while [ $# -gt 0 ] && [[ $1 == -* ]]; do opts+=("$1" "$2"); shift 2; done
+    fc_buildah run --isolation chroot --network host \
+        -v "$TMP/run/secrets:/run/secrets/flashcard:ro" -v "$TMP/run/data:/data:ro" -v "$TMP/run/out:/out" \
+        -e API_KEY_FILE=/run/secrets/flashcard/api_key -e AMQP_URL_FILE=/run/secrets/flashcard/amqp_url \
+        -e REDIS_URL_FILE=/run/secrets/flashcard/redis_url -e QUEUE_PREFIX="$QUEUE_PREFIX" \
+        -e API_BASE_URL="${API_BASE_URL:-http://127.0.0.1:1/v1}" "${opts[@]}" "$CTR" -- "$@"
+}
+
+[ "$(in_image id -u)" != 0 ] || fail "the image runs as root"
+in_image flashcard-worker --version >"$TMP/versions" && in_image flashcard-producer --version >>"$TMP/versions" ||
+    fail "a binary does not run in the image: $(cat "$TMP/versions")"
+in_image sh -c 'test -s /usr/local/share/flashcard/prompts/stage1_system.txt &&
+                test -s /usr/local/share/flashcard/prompts/stage2_system.txt' || fail "the prompts are not in the image"
+log "image: $(jq -r .User <<<"$cfg"), $(tr '\n' ' ' <"$TMP/versions")"
+
+# --- A job, run from the image. Secrets only in files, mounted read-only.
+KEY="sk-it-image-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s\n' "$KEY" >"$TMP/run/secrets/api_key"
+printf '%s\n' "$AMQP_URL" >"$TMP/run/secrets/amqp_url"
+printf '%s\n' "$REDIS_URL" >"$TMP/run/secrets/redis_url"
+chmod 0644 "$TMP/run/secrets"/*
+make_csv $N "$TMP/run/data/items.csv"
+start_mock --latency-ms 20
+mock_control "{\"api_key\":\"$KEY\"}" # calls without the key from the file get 401
+
+WENV=(-e WORKER_COUNT=4 -e BATCH_SIZE=5 -e RATE_LIMIT=0 -e SHUTDOWN_TIMEOUT=10s -e METRICS_BIND=127.0.0.1)
+declare -A MPORT=() WPID=() WLAUNCHER=()
+for i in 1 2; do
+    MPORT[$i]=$(free_port) || fail "no free port"
+    in_image "${WENV[@]}" -e METRICS_PORT="${MPORT[$i]}" flashcard-worker >"$TMP/worker-$i.log" 2>&1 &
+    LAUNCHERS+=("$!")
+    WLAUNCHER[$i]=$!
+done
+ready() { curl -fsS "http://127.0.0.1:${MPORT[$1]}/readyz" >/dev/null 2>&1; }
+for i in 1 2; do wait_until 60 ready "$i" || fail "worker $i from the image is not ready"; done
+# The workers log JSON (the image's LOG_FORMAT) with their PID, which is the host's (no PID namespace).
+for i in 1 2; do
+    WPID[$i]=$(jq -Rr 'fromjson? | select(.program == "flashcard-worker") | .pid' "$TMP/worker-$i.log" | head -1)
+    [ -n "${WPID[$i]}" ] && [ "$(cat "/proc/${WPID[$i]}/comm" 2>/dev/null)" = flashcard-worke ] ||
+        fail "worker $i: no JSON log line with its PID"
+done
+
+t1=$SECONDS
+in_image -e BATCH_SIZE=5 flashcard-producer /data/items.csv --job-id "image-$$" --wait --timeout 150s \
+    --output /out/cards.tsv --report /out/report.json >"$TMP/producer.log" 2>&1 &
+PROD=$!
+LAUNCHERS+=("$PROD")
+gone() { ! kill -0 "$1" 2>/dev/null; }
+wait_until 180 gone "$PROD" || fail "the producer did not finish"
+rc=0
+wait "$PROD" || rc=$?
+[ $rc = 0 ] || fail "producer from the image exited $rc"
+log "job of $N items done in $((SECONDS - t1)) s"
+
+assert_all_succeeded $N "$TMP/run/out/cards.tsv" "items were dead-lettered"
+[ "$(jq .items_succeeded "$TMP/run/out/report.json")" = $N ] || fail "report: items_succeeded"
+[ "$(cut -d' ' -f5 "$TMP/mock-requests.log" | sort -u | wc -l)" = 2 ] || fail "not both workers made calls"
+awk '$2 == 401 {bad = 1} END {exit bad}' "$TMP/mock-requests.log" || fail "calls went without the key from API_KEY_FILE"
+
+# --- Secrets: in no log or output, not on a command line or in an environment.
+! grep -rqF "$KEY" "$TMP"/*.log "$TMP/run/out" || fail "the API key appears in a log or output"
+for i in 1 2; do
+    for f in cmdline environ; do
+        ! tr '\0' '\n' <"/proc/${WPID[$i]}/$f" | grep -qF -e "$KEY" -e "$AMQP_URL" -e "$REDIS_URL" ||
+            fail "worker $i: a secret is in /proc/PID/$f"
+    done
+done
+
+# --- SIGTERM (the image's STOPSIGNAL): each worker drains and exits 0.
+for i in 1 2; do kill -TERM "${WPID[$i]}"; done
+for i in 1 2; do
+    wait_until 30 gone "${WLAUNCHER[$i]}" || fail "worker $i did not stop on SIGTERM"
+    rc=0
+    wait "${WLAUNCHER[$i]}" || rc=$?
+    [ $rc = 0 ] || fail "worker $i exited $rc after SIGTERM"
+done
+log "ok"
