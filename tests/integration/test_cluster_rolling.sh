@@ -4,7 +4,8 @@
 # worker B (n2,n3,n1) run one job while n1, n2 and n3 are stopped gracefully (rabbitmqctl stop)
 # and started again in turn; before each stop, every quorum queue must have its members back
 # (rabbitmq-queues check_if_node_is_quorum_critical passes for the node), so a majority is kept
-# all along. Each client loses its node once or more and moves on along its list. The job
+# all along. Each client loses its node once or more and moves on along its list (checked at
+# each stop for the clients that were on the node). The job
 # completes: producer --wait exits 0, every item once in the output, nothing left in any queue.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/rabbit_nodes.sh"
@@ -42,6 +43,17 @@ wait_until 30 on_n1 || fail "the producer is not on n1"
 under_way() { [ "$(done_items)" -ge 50 ]; }
 wait_until 60 under_way || fail "the job did not get going: $(done_items) items done"
 
+# moved WHO CLIENT LOG PATTERN: if the connection named CLIENT was on the stopped node ($on), its
+# log $TMP/LOG.log must show PATTERN (consuming again on another node) after $t_stop within 30 s;
+# appends "WHO seconds" to $moved.
+moved() {
+    local t=""
+    grep -qx "$2" <<<"$on" || return 0
+    line_after() { t=$(rn_first_after "$t_stop" "$TMP/$3.log" "$4") && [ -n "$t" ]; }
+    wait_until 30 line_after "$@" || fail "$1 did not consume again after its node stopped"
+    moved+=" $1 $t"
+}
+
 # restart NODE OTHER: stops NODE once no quorum queue depends on it, starts it again, and waits
 # until it is back in the cluster (asked of OTHER) with every queue's members online. Logs how
 # long the clients that were on NODE took to consume again elsewhere (from the stop command to
@@ -51,16 +63,16 @@ restart() {
     not_critical() { rn_queues "$node" check_if_node_is_quorum_critical >/dev/null 2>&1; }
     wait_until 60 not_critical || fail "$node stays quorum critical: $(rn_queues "$node" check_if_node_is_quorum_critical 2>&1 | tail -3)"
     kill -0 $PROD 2>/dev/null || fail "the producer exited before $node's restart: $(tail -3 "$TMP/producer.log")"
-    local d=$(done_items) on moved="" t_stop
+    local d=$(done_items)
+    on="" moved="" t_stop=""
     [ "$d" -lt $N ] || fail "the job finished before $node's restart: nothing tested"
     on=$(rn_clients "$node")
     t_stop=$(date +%s.%N)
     rn_stop "$node"
     log "$node stopped with $d of $N items done; it held: $(tr '\n' ';' <<<"$on")"
-    grep -qx "$(hostname):$WA" <<<"$on" && moved+=" A $(rn_first_after "$t_stop" "$TMP/worker-a.log" "reconnected to the broker")"
-    grep -qx "$(hostname):$WB" <<<"$on" && moved+=" B $(rn_first_after "$t_stop" "$TMP/worker-b.log" "reconnected to the broker")"
-    grep -qx "flashcard-producer $JOB" <<<"$on" &&
-        moved+=" producer $(rn_first_after "$t_stop" "$TMP/producer.log" "connected to the broker again")"
+    moved A "$(hostname):$WA" worker-a "reconnected to the broker"
+    moved B "$(hostname):$WB" worker-b "reconnected to the broker"
+    moved producer "flashcard-producer $JOB" producer "connected to the broker again"
     rn_restart "$node"
     rn_await "$node"
     back() { [ "$(rn_running_nodes "$other" | wc -l)" = 3 ]; }
@@ -82,11 +94,13 @@ assert_all_succeeded $N "$TMP/out.tsv" "dead letters after a rolling restart"
 wait_until 30 rn_all_empty n1 || fail "queues not empty: $(rn_depths n1 | awk '$2 != 0' | tr '\n' ';')"
 kill -0 $WA && kill -0 $WB || fail "a worker exited"
 
-# Every client lost its node at least once and consumed again elsewhere: A and the producer three
-# times (n1, n2, n3 in turn), B twice (n2, n3).
+# Every client lost its node at least once and consumed again elsewhere (restart checks each
+# move). A and the producer start on n1 and then sit on n2 or n3, which restart later: at least
+# two moves each; B at least one. Each may move more: RabbitMQ 3.10 sometimes refuses a client
+# that arrives during a quorum queue's leader election (541 INTERNAL_ERROR), and it moves on.
 a=$(grep -c "reconnected to the broker" "$TMP/worker-a.log" || true)
 b=$(grep -c "reconnected to the broker" "$TMP/worker-b.log" || true)
 p=$(grep -c "connected to the broker again" "$TMP/producer.log" || true)
-[ "$a" -ge 3 ] && [ "$b" -ge 2 ] && [ "$p" -ge 3 ] ||
-    fail "reconnections: worker A $a (expected 3), worker B $b (2), producer $p (3)"
+[ "$a" -ge 2 ] && [ "$b" -ge 1 ] && [ "$p" -ge 2 ] ||
+    fail "reconnections: worker A $a (expected 2 or more), worker B $b (1 or more), producer $p (2 or more)"
 log "ok: $N items through a rolling restart; reconnections A $a, B $b, producer $p (run $((SECONDS - t_start)) s)"
