@@ -6,9 +6,10 @@
 # the redis and rabbitmq containers).
 #   bash deploy/container/setup.sh [API_KEY_FILE]
 # Without API_KEY_FILE (and no secrets/api_key yet) a placeholder key is written: enough for the
-# mock API, replace it for a real one.
+# mock API, replace it for a real one. SETUP_DIR makes secrets/ and out/ elsewhere (tests).
 set -euo pipefail
-cd "$(dirname "$0")"
+[ $# -eq 0 ] || key_file=$(realpath "$1")
+cd "${SETUP_DIR:-$(dirname "$0")}"
 umask 077
 mkdir -p secrets out
 chmod 0700 secrets
@@ -22,8 +23,8 @@ put() { [ -s "secrets/$1" ] || { printf '%s\n' "$2" >"secrets/$1"; chmod 0644 "s
 # secret NAME: the content of secrets/NAME.
 secret() { head -n 1 "secrets/$1"; }
 
-if [ $# -ge 1 ]; then
-    install -m 0644 "$1" secrets/api_key
+if [ -n "${key_file:-}" ]; then
+    install -m 0644 "$key_file" secrets/api_key
 elif [ ! -s secrets/api_key ]; then
     put api_key "placeholder-key-for-the-mock-api"
     echo "setup: wrote a placeholder API key to secrets/api_key (replace it for a real API)" >&2

@@ -67,14 +67,17 @@ mkdir -p "$TMP/run/secrets" "$TMP/run/data" "$TMP/run/out"
 chmod 0755 "$TMP/run" "$TMP/run/secrets" "$TMP/run/data"
 chmod 0777 "$TMP/run/out" # the image's user writes there
 
-# in_image ARGS...: runs ARGS (a command and, before it, -e/-v options) in the working container.
+# in_image ARGS...: runs ARGS (a command and, before it, -e/-v options) in the working container,
+# with the secrets of $TMP/run/secrets: api_key, $IMG_AMQP (an AMQP URL) and redis_url.
+IMG_AMQP=amqp_url
+IMG_PREFIX=$QUEUE_PREFIX
 in_image() {
     local opts=()
     while [ $# -gt 0 ] && [[ $1 == -* ]]; do opts+=("$1" "$2"); shift 2; done
     fc_buildah run --isolation chroot --network host \
         -v "$TMP/run/secrets:/run/secrets/flashcard:ro" -v "$TMP/run/data:/data:ro" -v "$TMP/run/out:/out" \
-        -e API_KEY_FILE=/run/secrets/flashcard/api_key -e AMQP_URL_FILE=/run/secrets/flashcard/amqp_url \
-        -e REDIS_URL_FILE=/run/secrets/flashcard/redis_url -e QUEUE_PREFIX="$QUEUE_PREFIX" \
+        -e API_KEY_FILE=/run/secrets/flashcard/api_key -e AMQP_URL_FILE="/run/secrets/flashcard/$IMG_AMQP" \
+        -e REDIS_URL_FILE=/run/secrets/flashcard/redis_url -e QUEUE_PREFIX="$IMG_PREFIX" \
         -e API_BASE_URL="${API_BASE_URL:-http://127.0.0.1:1/v1}" "${opts[@]}" "$CTR" -- "$@"
 }
 
@@ -146,4 +149,110 @@ for i in 1 2; do
     wait "${WLAUNCHER[$i]}" || rc=$?
     [ $rc = 0 ] || fail "worker $i exited $rc after SIGTERM"
 done
+log "phase 1 done: the image against the machine's broker and Redis"
+
+# --- Phase 2: compose's broker and Redis set-up, on a RabbitMQ node and a redis-server of this
+# test's own (compose itself needs a container engine): setup.sh's secrets; rabbitmq.conf loading
+# deploy/rabbitmq/definitions.json; rabbitmq-passwords.sh starting the node and setting the users'
+# passwords; Redis with setup.sh's ACL file. A worker and the producer from the image then run a job
+# as flashcard-worker and flashcard-producer (the node has no other user), with URL files made by
+# setup.sh (only compose's host names replaced by this node's and this Redis's addresses).
+RB=/usr/lib/rabbitmq/bin
+[ -x "$RB/rabbitmq-server" ] || fail "RabbitMQ is not installed ($RB)"
+C=$TMP/compose
+mkdir -p "$C/node/home" "$C/redis"
+chmod 0700 "$C/node/home"
+SETUP_DIR=$C bash "$SRC/deploy/container/setup.sh" "$TMP/run/secrets/api_key" 2>"$TMP/setup.out" ||
+    fail "setup.sh: $(cat "$TMP/setup.out")"
+# free_range N: the first of N consecutive free loopback ports (the CLI tools' distribution ports).
+free_range() {
+    local base p ok
+    for _ in $(seq 1 50); do
+        base=$((30000 + RANDOM % 25000)) ok=1
+        for p in $(seq "$base" $((base + $1 - 1))); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { ok=0; break; }
+        done
+        [ $ok = 1 ] && { echo "$base"; return 0; }
+    done
+    return 1
+}
+APORT=$(free_port) && DPORT=$(free_port) && EPORT=$(free_port) && CPORT=$(free_range 11) && RPORT=$(free_port) ||
+    fail "no free ports"
+head -c 30 /dev/urandom | base64 | tr -dc A-Za-z0-9 >"$C/node/home/.erlang.cookie"
+chmod 0400 "$C/node/home/.erlang.cookie"
+: >"$C/node/env.conf"
+{
+    sed "s#/etc/rabbitmq/definitions.json#$SRC/deploy/rabbitmq/definitions.json#" "$SRC/deploy/container/rabbitmq.conf"
+    echo "listeners.tcp.default = 127.0.0.1:$APORT"
+} >"$C/node/rabbitmq.conf"
+NODE_ENV=(HOME="$C/node/home" ERL_EPMD_PORT="$EPORT" RABBITMQ_CONF_ENV_FILE="$C/node/env.conf"
+    RABBITMQ_CTL_DIST_PORT_MIN="$CPORT" RABBITMQ_CTL_DIST_PORT_MAX=$((CPORT + 10))
+    RABBITMQ_CTL_ERL_ARGS="-start_epmd false" RABBITMQ_NODENAME="fcimage$$@localhost"
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$APORT" RABBITMQ_DIST_PORT="$DPORT"
+    RABBITMQ_MNESIA_BASE="$C/node/mnesia" RABBITMQ_LOG_BASE="$C/node/log" RABBITMQ_LOGS="$C/node/log/node.log"
+    RABBITMQ_PID_FILE="$C/node/node.pid" RABBITMQ_CONFIG_FILE="$C/node/rabbitmq.conf"
+    RABBITMQ_ADVANCED_CONFIG_FILE="$C/node/advanced.config" RABBITMQ_ENABLED_PLUGINS_FILE="$C/node/plugins"
+    RABBITMQ_PLUGINS_EXPAND_DIR="$C/node/plugins-expand")
+echo '[].' >"$C/node/plugins"
+node_ctl() { env "${NODE_ENV[@]}" "$RB/rabbitmqctl" -q "$@"; }
+epmd -port "$EPORT" -address 127.0.0.1 >"$C/epmd.out" 2>&1 &
+PIDS+=("$!")
+env "${NODE_ENV[@]}" FLASHCARD_SECRETS="$C/secrets" FLASHCARD_READY_FILE="$C/users-ready" RABBITMQCTL="$RB/rabbitmqctl" \
+    bash "$SRC/deploy/container/rabbitmq-passwords.sh" "$RB/rabbitmq-server" >"$TMP/broker.log" 2>&1 &
+BROKER=$!
+LAUNCHERS+=("$BROKER")
+redis-server --port "$RPORT" --bind 127.0.0.1 --aclfile "$C/secrets/redis_users.acl" --save '' --appendonly no \
+    --dir "$C/redis" --logfile "$TMP/redis-server.log" &
+PIDS+=("$!")
+t2=$SECONDS
+wait_until 120 test -f "$C/users-ready" || fail "the compose broker set-up did not finish (no users-ready marker)"
+log "compose broker up with its users' passwords in $((SECONDS - t2)) s"
+redis_up() { redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG; }
+wait_until 10 redis_up || fail "redis-server with setup.sh's ACL file did not start"
+! node_ctl list_users | grep -qw guest || fail "the node has a guest user: the definitions were not loaded at boot"
+
+sed "s#@rabbitmq:5672/#@127.0.0.1:$APORT/#" "$C/secrets/worker_amqp_url" >"$TMP/run/secrets/amqp_url"
+sed "s#@rabbitmq:5672/#@127.0.0.1:$APORT/#" "$C/secrets/producer_amqp_url" >"$TMP/run/secrets/producer_amqp_url"
+sed "s#@redis:6379/#@127.0.0.1:$RPORT/#" "$C/secrets/redis_url" >"$TMP/run/secrets/redis_url"
+chmod 0644 "$TMP/run/secrets"/*
+cmp -s "$TMP/run/secrets/amqp_url" "$C/secrets/worker_amqp_url" && fail "the worker's URL names no rabbitmq host"
+N2=20
+make_csv $N2 "$TMP/run/data/items2.csv"
+IMG_PREFIX=flashcard # the definitions' prefix
+MPORT[3]=$(free_port) || fail "no free port"
+in_image "${WENV[@]}" -e METRICS_PORT="${MPORT[3]}" flashcard-worker >"$TMP/worker-3.log" 2>&1 &
+W3=$!
+LAUNCHERS+=("$W3")
+wait_until 60 ready 3 || fail "the worker is not ready against the compose broker"
+node_ctl list_connections user | grep -qx flashcard-worker || fail "the worker is not connected as flashcard-worker"
+IMG_AMQP=producer_amqp_url
+in_image -e BATCH_SIZE=5 flashcard-producer /data/items2.csv --job-id "image2-$$" --wait --timeout 120s \
+    --output /out/cards2.tsv --report /out/report2.json >"$TMP/producer2.log" 2>&1 &
+PROD=$!
+LAUNCHERS+=("$PROD")
+wait_until 150 gone "$PROD" || fail "the producer did not finish against the compose broker"
+rc=0
+wait "$PROD" || rc=$?
+[ $rc = 0 ] || fail "producer (flashcard-producer user) exited $rc"
+tsv_positions "$TMP/run/out/cards2.tsv" >"$TMP/results2.pos"
+seq 1 $N2 | diff -q - "$TMP/results2.pos" >/dev/null || fail "not every item once in the output of the compose job"
+[ "$(tail -n +2 "$TMP/run/out/cards2.tsv" | wc -l)" = $((2 * N2)) ] || fail "duplicate or missing cards (compose job)"
+# Nothing left: the definitions' queues are all empty and the job's results queue is gone.
+want_q=$(jq '.queues | length' "$SRC/deploy/rabbitmq/definitions.json")
+node_empty() {
+    local q
+    q=$(node_ctl list_queues --no-table-headers name messages) || return 1
+    [ "$(wc -l <<<"$q")" = "$want_q" ] && awk '$2 != 0 {bad = 1} END {exit bad}' <<<"$q"
+}
+wait_until 20 node_empty || fail "queues of the compose broker not empty: $(node_ctl list_queues name messages | tr '\n' ' ')"
+! grep -qi 'noperm\|access_refused\|access refused' "$TMP/worker-3.log" "$TMP/producer2.log" ||
+    fail "a permission was refused to the worker or the producer"
+! grep -rqF -f <(cat "$C/secrets"/*_password) "$TMP"/*.log "$TMP/run/out" || fail "a password appears in a log or output"
+kill -TERM "$(jq -Rr 'fromjson? | select(.program == "flashcard-worker") | .pid' "$TMP/worker-3.log" | head -1)"
+wait_until 30 gone "$W3" || fail "worker 3 did not stop on SIGTERM"
+rc=0
+wait "$W3" || rc=$?
+[ $rc = 0 ] || fail "worker 3 exited $rc after SIGTERM"
+kill -TERM "$BROKER"
+wait_until 60 gone "$BROKER" || fail "the compose broker did not stop on SIGTERM"
 log "ok"
