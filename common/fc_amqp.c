@@ -335,6 +335,14 @@ static int connect_one(fc_amqp *a) {
         return FC_ECONN;
     }
     int rc = login(a);
+    if (rc == FC_ECONN && info->ssl) {
+        /* A broker that wants a client certificate closes the TLS session at login. */
+        char why[sizeof(a->errstr)];
+        snprintf(why, sizeof(why), "%s", a->errstr);
+        snprintf(a->errstr, sizeof(a->errstr), "%s:%d over TLS: %s%s", info->host, info->port, why,
+                 a->tls_cert ? "" : " (a broker that requires a client certificate refuses one without: "
+                                    "AMQP_CERT_FILE, AMQP_KEY_FILE)");
+    }
     if (rc == FC_OK) rc = open_channel(a);
     if (rc != FC_OK) {
         destroy_conn(a);

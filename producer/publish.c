@@ -359,7 +359,9 @@ static int publish(producer *p, FILE *in, int format) {
     if (producer_connect(p) != FC_OK) {
         fc_dataset_close(u.ds);
         free(u.confirmed);
-        return infra_exit(p, "cannot reach the broker");
+        char what[400];
+        snprintf(what, sizeof(what), "cannot reach the broker (%s)", fc_amqp_errstr(p->amqp));
+        return infra_exit(p, what);
     }
     fc_info("job %s: publishing %s in batches of %ld", p->st.job_id, p->cfg->args[0], u.b.max_items);
     fc_dataset_set_wait(u.ds, wait_input, &u);
