@@ -329,8 +329,9 @@ static void count_outcomes(worker *w, const batch *b) {
             if (b->tasks[i].outcome == kinds[k]) atomic_fetch_add(counters[k], 1);
 }
 
-/* start_settling builds the outcome messages once; they are sent by batch_settle. */
-static void start_settling(worker *w, batch *b) {
+/* start_settling builds the outcome messages once; they are sent by batch_settle. Returns 0, or
+ * an error after which the batch was handed back to the broker and freed. */
+static int start_settling(worker *w, batch *b) {
     iso_now(b->failed_at, sizeof(b->failed_at));
     int rc = b->kind == BATCH_POISON ? build_poison(w, b) : build_outcomes(w, b);
     if (rc != FC_OK) {
@@ -340,10 +341,11 @@ static void start_settling(worker *w, batch *b) {
         fc_amqp_nack(w->amqp, b->tag, 1);
         unlink_batch(w, b);
         batch_free(b);
-        return;
+        return rc;
     }
     count_outcomes(w, b);
     b->state = BATCH_SETTLING;
+    return FC_OK;
 }
 
 void batch_on_confirm(worker *w, uint64_t seq, int status) {
@@ -521,7 +523,7 @@ void batch_settle(worker *w) {
     batch *next;
     for (batch *b = w->batches; b && fc_amqp_ok(w->amqp); b = next) {
         next = b->next;
-        if (b->state == BATCH_RUNNING && b->open == 0) start_settling(w, b);
+        if (b->state == BATCH_RUNNING && b->open == 0 && start_settling(w, b) != FC_OK) continue;
         if (b->state != BATCH_SETTLING) continue;
         if (!fc_amqp_blocked(w->amqp)) send(w, b);
         if (all_confirmed(b) && fc_amqp_ok(w->amqp)) finish(w, b);

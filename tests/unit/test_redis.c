@@ -29,7 +29,7 @@ static void redacts(const char *url, int rc, const char *want) {
     char out[512];
     memset(out, 'x', sizeof(out));
     assert_int_equal(fc_redis_url_redact(url, out, sizeof(out)), rc);
-    if (strcmp(out, want) != 0) fail_msg("'%s' redacted to '%s', expected '%s'", url, out, want);
+    if (strcmp(out, want) != 0) fail_msg("'%s' redacted to '%s', expected '%s'", url ? url : "(null)", out, want);
 }
 
 static void test_redact_password(void **state) {
