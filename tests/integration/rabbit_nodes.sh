@@ -291,3 +291,27 @@ rn_members_online() {
         awk -v p="$QUEUE_PREFIX." 'index($1, p) == 1 && $2 == "quorum"' >"$TMP/online" || return 1
     [ -s "$TMP/online" ] && awk -v k="$2" '{ n = gsub(/@/, "@") } n != k { bad = 1 } END { exit bad }' "$TMP/online"
 }
+
+# rn_fleet_job JOB TIMEOUT: on a cluster of 3 (rn_cluster 3), the clients of a job: the mock API
+# (100 ms a call), worker A (AMQP_URL n1,n2,n3) checked on n1, worker B (n2,n3,n1) checked on n2,
+# 4 calls in flight each and 20 calls/s for the fleet (so the job's length does not depend on the
+# machine), and the producer (n1,n2,n3) publishing $TMP/items.csv as job JOB and waiting up to
+# TIMEOUT for it. Sets U1..U3, WA, WB, PROD and OUTCOME; done_items prints the items done so far.
+rn_fleet_job() {
+    JOB=$1
+    U1=$(rn_url n1) U2=$(rn_url n2) U3=$(rn_url n3)
+    start_mock --latency-ms 100
+    export API_KEY=sk-$JOB WORKER_COUNT=4 RATE_LIMIT=1200 BATCH_SIZE=10
+    OUTCOME="$QUEUE_PREFIX:job:{$JOB}:outcome"
+    AMQP_URL="$U1,$U2,$U3" start_worker a
+    WA=$LAST_PID
+    AMQP_URL="$U2,$U3,$U1" start_worker b
+    WB=$LAST_PID
+    wait_until 30 grep -q "consuming .* on localhost:$(rn_port n1) " "$TMP/worker-a.log" || fail "worker A is not on n1"
+    wait_until 30 grep -q "consuming .* on localhost:$(rn_port n2) " "$TMP/worker-b.log" || fail "worker B is not on n2"
+    AMQP_URL="$U1,$U2,$U3" "$PRODUCER" "$TMP/items.csv" --job-id "$JOB" --wait --timeout "$2" \
+        --output "$TMP/out.tsv" --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 &
+    PROD=$!
+    PIDS+=("$PROD")
+}
+done_items() { redis-cli hlen "$OUTCOME"; }

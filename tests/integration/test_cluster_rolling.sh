@@ -16,27 +16,10 @@ t_start=$SECONDS
 rn_cluster 3
 log "cluster of 3 up in $((SECONDS - t_start)) s (AMQP ports $(rn_port n1) $(rn_port n2) $(rn_port n3))"
 rn_checks_on n1
-U1=$(rn_url n1) U2=$(rn_url n2) U3=$(rn_url n3)
 
 # 70 s of work for the fleet, however fast the machine: 1,400 calls at 20 calls/s (the fleet's
 # rate limit); the three restarts take some 40 s.
-start_mock --latency-ms 100
-export API_KEY=sk-rolling WORKER_COUNT=4 RATE_LIMIT=1200 BATCH_SIZE=10
-JOB=rolling-$$
-OUTCOME="$QUEUE_PREFIX:job:{$JOB}:outcome"
-done_items() { redis-cli hlen "$OUTCOME"; }
-
-AMQP_URL="$U1,$U2,$U3" start_worker a
-WA=$LAST_PID
-AMQP_URL="$U2,$U3,$U1" start_worker b
-WB=$LAST_PID
-wait_until 30 grep -q "consuming .* on localhost:$(rn_port n1) " "$TMP/worker-a.log" || fail "worker A is not on n1"
-wait_until 30 grep -q "consuming .* on localhost:$(rn_port n2) " "$TMP/worker-b.log" || fail "worker B is not on n2"
-
-AMQP_URL="$U1,$U2,$U3" "$PRODUCER" "$TMP/items.csv" --job-id "$JOB" --wait --timeout 170s \
-    --output "$TMP/out.tsv" --report "$TMP/report.json" >"$TMP/producer.log" 2>&1 &
-PROD=$!
-PIDS+=("$PROD")
+rn_fleet_job "rolling-$$" 170s
 on_n1() { rn_clients n1 | grep -qx "flashcard-producer $JOB"; }
 wait_until 30 on_n1 || fail "the producer is not on n1"
 
