@@ -315,3 +315,17 @@ rn_fleet_job() {
     PIDS+=("$PROD")
 }
 done_items() { redis-cli hlen "$OUTCOME"; }
+
+# rn_job_done NODE LIMIT WHY: the job of rn_fleet_job ends within LIMIT seconds with the producer's
+# exit 0, every item once in the output and none dead-lettered (else WHY), every queue of the
+# prefix empty as NODE sees it, and both workers still running.
+rn_job_done() {
+    producer_gone() { ! kill -0 "$PROD" 2>/dev/null; }
+    wait_until "$2" producer_gone || fail "the producer did not finish: $(done_items) of $N items done"
+    local prc=0
+    wait "$PROD" || prc=$?
+    [ $prc = 0 ] || fail "producer exit $prc: $(tail -3 "$TMP/producer.log")"
+    assert_all_succeeded "$N" "$TMP/out.tsv" "$3"
+    wait_until 30 rn_all_empty "$1" || fail "queues not empty: $(rn_depths "$1" | awk '$2 != 0' | tr '\n' ';')"
+    kill -0 "$WA" && kill -0 "$WB" || fail "a worker exited"
+}
