@@ -5,7 +5,7 @@
 
 #include "fc_error.h"
 
-static const char *const job_parts[FC_JOB_NKEYS] = {"meta", "confirmed", "outcome", "failed", "stats"};
+static const char *const job_parts[FC_JOB_NKEYS] = {"meta", "confirmed", "outcome", "failed", "stats", "retry"};
 static const char *const limit_parts[FC_LIMIT_NKEYS] = {"calls", "tokens", "pause"};
 
 static int fits(int n, size_t outlen) { return n >= 0 && (size_t)n < outlen ? FC_OK : FC_ETOOBIG; }
@@ -24,4 +24,20 @@ int fc_key_breaker(char *out, size_t outlen, const char *prefix, const char *api
 
 int fc_key_cache(char *out, size_t outlen, const char *prefix, int stage, const char *hash) {
     return fits(snprintf(out, outlen, "%s:cache:s%d:%s", prefix, stage, hash), outlen);
+}
+
+int fc_key_jobs(char *out, size_t outlen, const char *prefix) {
+    return fits(snprintf(out, outlen, "%s:jobs", prefix), outlen);
+}
+
+int fc_key_workers(char *out, size_t outlen, const char *prefix) {
+    return fits(snprintf(out, outlen, "%s:workers", prefix), outlen);
+}
+
+int fc_key_worker(char *out, size_t outlen, const char *prefix, const char *id) {
+    return fits(snprintf(out, outlen, "%s:worker:%s", prefix, id), outlen);
+}
+
+int fc_key_replayed(char *out, size_t outlen, const char *prefix, const char *hash) {
+    return fits(snprintf(out, outlen, "%s:replayed:%s", prefix, hash), outlen);
 }

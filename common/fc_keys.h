@@ -11,7 +11,17 @@
 #define FC_KEY_MAX 256
 
 /* The parts of a job's record: P:job:{job}:<part>. */
-enum fc_job_key { FC_JOB_META, FC_JOB_CONFIRMED, FC_JOB_OUTCOME, FC_JOB_FAILED, FC_JOB_STATS, FC_JOB_NKEYS };
+enum fc_job_key {
+    FC_JOB_META,      /* hash: items, batches, published, created_ms, batch_size, batch_max_bytes,
+                       * cancelled_ms (set by `flashcard-admin cancel`) */
+    FC_JOB_CONFIRMED, /* bitmap: batches the broker confirmed (the producer's --resume) */
+    FC_JOB_OUTCOME,   /* hash: position -> ok | dead, each item's final outcome */
+    FC_JOB_FAILED,    /* hash: position -> the failed item as JSON (term, error, attempts) */
+    FC_JOB_STATS,     /* hash: api_calls, prompt_tokens, completion_tokens, cache_hits,
+                       * first_outcome_ms, last_outcome_ms */
+    FC_JOB_RETRY,     /* hash: position -> attempt, items waiting in a retry queue */
+    FC_JOB_NKEYS
+};
 
 /* The parts of an API's limiter state: P:rl:{api}:<part>. */
 enum fc_limit_key { FC_LIMIT_CALLS, FC_LIMIT_TOKENS, FC_LIMIT_PAUSE, FC_LIMIT_NKEYS };
@@ -22,6 +32,14 @@ int fc_key_job(char *out, size_t outlen, const char *prefix, const char *job_id,
 int fc_key_limit(char *out, size_t outlen, const char *prefix, const char *api, enum fc_limit_key part);
 /* P:breaker:{api}: the fleet's open circuit breaker (PX = the cooldown left). */
 int fc_key_breaker(char *out, size_t outlen, const char *prefix, const char *api);
+/* P:jobs: sorted set of job ids, scored by creation (unix ms); a job whose meta is gone expired. */
+int fc_key_jobs(char *out, size_t outlen, const char *prefix);
+/* P:workers: sorted set of live worker ids, scored by when their registration expires (unix ms). */
+int fc_key_workers(char *out, size_t outlen, const char *prefix);
+/* P:worker:<id>: one worker's registration (JSON), with a TTL the worker keeps renewing. */
+int fc_key_worker(char *out, size_t outlen, const char *prefix, const char *id);
+/* P:replayed:<sha256 of the dead letter's body>: the dead letter's replacement was confirmed. */
+int fc_key_replayed(char *out, size_t outlen, const char *prefix, const char *hash);
 /* P:cache:s<stage>:<hash>: a cached stage answer. */
 int fc_key_cache(char *out, size_t outlen, const char *prefix, int stage, const char *hash);
 
