@@ -35,7 +35,15 @@ typedef struct broker {
     struct amqp_connection_info info;
 } broker;
 
+/* Headers of a delivery, copied NUL-terminated for its callback. */
+typedef struct header_copy {
+    fc_amqp_field f[FC_AMQP_HEADERS_MAX];
+    size_t n, used;
+    char buf[FC_AMQP_HEADERS_BYTES];
+} header_copy;
+
 struct fc_amqp {
+    header_copy hc;             /* the headers of the delivery being handed out */
     amqp_connection_state_t conn; /* NULL while disconnected */
     broker brokers[FC_AMQP_BROKERS_MAX];
     int nbrokers;
@@ -713,17 +721,65 @@ static void last_death(const amqp_basic_properties_t *p, char *reason, char *que
     }
 }
 
+static const char *copy_bytes(header_copy *c, const amqp_bytes_t *b) {
+    size_t room = sizeof(c->buf) - c->used;
+    if (room == 0) return NULL;
+    size_t len = b->len < room - 1 ? b->len : room - 1;
+    char *s = c->buf + c->used;
+    memcpy(s, b->bytes, len);
+    s[len] = '\0';
+    c->used += len + 1;
+    return s;
+}
+
+/* copy_headers keeps the string and integer headers of p; others (tables, arrays) are left out. */
+static void copy_headers(const amqp_basic_properties_t *p, header_copy *c) {
+    c->n = c->used = 0;
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) return;
+    for (int i = 0; i < p->headers.num_entries && c->n < FC_AMQP_HEADERS_MAX; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        fc_amqp_field f = {NULL, NULL, 0, 1};
+        switch (e->value.kind) {
+        case AMQP_FIELD_KIND_UTF8:
+        case AMQP_FIELD_KIND_BYTES: f.is_num = 0; break;
+        case AMQP_FIELD_KIND_I64: f.num = e->value.value.i64; break;
+        case AMQP_FIELD_KIND_I32: f.num = e->value.value.i32; break;
+        case AMQP_FIELD_KIND_U32: f.num = e->value.value.u32; break;
+        case AMQP_FIELD_KIND_I16: f.num = e->value.value.i16; break;
+        case AMQP_FIELD_KIND_U16: f.num = e->value.value.u16; break;
+        case AMQP_FIELD_KIND_I8: f.num = e->value.value.i8; break;
+        case AMQP_FIELD_KIND_U8: f.num = e->value.value.u8; break;
+        default: continue;
+        }
+        if (!(f.key = copy_bytes(c, &e->key))) return;
+        if (!f.is_num && !(f.str = copy_bytes(c, &e->value.value.bytes))) return;
+        c->f[c->n++] = f;
+    }
+}
+
+const char *fc_delivery_header(const fc_delivery *d, const char *key) {
+    for (size_t i = 0; i < d->nheaders; i++)
+        if (!d->headers[i].is_num && strcmp(d->headers[i].key, key) == 0) return d->headers[i].str;
+    return NULL;
+}
+
+long long fc_delivery_header_num(const fc_delivery *d, const char *key, long long dflt) {
+    for (size_t i = 0; i < d->nheaders; i++)
+        if (d->headers[i].is_num && strcmp(d->headers[i].key, key) == 0) return d->headers[i].num;
+    return dflt;
+}
+
 static void deliver(fc_amqp *a, amqp_envelope_t *env, const fc_amqp_handler *h) {
     char mid[256] = "", rk[256], reason[256], queue[256];
     amqp_basic_properties_t *p = &env->message.properties;
     last_death(p, reason, queue, sizeof(reason));
+    copy_headers(p, &a->hc);
     if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
         snprintf(mid, sizeof(mid), "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
     snprintf(rk, sizeof(rk), "%.*s", (int)env->routing_key.len, (char *)env->routing_key.bytes);
     fc_delivery d = {env->delivery_tag, env->message.body.bytes, env->message.body.len, mid, rk,
-                     env->redelivered, header_i64(p, "x-delivery-count"), reason, queue};
+                     env->redelivered, header_i64(p, "x-delivery-count"), reason, queue, a->hc.f, a->hc.n};
     if (h->delivery) h->delivery(h->ud, &d);
-    (void)a;
 }
 
 /* handle_method deals with a non-delivery frame; returns 0 or FC_ECONN. */

@@ -35,7 +35,17 @@ typedef struct fc_delivery {
     long delivery_count;        /* x-delivery-count (quorum queues), 0 if absent */
     const char *death_reason;   /* reason of the latest x-death entry (dead-lettered), "" if none */
     const char *death_queue;    /* the queue that dead-lettered it, "" if none */
+    const fc_amqp_field *headers; /* its string and integer headers (others, e.g. x-death, left out), */
+    size_t nheaders;            /* at most FC_AMQP_HEADERS_MAX, values cut to fit FC_AMQP_HEADERS_BYTES */
 } fc_delivery;
+
+#define FC_AMQP_HEADERS_MAX 16
+#define FC_AMQP_HEADERS_BYTES 4096
+
+/* fc_delivery_header returns the string value of header key of d, or NULL when absent or not a string. */
+const char *fc_delivery_header(const fc_delivery *d, const char *key);
+/* fc_delivery_header_num returns the integer value of header key of d, or dflt. */
+long long fc_delivery_header_num(const fc_delivery *d, const char *key, long long dflt);
 
 /* Consumers one connection can hold at once (fc_amqp_consume on several queues). */
 #define FC_AMQP_CONSUMERS_MAX 4

@@ -169,7 +169,7 @@ static void deliver(int n, int attempt, long delivery_count, long long not_befor
     }
     fc_message_batch_close(&b);
     assert_int_equal(fc_buf_err(&b), 0);
-    fc_delivery d = {42, b.data, b.len, "job-1-7", "", delivery_count > 0, delivery_count, "", ""};
+    fc_delivery d = {42, b.data, b.len, "job-1-7", "", delivery_count > 0, delivery_count, "", "", NULL, 0};
     batch_on_delivery(&W, &d);
     fc_buf_free(&b);
     free(extra);
@@ -225,7 +225,7 @@ static void broker_dead_letter_is_given_up(void **state) {
     fc_message_batch_open(&b, &h);
     fc_message_item(&b, &it, NULL);
     fc_message_batch_close(&b);
-    fc_delivery d = {43, b.data, b.len, "job-1-7", "", 0, 0, "delivery_limit", "t.batches"};
+    fc_delivery d = {43, b.data, b.len, "job-1-7", "", 0, 0, "delivery_limit", "t.batches", NULL, 0};
     batch_on_delivery(&W, &d);
     fc_buf_free(&b);
     assert_int_equal(W.batches->kind, BATCH_CRASHED);
@@ -392,7 +392,7 @@ static void poison_items_are_recorded(void **state) {
     (void)state;
     const char *body = "{\"schema\":99,\"job_id\":\"job-1\",\"batch\":7,\"items\":[{\"position\":11,\"term\":\"a\"},"
                        "{\"position\":12},{\"term\":\"no position\"}]}";
-    fc_delivery d = {44, body, strlen(body), "x", "", 0, 0, "", ""};
+    fc_delivery d = {44, body, strlen(body), "x", "", 0, 0, "", "", NULL, 0};
     batch_on_delivery(&W, &d);
     assert_int_equal(W.batches->kind, BATCH_POISON);
     batch_settle(&W);
