@@ -658,6 +658,8 @@ const char *fc_class_name(int cls) {
         return "auth";
     case FC_CLASS_CRASHED:
         return "crashed";
+    case FC_CLASS_CANCELLED:
+        return "cancelled";
     default:
         return "unknown";
     }

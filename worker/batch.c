@@ -14,7 +14,6 @@
 #include "fc_log.h"
 #include "worker.h"
 
-#define JOB_KEY_TTL_S (7 * 86400)
 /* Largest outcome message built from several items: one that fits a socket's send buffer goes out
  * without waiting for the broker to read, so the loop never blocks on a broker that stops
  * reading (a resource alarm). One item bigger than this makes a message of its own. */
@@ -85,8 +84,45 @@ static void keep_poison(worker *w, batch *b, const fc_delivery *d, const char *w
     atomic_fetch_add(&w->m->batches_poison, 1);
 }
 
-/* start runs a batch whose start time has come: cached answers are served, the rest queued. */
+/* cancel ends a batch whose job an operator cancelled: its queued and reserved calls are
+ * dropped and their items dead-lettered as cancelled; calls in flight finish, and their
+ * items then end (a succeeded last stage as a result), with no next stage and no retry. */
+static void cancel(worker *w, batch *b) {
+    fc_warn("batch %s: job %s was cancelled: skipping its %zu unfinished items", b->id, b->msg.hdr.job_id, b->open);
+    b->cancelled = 1;
+    b->state = BATCH_RUNNING;
+    calls_cancel(w, b->tasks, b->msg.nitems, 0);
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        task *t = &b->tasks[i];
+        t->cancelled = 1;
+        if (t->state != TASK_IDLE) continue; /* in flight, or done */
+        task_fail(t, FC_CLASS_CANCELLED, 0, "job cancelled by an operator");
+        task_finish(t, OUT_DEAD);
+    }
+}
+
+void batch_check_cancelled(worker *w, int64_t now) {
+    (void)now;
+    for (batch *b = w->batches; b; b = b->next) {
+        if (b->kind != BATCH_WORK || b->cancelled || (b->state != BATCH_WAITING && b->state != BATCH_RUNNING)) continue;
+        int asked = 0; /* one question per job: an earlier batch of the same job was answered */
+        for (batch *e = w->batches; e != b && !asked; e = e->next)
+            asked = e->kind == BATCH_WORK && strcmp(e->msg.hdr.job_id, b->msg.hdr.job_id) == 0;
+        if (!asked && record_job_cancelled(w, b->msg.hdr.job_id))
+            for (batch *c = b; c; c = c->next)
+                if (c->kind == BATCH_WORK && !c->cancelled && c->open && strcmp(c->msg.hdr.job_id, b->msg.hdr.job_id) == 0 &&
+                    (c->state == BATCH_WAITING || c->state == BATCH_RUNNING))
+                    cancel(w, c);
+    }
+}
+
+/* start runs a batch whose start time has come: cached answers are served, the rest queued;
+ * a batch of a cancelled job is skipped. */
 static void start(worker *w, batch *b) {
+    if (record_job_cancelled(w, b->msg.hdr.job_id)) {
+        cancel(w, b);
+        return;
+    }
     b->state = BATCH_RUNNING;
     cache_lookup(w, b->tasks, b->msg.nitems);
     for (size_t i = 0; i < b->msg.nitems; i++)
@@ -320,13 +356,25 @@ static void send(worker *w, batch *b) {
     }
 }
 
+/* dead_class maps an error class to the label of flashcard_items_dead_total. */
+static int dead_class(int cls) {
+    switch (cls) {
+    case FC_CLASS_PERMANENT: return DEAD_PERMANENT;
+    case FC_CLASS_CRASHED: return DEAD_CRASHED;
+    case FC_CLASS_CANCELLED: return DEAD_CANCELLED;
+    default: return DEAD_RETRYABLE;
+    }
+}
+
 /* count_outcomes adds the batch's items to the metrics, once, when it starts settling. */
 static void count_outcomes(worker *w, const batch *b) {
-    static const int kinds[] = {OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED};
-    atomic_long *counters[] = {&w->m->items_ok, &w->m->items_retried, &w->m->items_dead, &w->m->items_unfinished};
-    for (size_t i = 0; b->tasks && i < b->msg.nitems; i++)
-        for (int k = 0; k < 4; k++)
-            if (b->tasks[i].outcome == kinds[k]) atomic_fetch_add(counters[k], 1);
+    for (size_t i = 0; b->tasks && i < b->msg.nitems; i++) {
+        const task *t = &b->tasks[i];
+        if (t->outcome == OUT_OK) atomic_fetch_add(&w->m->items_ok, 1);
+        if (t->outcome == OUT_RETRY) atomic_fetch_add(&w->m->items_retried[t->retry_reason], 1);
+        if (t->outcome == OUT_DEAD) atomic_fetch_add(&w->m->items_dead[dead_class(t->err_class)], 1);
+        if (t->outcome == OUT_UNFINISHED) atomic_fetch_add(&w->m->items_unfinished, 1);
+    }
 }
 
 /* start_settling builds the outcome messages once; they are sent by batch_settle. Returns 0, or
@@ -373,125 +421,6 @@ static int all_confirmed(const batch *b) {
     for (size_t i = 0; i < b->nout; i++)
         if (b->out[i].state != OUTMSG_CONFIRMED) return 0;
     return 1;
-}
-
-/* ---- records --------------------------------------------------------------------- */
-
-/* An argv under construction for one pipelined Redis command. */
-typedef struct cmd {
-    const char **argv;
-    int argc;
-} cmd;
-
-/* The job's record of one delivery's final outcomes, as Redis commands. */
-typedef struct record {
-    char keys[3][FC_KEY_MAX], sums[4][24], ttl[16];
-    char (*pos)[24];
-    char **failed;
-    const char **args;
-    cmd c[9];
-    int ncmd;
-    int oom;  /* a failure record could not be built: record nothing, retry */
-} record;
-
-static void record_item(record *r, cmd *outcome, cmd *fails, size_t i, long long position, const char *state,
-                        char *failed) {
-    snprintf(r->pos[i], 24, "%lld", position);
-    outcome->argv[outcome->argc++] = r->pos[i];
-    outcome->argv[outcome->argc++] = state;
-    if (!failed) {
-        if (strcmp(state, "dead") == 0) r->oom = 1;
-        return;
-    }
-    r->failed[i] = failed;
-    fails->argv[fails->argc++] = r->pos[i];
-    fails->argv[fails->argc++] = failed;
-}
-
-/* failed_json renders what the job's failure record keeps of a dead item (caller frees). */
-static char *failed_json(const fc_item *it, const fc_item_error *e) {
-    fc_buf f = {0};
-    fc_message_failed_item(&f, it, e);
-    if (fc_buf_err(&f)) {
-        fc_buf_free(&f);
-        return NULL;
-    }
-    return fc_buf_steal(&f);
-}
-
-/* record_items adds the final outcomes of the batch's items (or, poison, of the items salvaged
- * from it) to r; returns the number of items. */
-static size_t record_items(worker *w, batch *b, record *r, cmd *outcome, cmd *fails, long sums[4]) {
-    size_t n = 0;
-    if (b->kind == BATCH_POISON) {
-        fc_salvaged *s = NULL;
-        if (fc_message_salvage(b->raw, b->raw_len, b->msg.hdr.job_id, &s, &n) != FC_OK) return 0;
-        for (size_t i = 0; i < n; i++) {
-            fc_item it = {s[i].position, s[i].term, (char *)"", NULL, 0, 0};
-            fc_item_error e = {"poison", 0, 0, b->why};
-            record_item(r, outcome, fails, i, s[i].position, "dead", failed_json(&it, &e));
-        }
-        free(s);
-        return n;
-    }
-    for (size_t i = 0; i < b->msg.nitems; i++) {
-        task *t = &b->tasks[i];
-        sums[0] += t->calls, sums[1] += t->prompt_tokens, sums[2] += t->completion_tokens, sums[3] += t->cache_hits;
-        if (t->outcome == OUT_OK) record_item(r, outcome, fails, i, t->item->position, "ok", NULL);
-        if (t->outcome != OUT_DEAD) continue;
-        fc_item_error e = {fc_class_name(t->err_class), t->http_status, b->msg.hdr.attempt, t->error};
-        record_item(r, outcome, fails, i, t->item->position, "dead", failed_json(t->item, &e));
-    }
-    return b->msg.nitems;
-}
-
-/* record_batch writes the final outcomes to the job's Redis record, which --wait reads, in one
- * round trip: HSET of every outcome, HSET of the failures, the usage counters and the TTLs. */
-static int record_batch(worker *w, batch *b) {
-    size_t cap = b->kind == BATCH_POISON ? b->raw_len / 12 + 1 : b->msg.nitems + 1;
-    record r = {0};
-    long sums[4] = {0};
-    r.pos = calloc(cap, 24);
-    r.failed = calloc(cap, sizeof(*r.failed));
-    r.args = calloc(4 * cap + 40, sizeof(*r.args));
-    int rc = r.pos && r.failed && r.args ? FC_OK : FC_ENOMEM;
-    if (rc == FC_OK) {
-        cmd outcome = {r.args, 0}, fails = {r.args + 2 * cap + 2, 0};
-        outcome.argv[outcome.argc++] = "HSET", outcome.argv[outcome.argc++] = r.keys[0];
-        fails.argv[fails.argc++] = "HSET", fails.argv[fails.argc++] = r.keys[1];
-        size_t n = record_items(w, b, &r, &outcome, &fails, sums);
-        if (b->msg.hdr.job_id[0] && n) {
-            fc_key_job(r.keys[0], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, FC_JOB_OUTCOME);
-            fc_key_job(r.keys[1], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, FC_JOB_FAILED);
-            fc_key_job(r.keys[2], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, FC_JOB_STATS);
-            if (r.oom) rc = FC_ENOMEM;
-            if (outcome.argc > 2) r.c[r.ncmd++] = outcome;
-            if (fails.argc > 2) r.c[r.ncmd++] = fails;
-            static const char *names[4] = {"api_calls", "prompt_tokens", "completion_tokens", "cache_hits"};
-            const char **rest = r.args + 4 * cap + 4;
-            for (int k = 0; k < 4; k++, rest += 4) {
-                snprintf(r.sums[k], sizeof(r.sums[k]), "%ld", sums[k]);
-                rest[0] = "HINCRBY", rest[1] = r.keys[2], rest[2] = names[k], rest[3] = r.sums[k];
-                r.c[r.ncmd++] = (cmd){rest, 4};
-            }
-            snprintf(r.ttl, sizeof(r.ttl), "%d", JOB_KEY_TTL_S);
-            for (int k = 0; k < 3; k++, rest += 3) {
-                rest[0] = "EXPIRE", rest[1] = r.keys[k], rest[2] = r.ttl;
-                r.c[r.ncmd++] = (cmd){rest, 3};
-            }
-        }
-    }
-    if (rc == FC_OK && r.ncmd > 0) {
-        int argcs[9];
-        const char **argvs[9];
-        for (int k = 0; k < r.ncmd; k++) argcs[k] = r.c[k].argc, argvs[k] = r.c[k].argv;
-        rc = fc_redis_pipeline(w->redis, NULL, (size_t)r.ncmd, argcs, argvs, NULL) == FC_OK ? FC_OK : FC_EREDIS;
-    }
-    for (size_t i = 0; r.failed && i < cap; i++) free(r.failed[i]);
-    free(r.failed);
-    free(r.pos);
-    free(r.args);
-    return rc;
 }
 
 /* finish records a confirmed batch's outcomes in Redis, then acks it. */

@@ -64,17 +64,22 @@ static void end_grant(worker *w, task *t) {
     t->probe = 0;
 }
 
+/* retry_later ends t's attempt as a retry, for reason (enum metrics_retry). */
+static void retry_later(task *t, int reason) {
+    t->retry_reason = reason;
+    task_finish(t, OUT_RETRY);
+}
+
 static void post(worker *w, task *t) {
     t->state = TASK_INFLIGHT;
     if (fc_http_post(w->http, w->url, t->request, strlen(t->request), t) != FC_OK) {
         end_grant(w, t);
         w->sched.inflight--;
         task_fail(t, FC_CLASS_RETRY, 0, "cannot start the HTTP request");
-        task_finish(t, OUT_RETRY);
+        retry_later(t, RETRY_INTERNAL);
         return;
     }
     t->calls++;
-    atomic_fetch_add(&w->m->api_calls, 1);
 }
 
 static void timer_insert(sched *s, task *t) {
@@ -145,7 +150,7 @@ void calls_schedule(worker *w) {
         if (task_prepare(t, &w->proc, w->cfg->cache_ttl_ms > 0) != FC_OK) {
             end_grant(w, t);
             task_fail(t, FC_CLASS_RETRY, 0, "cannot build the request");
-            task_finish(t, OUT_RETRY);
+            retry_later(t, RETRY_INTERNAL);
             continue;
         }
         long wait;
@@ -155,9 +160,9 @@ void calls_schedule(worker *w) {
             return;
         }
         s->inflight++;
+        metrics_observe(&w->m->wait_seconds, (double)wait / 1000.0);
         if (wait > 0) {
             atomic_fetch_add(&w->m->rate_waits, 1);
-            atomic_fetch_add(&w->m->rate_wait_ms, wait);
             t->ready_at_ms = now + wait;
             timer_insert(s, t);
         } else {
@@ -186,6 +191,12 @@ int calls_next_timeout(worker *w, int max_ms) {
     return next > now ? (int)(next - now) : 0;
 }
 
+/* end_cancelled ends a task of a cancelled job whose call came back: no next stage, no retry. */
+static void end_cancelled(task *t) {
+    task_fail(t, FC_CLASS_CANCELLED, 0, "job cancelled by an operator");
+    task_finish(t, OUT_DEAD);
+}
+
 /* finish_stage parses a 2xx answer into t's current stage; returns 0 when the stage succeeded. */
 static int finish_stage(worker *w, task *t, const fc_http_done *d) {
     char why[256], *content = NULL, *result = NULL;
@@ -203,6 +214,7 @@ static int finish_stage(worker *w, task *t, const fc_http_done *d) {
     if (rc == FC_OK) {
         cache_store(w, t->stage, t->cache_key, content); /* a hit goes through answer again */
         if (task_advance(t, &w->proc, result)) task_finish(t, OUT_OK);
+        else if (t->cancelled) end_cancelled(t);
         else calls_enqueue(w, t, 1);
     } else {
         task_fail(t, FC_CLASS_RETRY, d->status, why);
@@ -222,7 +234,6 @@ static void log_gate_event(worker *w, int ev, int status) {
 /* on_throttled pauses the fleet after a 429 for its Retry-After, capped at RETRY_AFTER_MAX. */
 static void on_throttled(worker *w, const fc_http_done *d) {
     long pause = gate_pause_ms(d->retry_after_s, DEFAULT_429_PAUSE_MS, w->cfg->retry_after_max_ms);
-    atomic_fetch_add(&w->m->api_429, 1);
     fc_limiter_pause(w->limiter, pause);
     gate_pause(&w->gate, now_ms() + pause);
     hold_reserved(w);
@@ -259,6 +270,30 @@ static void note_transport_failure(worker *w, const task *t, const char *why, in
     s->failures_unlogged = 0;
 }
 
+/* retry_reason names why a failed call is retried, for the metrics. */
+static int retry_reason(const fc_http_done *d) {
+    if (d->err == FC_ETOOBIG) return RETRY_TOO_BIG;
+    if (d->err == FC_ETIMEOUT) return RETRY_TIMEOUT;
+    if (d->err) return RETRY_CONNECTION;
+    if (d->status == 429) return RETRY_THROTTLED;
+    if (d->status >= 500) return RETRY_SERVER_ERROR;
+    return RETRY_CLIENT_ERROR;
+}
+
+/* count_call adds a finished call to the metrics: its stage, status class and duration. */
+static void count_call(worker *w, const task *t, const fc_http_done *d) {
+    int s = t->stage - 1 < METRICS_STAGES ? t->stage - 1 : METRICS_STAGES - 1;
+    int k = STATUS_TRANSPORT;
+    if (!d->err || d->status > 0) {
+        if (d->status == 429) k = STATUS_429;
+        else if (d->status >= 500) k = STATUS_5XX;
+        else if (d->status >= 300) k = STATUS_4XX;
+        else if (d->status >= 200) k = STATUS_2XX;
+    }
+    atomic_fetch_add(&w->m->api_calls[s][k], 1);
+    metrics_observe(&w->m->call_seconds[s], d->elapsed_ms / 1000.0);
+}
+
 static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int64_t now) {
     char why[256];
     int r, cls = failure_class(d, &r);
@@ -269,12 +304,15 @@ static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int
         fc_pipeline_error_reason(d->body, d->len, reason, sizeof(reason));
         snprintf(why, sizeof(why), "HTTP %d: %s", d->status, reason);
     }
-    atomic_fetch_add(&w->m->api_errors, 1);
     if (d->err && d->err != FC_ETOOBIG) note_transport_failure(w, t, why, now);
     gate_call_done(&w->gate, probe, r, now);
     if (d->status == 429) on_throttled(w, d);
     task_fail(t, cls, d->status, why);
-    task_finish(t, cls == FC_CLASS_PERMANENT ? OUT_DEAD : OUT_RETRY);
+    snprintf(w->last_error, sizeof(w->last_error), "%s", why);
+    w->last_error_ms = now;
+    if (cls == FC_CLASS_PERMANENT) task_finish(t, OUT_DEAD);
+    else if (t->cancelled) end_cancelled(t);
+    else retry_later(t, retry_reason(d));
 }
 
 void calls_on_done(worker *w, const fc_http_done *d) {
@@ -284,12 +322,18 @@ void calls_on_done(worker *w, const fc_http_done *d) {
     w->sched.inflight--;
     t->probe = 0;
     t->state = TASK_IDLE;
+    count_call(w, t, d);
     if (!d->err && d->status >= 200 && d->status < 300) {
         log_gate_event(w, gate_call_done(&w->gate, probe, GATE_CALL_OK, now), d->status);
-        if (finish_stage(w, t, d) != FC_OK) task_finish(t, OUT_RETRY);
+        if (finish_stage(w, t, d) == FC_OK) return;
+        snprintf(w->last_error, sizeof(w->last_error), "%s", t->error);
+        w->last_error_ms = now;
+        if (t->cancelled) end_cancelled(t);
+        else retry_later(t, RETRY_INVALID_ANSWER);
     } else if (!d->err && (d->status == 401 || d->status == 403)) {
         log_gate_event(w, gate_call_done(&w->gate, probe, GATE_CALL_AUTH_REJECTED, now), d->status);
-        calls_enqueue(w, t, 1); /* not the item's fault: it waits for valid credentials */
+        if (t->cancelled) end_cancelled(t);
+        else calls_enqueue(w, t, 1); /* not the item's fault: it waits for valid credentials */
     } else {
         on_failure(w, t, d, probe, now);
     }

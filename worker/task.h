@@ -38,6 +38,8 @@ typedef struct task {
     int64_t ready_at_ms;          /* TASK_WAITING: when its reserved slot comes */
     int http_status;              /* of the last failure */
     int err_class;                /* enum fc_class of the last failure */
+    int retry_reason;             /* enum metrics_retry of the last retryable failure */
+    int cancelled;                /* its job was cancelled: a call in flight ends it, no next stage or retry */
     char error[256];              /* the last failure, for retries and dead letters */
     struct task *next;            /* run queue or timer list */
 } task;

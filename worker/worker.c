@@ -81,6 +81,29 @@ static int make_limiter(worker *w, char *err, size_t errlen) {
     return w->limiter ? FC_OK : FC_EINVAL;
 }
 
+static int64_t unix_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* name_metrics sets the labels of the metrics: the build's, and the queues whose depth is sampled
+ * (every queue of the prefix but the jobs' results queues, which come and go). */
+static void name_metrics(worker *w) {
+    metrics *m = w->m;
+    static const char *fixed[] = {"batches", "crashed", "dead", "results.unrouted"};
+    snprintf(m->version, sizeof(m->version), "%s", FC_VERSION);
+    snprintf(m->queue_prefix, sizeof(m->queue_prefix), "%s", w->cfg->queue_prefix);
+    snprintf(m->api, sizeof(m->api), "%s", w->cfg->api_name);
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        snprintf(m->queues[m->nqueues++].name, sizeof(m->queues[0].name), "%s", fixed[i]);
+    for (int i = 0; i < w->cfg->nretry_delays && m->nqueues < METRICS_QUEUES; i++) {
+        char key[32];
+        fc_topology_delay_key(key, sizeof(key), w->cfg->retry_delays[i]);
+        snprintf(m->queues[m->nqueues++].name, sizeof(m->queues[0].name), "retry.%s", key);
+    }
+}
+
 static int make_gate(worker *w) {
     const fc_config *c = w->cfg;
     gate_conf gc = {c->auth_retry_ms, c->hold_limit_ms, c->api_timeout_ms,
@@ -124,7 +147,8 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     }
     w->m->capacity = cfg->worker_count;
     w->m->started_ms = now_ms();
-    w->m->alive = 1;
+    w->started_unix_ms = unix_now_ms();
+    name_metrics(w);
     int rc = metrics_start(w->m, cfg->metrics_bind, cfg->metrics_port);
     if (rc != FC_OK)
         fc_error("METRICS_BIND/METRICS_PORT: cannot serve metrics on %s:%d (%s)", cfg->metrics_bind, cfg->metrics_port,
@@ -230,10 +254,21 @@ static void redeclare(worker *w) {
     }
 }
 
+/* not_ready says why the worker cannot do its work now (enum metrics_not_ready bits). */
+static int not_ready(worker *w) {
+    int bits = 0;
+    if (w->gate.stopping) bits |= NOT_READY_STOPPING;
+    if (!fc_amqp_ok(w->amqp)) bits |= NOT_READY_BROKER;
+    if (w->sched.limiter_down || w->registry_down) bits |= NOT_READY_REDIS;
+    if (w->gate.auth_blocked) bits |= NOT_READY_CREDENTIALS;
+    if (fc_breaker_state(w->gate.breaker) == FC_BREAKER_OPEN) bits |= NOT_READY_BREAKER;
+    return bits;
+}
+
 /* update_consuming stops taking deliveries while calls cannot be made, and resumes after. */
 static void update_consuming(worker *w) {
     int want = wants_deliveries(w);
-    atomic_store(&w->m->ready, gate_ready(&w->gate) && fc_amqp_ok(w->amqp));
+    atomic_store(&w->m->not_ready, not_ready(w));
     atomic_store(&w->m->breaker_state, fc_breaker_state(w->gate.breaker));
     if (!fc_amqp_ok(w->amqp) || fc_amqp_blocked(w->amqp)) return; /* no answer would come */
     if (!want && w->consuming) {
@@ -282,13 +317,19 @@ static void poll_usage(worker *w, int64_t now) {
     else if (rc == FC_EINVAL) atomic_store(&w->m->rate_usage_milli, -1);
 }
 
-/* poll_depth samples the work queue's ready messages for the metrics (a passive declare, which
- * waits for the broker's answer). */
+/* poll_depth samples the depth of every queue of the prefix for the metrics (a passive declare
+ * each, which waits for the broker's answer). */
 static void poll_depth(worker *w, int64_t now) {
     (void)now;
-    long ready;
-    if (fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp) && fc_amqp_queue_depth(w->amqp, w->queue, &ready, NULL) == FC_OK)
-        atomic_store(&w->m->queue_depth, ready);
+    metrics *m = w->m;
+    for (int i = 0; i < m->nqueues && fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp); i++) {
+        char name[FC_NAME_MAX];
+        long ready, consumers;
+        fc_topology_name(name, w->cfg->queue_prefix, m->queues[i].name);
+        if (fc_amqp_queue_depth(w->amqp, name, &ready, &consumers) != FC_OK) continue;
+        atomic_store(&m->queues[i].ready, ready);
+        atomic_store(&m->queues[i].consumers, consumers);
+    }
 }
 
 /* Work done every period_ms (ae.c's time events); metrics_only when only /metrics needs it. */
@@ -389,6 +430,8 @@ int worker_run(worker *w) {
         {"breaker sync", 1000, 0, sync_breaker, 0},
         {"rate-limit usage", 1000, 1, poll_usage, 0},
         {"queue depth", 5000, 1, poll_depth, 0},
+        {"cancelled jobs", 1000, 0, batch_check_cancelled, 0},
+        {"registration", 5000, 0, registry_update, 0},
     };
     int64_t busy = now_ms(), polled = 0;
     ensure_broker(w);
@@ -400,6 +443,7 @@ int worker_run(worker *w) {
         if (turn(w, &h, p, sizeof(p) / sizeof(p[0]), &busy, &polled) != FC_OK) return 1;
     }
     fc_amqp_close(w->amqp);
+    registry_remove(w);
     fc_info("stopped cleanly");
     return 0;
 }

@@ -8,6 +8,7 @@
  *   calls.c   the scheduler: run queue, limiter reservations, timers, calls in flight
  *   cache.c   cached stage answers: lookups return hits, writes are pipelined
  *   gate.c    whether calls and deliveries may go on (pure)   task.c  one item's progress (leaf)
+ * beside them: metrics.c (/metrics, /readyz) and registry.c (the worker's entry in Redis)
  */
 #ifndef WORKER_H
 #define WORKER_H
@@ -68,6 +69,7 @@ typedef struct batch {
     int64_t received_ms;
     int64_t start_ms;          /* BATCH_WAITING: not before */
     int checkpointing;         /* no new calls: the rest goes to a continuation batch */
+    int cancelled;             /* its job was cancelled: no new calls, the rest dead-lettered as cancelled */
     outmsg *out;
     size_t nout;
     char why[256];             /* BATCH_POISON: why it cannot be read */
@@ -128,6 +130,10 @@ typedef struct worker {
     int64_t stop_exit_ms;       /* SIGTERM + SHUTDOWN_TIMEOUT: gone by then, settled or not */
     cache_write *cache_out;
     size_t ncache_out, cache_cap;
+    char last_error[256];       /* the last call failure, for the registration */
+    int64_t last_error_ms;
+    int64_t started_unix_ms;
+    int registry_down;          /* the last registration could not reach Redis */
 } worker;
 
 int64_t now_ms(void);
@@ -143,6 +149,7 @@ void batch_on_confirm(worker *w, uint64_t seq, int status);
 void batch_tick(worker *w);
 void batch_settle(worker *w);
 void batch_drop_all(worker *w);
+void batch_check_cancelled(worker *w, int64_t now);
 
 /* calls.c: API calls under the gate and the limiter. */
 void calls_enqueue(worker *w, task *t, int front);
@@ -152,6 +159,16 @@ void calls_on_done(worker *w, const fc_http_done *d);
 void calls_cancel(worker *w, task *v, size_t n, int inflight_too);
 void calls_cancel_all(worker *w);
 int calls_next_timeout(worker *w, int max_ms);
+
+/* record.c: the job's record in Redis. record_batch writes a settled delivery's outcomes (0,
+ * FC_ENOMEM or FC_EREDIS: nothing or all of it is written, retry later); record_job_cancelled says
+ * whether an operator cancelled the job (0 when Redis cannot say). */
+int record_batch(worker *w, batch *b);
+int record_job_cancelled(worker *w, const char *job_id);
+
+/* registry.c: the worker's registration in Redis, for flashcard-admin status. */
+void registry_update(worker *w, int64_t now);
+void registry_remove(worker *w);
 
 /* cache.c: stage answers cached in Redis. */
 size_t cache_lookup(worker *w, task *v, size_t n);

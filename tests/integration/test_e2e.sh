@@ -26,16 +26,37 @@ assert_accounted 500 "$TMP/results.pos"
 # The metrics: counters summed over both workers match the job; gauges are in range.
 curl -fsS "http://127.0.0.1:$P1/metrics" >"$TMP/m1.txt" && curl -fsS "http://127.0.0.1:$P2/metrics" >"$TMP/m2.txt" ||
     fail "no /metrics"
-metric() { awk -v n="flashcard_$1" '$1 == n {s += $2} END {print s + 0}' "$TMP/m1.txt" "$TMP/m2.txt"; }
+# metric NAME [LABELS]: the sum over both workers of the series NAME (with exactly LABELS, e.g. {stage="1"}),
+# or of every series of NAME when no labels are given.
+metric() {
+    awk -v n="flashcard_$1" -v l="${2:-}" '{ split($1, p, "{") } (l == "" && p[1] == n) || $1 == n l {s += $2}
+        END {print s + 0}' "$TMP/m1.txt" "$TMP/m2.txt"
+}
 [ "$(metric items_succeeded_total)" = 500 ] || fail "metrics: items_succeeded_total $(metric items_succeeded_total)"
 [ "$(metric api_calls_total)" = 1000 ] || fail "metrics: api_calls_total $(metric api_calls_total)"
-[ "$(metric api_errors_total)" = 0 ] || fail "metrics: api_errors_total $(metric api_errors_total)"
+for s in 1 2; do
+    [ "$(metric api_calls_total "{stage=\"$s\",status=\"2xx\"}")" = 500 ] || fail "metrics: stage $s calls not all 2xx"
+    [ "$(metric api_call_duration_seconds_count "{stage=\"$s\"}")" = 500 ] || fail "metrics: stage $s latency count"
+    [ "$(metric api_call_duration_seconds_bucket "{stage=\"$s\",le=\"+Inf\"}")" = 500 ] || fail "metrics: +Inf bucket"
+done
+[ "$(metric items_retried_total)" = 0 ] || fail "metrics: items_retried_total $(metric items_retried_total)"
+[ "$(metric items_dead_total)" = 0 ] || fail "metrics: items_dead_total $(metric items_dead_total)"
+[ "$(metric rate_limit_wait_seconds_count)" = 1000 ] || fail "metrics: every granted call is in the wait histogram"
 [ "$(metric batches_acked_total)" = 10 ] || fail "metrics: batches_acked_total $(metric batches_acked_total)"
 [ "$(metric ready)" = 2 ] || fail "metrics: ready $(metric ready)"
 [ "$(metric calls_capacity)" = 16 ] || fail "metrics: calls_capacity $(metric calls_capacity)"
 awk '$1 == "flashcard_worker_utilization" && !($2 > 0 && $2 <= 1) {bad = 1}
      $1 == "flashcard_tasks_per_second" && !($2 > 0) {bad = 1} END {exit bad}' "$TMP/m1.txt" "$TMP/m2.txt" ||
     fail "metrics: utilization or tasks/s out of range"
-grep -q "^flashcard_queue_ready_messages " "$TMP/m1.txt" || fail "metrics: no queue depth"
+for q in batches crashed dead results.unrouted retry.5s; do
+    grep -Eq "^flashcard_queue_ready_messages\{queue=\"$q\"\} [0-9]+$" "$TMP/m1.txt" || fail "metrics: no depth of $q"
+done
+grep -q '^flashcard_build_info{version="[0-9.]*",queue_prefix="'"$QUEUE_PREFIX"'",api=".*"} 1$' "$TMP/m1.txt" ||
+    fail "metrics: no build info"
+awk '$1 == "process_resident_memory_bytes" && $2 > 1e6 {r = 1} $1 == "process_cpu_seconds_total" && $2 > 0 {c = 1}
+     END {exit !(r && c)}' "$TMP/m1.txt" || fail "metrics: no process_* metrics"
+if command -v promtool >/dev/null; then
+    promtool check metrics <"$TMP/m1.txt" >"$TMP/promtool.log" 2>&1 || { cat "$TMP/promtool.log" >&2; fail "promtool check metrics"; }
+fi
 ! grep -q "^flashcard_rate_limit_usage" "$TMP/m1.txt" || fail "metrics: rate-limit usage without a limit"
 log "ok"

@@ -12,10 +12,12 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 # Every command the project sends (grep fc_redis_cmd / fc_redis_command / fc_redis_pipeline in
 # common/, worker/, producer/, and redis.call in the limiter's script), and SELECT for a db:
 #   limiter (common/fc_limiter.c): EVALSHA, EVAL; in its script TIME, GET, SET (keys in KEYS)
-#   worker: MGET, SET (cache, breaker), PTTL (breaker), HSET, HINCRBY, EXPIRE (outcome records)
-#   producer: HMGET, HSET, EXPIRE, GET, SETBIT (job record), HLEN, HGETALL, HVALS (--wait)
+#   worker: MGET, SET (cache, breaker, registration), PTTL (breaker), HSET, HINCRBY, HSETNX, HDEL, EXPIRE
+#   (outcome records), HEXISTS (cancelled jobs), ZADD, ZREM (registration)
+#   producer: HMGET, HSET, HSETNX, EXPIRE, GET, SETBIT, ZADD (job record), HLEN, HGETALL, HVALS, HGET (--wait)
 # AUTH needs no permission. With REDIS_SENTINELS the client also sends ROLE (+role).
 FC_COMMANDS="+evalsha +eval +time +get +set +mget +pttl +hset +hincrby +expire +hmget +setbit +hlen +hgetall +hvals
+    +hdel +hsetnx +hexists +hget +zadd +zrem
     +select"
 
 N=60

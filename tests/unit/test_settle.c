@@ -34,8 +34,10 @@ static struct fake {
     int full;             /* the socket's send buffer has no room */
     int mgets;            /* cache lookups */
     int cache_hits;       /* answer every MGET key with a cached answer */
+    int cancelled;        /* answer HEXISTS of a job's cancelled_ms with 1 */
     int records;          /* record pipelines */
     char recorded[4096];  /* the outcome HSET of the last record: "pos=state " ... */
+    char in_retry[1024];  /* the retry HSET of the last record: "pos=attempt " ... */
 } F;
 
 int __wrap_fc_amqp_ok(const fc_amqp *a) { (void)a; return 1; }
@@ -63,6 +65,12 @@ int __wrap_fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, co
 
 int __wrap_fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **argv, const size_t *lens) {
     (void)r, (void)lens;
+    if (strcmp(argv[0], "HEXISTS") == 0) { /* is the job cancelled? */
+        memset(out, 0, sizeof(*out));
+        out->type = FC_REPLY_INT;
+        out->integer = F.cancelled;
+        return FC_OK;
+    }
     assert_string_equal(argv[0], "MGET");
     F.mgets++;
     out->type = FC_REPLY_ARRAY;
@@ -79,12 +87,14 @@ int __wrap_fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int
                              const size_t **lens) {
     (void)r, (void)replies, (void)lens;
     F.records++;
-    F.recorded[0] = '\0';
+    F.recorded[0] = F.in_retry[0] = '\0';
     for (size_t c = 0; c < n; c++) {
-        if (strcmp(argvs[c][0], "HSET") != 0 || !strstr(argvs[c][1], ":outcome")) continue;
-        for (int i = 2; i + 1 < argcs[c]; i += 2) {
-            size_t l = strlen(F.recorded);
-            snprintf(F.recorded + l, sizeof(F.recorded) - l, "%s=%s ", argvs[c][i], argvs[c][i + 1]);
+        if (strcmp(argvs[c][0], "HSET") != 0) continue;
+        char *into = strstr(argvs[c][1], ":outcome") ? F.recorded : strstr(argvs[c][1], ":retry") ? F.in_retry : NULL;
+        size_t size = into == F.recorded ? sizeof(F.recorded) : sizeof(F.in_retry);
+        for (int i = 2; into && i + 1 < argcs[c]; i += 2) {
+            size_t l = strlen(into);
+            snprintf(into + l, size - l, "%s=%s ", argvs[c][i], argvs[c][i + 1]);
         }
     }
     return FC_OK;
@@ -405,6 +415,71 @@ static void poison_items_are_recorded(void **state) {
     assert_string_equal(F.recorded, "11=dead 12=dead ");
 }
 
+/* A batch of a cancelled job makes no call: its items are dead-lettered as cancelled. */
+static void cancelled_job_is_skipped(void **state) {
+    (void)state;
+    F.cancelled = 1;
+    deliver(3, 1, 0, 0, 0);
+    assert_int_equal(F.mgets, 0);
+    assert_null(W.sched.runq);
+    assert_int_equal(W.batches->open, 0);
+    batch_settle(&W);
+    assert_int_equal(F.npubs, 1);
+    assert_string_equal(F.pubs[0].exchange, "t.dead");
+    assert_non_null(strstr(F.pubs[0].body, "\"class\":\"cancelled\""));
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_int_equal(F.acks, 1);
+    assert_string_equal(F.recorded, "1=dead 2=dead 3=dead ");
+    assert_int_equal(atomic_load(&W.m->items_dead[DEAD_CANCELLED]), 3);
+}
+
+/* Cancelled while running: queued items end at once; a call in flight finishes, and its item
+ * then ends with no next stage and no retry. */
+static void cancel_while_running(void **state) {
+    (void)state;
+    deliver(2, 1, 0, 0, 0);
+    batch *b = W.batches;
+    task *flying = W.sched.runq;
+    W.sched.runq = flying->next; /* as calls_schedule would have started it */
+    flying->next = NULL;
+    flying->state = TASK_INFLIGHT;
+    W.sched.inflight = 1;
+    F.cancelled = 1;
+    batch_check_cancelled(&W, now_ms());
+    assert_int_equal(b->open, 1);
+    assert_null(W.sched.runq);
+    const char *answer = "{\"choices\":[{\"message\":{\"content\":\"{}\"}}]}";
+    fc_http_done d = {flying, 200, 0, answer, strlen(answer), 0, 1.0, ""};
+    assert_non_null(flying->request = strdup("1:1"));
+    calls_on_done(&W, &d); /* stage 1 answered: stage 2 is not started */
+    assert_int_equal(b->open, 0);
+    assert_null(W.sched.runq);
+    assert_int_equal(flying->outcome, OUT_DEAD);
+    assert_int_equal(flying->err_class, FC_CLASS_CANCELLED);
+    batch_settle(&W);
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_string_equal(F.recorded, "1=dead 2=dead ");
+}
+
+/* Items sent to retry are recorded with their next attempt, so an operator sees them. */
+static void retried_items_are_recorded(void **state) {
+    (void)state;
+    deliver(2, 2, 0, 0, 0);
+    batch *b = W.batches;
+    calls_cancel(&W, b->tasks, 2, 1);
+    task_fail(&b->tasks[0], FC_CLASS_RETRY, 500, "HTTP 500");
+    task_finish(&b->tasks[0], OUT_RETRY);
+    b->tasks[1].results[1] = strdup("1");
+    task_finish(&b->tasks[1], OUT_OK);
+    batch_settle(&W);
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_string_equal(F.recorded, "2=ok ");
+    assert_string_equal(F.in_retry, "1=3 ");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(given_up_batch_never_runs, setup, teardown),
@@ -415,6 +490,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(big_retry_is_split, setup, teardown),
         cmocka_unit_test_setup_teardown(nothing_published_while_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(poison_items_are_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(cancelled_job_is_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(cancel_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(retried_items_are_recorded, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
