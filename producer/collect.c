@@ -393,6 +393,17 @@ static int results_drained(producer *p, const collector *c, int *checks) {
     return *checks >= DRAINED_CHECKS;
 }
 
+/* cancelled asks the job's record, at most once a second, whether an operator cancelled the job. */
+static int cancelled(producer *p, double *checked) {
+    if (mono_s() - *checked < 1.0) return 0;
+    *checked = mono_s();
+    fc_reply r;
+    int yes = fc_redis_cmd(p->redis, &r, "HEXISTS %s cancelled_ms", p->key[FC_JOB_META]) == FC_OK &&
+              r.type == FC_REPLY_INT && r.integer == 1;
+    fc_reply_free(&r);
+    return yes;
+}
+
 int producer_wait(producer *p) {
     collector c = {.p = p};
     int orc = spool_open(&c, p);
@@ -414,7 +425,7 @@ int producer_wait(producer *p) {
     double deadline = p->cfg->wait_timeout_ms ? mono_s() + p->cfg->wait_timeout_ms / 1000.0 : 0;
     long done = 0, failed = 0;
     int rc = EXIT_DONE, reconnects = 0, drained = 0, lost_results = 0;
-    double redis_lost = 0, connected_at = mono_s();
+    double redis_lost = 0, connected_at = mono_s(), checked_cancel = 0;
     for (;;) {
         int prc = fc_amqp_poll(p->amqp, 200, &h);
         if (prc == FC_OK && spool_sync(&c) != FC_OK) {
@@ -459,6 +470,14 @@ int producer_wait(producer *p) {
         done = d;
         failed = f;
         progress(p, &c, done, failed, 0);
+        if (cancelled(p, &checked_cancel)) {
+            fprintf(stderr, "flashcard-producer: job %s was cancelled (flashcard-admin cancel): %ld of %ld items have "
+                            "an outcome; the workers record the rest as failed (cancelled)\n",
+                    p->st.job_id, done, p->st.items_total);
+            p->st.cancelled = 1;
+            rc = EXIT_INCOMPLETE;
+            break;
+        }
         if (done >= p->st.items_total && (long)c.n >= done - failed) break;
         if (done >= p->st.items_total && results_drained(p, &c, &drained)) {
             lost_results = (int)(done - failed - (long)c.n);
@@ -490,7 +509,7 @@ int producer_wait(producer *p) {
     }
     fclose(c.spool);
     if (c.spool_path && complete && written) unlink(c.spool_path);
-    if ((!complete || !written) && !lost_results) {
+    if ((!complete || !written) && !lost_results && !p->st.cancelled) {
         fprintf(stderr, "flashcard-producer: to go on waiting, run again with --job-id %s --resume --wait", p->st.job_id);
         if (c.spool_path) fprintf(stderr, " --output %s (%zu results collected so far are in %s)", p->cfg->output, c.n,
                                   c.spool_path);
@@ -574,10 +593,11 @@ int producer_write_report(producer *p, const char *path) {
         fprintf(f, "  \"items_succeeded\": %ld,\n  \"items_failed\": %ld,\n  \"failed\": ", s->succeeded, s->failed);
         rc = report_failed(p, f);
         fprintf(f, ",\n  \"api_calls\": %ld,\n  \"cache_hits\": %ld,\n  \"prompt_tokens\": %ld,\n"
-                   "  \"completion_tokens\": %ld,\n  \"cost_estimate\": %.6f,\n  \"timed_out\": %s,\n",
+                   "  \"completion_tokens\": %ld,\n  \"cost_estimate\": %.6f,\n  \"timed_out\": %s,\n"
+                   "  \"cancelled\": %s,\n",
                 s->api_calls, s->cache_hits, s->prompt_tokens, s->completion_tokens,
                 (s->prompt_tokens * p->cfg->price_input + s->completion_tokens * p->cfg->price_output) / 1e6,
-                s->timed_out ? "true" : "false");
+                s->timed_out ? "true" : "false", s->cancelled ? "true" : "false");
     }
     fprintf(f, "  \"elapsed_seconds\": %.3f\n}\n", s->elapsed_s);
     /* ferror too: a write that failed in an implicit flush is not reported by fclose */

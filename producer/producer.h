@@ -33,6 +33,7 @@ typedef struct job_stats {
     double elapsed_s;
     int published;           /* the whole dataset was read and the job record marked published */
     int timed_out;
+    int cancelled;      /* an operator cancelled the job while --wait waited */
 } job_stats;
 
 #define MAX_BAD_KEPT 10000

@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fc_batcher.h"
 #include "fc_dataset.h"
 #include "fc_error.h"
+#include "fc_keys.h"
 #include "fc_log.h"
 #include "fc_message.h"
 #include "fc_topology.h"
@@ -252,6 +254,19 @@ static int auto_batch_size(const fc_config *cfg) {
     return (int)(n < 1 ? 1 : n > 100 ? 100 : n);
 }
 
+/* list_job notes when the job was created, and lists it in P:jobs, where flashcard-admin finds it
+ * (a resumed job keeps its first date). */
+static int list_job(producer *p) {
+    char jobs[FC_KEY_MAX];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (fc_key_jobs(jobs, sizeof(jobs), p->cfg->queue_prefix) != FC_OK) return FC_EINVAL;
+    int rc = fc_redis_cmd(p->redis, NULL, "HSETNX %s created_ms %lld", p->key[FC_JOB_META], now);
+    if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "ZADD %s NX %lld %s", jobs, now, p->st.job_id);
+    return rc;
+}
+
 /* load_job reads or creates the job record; on --resume it loads the confirmed bitmap. */
 static int load_job(pub *u) {
     producer *p = u->p;
@@ -277,8 +292,9 @@ static int load_job(pub *u) {
         r.str = NULL;
     }
     fc_reply_free(&r);
-    return fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld", p->key[FC_JOB_META],
-                        u->b.max_items, u->b.max_bytes);
+    rc = fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld", p->key[FC_JOB_META],
+                      u->b.max_items, u->b.max_bytes);
+    return rc == FC_OK ? list_job(p) : rc;
 }
 
 /* finish_job marks the job published in its record. items_total counts the whole job: this run's publishes

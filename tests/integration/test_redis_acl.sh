@@ -14,10 +14,10 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 #   limiter (common/fc_limiter.c): EVALSHA, EVAL; in its script TIME, GET, SET (keys in KEYS)
 #   worker: MGET, SET (cache, breaker, registration), PTTL (breaker), HSET, HINCRBY, HSETNX, HDEL, EXPIRE
 #   (outcome records), HEXISTS (cancelled jobs), ZADD, ZREM (registration)
-#   producer: HMGET, HSET, HSETNX, EXPIRE, GET, SETBIT, ZADD (job record), HLEN, HGETALL, HVALS, HGET (--wait)
+#   producer: HMGET, HSET, HSETNX, EXPIRE, GET, SETBIT, ZADD (job record), HLEN, HGETALL, HVALS, HEXISTS (--wait)
 # AUTH needs no permission. With REDIS_SENTINELS the client also sends ROLE (+role).
 FC_COMMANDS="+evalsha +eval +time +get +set +mget +pttl +hset +hincrby +expire +hmget +setbit +hlen +hgetall +hvals
-    +hdel +hsetnx +hexists +hget +zadd +zrem
+    +hdel +hsetnx +hexists +zadd +zrem
     +select"
 
 N=60
