@@ -22,7 +22,7 @@ typedef struct setting {
     const char *env;   /* environment variable, NULL for flag-only settings */
     const char *flag;  /* long flag without the leading "--" */
     int type;
-    int program;       /* FC_PRODUCER, FC_WORKER or FC_BOTH */
+    int program;       /* the binaries that take it: FC_PRODUCER, FC_WORKER, FC_ADMIN bits (FC_BOTH, FC_ALL) */
     double min, max;   /* bounds for numbers and durations (ms) */
     const char *def;   /* default as text; NULL = unset */
     size_t offset;     /* into fc_config */
@@ -33,37 +33,37 @@ typedef struct setting {
 #define DAY (86400000.0)
 
 static const setting settings[] = {
-    {"AMQP_URL", "amqp-url", T_SECRET, FC_BOTH, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f", OFF(amqp_url),
+    {"AMQP_URL", "amqp-url", T_SECRET, FC_ALL, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f", OFF(amqp_url),
      "RabbitMQ URL (amqp:// or amqps://), or the URLs of a cluster's nodes separated by commas"},
-    {"AMQP_URL_FILE", "amqp-url-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_url_file),
+    {"AMQP_URL_FILE", "amqp-url-file", T_STR, FC_ALL, 0, 0, NULL, OFF(amqp_url_file),
      "file holding AMQP_URL (container secrets)"},
-    {"AMQP_CA_FILE", "amqp-ca-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_ca_file),
+    {"AMQP_CA_FILE", "amqp-ca-file", T_STR, FC_ALL, 0, 0, NULL, OFF(amqp_ca_file),
      "CA certificates (PEM) that verify an amqps:// broker (default: the system's)"},
-    {"AMQP_CERT_FILE", "amqp-cert-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_cert_file),
+    {"AMQP_CERT_FILE", "amqp-cert-file", T_STR, FC_ALL, 0, 0, NULL, OFF(amqp_cert_file),
      "client certificate (PEM) for amqps://, with AMQP_KEY_FILE"},
-    {"AMQP_KEY_FILE", "amqp-key-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(amqp_key_file),
+    {"AMQP_KEY_FILE", "amqp-key-file", T_STR, FC_ALL, 0, 0, NULL, OFF(amqp_key_file),
      "private key (PEM) of AMQP_CERT_FILE"},
-    {"REDIS_URL", "redis-url", T_SECRET, FC_BOTH, 0, 0, "redis://127.0.0.1:6379/0", OFF(redis_url),
+    {"REDIS_URL", "redis-url", T_SECRET, FC_ALL, 0, 0, "redis://127.0.0.1:6379/0", OFF(redis_url),
      "Redis URL redis://[[user]:password@]host[:port][/db]"},
-    {"REDIS_URL_FILE", "redis-url-file", T_STR, FC_BOTH, 0, 0, NULL, OFF(redis_url_file),
+    {"REDIS_URL_FILE", "redis-url-file", T_STR, FC_ALL, 0, 0, NULL, OFF(redis_url_file),
      "file holding REDIS_URL (container secrets)"},
-    {"REDIS_SENTINELS", "redis-sentinels", T_STR, FC_BOTH, 0, 0, NULL, OFF(redis_sentinels),
+    {"REDIS_SENTINELS", "redis-sentinels", T_STR, FC_ALL, 0, 0, NULL, OFF(redis_sentinels),
      "Redis Sentinels host:port,... to ask for the primary (REDIS_URL then gives password and db)"},
-    {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", T_STR, FC_BOTH, 0, 0, "mymaster",
+    {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", T_STR, FC_ALL, 0, 0, "mymaster",
      OFF(redis_sentinel_master), "name of the primary the sentinels watch"},
-    {"QUEUE_PREFIX", "queue-prefix", T_STR, FC_BOTH, 0, 0, "flashcard", OFF(queue_prefix),
+    {"QUEUE_PREFIX", "queue-prefix", T_STR, FC_ALL, 0, 0, "flashcard", OFF(queue_prefix),
      "namespace of every exchange, queue and Redis key"},
-    {"LOG_LEVEL", "log-level", T_STR, FC_BOTH, 0, 0, "info", OFF(log_level), "debug, info, warn or error"},
-    {"LOG_FORMAT", "log-format", T_STR, FC_BOTH, 0, 0, "text", OFF(log_format), "text or json (one object per line)"},
+    {"LOG_LEVEL", "log-level", T_STR, FC_ALL, 0, 0, "info", OFF(log_level), "debug, info, warn or error"},
+    {"LOG_FORMAT", "log-format", T_STR, FC_ALL, 0, 0, "text", OFF(log_format), "text or json (one object per line)"},
     {"BATCH_SIZE", "batch-size", T_STR, FC_BOTH, 0, 0, "100", OFF(batch_size_text),
      "items per batch message, 1..10000, or auto (producer)"},
     {"RATE_LIMIT", "rate-limit", T_LONG, FC_BOTH, 0, 1e9, "60", OFF(rate_limit),
      "API calls per minute for the whole fleet; 0 = unlimited"},
     {"MAX_ATTEMPTS", "max-attempts", T_INT, FC_WORKER, 1, 100, "5", OFF(max_attempts),
      "attempts per item before it is dead-lettered"},
-    {"RETRY_DELAYS", "retry-delays", T_DURLIST, FC_BOTH, 1, DAY, "5s,30s,2m,10m", OFF(retry_delays),
+    {"RETRY_DELAYS", "retry-delays", T_DURLIST, FC_ALL, 1, DAY, "5s,30s,2m,10m", OFF(retry_delays),
      "delay before attempt 2, 3, ... (last one repeats)"},
-    {"HEARTBEAT", "heartbeat", T_DURATION, FC_BOTH, 0, 600000, "30s", OFF(heartbeat_ms),
+    {"HEARTBEAT", "heartbeat", T_DURATION, FC_ALL, 0, 600000, "30s", OFF(heartbeat_ms),
      "AMQP heartbeat interval (whole seconds; 0 = off)"},
     {"DELIVERY_LIMIT", "delivery-limit", T_INT, FC_BOTH, 1, 1000, "10", OFF(delivery_limit),
      "redeliveries of one batch before the broker dead-letters it"},
@@ -139,6 +139,21 @@ static const setting settings[] = {
     {NULL, "report", T_STR, FC_PRODUCER, 0, 0, NULL, OFF(report), "JSON report file"},
     {"BATCH_MAX_BYTES", "batch-max-bytes", T_LONG, FC_PRODUCER, 1024, 16 << 20, "262144", OFF(batch_max_bytes),
      "a batch message closes before it passes this size"},
+    {"RABBITMQ_MANAGEMENT_URL", "rabbitmq-management-url", T_SECRET, FC_ADMIN, 0, 0, NULL, OFF(mgmt_url),
+     "RabbitMQ management API, e.g. http://host:15672 (default: the first AMQP_URL's host, port 15672, with its "
+     "user and password)"},
+    {"RABBITMQ_MANAGEMENT_URL_FILE", "rabbitmq-management-url-file", T_STR, FC_ADMIN, 0, 0, NULL, OFF(mgmt_url_file),
+     "file holding RABBITMQ_MANAGEMENT_URL (container secrets)"},
+    {NULL, "json", T_BOOL, FC_ADMIN, 0, 0, NULL, OFF(json), "print JSON for scripts instead of a table"},
+    {NULL, "job", T_STR, FC_ADMIN, 0, 0, NULL, OFF(admin_job), "dead: only the dead letters of this job"},
+    {NULL, "reason", T_STR, FC_ADMIN, 0, 0, NULL, OFF(admin_reason),
+     "dead: only items of this error class (permanent, retryable, poison, crashed, cancelled)"},
+    {NULL, "limit", T_LONG, FC_ADMIN, 1, 1e12, NULL, OFF(admin_limit), "dead replay|purge: at most this many items"},
+    {NULL, "rate", T_DOUBLE, FC_ADMIN, 0.01, 1e6, NULL, OFF(admin_rate),
+     "dead replay: at most this many dead letters per second (default: as fast as the broker confirms)"},
+    {NULL, "yes", T_BOOL, FC_ADMIN, 0, 0, NULL, OFF(admin_yes), "dead purge: really remove"},
+    {NULL, "output", T_STR, FC_ADMIN, 0, 0, NULL, OFF(output),
+     "results: the file to write, Anki TSV, or JSON Lines if *.jsonl (must not exist)"},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -257,7 +272,7 @@ static const setting *find_flag(const char *name, size_t len, int program) {
  * password. A command line is readable by every user of the machine (/proc/PID/cmdline). */
 static int secret_on_command_line(const setting *s, const char *value) {
     if (s->type != T_SECRET) return 0;
-    if (s->offset != OFF(amqp_url) && s->offset != OFF(redis_url)) return 1;
+    if (s->offset != OFF(amqp_url) && s->offset != OFF(redis_url) && s->offset != OFF(mgmt_url)) return 1;
     return strchr(value, '@') != NULL;
 }
 
@@ -332,6 +347,7 @@ static const struct {
     {OFF(amqp_url_file), OFF(amqp_url)},
     {OFF(redis_url_file), OFF(redis_url)},
     {OFF(api_key_file), OFF(api_key)},
+    {OFF(mgmt_url_file), OFF(mgmt_url)},
 };
 
 static const setting *setting_at(size_t offset) {
@@ -420,6 +436,14 @@ static int check_limits(const fc_config *cfg, char *err, size_t errlen) {
     return fc_limit_validate(tokens, what, err, errlen) == FC_OK ? FC_OK : FC_EINVAL;
 }
 
+/* validate_admin checks what flashcard-admin takes beyond the connection settings. */
+static int validate_admin(const fc_config *cfg, char *err, size_t errlen) {
+    const char *u = cfg->mgmt_url;
+    if (u && strncmp(u, "http://", 7) && strncmp(u, "https://", 8))
+        return fail(err, errlen, setting_by_env("RABBITMQ_MANAGEMENT_URL"), u, "must start with http:// or https://");
+    return FC_OK;
+}
+
 /* validate checks cross-field rules and fills derived defaults. */
 static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
     char why[200];
@@ -438,6 +462,7 @@ static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
         return fail(err, errlen, setting_by_env("LOG_LEVEL"), cfg->log_level, "is not one of debug, info, warn, error");
     if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json"))
         return fail(err, errlen, setting_by_env("LOG_FORMAT"), cfg->log_format, "is not one of text, json");
+    if (program == FC_ADMIN) return validate_admin(cfg, err, errlen);
     const setting *bs = setting_by_env("BATCH_SIZE");
     if (strcmp(cfg->batch_size_text, "auto") == 0 && program == FC_PRODUCER) {
         cfg->batch_size = 0;
@@ -469,6 +494,10 @@ static int validate(fc_config *cfg, int program, char *err, size_t errlen) {
     return FC_OK;
 }
 
+static const char *program_name(int program) {
+    return program == FC_PRODUCER ? "flashcard-producer" : program == FC_ADMIN ? "flashcard-admin" : "flashcard-worker";
+}
+
 int fc_config_load(fc_config *cfg, int program, int argc, char **argv, char *err, size_t errlen) {
     memset(cfg, 0, sizeof(*cfg));
     for (int i = 1; i < argc; i++) {
@@ -477,7 +506,7 @@ int fc_config_load(fc_config *cfg, int program, int argc, char **argv, char *err
             return 1;
         }
         if (strcmp(argv[i], "--version") == 0) {
-            printf("%s %s\n", program == FC_PRODUCER ? "flashcard-producer" : "flashcard-worker", FC_VERSION);
+            printf("%s %s\n", program_name(program), FC_VERSION);
             return 1;
         }
     }
@@ -502,9 +531,16 @@ void fc_config_print_help(int program) {
         printf("Usage: flashcard-producer [options] DATASET|-\n"
                "Reads a vocabulary dataset (CSV, TSV or JSON Lines), publishes it as batch messages,\n"
                "and optionally waits for the results.\n\n");
+    else if (program == FC_ADMIN)
+        printf("Usage: flashcard-admin COMMAND [options]\n"
+               "Shows and operates the fleet: status, job, dead list|replay|purge, cancel, results.\n\n");
     else
         printf("Usage: flashcard-worker [options]\n"
                "Consumes batch messages, calls the API for every item, publishes results.\n\n");
+    fc_config_print_settings(program);
+}
+
+void fc_config_print_settings(int program) {
     printf("Settings (environment variable, flag, default):\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
         const setting *s = &settings[i];

@@ -1,5 +1,5 @@
 /* Configuration: one table of settings, read from the environment and overridden by --flags,
- * validated at start. Both binaries share the table; each row says which binary uses it. */
+ * validated at start. The three binaries share the table; each row says which of them uses it. */
 #ifndef FC_CONFIG_H
 #define FC_CONFIG_H
 
@@ -7,7 +7,9 @@
 
 #define FC_MAX_DELAYS 8
 
-enum fc_program { FC_PRODUCER = 1, FC_WORKER = 2, FC_BOTH = 3 };
+/* Which binary a setting belongs to: a bit each. FC_BOTH is the producer and the worker; FC_ALL adds
+ * flashcard-admin, which takes the connection settings only (plus its own flags). */
+enum fc_program { FC_PRODUCER = 1, FC_WORKER = 2, FC_BOTH = 3, FC_ADMIN = 4, FC_ALL = 7 };
 
 typedef struct fc_config {
     /* shared */
@@ -76,6 +78,15 @@ typedef struct fc_config {
     char *output;
     char *report;
     long batch_max_bytes;
+    /* admin (flashcard-admin) */
+    char *mgmt_url;          /* secret: RabbitMQ management API base URL; NULL = derived from AMQP_URL */
+    char *mgmt_url_file;
+    int json;                /* --json: JSON on stdout instead of a table */
+    char *admin_job;         /* --job: only this job's dead letters */
+    char *admin_reason;      /* --reason: only items of this error class */
+    long admin_limit;        /* --limit: at most this many items; 0 = no limit */
+    int admin_yes;           /* --yes: purge really removes */
+    double admin_rate;       /* --rate: dead letters replayed per second; 0 = as fast as confirmed */
     /* positional arguments (not owned separately: point into argv) */
     const char *args[4];
     int nargs;
@@ -93,5 +104,8 @@ int fc_duration_parse(const char *s, long *ms);
 
 /* fc_config_print_help writes the usage and the table of settings for program to stdout. */
 void fc_config_print_help(int program);
+
+/* fc_config_print_settings writes only the table of settings (and flags) program takes to stdout. */
+void fc_config_print_settings(int program);
 
 #endif

@@ -1,0 +1,360 @@
+/* `status`: the queues of the prefix, the live workers (their registrations), each API's rate limit,
+ * usage and breaker, and every job not finished. Reads only: it writes nothing to Redis or the broker. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "fc_error.h"
+#include "fc_topology.h"
+
+#define JOBS_MAX 1000     /* newest jobs looked at */
+#define WORKERS_MAX 1000  /* live registrations read */
+#define APIS_MAX 16
+
+typedef struct status {
+    admin *ad;
+    queue_row *queues;
+    size_t nqueues;
+    int queues_from_mgmt;
+    json_object *workers;  /* array of registrations */
+    json_object *apis;     /* array */
+    json_object *jobs;     /* array of unfinished jobs */
+} status;
+
+static const char *wstr(json_object *o, const char *key) {
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return NULL;
+    return json_object_get_string(v);
+}
+
+/* ---- queues ---- */
+
+/* passive_row asks the broker for one queue's ready messages and consumers (a passive declare). */
+static int passive_row(status *s, const char *name) {
+    long ready = 0, consumers = 0;
+    int rc = fc_amqp_queue_depth(s->ad->amqp, name, &ready, &consumers);
+    if (rc == FC_ENOTFOUND) return FC_OK;
+    if (rc != FC_OK) return rc;
+    queue_row *r = &s->queues[s->nqueues++];
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    r->ready = ready;
+    r->unacked = -1;
+    r->consumers = consumers;
+    return FC_OK;
+}
+
+/* passive_queues reads the fixed queues of the topology, and the results queues of the unfinished jobs. */
+static int passive_queues(status *s) {
+    size_t njobs = json_object_array_length(s->jobs);
+    const fc_config *c = s->ad->cfg;
+    static const char *const fixed[] = {"batches", "crashed", "dead", "results.unrouted"};
+    char name[FC_NAME_MAX + 40];
+    s->queues = calloc(4 + (size_t)c->nretry_delays + njobs, sizeof(*s->queues));
+    if (!s->queues) return FC_ENOMEM;
+    int rc = FC_OK;
+    for (int i = 0; rc == FC_OK && i < 4; i++) {
+        fc_topology_name(name, c->queue_prefix, fixed[i]);
+        rc = passive_row(s, name);
+    }
+    for (int i = 0; rc == FC_OK && i < c->nretry_delays; i++) {
+        char key[32];
+        fc_topology_delay_key(key, sizeof(key), c->retry_delays[i]);
+        snprintf(name, sizeof(name), "%s.retry.%s", c->queue_prefix, key);
+        rc = passive_row(s, name);
+    }
+    for (size_t i = 0; rc == FC_OK && i < njobs; i++) {
+        fc_topology_results_queue(name, c->queue_prefix, wstr(json_object_array_get_idx(s->jobs, i), "job_id"));
+        rc = passive_row(s, name);
+    }
+    return rc;
+}
+
+/* read_queues asks the management API, and falls back to passive declares, saying so in one line. */
+static int read_queues(status *s) {
+    char why[400];
+    if (mgmt_queues(s->ad->cfg, &s->queues, &s->nqueues, why, sizeof(why)) == FC_OK) {
+        s->queues_from_mgmt = 1;
+        return FC_OK;
+    }
+    free(s->queues);
+    s->queues = NULL;
+    s->nqueues = 0;
+    admin_say("management API not usable (%s); queue figures from the broker itself: fixed queues only, "
+              "unacked unknown", why);
+    return passive_queues(s);
+}
+
+static json_object *opt_num(long v) { return v < 0 ? NULL : json_object_new_int64(v); }
+
+static json_object *queues_json(const status *s) {
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < s->nqueues; i++) {
+        json_object *o = json_object_new_object();
+        json_add(o, "name", json_object_new_string(s->queues[i].name));
+        json_add(o, "ready", opt_num(s->queues[i].ready));
+        json_add(o, "unacked", opt_num(s->queues[i].unacked));
+        json_add(o, "consumers", opt_num(s->queues[i].consumers));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+/* ---- workers ---- */
+
+/* read_workers reads the live registrations: members of P:workers whose score (expiry) is in the future
+ * and whose key still exists. */
+static int read_workers(status *s) {
+    char key[FC_KEY_MAX], min[32];
+    const char *prefix = s->ad->cfg->queue_prefix;
+    fc_key_workers(key, sizeof(key), prefix);
+    snprintf(min, sizeof(min), "(%lld", (long long)now_ms());
+    fc_reply ids = {0};
+    s->workers = json_object_new_array();
+    int rc = fc_redis_cmd(s->ad->redis, &ids, "ZRANGEBYSCORE %s %s +inf LIMIT 0 %d", key, min, WORKERS_MAX);
+    for (size_t i = 0; rc == FC_OK && ids.type == FC_REPLY_ARRAY && i < ids.nelem; i++) {
+        char wkey[FC_KEY_MAX];
+        fc_reply r = {0};
+        if (!reply_str(&ids.elem[i]) || fc_key_worker(wkey, sizeof(wkey), prefix, ids.elem[i].str) != FC_OK) continue;
+        rc = fc_redis_cmd(s->ad->redis, &r, "GET %s", wkey);
+        json_object *o = rc == FC_OK && reply_str(&r) ? json_tokener_parse(r.str) : NULL;
+        if (json_object_is_type(o, json_type_object)) json_object_array_add(s->workers, o);
+        else json_object_put(o);
+        fc_reply_free(&r);
+    }
+    fc_reply_free(&ids);
+    return rc;
+}
+
+static double wnum(json_object *o, const char *key, double dflt) {
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v)) return dflt;
+    if (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))
+        return json_object_get_double(v);
+    return dflt;
+}
+
+/* ---- APIs: rate limit, usage, breaker ---- */
+
+/* api_entry returns the entry of api in s->apis, adding it if new (NULL beyond APIS_MAX). */
+static json_object *api_entry(status *s, const char *api) {
+    for (size_t i = 0; i < json_object_array_length(s->apis); i++) {
+        json_object *a = json_object_array_get_idx(s->apis, i);
+        if (strcmp(wstr(a, "api"), api) == 0) return a;
+    }
+    if (json_object_array_length(s->apis) >= APIS_MAX) return NULL;
+    json_object *a = json_object_new_object();
+    json_add(a, "api", json_object_new_string(api));
+    json_add(a, "rate_limit_per_s", NULL);
+    json_add(a, "rate_usage", NULL);
+    json_add(a, "workers", json_object_new_int(0));
+    json_add(a, "breaker", json_object_new_string("closed"));
+    json_add(a, "breaker_open_ms_left", NULL);
+    json_object_array_add(s->apis, a);
+    return a;
+}
+
+/* take_max sets a's key to v if a's value is null or smaller. */
+static void take_max(json_object *a, const char *key, double v) {
+    if (v < 0 || wnum(a, key, -1) >= v) return;
+    json_add(a, key, json_object_new_double(v));
+}
+
+/* fold_worker adds one registration to its API's figures: the limit and the usage are the fleet's (every
+ * worker reads the same bucket), so the largest reported is shown. */
+static void fold_worker(status *s, json_object *w) {
+    const char *api = wstr(w, "api");
+    json_object *a = api_entry(s, api ? api : "?");
+    if (!a) return;
+    json_add(a, "workers", json_object_new_int((int)wnum(a, "workers", 0) + 1));
+    take_max(a, "rate_limit_per_s", wnum(w, "rate_limit_per_s", -1));
+    take_max(a, "rate_usage", wnum(w, "rate_usage", -1));
+    const char *b = wstr(w, "breaker");
+    if (b && strcmp(b, "closed") && strcmp(wstr(a, "breaker"), "open"))
+        json_add(a, "breaker", json_object_new_string(b));
+}
+
+/* read_apis gathers the APIs the workers name and asks Redis whether each fleet breaker is open. */
+static int read_apis(status *s) {
+    s->apis = json_object_new_array();
+    for (size_t i = 0; i < json_object_array_length(s->workers); i++)
+        fold_worker(s, json_object_array_get_idx(s->workers, i));
+    int rc = FC_OK;
+    for (size_t i = 0; rc == FC_OK && i < json_object_array_length(s->apis); i++) {
+        json_object *a = json_object_array_get_idx(s->apis, i);
+        char key[FC_KEY_MAX];
+        fc_reply r = {0};
+        if (fc_key_breaker(key, sizeof(key), s->ad->cfg->queue_prefix, wstr(a, "api")) != FC_OK) continue;
+        rc = fc_redis_cmd(s->ad->redis, &r, "PTTL %s", key);
+        if (rc == FC_OK && r.type == FC_REPLY_INT && r.integer != -2) {
+            json_add(a, "breaker", json_object_new_string("open"));
+            json_add(a, "breaker_open_ms_left", r.integer >= 0 ? json_object_new_int64(r.integer) : NULL);
+        }
+        fc_reply_free(&r);
+    }
+    return rc;
+}
+
+/* ---- jobs ---- */
+
+/* read_jobs reads every job of P:jobs whose record still exists and keeps those not finished. */
+static int read_jobs(status *s, char **ids, size_t n) {
+    s->jobs = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        job_view j;
+        int rc = job_read(s->ad, ids[i], &j);
+        if (rc != FC_OK) return rc;
+        if (j.exists && !job_finished(&j)) json_object_array_add(s->jobs, job_json(&j));
+    }
+    return FC_OK;
+}
+
+/* ---- output ---- */
+
+static void cell_long(char *out, size_t n, long v) {
+    if (v < 0) snprintf(out, n, "?");
+    else snprintf(out, n, "%ld", v);
+}
+
+static void print_queues(const status *s) {
+    static const char *const head[] = {"QUEUE", "READY", "UNACKED", "CONSUMERS"};
+    table *t = table_new(4, head);
+    for (int c = 1; c < 4; c++) table_right(t, c);
+    for (size_t i = 0; i < s->nqueues; i++) {
+        char r[24], u[24], c[24];
+        cell_long(r, sizeof(r), s->queues[i].ready);
+        cell_long(u, sizeof(u), s->queues[i].unacked);
+        cell_long(c, sizeof(c), s->queues[i].consumers);
+        const char *row[] = {s->queues[i].name, r, u, c};
+        table_row(t, row);
+    }
+    printf("Queues (%s)\n", s->queues_from_mgmt ? "management API" : "broker: passive declares, unacked unknown");
+    table_print(t);
+    table_free(t);
+}
+
+static void print_worker(table *t, json_object *w) {
+    char inflight[48], done[48], pid[24];
+    const char *err = wstr(w, "last_error"), *nr = wstr(w, "not_ready");
+    json_object *ready;
+    int is_ready = json_object_object_get_ex(w, "ready", &ready) && json_object_get_boolean(ready);
+    snprintf(pid, sizeof(pid), "%.0f", wnum(w, "pid", 0));
+    snprintf(inflight, sizeof(inflight), "%.0f/%.0f", wnum(w, "inflight", 0), wnum(w, "capacity", 0));
+    snprintf(done, sizeof(done), "%.0f ok, %.0f dead", wnum(w, "items_ok", 0), wnum(w, "items_dead", 0));
+    const char *row[] = {wstr(w, "id"), wstr(w, "host"), pid, wstr(w, "version"), wstr(w, "started"), inflight,
+                         done, err && *err ? err : "-", is_ready ? "yes" : nr && *nr ? nr : "no"};
+    table_row(t, row);
+}
+
+static void print_workers(const status *s) {
+    static const char *const head[] = {"WORKER", "HOST", "PID", "VERSION", "STARTED", "IN FLIGHT", "ITEMS",
+                                       "LAST ERROR", "READY"};
+    table *t = table_new(9, head);
+    table_max_width(t, 7, 50);
+    table_max_width(t, 8, 40);
+    table_right(t, 2);
+    for (size_t i = 0; i < json_object_array_length(s->workers); i++)
+        print_worker(t, json_object_array_get_idx(s->workers, i));
+    printf("\nWorkers (%zu live)\n", json_object_array_length(s->workers));
+    if (table_rows(t)) table_print(t);
+    table_free(t);
+}
+
+static void print_apis(const status *s) {
+    static const char *const head[] = {"API", "WORKERS", "RATE LIMIT", "USAGE", "BREAKER"};
+    table *t = table_new(5, head);
+    for (size_t i = 0; i < json_object_array_length(s->apis); i++) {
+        json_object *a = json_object_array_get_idx(s->apis, i);
+        char workers[16], limit[48], usage[16], breaker[64];
+        double lim = wnum(a, "rate_limit_per_s", -1), use = wnum(a, "rate_usage", -1), left = wnum(a, "breaker_open_ms_left", -1);
+        snprintf(workers, sizeof(workers), "%.0f", wnum(a, "workers", 0));
+        if (lim > 0) snprintf(limit, sizeof(limit), "%.2f calls/s", lim);
+        else snprintf(limit, sizeof(limit), "%s", lim == 0 ? "none" : "?");
+        if (use >= 0) snprintf(usage, sizeof(usage), "%.0f%%", use * 100);
+        else snprintf(usage, sizeof(usage), "?");
+        if (left >= 0) snprintf(breaker, sizeof(breaker), "open (%.1f s left)", left / 1000);
+        else snprintf(breaker, sizeof(breaker), "%s", wstr(a, "breaker"));
+        const char *row[] = {wstr(a, "api"), workers, limit, usage, breaker};
+        table_row(t, row);
+    }
+    printf("\nRate limits and breakers\n");
+    if (table_rows(t)) table_print(t);
+    else printf("(no live worker reports one)\n");
+    table_free(t);
+}
+
+static void print_job_row(table *t, json_object *j) {
+    char published[48], done[32], ok[24], failed[24], retry[24], rate[24], eta[24];
+    double items = wnum(j, "items", -1), r = wnum(j, "rate_per_s", -1), e = wnum(j, "eta_s", -1);
+    if (items >= 0) snprintf(published, sizeof(published), "%.0f", items);
+    else snprintf(published, sizeof(published), "%.0f batches...", wnum(j, "batches_published", 0));
+    snprintf(done, sizeof(done), "%.0f", wnum(j, "done", 0));
+    snprintf(ok, sizeof(ok), "%.0f", wnum(j, "ok", 0));
+    snprintf(failed, sizeof(failed), "%.0f", wnum(j, "failed", 0));
+    snprintf(retry, sizeof(retry), "%.0f", wnum(j, "in_retry", 0));
+    if (r >= 0) snprintf(rate, sizeof(rate), "%.1f/s", r);
+    else snprintf(rate, sizeof(rate), "-");
+    if (e >= 0) snprintf(eta, sizeof(eta), "%.0f s", e);
+    else snprintf(eta, sizeof(eta), "-");
+    const char *row[] = {wstr(j, "job_id"), wstr(j, "state"), published, done, ok, failed, retry, rate, eta};
+    table_row(t, row);
+}
+
+static void print_jobs(const status *s) {
+    static const char *const head[] = {"JOB", "STATE", "PUBLISHED", "DONE", "OK", "FAILED", "IN RETRY", "RATE", "ETA"};
+    table *t = table_new(9, head);
+    for (int c = 2; c < 9; c++) table_right(t, c);
+    for (size_t i = 0; i < json_object_array_length(s->jobs); i++) print_job_row(t, json_object_array_get_idx(s->jobs, i));
+    printf("\nJobs not finished (%zu)\n", json_object_array_length(s->jobs));
+    if (table_rows(t)) table_print(t);
+    table_free(t);
+}
+
+static int print_status(status *s) {
+    if (s->ad->cfg->json) {
+        json_object *o = json_object_new_object();
+        json_add(o, "queue_prefix", json_object_new_string(s->ad->cfg->queue_prefix));
+        json_add(o, "queues_source", json_object_new_string(s->queues_from_mgmt ? "management" : "broker"));
+        json_add(o, "queues", queues_json(s));
+        json_add(o, "workers", json_object_get(s->workers));
+        json_add(o, "apis", json_object_get(s->apis));
+        json_add(o, "jobs", json_object_get(s->jobs));
+        return print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
+    }
+    print_queues(s);
+    print_workers(s);
+    print_apis(s);
+    print_jobs(s);
+    return ADMIN_OK;
+}
+
+/* gather reads everything; 0 or an exit code (after one line). */
+static int gather(status *s) {
+    char **ids = NULL;
+    size_t nids = 0;
+    int rc = job_ids(s->ad, JOBS_MAX, &ids, &nids);
+    if (rc == FC_OK) rc = read_workers(s);
+    if (rc == FC_OK) rc = read_apis(s);
+    if (rc == FC_OK) rc = read_jobs(s, ids, nids);
+    int exit_code = rc == FC_OK ? ADMIN_OK : admin_redis_lost(s->ad);
+    if (exit_code == ADMIN_OK && read_queues(s) != FC_OK) {
+        admin_say("lost the broker: %s", fc_amqp_errstr(s->ad->amqp));
+        exit_code = ADMIN_INFRA;
+    }
+    for (size_t i = 0; i < nids; i++) free(ids[i]);
+    free(ids);
+    return exit_code;
+}
+
+int admin_status(admin *ad) {
+    status s = {ad, NULL, 0, 0, NULL, NULL, NULL};
+    int rc = admin_connect_broker(ad);
+    if (rc == ADMIN_OK) rc = admin_connect_redis(ad);
+    if (rc == ADMIN_OK) rc = gather(&s);
+    if (rc == ADMIN_OK) rc = print_status(&s);
+    free(s.queues);
+    json_object_put(s.workers);
+    json_object_put(s.apis);
+    json_object_put(s.jobs);
+    return rc;
+}
