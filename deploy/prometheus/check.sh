@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the monitoring files (no services, a few seconds; CTest deploy.prometheus):
+#   - the YAML files pass yamllint (deploy/check.sh's rules);
 #   - alerts.yml passes `promtool check rules`, and `promtool test rules alerts_test.yml` passes;
 #     every alert has a severity, a summary, a description and a runbook_url into the README, and
 #     a test where it fires and one where it does not;
@@ -12,7 +13,7 @@
 #     an enumerated label is one of its values. Anything unknown fails, naming it and where.
 # The last two are monitoring.py's (`monitoring.py check`); tests/integration/
 # test_metrics_conventions.sh holds metrics.txt against a real worker's /metrics.
-# promtool and python3-yaml are installed from Debian's packages when run as root (or with sudo).
+# promtool, yamllint and python3-yaml are installed from Debian's packages when run as root (or with sudo).
 set -euo pipefail
 cd "$(dirname "$0")"
 REPO=$(cd ../.. && pwd)
@@ -27,6 +28,7 @@ need_tools() {
     local missing=() sudo=""
     command -v promtool >/dev/null || missing+=(prometheus)
     "$PY" -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+    command -v yamllint >/dev/null || missing+=(yamllint)
     [ ${#missing[@]} -eq 0 ] && return 0
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     if [ -n "$sudo" ] && ! command -v sudo >/dev/null; then fail "install ${missing[*]} (Debian packages)"; fi
@@ -39,6 +41,12 @@ need_tools() {
 }
 
 need_tools
+
+# YAML style as deploy/check.sh has it.
+yamllint --strict -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable,
+  comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' alerts.yml alerts_test.yml prometheus.yml ||
+    fail "yamllint"
+ok "yamllint"
 
 # promtool prints its findings on stdout and stderr: show them only on failure.
 out=$(promtool check rules alerts.yml 2>&1) || fail "promtool check rules: $out"
