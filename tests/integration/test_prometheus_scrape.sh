@@ -107,6 +107,11 @@ equals 'count(flashcard_items_succeeded_total > 0)' 2 ||
 equals 'sum(flashcard_items_dead_total) + sum(flashcard_items_retried_total)' 0 || fail "Prometheus: items retried or dead"
 equals 'max(flashcard_rate_limit_per_second)' 100 || fail "Prometheus: rate limit $(value 'max(flashcard_rate_limit_per_second)')/s, expected 100"
 split=$(query 'flashcard_items_succeeded_total' | jq -r '[.data.result[] | .value[1]] | join("+")')
+# No secret reached Prometheus: every series it holds from the workers, labels and all.
+curl -fsS --get --data-urlencode 'match[]={job="flashcard-worker"}' "$PROM_URL/api/v1/series" >"$TMP/series.json" ||
+    fail "GET /api/v1/series"
+[ "$(jq '.data | length' "$TMP/series.json")" -gt 50 ] || fail "Prometheus holds only $(jq '.data | length' "$TMP/series.json") series"
+! grep -q "sk-prom-secret" "$TMP/series.json" || fail "the API key is in a label Prometheus stored"
 # The dashboard's variables list this job and both workers.
 curl -fsS --get --data-urlencode 'match[]=flashcard_build_info' "$PROM_URL/api/v1/label/instance/values" |
     jq -e --arg a "127.0.0.1:$P1" --arg b "127.0.0.1:$P2" '.data | sort == ([$a, $b] | sort)' >/dev/null ||
