@@ -92,7 +92,7 @@ void registry_update(worker *w, int64_t now) {
     int rc = fc_redis_pipeline(w->redis, NULL, 2, argcs, argvs, NULL);
     if (rc != FC_OK && !w->registry_down)
         fc_warn("cannot register the worker in Redis (%s); retrying", fc_redis_errstr(w->redis));
-    w->registry_down = rc == FC_ECONN;
+    w->registry_down = rc != FC_OK; /* down, or refusing: the limiter would get no grant either */
     fc_buf_free(&json);
 }
 
