@@ -34,9 +34,15 @@ typedef struct admin {
 
 /* admin_say prints "flashcard-admin: <message>" on one line to stderr. */
 void admin_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* admin_connect_broker connects to the broker: 0, or ADMIN_INFRA after one line saying why (never a
- * password). */
+/* admin_connect_broker connects ad->amqp to the broker: 0, or ADMIN_INFRA after one line saying why (never
+ * a password). admin_connect_amqp does the same for a connection of the caller's (*out: free it). */
 int admin_connect_broker(admin *ad);
+int admin_connect_amqp(admin *ad, fc_amqp **out);
+/* admin_settle_grace polls a (taking nothing) for long enough that acks just sent are applied before the
+ * connection closes: RabbitMQ 3.10's quorum queue client holds back the settlements beyond 32 pending
+ * commands and drops them when the channel closes (the messages would come back). 300 ms plus 2 ms per
+ * ack, at most 5 s. */
+void admin_settle_grace(fc_amqp *a, long acks);
 /* admin_connect_redis connects to Redis and checks it answers: 0, or ADMIN_INFRA after one line. */
 int admin_connect_redis(admin *ad);
 /* admin_redis_lost says that Redis failed mid-command (one line) and returns ADMIN_INFRA. */

@@ -32,6 +32,8 @@
 #define CONFIRM_WAIT_S 30.0   /* longest wait for a confirm */
 #define MARKER_TTL "604800"   /* seconds a replay marker lives: as long as a job's record */
 #define PREFETCH_MAX 65535    /* basic.qos counts in 16 bits; beyond, no prefetch limit */
+#define WINDOW 32             /* dead letters whose replacements await confirms at once */
+#define BACKLOG_MAX_BYTES (256L << 20) /* selected dead letters kept in memory; beyond, left for the next run */
 
 enum mode { MODE_LIST, MODE_REPLAY, MODE_PURGE };
 
@@ -47,6 +49,17 @@ typedef struct op {
     char marker[FC_KEY_MAX];
     char message_id[160];
 } op;
+
+/* A selected dead letter waiting its turn: the delivery copied (d points into the copies), decoded. */
+typedef struct work {
+    fc_delivery d;
+    char *body, *message_id;
+    fc_amqp_field *headers;     /* d.nheaders, keys and strings owned */
+    fc_dead_letter *dl;
+    unsigned char *sel;
+    size_t nsel;
+    struct work *next;
+} work;
 
 /* A job seen in this pass: whether it is cancelled, whether its results queue was declared again. */
 typedef struct job_seen {
@@ -75,9 +88,12 @@ typedef struct sweep {
     size_t nmarkers, capmarkers;
     job_seen *jobs;
     size_t njobs, capjobs;
+    work *head, *tail;          /* replay, partial purge: selected dead letters not yet handled, in order */
+    size_t backlog_bytes;
     json_object *letters;       /* list, dry purge: the selected dead letters */
     long letters_matched, items_matched;
     long letters_done, items_done, letters_before, poison_skipped, not_matching, cancelled_skipped, failed;
+    long deferred;              /* selected, but left for the next run (memory) */
     int fatal;                  /* ADMIN_INFRA once the broker or Redis is lost */
 } sweep;
 
@@ -353,12 +369,15 @@ static void on_confirm(void *ud, uint64_t seq, int status) {
     }
 }
 
-/* pace sleeps so that at most --rate dead letters per second are replayed. */
-static void pace(sweep *s) {
-    double rate = s->ad->cfg->admin_rate, now = mono_s();
-    if (rate <= 0) return;
-    if (s->next_slot > now) usleep((useconds_t)((s->next_slot - now) * 1e6));
-    s->next_slot = (s->next_slot > now ? s->next_slot : now) + 1.0 / rate;
+/* pace_wait returns the ms until --rate lets the next dead letter be replayed (0: now). */
+static int pace_wait(const sweep *s) {
+    double left = s->next_slot - mono_s();
+    return s->mode == MODE_REPLAY && s->ad->cfg->admin_rate > 0 && left > 0 ? (int)(left * 1000) + 1 : 0;
+}
+
+static void pace_next(sweep *s) {
+    double now = mono_s();
+    if (s->ad->cfg->admin_rate > 0) s->next_slot = (s->next_slot > now ? s->next_slot : now) + 1.0 / s->ad->cfg->admin_rate;
 }
 
 /* already_replayed says whether the marker of a dead letter exists (-1: Redis lost). */
@@ -371,10 +390,77 @@ static int already_replayed(sweep *s, const char *marker) {
     return rc != FC_OK ? -1 : yes;
 }
 
+/* ---- the backlog of selected dead letters ---- */
+
+static void work_free(work *w) {
+    if (!w) return;
+    for (size_t i = 0; w->headers && i < w->d.nheaders; i++) {
+        free((char *)w->headers[i].key);
+        free((char *)w->headers[i].str);
+    }
+    free(w->headers);
+    free(w->body);
+    free(w->message_id);
+    fc_dead_letter_free(w->dl);
+    free(w->sel);
+    free(w);
+}
+
+/* work_copy copies a delivery (body, message id, headers) so it outlives its callback; NULL without memory. */
+static work *work_copy(const fc_delivery *d) {
+    work *w = calloc(1, sizeof(*w));
+    if (!w) return NULL;
+    w->d = *d;
+    w->body = malloc(d->len ? d->len : 1);
+    w->message_id = strdup(d->message_id);
+    w->headers = calloc(d->nheaders ? d->nheaders : 1, sizeof(*w->headers));
+    int ok = w->body && w->message_id && w->headers;
+    for (size_t i = 0; ok && i < d->nheaders; i++) {
+        w->headers[i] = d->headers[i];
+        w->headers[i].key = strdup(d->headers[i].key);
+        w->headers[i].str = d->headers[i].is_num ? NULL : strdup(d->headers[i].str);
+        ok = w->headers[i].key && (d->headers[i].is_num || w->headers[i].str);
+    }
+    if (!ok) {
+        w->d.nheaders = d->nheaders;
+        work_free(w);
+        return NULL;
+    }
+    memcpy(w->body, d->body, d->len);
+    w->d.body = w->body;
+    w->d.message_id = w->message_id;
+    w->d.headers = w->headers;
+    w->d.routing_key = "";
+    w->d.death_reason = w->d.death_queue = "";
+    return w;
+}
+
+/* defer queues a selected dead letter for act (taking *dl and *sel), unless the backlog is full: it is
+ * then left in P.dead for the next run. */
+static void defer(sweep *s, const fc_delivery *d, fc_dead_letter **dl, unsigned char **sel, size_t nsel) {
+    work *w = s->backlog_bytes + d->len <= (size_t)BACKLOG_MAX_BYTES ? work_copy(d) : NULL;
+    if (!w) {
+        s->deferred++;
+        return;
+    }
+    w->dl = *dl;
+    w->sel = *sel;
+    w->nsel = nsel;
+    *dl = NULL;
+    *sel = NULL;
+    s->backlog_bytes += d->len;
+    if (s->tail) s->tail->next = w;
+    else s->head = w;
+    s->tail = w;
+}
+
 /* act replays, or purges in part, a dead letter with nsel items selected. */
-static void act(sweep *s, const fc_delivery *d, const fc_dead_letter *dl, const unsigned char *sel, size_t nsel) {
+static void act(sweep *s, const work *w) {
+    const fc_delivery *d = &w->d;
+    const fc_dead_letter *dl = w->dl;
+    const unsigned char *sel = w->sel;
+    size_t nsel = w->nsel;
     char hex[FC_SHA256_HEX_LEN + 1], marker[FC_KEY_MAX];
-    if (s->mode == MODE_REPLAY) pace(s);
     letter_hash(d, hex);
     fc_key_replayed(marker, sizeof(marker), s->ad->cfg->queue_prefix, hex);
     int before = already_replayed(s, marker);
@@ -418,7 +504,8 @@ static void take_poison(sweep *s, const fc_delivery *d, const char *why) {
     else s->letters_done++, s->items_done++;
 }
 
-static void take_letter(sweep *s, const fc_delivery *d, fc_dead_letter *dl) {
+static void take_letter(sweep *s, const fc_delivery *d, fc_dead_letter **dlp) {
+    fc_dead_letter *dl = *dlp;
     size_t n = fc_dead_letter_nitems(dl);
     unsigned char *sel = calloc(n ? n : 1, 1);
     if (!sel) return;
@@ -434,7 +521,7 @@ static void take_letter(sweep *s, const fc_delivery *d, fc_dead_letter *dl) {
         if (s->mode == MODE_LIST || s->dry) note_letter(s, d, dl, sel, NULL);
         else if (s->mode == MODE_PURGE && nsel == n && fc_amqp_ack(s->ad->amqp, d->tag) != FC_OK) lost_broker(s);
         else if (s->mode == MODE_PURGE && nsel == n) s->letters_done++, s->items_done += (long)n;
-        else act(s, d, dl, sel, nsel);
+        else defer(s, d, dlp, &sel, nsel);
     }
     free(sel);
 }
@@ -448,7 +535,7 @@ static void on_delivery(void *ud, const fc_delivery *d) {
     char why[256] = "";
     int rc = fc_dead_letter_parse(d->body, d->len, &dl, why, sizeof(why));
     if (rc == FC_EPARSE) take_poison(s, d, why);
-    else if (rc == FC_OK) take_letter(s, d, dl);
+    else if (rc == FC_OK) take_letter(s, d, &dl);
     else admin_say("out of memory reading dead letter %s; it stays", d->message_id);
     fc_dead_letter_free(dl);
 }
@@ -460,6 +547,7 @@ static void on_delivery(void *ud, const fc_delivery *d) {
 static int finished(sweep *s) {
     double quiet = mono_s() - s->last_event;
     if (s->fatal) return 1;
+    if (s->head) return 0;
     if (s->nops) {
         if (quiet < CONFIRM_WAIT_S) return 0;
         admin_say("no confirm from the broker for %.0f s; %zu dead letters stay in %s", quiet, s->nops, s->dead_q);
@@ -470,7 +558,25 @@ static int finished(sweep *s) {
     return s->seen >= s->expected || s->left == 0 || quiet >= IDLE_S;
 }
 
-/* run_pass consumes P.dead until finished. */
+/* work_off handles the backlog while fewer than WINDOW dead letters await confirms and --rate allows;
+ * returns how long the next poll may wait, in ms. */
+static int work_off(sweep *s) {
+    while (s->head && s->nops < WINDOW && !s->fatal) {
+        int wait = pace_wait(s);
+        if (wait > 0) return wait < 200 ? wait : 200;
+        work *w = s->head;
+        s->head = w->next;
+        if (!s->head) s->tail = NULL;
+        s->backlog_bytes -= w->d.len;
+        pace_next(s);
+        act(s, w);
+        work_free(w);
+    }
+    return 200;
+}
+
+/* run_pass consumes P.dead until finished: deliveries are decided on in their callback (listed, acked,
+ * or queued), the queued ones replayed from here, between polls, so confirms are taken as they come. */
 static void run_pass(sweep *s) {
     int prefetch = s->expected <= PREFETCH_MAX ? (int)s->expected : 0;
     if (s->expected == 0) return;
@@ -480,13 +586,15 @@ static void run_pass(sweep *s) {
     }
     fc_amqp_handler h = {on_delivery, on_confirm, NULL, s};
     s->last_event = mono_s();
-    while (!finished(s))
-        if (fc_amqp_poll(s->ad->amqp, 200, &h) != FC_OK) lost_broker(s);
+    while (!finished(s)) {
+        int wait = work_off(s);
+        if (!s->fatal && fc_amqp_poll(s->ad->amqp, wait, &h) != FC_OK) lost_broker(s);
+    }
 }
 
-/* forget_markers deletes the markers of this pass once its acks have reached the broker (a passive
- * declare answered after them on the same channel): a dead letter with the same body that fails later
- * is then replayed again, not mistaken for this one. */
+/* forget_markers deletes the markers of this pass once its acks have reached the broker (after the settle
+ * grace, and a passive declare answered after them on the same channel): a dead letter with the same
+ * body that fails later is then replayed again, not mistaken for this one. */
 static void forget_markers(sweep *s) {
     if (!s->nmarkers || s->fatal || fc_amqp_queue_depth(s->ad->amqp, s->dead_q, NULL, NULL) != FC_OK) return;
     for (size_t i = 0; i < s->nmarkers; i += 100) {
@@ -573,6 +681,7 @@ static int print_done(sweep *s) {
         json_add(o, "skipped_cancelled_job", json_object_new_int64(s->cancelled_skipped));
         json_add(o, "not_matching", json_object_new_int64(s->not_matching));
         json_add(o, "failed", json_object_new_int64(s->failed));
+        json_add(o, "left_for_next_run", json_object_new_int64(s->deferred));
         print_json(o);
     } else {
         printf("%s %ld items from %ld dead letters", verb, s->items_done, s->letters_done);
@@ -580,9 +689,10 @@ static int print_done(sweep *s) {
                                       s->letters_before);
         printf("; skipped: %ld poison (cannot be replayed), %ld of cancelled jobs, %ld not matching; %ld failed "
                "(left in %s)\n", s->poison_skipped, s->cancelled_skipped, s->not_matching, s->failed, s->dead_q);
+        if (s->deferred) printf("%ld selected dead letters did not fit in memory in this run: run it again\n", s->deferred);
     }
     if (s->fatal) return s->fatal;
-    return s->failed || s->letters_done + s->letters_before == 0 ? ADMIN_NOTHING : ADMIN_OK;
+    return s->failed || s->deferred || s->letters_done + s->letters_before == 0 ? ADMIN_NOTHING : ADMIN_OK;
 }
 
 /* ---- setup ---- */
@@ -625,6 +735,10 @@ static int open_queue(sweep *s) {
 }
 
 static void sweep_free(sweep *s) {
+    for (work *w = s->head, *next; w; w = next) {
+        next = w->next;
+        work_free(w);
+    }
     for (size_t i = 0; i < s->nown; i++) free(s->own[i]);
     for (size_t i = 0; i < s->nmarkers; i++) free(s->markers[i]);
     free(s->own);
@@ -658,6 +772,8 @@ int admin_dead(admin *ad, const char *action) {
     if (rc == ADMIN_OK) rc = open_queue(&s);
     if (rc == ADMIN_OK) {
         run_pass(&s);
+        long acks = s.letters_done + s.letters_before;
+        if (acks && fc_amqp_ok(ad->amqp)) admin_settle_grace(ad->amqp, acks);
         if (s.mode != MODE_LIST && !s.dry) forget_markers(&s);
         fc_amqp_close(ad->amqp); /* whatever was not acked returns to P.dead, in its order */
         rc = s.mode == MODE_LIST || s.dry ? print_list(&s) : print_done(&s);

@@ -23,14 +23,26 @@ typedef struct result {
     char *json;   /* the item, compact JSON */
 } result;
 
+struct collect;
+
+/* One queue read on a connection of its own, so that its deliveries' tags are its own: the job's queue
+ * holds only the job's results and is acked with one multiple ack. */
+typedef struct source {
+    struct collect *c;
+    fc_amqp *a;
+    const char *queue;
+    int shared;           /* other jobs' results pass by (P.results.unrouted): ack the job's one by one */
+    long expected, seen;
+    uint64_t *tags;       /* the job's deliveries: acked once FILE is synced */
+    size_t ntags, captags;
+} source;
+
 typedef struct collect {
     admin *ad;
     const char *job;
     char queue[FC_NAME_MAX], unrouted[FC_NAME_MAX];
-    long expected, seen;
+    source src[2];        /* the job's results queue, P.results.unrouted */
     double last;
-    uint64_t *tags;       /* the job's deliveries: acked once FILE is synced */
-    size_t ntags, captags;
     result *v;
     size_t n, cap;
     long unreadable;
@@ -72,20 +84,21 @@ static const char *job_of_body(json_object *root) {
 }
 
 static void on_result(void *ud, const fc_delivery *d) {
-    collect *c = ud;
-    if (c->nomem || c->seen >= c->expected) return;
-    c->seen++;
+    source *src = ud;
+    collect *c = src->c;
+    if (c->nomem || src->seen >= src->expected) return;
+    src->seen++;
     c->last = mono_s();
     json_tokener *tok = json_tokener_new();
     json_object *root = tok && d->len < INT32_MAX ? json_tokener_parse_ex(tok, d->body, (int)d->len) : NULL, *items;
-    int ours = strcmp(d->routing_key, c->job) == 0 || (root && strcmp(job_of_body(root), c->job) == 0);
+    int ours = !src->shared || strcmp(d->routing_key, c->job) == 0 || (root && strcmp(job_of_body(root), c->job) == 0);
     if (ours) {
         if (root && json_object_object_get_ex(root, "items", &items) && json_object_is_type(items, json_type_array))
             keep_items(c, items);
         else
             c->unreadable++;
-        if (!c->nomem && grow((void **)&c->tags, c->ntags, &c->captags, sizeof(*c->tags)) == FC_OK)
-            c->tags[c->ntags++] = d->tag;
+        if (!c->nomem && grow((void **)&src->tags, src->ntags, &src->captags, sizeof(*src->tags)) == FC_OK)
+            src->tags[src->ntags++] = d->tag;
         else
             c->nomem = 1;
     }
@@ -127,44 +140,62 @@ static long write_file(collect *c, const char *path) {
     return written;
 }
 
-/* depth reads a queue's ready messages (0 when absent) and consumers. */
-static int depth(collect *c, const char *q, long *ready, long *consumers) {
-    *ready = *consumers = 0;
-    int rc = fc_amqp_queue_depth(c->ad->amqp, q, ready, consumers);
-    return rc == FC_ENOTFOUND ? FC_OK : rc;
-}
-
-/* gather consumes both queues until what they held is read, or nothing came for IDLE_S. */
-static int gather(collect *c) {
-    long rq, cq, ru, cu;
-    if (depth(c, c->queue, &rq, &cq) != FC_OK || depth(c, c->unrouted, &ru, &cu) != FC_OK) {
-        admin_say("the broker failed: %s", fc_amqp_errstr(c->ad->amqp));
+/* open_source connects src's connection and reads how many messages its queue holds (0 when absent). */
+static int open_source(collect *c, source *src, long *consumers) {
+    *consumers = 0;
+    int rc = admin_connect_amqp(c->ad, &src->a);
+    if (rc != ADMIN_OK) return rc;
+    rc = fc_amqp_queue_depth(src->a, src->queue, &src->expected, consumers);
+    if (rc == FC_ENOTFOUND) src->expected = 0;
+    else if (rc != FC_OK) {
+        admin_say("the broker failed: %s", fc_amqp_errstr(src->a));
         return ADMIN_INFRA;
     }
-    if (cq > 0) {
-        admin_say("a producer is waiting for job %s (%ld consumers of %s): it collects the results itself", c->job,
-                  cq, c->queue);
-        return ADMIN_NOTHING;
-    }
-    c->expected = rq + ru;
-    int rc = FC_OK;
-    if (rq > 0) rc = fc_amqp_consume(c->ad->amqp, c->queue, rq <= PREFETCH_MAX ? (int)rq : 0);
-    if (rc == FC_OK && ru > 0) rc = fc_amqp_consume(c->ad->amqp, c->unrouted, ru <= PREFETCH_MAX ? (int)ru : 0);
-    fc_amqp_handler h = {on_result, NULL, NULL, c};
-    c->last = mono_s();
-    while (rc == FC_OK && c->expected > 0 && c->seen < c->expected && !c->nomem && mono_s() - c->last < IDLE_S)
-        rc = fc_amqp_poll(c->ad->amqp, 200, &h);
-    if (c->nomem) admin_say("out of memory collecting results; nothing was removed");
-    if (rc != FC_OK) admin_say("the broker failed: %s", fc_amqp_errstr(c->ad->amqp));
-    return rc != FC_OK ? ADMIN_INFRA : c->nomem ? ADMIN_NOTHING : ADMIN_OK;
+    return ADMIN_OK;
 }
 
-/* ack_all acks the job's deliveries and waits until the broker has them (a passive declare after them). */
+/* read_source consumes src's queue until what it held is read, or nothing came for IDLE_S. */
+static int read_source(collect *c, source *src) {
+    if (src->expected == 0) return ADMIN_OK;
+    int rc = fc_amqp_consume(src->a, src->queue, src->expected <= PREFETCH_MAX ? (int)src->expected : 0);
+    fc_amqp_handler h = {on_result, NULL, NULL, src};
+    c->last = mono_s();
+    while (rc == FC_OK && src->seen < src->expected && !c->nomem && mono_s() - c->last < IDLE_S)
+        rc = fc_amqp_poll(src->a, 200, &h);
+    if (rc != FC_OK) admin_say("the broker failed: %s", fc_amqp_errstr(src->a));
+    return rc == FC_OK ? ADMIN_OK : ADMIN_INFRA;
+}
+
+/* gather reads the job's results queue and P.results.unrouted, each on its own connection. */
+static int gather(collect *c) {
+    long consumers, unused;
+    int rc = open_source(c, &c->src[0], &consumers);
+    if (rc == ADMIN_OK && consumers > 0) {
+        admin_say("a producer is waiting for job %s (%ld consumers of %s): it collects the results itself", c->job,
+                  consumers, c->queue);
+        return ADMIN_NOTHING;
+    }
+    if (rc == ADMIN_OK) rc = open_source(c, &c->src[1], &unused);
+    for (int i = 0; rc == ADMIN_OK && i < 2; i++) rc = read_source(c, &c->src[i]);
+    if (rc == ADMIN_OK && c->nomem) {
+        admin_say("out of memory collecting results; nothing was removed");
+        rc = ADMIN_NOTHING;
+    }
+    return rc;
+}
+
+/* ack_all acks the job's deliveries: those of its own queue with one multiple ack, those passing by
+ * P.results.unrouted one by one; then gives the broker time to apply them before closing. */
 static int ack_all(collect *c) {
     int rc = FC_OK;
-    for (size_t i = 0; rc == FC_OK && i < c->ntags; i++) rc = fc_amqp_ack(c->ad->amqp, c->tags[i]);
-    long ready, consumers;
-    if (rc == FC_OK) rc = depth(c, c->unrouted, &ready, &consumers);
+    for (int i = 0; rc == FC_OK && i < 2; i++) {
+        source *src = &c->src[i];
+        if (!src->ntags) continue;
+        if (!src->shared) rc = fc_amqp_ack_upto(src->a, src->tags[src->ntags - 1]);
+        for (size_t k = 0; src->shared && rc == FC_OK && k < src->ntags; k++) rc = fc_amqp_ack(src->a, src->tags[k]);
+        if (rc == FC_OK) admin_settle_grace(src->a, src->shared ? (long)src->ntags : 1);
+        if (rc != FC_OK || !fc_amqp_ok(src->a)) rc = FC_ECONN;
+    }
     return rc;
 }
 
@@ -174,12 +205,12 @@ static int report(const collect *c, const char *path, long written) {
         json_add(o, "job_id", json_object_new_string(c->job));
         json_add(o, "output", json_object_new_string(path));
         json_add(o, "items", json_object_new_int64(written));
-        json_add(o, "messages", json_object_new_int64((long)c->ntags));
+        json_add(o, "messages", json_object_new_int64((long)(c->src[0].ntags + c->src[1].ntags)));
         json_add(o, "unreadable_messages", json_object_new_int64(c->unreadable));
         return print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
     }
     printf("wrote %ld results of job %s to %s (from %zu messages, now removed from the queues)\n", written, c->job,
-           path, c->ntags);
+           path, c->src[0].ntags + c->src[1].ntags);
     if (c->unreadable) printf("%ld unreadable results messages were removed too\n", c->unreadable);
     return ADMIN_OK;
 }
@@ -200,9 +231,10 @@ int admin_results(admin *ad, const char *job_id) {
     c.job = job_id;
     fc_topology_results_queue(c.queue, ad->cfg->queue_prefix, job_id);
     fc_topology_name(c.unrouted, ad->cfg->queue_prefix, "results.unrouted");
-    int rc = admin_connect_broker(ad);
-    if (rc == ADMIN_OK) rc = gather(&c);
-    if (rc == ADMIN_OK && c.ntags == 0) {
+    c.src[0] = (source){&c, NULL, c.queue, 0, 0, 0, NULL, 0, 0};
+    c.src[1] = (source){&c, NULL, c.unrouted, 1, 0, 0, NULL, 0, 0};
+    int rc = gather(&c);
+    if (rc == ADMIN_OK && c.src[0].ntags + c.src[1].ntags == 0) {
         admin_say("no results of job %s are waiting (in %s or %s)", job_id, c.queue, c.unrouted);
         rc = ADMIN_NOTHING;
     }
@@ -210,12 +242,16 @@ int admin_results(admin *ad, const char *job_id) {
     if (rc == ADMIN_OK && written < 0) rc = ADMIN_NOTHING;
     if (rc == ADMIN_OK && ack_all(&c) != FC_OK) {
         admin_say("%s is written, but the broker was lost before it took every ack (%s): those results come "
-                  "again to the next run", path, fc_amqp_errstr(ad->amqp));
+                  "again to the next run", path, fc_amqp_errstr(c.src[0].a));
         rc = ADMIN_INFRA;
     }
     if (rc == ADMIN_OK) rc = report(&c, path, written);
     for (size_t i = 0; i < c.n; i++) free(c.v[i].json);
     free(c.v);
-    free(c.tags);
+    for (int i = 0; i < 2; i++) {
+        if (c.src[i].a) fc_amqp_close(c.src[i].a); /* the job's deliveries not acked, and the others, return */
+        fc_amqp_free(c.src[i].a);
+        free(c.src[i].tags);
+    }
     return rc;
 }

@@ -9,6 +9,9 @@
 #include "fc_error.h"
 
 #define REDIS_TIMEOUT_MS 5000
+#define SETTLE_GRACE_MS 300
+#define SETTLE_GRACE_PER_ACK_MS 2
+#define SETTLE_GRACE_MAX_MS 5000
 
 void admin_say(const char *fmt, ...) {
     va_list ap;
@@ -19,20 +22,29 @@ void admin_say(const char *fmt, ...) {
     va_end(ap);
 }
 
-int admin_connect_broker(admin *ad) {
+int admin_connect_amqp(admin *ad, fc_amqp **out) {
     const fc_config *c = ad->cfg;
     char name[96];
     snprintf(name, sizeof(name), "flashcard-admin %s", ad->cmd);
-    ad->amqp = fc_amqp_new(c->amqp_url, (int)(c->heartbeat_ms / 1000), name);
-    if (!ad->amqp || fc_amqp_set_tls(ad->amqp, c->amqp_ca_file, c->amqp_cert_file, c->amqp_key_file) != FC_OK) {
+    *out = fc_amqp_new(c->amqp_url, (int)(c->heartbeat_ms / 1000), name);
+    if (!*out || fc_amqp_set_tls(*out, c->amqp_ca_file, c->amqp_cert_file, c->amqp_key_file) != FC_OK) {
         admin_say("out of memory");
         return ADMIN_INFRA;
     }
-    if (fc_amqp_connect(ad->amqp) != FC_OK) {
-        admin_say("cannot reach the broker: %s", fc_amqp_errstr(ad->amqp));
+    if (fc_amqp_connect(*out) != FC_OK) {
+        admin_say("cannot reach the broker: %s", fc_amqp_errstr(*out));
         return ADMIN_INFRA;
     }
     return ADMIN_OK;
+}
+
+int admin_connect_broker(admin *ad) { return admin_connect_amqp(ad, &ad->amqp); }
+
+void admin_settle_grace(fc_amqp *a, long acks) {
+    long ms = SETTLE_GRACE_MS + SETTLE_GRACE_PER_ACK_MS * acks;
+    fc_amqp_handler none = {NULL, NULL, NULL, NULL};
+    double end = mono_s() + (ms < SETTLE_GRACE_MAX_MS ? ms : SETTLE_GRACE_MAX_MS) / 1000.0;
+    while (fc_amqp_ok(a) && mono_s() < end && fc_amqp_poll(a, 50, &none) == FC_OK) {}
 }
 
 int admin_connect_redis(admin *ad) {
