@@ -237,12 +237,12 @@ int admin_cancel(admin *ad, const char *job_id) {
     if (rc != ADMIN_OK) return rc;
     if (job_read(ad, job_id, &j) != FC_OK) return admin_redis_lost(ad);
     if (!j.exists) return unknown_job(ad, job_id);
+    if (j.cancelled_ms) return cancel_result(ad, &j, 1);
     if (job_finished(&j)) {
         admin_say("job '%s' already finished (%ld items: %ld ok, %ld failed); nothing to cancel", job_id, j.items,
                   j.done - j.failed, j.failed);
         return ADMIN_NOTHING;
     }
-    if (j.cancelled_ms) return cancel_result(ad, &j, 1);
     char key[FC_KEY_MAX], ms[32];
     job_key(key, ad, job_id, FC_JOB_META);
     snprintf(ms, sizeof(ms), "%lld", (long long)now_ms());
