@@ -270,6 +270,93 @@ static void test_durations(void **state) {
     assert_int_equal(fc_duration_parse("3 weeks", &ms), FC_EINVAL);
 }
 
+/* flashcard-admin takes the connection settings, RABBITMQ_MANAGEMENT_URL and its own flags, and none of the
+ * worker's or producer's; the producer and the worker do not take the admin's. */
+static void test_admin_settings(void **state) {
+    fc_config c;
+    char err[512] = "";
+    char *argv[] = {"a", "dead", "replay", "--job", "j1", "--reason=permanent", "--limit", "10", "--rate", "2.5",
+                    "--json", "--queue-prefix", "ops"};
+    unsetenv("BATCH_SIZE");
+    setenv("RETRY_DELAYS", "1s,2m", 1);
+    assert_int_equal(load(&c, FC_ADMIN, 13, argv, err), FC_OK);
+    assert_int_equal(c.nargs, 2);
+    assert_string_equal(c.args[0], "dead");
+    assert_string_equal(c.args[1], "replay");
+    assert_string_equal(c.admin_job, "j1");
+    assert_string_equal(c.admin_reason, "permanent");
+    assert_int_equal(c.admin_limit, 10);
+    assert_true(c.admin_rate > 2.4 && c.admin_rate < 2.6);
+    assert_int_equal(c.json, 1);
+    assert_int_equal(c.admin_yes, 0);
+    assert_string_equal(c.queue_prefix, "ops");
+    assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_int_equal(c.nretry_delays, 2);
+    assert_int_equal(c.retry_delays[1], 120000);
+    assert_null(c.mgmt_url);
+    assert_null(c.batch_size_text); /* BATCH_SIZE is not the admin's: not loaded, not validated */
+    fc_config_free(&c);
+    unsetenv("RETRY_DELAYS");
+    char *wflag[] = {"a", "status", "--worker-count", "3"}, *pflag[] = {"a", "status", "--wait"};
+    char *aflag[] = {"p", "data.csv", "--yes"}, *wjson[] = {"w", "--json"};
+    assert_int_equal(load(&c, FC_ADMIN, 4, wflag, err), FC_EINVAL);
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_ADMIN, 3, pflag, err), FC_EINVAL);
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_PRODUCER, 3, aflag, err), FC_EINVAL);
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_WORKER, 2, wjson, err), FC_EINVAL);
+    fc_config_free(&c);
+    /* The producer's --output and the admin's are one field. */
+    char *out[] = {"a", "results", "j1", "--output", "late.tsv"};
+    assert_int_equal(load(&c, FC_ADMIN, 5, out, err), FC_OK);
+    assert_string_equal(c.output, "late.tsv");
+    fc_config_free(&c);
+}
+
+/* RABBITMQ_MANAGEMENT_URL: a secret like the other URLs (from the environment or its _FILE, never echoed,
+ * as a flag only without a password), and an http(s) URL. */
+static void test_admin_management_url(void **state) {
+    fc_config c;
+    char err[512] = "", *argv[] = {"a", "status"};
+    char *withpw[] = {"a", "status", "--rabbitmq-management-url=http://ops:hunter2@h:15672"};
+    char *plain[] = {"a", "status", "--rabbitmq-management-url", "http://h:15672"};
+    setenv("RABBITMQ_MANAGEMENT_URL", "https://ops:hunter2@mq.internal:15671", 1);
+    assert_int_equal(load(&c, FC_ADMIN, 2, argv, err), FC_OK);
+    assert_string_equal(c.mgmt_url, "https://ops:hunter2@mq.internal:15671");
+    fc_config_free(&c);
+    setenv("RABBITMQ_MANAGEMENT_URL", "ftp://ops:hunter2@mq", 1);
+    assert_int_equal(load(&c, FC_ADMIN, 2, argv, err), FC_EINVAL);
+    assert_non_null(strstr(err, "RABBITMQ_MANAGEMENT_URL"));
+    assert_null(strstr(err, "hunter2"));
+    fc_config_free(&c);
+    unsetenv("RABBITMQ_MANAGEMENT_URL");
+    assert_int_equal(load(&c, FC_ADMIN, 3, withpw, err), FC_EINVAL);
+    assert_non_null(strstr(err, "RABBITMQ_MANAGEMENT_URL_FILE"));
+    assert_null(strstr(err, "hunter2"));
+    fc_config_free(&c);
+    assert_int_equal(load(&c, FC_ADMIN, 4, plain, err), FC_OK);
+    assert_string_equal(c.mgmt_url, "http://h:15672");
+    fc_config_free(&c);
+    char path[] = "/tmp/fc-test-mgmt-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "http://ops:hunter2@h:15672\n", 27), 27);
+    close(fd);
+    setenv("RABBITMQ_MANAGEMENT_URL_FILE", path, 1);
+    assert_int_equal(load(&c, FC_ADMIN, 2, argv, err), FC_OK);
+    assert_string_equal(c.mgmt_url, "http://ops:hunter2@h:15672");
+    fc_config_free(&c);
+    unsetenv("RABBITMQ_MANAGEMENT_URL_FILE");
+    unlink(path);
+    /* Not a setting of the producer or the worker. */
+    setenv("RABBITMQ_MANAGEMENT_URL", "nonsense", 1);
+    assert_int_equal(load(&c, FC_WORKER, 1, argv, err), FC_OK);
+    assert_null(c.mgmt_url);
+    fc_config_free(&c);
+    unsetenv("RABBITMQ_MANAGEMENT_URL");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_env_then_flags),
@@ -278,6 +365,7 @@ int main(void) {
         cmocka_unit_test(test_secret_flags_and_files),             cmocka_unit_test(test_durations),
         cmocka_unit_test(test_api_name_from_host), cmocka_unit_test(test_response_and_retry_after_limits),
         cmocka_unit_test(test_passwords_with_slash_or_at_not_echoed), cmocka_unit_test(test_rate_settings),
+        cmocka_unit_test(test_admin_settings),    cmocka_unit_test(test_admin_management_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
