@@ -685,10 +685,14 @@ static int print_done(sweep *s) {
         print_json(o);
     } else {
         printf("%s %ld items from %ld dead letters", verb, s->items_done, s->letters_done);
-        if (s->letters_before) printf(" (and removed %ld whose replacement an interrupted run had published)",
-                                      s->letters_before);
-        printf("; skipped: %ld poison (cannot be replayed), %ld of cancelled jobs, %ld not matching; %ld failed "
-               "(left in %s)\n", s->poison_skipped, s->cancelled_skipped, s->not_matching, s->failed, s->dead_q);
+        if (s->letters_before) printf(" (and removed %ld whose replacement or remainder an interrupted run had "
+                                      "published)", s->letters_before);
+        if (s->mode == MODE_REPLAY)
+            printf("; skipped: %ld poison (cannot be replayed), %ld of cancelled jobs, %ld not matching",
+                   s->poison_skipped, s->cancelled_skipped, s->not_matching);
+        else
+            printf("; %ld not matching", s->not_matching);
+        printf("; %ld failed (left in %s)\n", s->failed, s->dead_q);
         if (s->deferred) printf("%ld selected dead letters did not fit in memory in this run: run it again\n", s->deferred);
     }
     if (s->fatal) return s->fatal;
