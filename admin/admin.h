@@ -117,7 +117,8 @@ int job_read(admin *ad, const char *job_id, job_view *j);
 int job_finished(const job_view *j);
 /* job_state: "publishing", "running", "cancelled" or "finished". */
 const char *job_state(const job_view *j);
-/* job_rate returns items per second from the first to the last outcome, 0 when unknown. */
+/* job_rate returns items per second since the first outcome (until the last one once the job is finished
+ * or cancelled), 0 when unknown or measured over less than a second. */
 double job_rate(const job_view *j);
 /* job_json returns the job as a JSON object (caller puts). */
 json_object *job_json(const job_view *j);

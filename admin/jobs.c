@@ -66,8 +66,9 @@ const char *job_state(const job_view *j) {
 }
 
 double job_rate(const job_view *j) {
-    double span = (double)(j->last_outcome_ms - j->first_outcome_ms) / 1000.0;
-    return j->first_outcome_ms > 0 && span > 0 && j->done > 1 ? (double)(j->done - 1) / span : 0;
+    int64_t end = job_finished(j) || j->cancelled_ms ? j->last_outcome_ms : now_ms();
+    double span = (double)(end - j->first_outcome_ms) / 1000.0;
+    return j->first_outcome_ms > 0 && span >= 1.0 ? (double)j->done / span : 0;
 }
 
 /* opt_long is a number, or null when negative (unknown). */

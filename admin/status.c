@@ -70,12 +70,24 @@ static int passive_queues(status *s) {
     return rc;
 }
 
+/* fill_new_queues asks the broker for the figures the management API has not collected yet (a queue
+ * younger than its statistics interval): ready messages and consumers; unacked stays unknown. */
+static int fill_new_queues(status *s) {
+    for (size_t i = 0; i < s->nqueues; i++) {
+        queue_row *r = &s->queues[i];
+        if (r->ready >= 0 && r->consumers >= 0) continue;
+        int rc = fc_amqp_queue_depth(s->ad->amqp, r->name, &r->ready, &r->consumers);
+        if (rc != FC_OK && rc != FC_ENOTFOUND) return rc;
+    }
+    return FC_OK;
+}
+
 /* read_queues asks the management API, and falls back to passive declares, saying so in one line. */
 static int read_queues(status *s) {
     char why[400];
     if (mgmt_queues(s->ad->cfg, &s->queues, &s->nqueues, why, sizeof(why)) == FC_OK) {
         s->queues_from_mgmt = 1;
-        return FC_OK;
+        return fill_new_queues(s);
     }
     free(s->queues);
     s->queues = NULL;
