@@ -19,6 +19,10 @@
 #include "fc_log.h"
 
 #define CHANNEL 1
+/* Passive declares (does a queue or exchange exist, how deep is it) go on a channel of their own:
+ * the broker closes a channel on a 404, and closing the main one would drop its consumers and
+ * its publishes' confirms. */
+#define PROBE_CHANNEL 2
 /* Longest wait for the answer of a synchronous method (declare, consume, cancel...): a broker
  * that stops reading the socket (a resource alarm) must not hang the caller for good. */
 #define RPC_TIMEOUT_S 15
@@ -53,6 +57,7 @@ struct fc_amqp {
     int heartbeat_s;
     char name[128];
     int ok;
+    int probe_open;               /* PROBE_CHANNEL is open */
     int blocked;                  /* 1 between connection.blocked and connection.unblocked */
     char consumer_tag[FC_AMQP_CONSUMERS_MAX][64]; /* active consumers; "" = free slot */
     uint64_t next_seq;            /* sequence number of the next publish */
@@ -215,8 +220,16 @@ static void destroy_conn(fc_amqp *a) {
     a->conn = NULL;
     a->ok = 0;
     a->blocked = 0;
+    a->probe_open = 0;
     memset(a->consumer_tag, 0, sizeof(a->consumer_tag));
     forget_pending(a);
+}
+
+/* has_consumers says whether consumers were started on the channel (whatever the connection's state). */
+static int has_consumers(const fc_amqp *a) {
+    for (int i = 0; i < FC_AMQP_CONSUMERS_MAX; i++)
+        if (a->consumer_tag[i][0]) return 1;
+    return 0;
 }
 
 void fc_amqp_free(fc_amqp *a) {
@@ -486,24 +499,49 @@ int fc_amqp_bind(fc_amqp *a, const char *queue, const char *exchange, const char
     return after_refusal(a, rpc_error(a, amqp_get_rpc_reply(a->conn), what));
 }
 
-/* reopen_after_close acknowledges a channel.close and opens the channel again. */
+/* reopen_after_close acknowledges a channel.close and opens the channel again. With consumers on
+ * it, the connection counts as lost instead (FC_ECONN): the broker dropped them without a cancel,
+ * and the caller's reconnection consumes again. */
 static int reopen_after_close(fc_amqp *a) {
     amqp_channel_close_ok_t ok = {0};
     amqp_send_method(a->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    if (has_consumers(a)) {
+        snprintf(a->errstr, sizeof(a->errstr), "the broker closed the consuming channel");
+        a->ok = 0;
+        return FC_ECONN;
+    }
     int rc = open_channel(a);
     if (rc == FC_OK) a->ok = 1;
     return rc;
 }
 
-int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *consumers) {
-    amqp_queue_declare_ok_t *r =
-        amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+/* probe_reply reads the answer to a passive declare on PROBE_CHANNEL: 0, FC_ENOTFOUND (the broker
+ * closed the probe channel; it is opened again on the next probe), or a lost connection. */
+static int probe_reply(fc_amqp *a, const char *what) {
     amqp_rpc_reply_t reply = amqp_get_rpc_reply(a->conn);
     if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        int rc = reopen_after_close(a);
-        return rc == FC_OK ? FC_ENOTFOUND : rc;
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(a->conn, PROBE_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        a->probe_open = 0;
+        return FC_ENOTFOUND;
     }
-    int rc = rpc_error(a, reply, "queue depth");
+    return rpc_error(a, reply, what);
+}
+
+static int open_probe(fc_amqp *a) {
+    if (a->probe_open) return FC_OK;
+    amqp_channel_open(a->conn, PROBE_CHANNEL);
+    int rc = rpc_error(a, amqp_get_rpc_reply(a->conn), "channel.open");
+    a->probe_open = rc == FC_OK;
+    return rc;
+}
+
+int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *consumers) {
+    int rc = open_probe(a);
+    if (rc != FC_OK) return rc;
+    amqp_queue_declare_ok_t *r =
+        amqp_queue_declare(a->conn, PROBE_CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    rc = probe_reply(a, "queue depth");
     if (rc != FC_OK) return rc;
     if (messages) *messages = r->message_count;
     if (consumers) *consumers = r->consumer_count;
@@ -511,14 +549,11 @@ int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *con
 }
 
 int fc_amqp_exchange_exists(fc_amqp *a, const char *name) {
-    amqp_exchange_declare(a->conn, CHANNEL, amqp_cstring_bytes(name), amqp_cstring_bytes(""), 1, 0, 0, 0,
+    int rc = open_probe(a);
+    if (rc != FC_OK) return rc;
+    amqp_exchange_declare(a->conn, PROBE_CHANNEL, amqp_cstring_bytes(name), amqp_cstring_bytes(""), 1, 0, 0, 0,
                           amqp_empty_table);
-    amqp_rpc_reply_t reply = amqp_get_rpc_reply(a->conn);
-    if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        int rc = reopen_after_close(a);
-        return rc == FC_OK ? FC_ENOTFOUND : rc;
-    }
-    return rpc_error(a, reply, "exchange check");
+    return probe_reply(a, "exchange check");
 }
 
 int fc_amqp_delete_queue(fc_amqp *a, const char *queue) {

@@ -122,15 +122,16 @@ int fc_amqp_pending(const fc_amqp *a);
 
 /* Declarations and bindings: 0, FC_ECONN/FC_EBROKER, or FC_EACCESS when the user lacks the
  * permission (403): the channel is then open again and the connection usable, unless publishes
- * awaited confirms (then FC_ECONN: a new channel would lose them). */
+ * awaited confirms or consumers ran on it (then FC_ECONN: a new channel would lose them). */
 int fc_amqp_declare_exchange(fc_amqp *a, const char *name, const char *type, const fc_amqp_field *args, size_t n);
 int fc_amqp_declare_queue(fc_amqp *a, const char *name, const fc_amqp_field *args, size_t n);
 int fc_amqp_bind(fc_amqp *a, const char *queue, const char *exchange, const char *key);
 /* fc_amqp_exchange_exists checks an exchange exists (passive declare, which needs no permission):
- * 0, or FC_ENOTFOUND (the channel is reopened). */
+ * 0, or FC_ENOTFOUND. Passive declares use a channel of their own, which the broker closes on a
+ * 404 (it is opened again on the next one): the consuming and publishing channel is untouched. */
 int fc_amqp_exchange_exists(fc_amqp *a, const char *name);
-/* fc_amqp_queue_depth asks for a queue's ready messages and consumers (passive declare).
- * FC_ENOTFOUND if it does not exist (the channel is reopened). */
+/* fc_amqp_queue_depth asks for a queue's ready messages and consumers (passive declare, on the
+ * probe channel). FC_ENOTFOUND if it does not exist. */
 int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *consumers);
 int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
 

@@ -508,7 +508,11 @@ int producer_wait(producer *p) {
         fc_amqp_delete_queue(p->amqp, queue);
     }
     fclose(c.spool);
-    if (c.spool_path && complete && written) unlink(c.spool_path);
+    /* A cancelled job's results so far are its output: nothing more will come to wait for. */
+    if (c.spool_path && (complete || p->st.cancelled) && written) unlink(c.spool_path);
+    if (p->st.cancelled && c.spool_path)
+        fprintf(stderr, "flashcard-producer: the %zu results collected are in %s\n", c.n,
+                written ? p->cfg->output : c.spool_path);
     if ((!complete || !written) && !lost_results && !p->st.cancelled) {
         fprintf(stderr, "flashcard-producer: to go on waiting, run again with --job-id %s --resume --wait", p->st.job_id);
         if (c.spool_path) fprintf(stderr, " --output %s (%zu results collected so far are in %s)", p->cfg->output, c.n,

@@ -101,25 +101,20 @@ static void cancel(worker *w, batch *b) {
     }
 }
 
+/* cancellable says whether b could still make calls that a cancel would save. */
+static int cancellable(const batch *b) {
+    return b->kind == BATCH_WORK && !b->cancelled && b->open && (b->state == BATCH_WAITING || b->state == BATCH_RUNNING);
+}
+
 void batch_check_cancelled(worker *w, int64_t now) {
-    (void)now;
-    for (batch *b = w->batches; b; b = b->next) {
-        if (b->kind != BATCH_WORK || b->cancelled || (b->state != BATCH_WAITING && b->state != BATCH_RUNNING)) continue;
-        int asked = 0; /* one question per job: an earlier batch of the same job was answered */
-        for (batch *e = w->batches; e != b && !asked; e = e->next)
-            asked = e->kind == BATCH_WORK && strcmp(e->msg.hdr.job_id, b->msg.hdr.job_id) == 0;
-        if (!asked && record_job_cancelled(w, b->msg.hdr.job_id))
-            for (batch *c = b; c; c = c->next)
-                if (c->kind == BATCH_WORK && !c->cancelled && c->open && strcmp(c->msg.hdr.job_id, b->msg.hdr.job_id) == 0 &&
-                    (c->state == BATCH_WAITING || c->state == BATCH_RUNNING))
-                    cancel(w, c);
-    }
+    for (batch *b = w->batches; b; b = b->next)
+        if (cancellable(b) && record_job_cancelled(w, b->msg.hdr.job_id, now)) cancel(w, b);
 }
 
 /* start runs a batch whose start time has come: cached answers are served, the rest queued;
  * a batch of a cancelled job is skipped. */
 static void start(worker *w, batch *b) {
-    if (record_job_cancelled(w, b->msg.hdr.job_id)) {
+    if (record_job_cancelled(w, b->msg.hdr.job_id, now_ms())) {
         cancel(w, b);
         return;
     }
@@ -366,8 +361,18 @@ static int dead_class(int cls) {
     }
 }
 
-/* count_outcomes adds the batch's items to the metrics, once, when it starts settling. */
+/* count_outcomes adds the batch's items to the metrics, once, when it starts settling (a poison
+ * message: the items that can be read from it, at least one). */
 static void count_outcomes(worker *w, const batch *b) {
+    if (b->kind == BATCH_POISON) {
+        char job[FC_JOB_ID_MAX + 1];
+        fc_salvaged *s = NULL;
+        size_t n = 0;
+        if (fc_message_salvage(b->raw, b->raw_len, job, &s, &n) != FC_OK) n = 0;
+        free(s);
+        atomic_fetch_add(&w->m->items_dead[DEAD_POISON], n ? (long)n : 1);
+        return;
+    }
     for (size_t i = 0; b->tasks && i < b->msg.nitems; i++) {
         const task *t = &b->tasks[i];
         if (t->outcome == OUT_OK) atomic_fetch_add(&w->m->items_ok, 1);

@@ -39,7 +39,7 @@ void metrics_not_ready_text(int bits, char *out, size_t outlen) {
         const char *text;
     } why[] = {{NOT_READY_STOPPING, "stopping"},
                {NOT_READY_BROKER, "broker not connected"},
-               {NOT_READY_REDIS, "Redis unavailable: the rate limiter grants no call"},
+               {NOT_READY_REDIS, "Redis unavailable or refusing commands (see the log)"},
                {NOT_READY_CREDENTIALS, "API credentials rejected (401/403): probing every AUTH_RETRY"},
                {NOT_READY_BREAKER, "circuit breaker open"}};
     size_t n = 0;

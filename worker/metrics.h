@@ -30,7 +30,7 @@ enum metrics_status { STATUS_2XX, STATUS_4XX, STATUS_429, STATUS_5XX, STATUS_TRA
 enum metrics_not_ready {
     NOT_READY_STOPPING = 1,
     NOT_READY_BROKER = 2,      /* not connected to RabbitMQ */
-    NOT_READY_REDIS = 4,       /* the limiter gets no grant from Redis: no call is made */
+    NOT_READY_REDIS = 4,       /* Redis away or refusing: the limiter gets no grant, or the registration fails */
     NOT_READY_CREDENTIALS = 8, /* the API rejected the key (401/403) */
     NOT_READY_BREAKER = 16     /* the circuit breaker is open */
 };
@@ -70,7 +70,7 @@ typedef struct metrics {
     queue_gauge queues[METRICS_QUEUES];
     int nqueues;                                  /* set before the server starts */
     long long started_ms;
-    char version[32], queue_prefix[64], api[64];  /* flashcard_build_info's labels, set before the server starts */
+    char version[32], queue_prefix[128], api[128];  /* flashcard_build_info's labels, set before the server starts */
     void *server;                                 /* HTTP server, NULL if off */
 } metrics;
 

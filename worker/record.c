@@ -1,7 +1,8 @@
 /* The job's record in Redis (P:job:{job}:*, named in fc_keys.h): what a settled delivery
  * adds to it — each item's final outcome, the failed items, the items waiting in a retry
- * queue, the usage counters — in one pipelined round trip; and whether an operator cancelled
- * the job. --wait and flashcard-admin read what is written here. */
+ * queue, the usage counters — in one transaction (MULTI/EXEC: all of it or, when Redis refuses
+ * a command, none, so a retry counts nothing twice), in one round trip; and whether an operator
+ * cancelled the job. --wait and flashcard-admin read what is written here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 #include "worker.h"
 
 #define JOB_KEY_TTL_S (7 * 86400)
-#define RECORD_CMDS 16
+#define RECORD_CMDS 20
 
 /* The commands of one record, built one after another into one argv array. */
 typedef struct record {
@@ -107,6 +108,9 @@ static int is_final(const entry *e) { return is(e, "ok") || is(e, "dead"); }
  * queue, with their next attempt; the usage counters; when outcomes came; the TTLs. */
 static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size_t n, char strs[8][24]) {
     int finals = 0;
+    r->argv[r->ncmd] = r->args + r->nargs; /* one transaction: a command refused (NOPERM, OOM) applies none */
+    r->args[r->nargs++] = "MULTI";
+    r->argc[r->ncmd++] = 1;
     begin(r, "HSET", keys[FC_JOB_OUTCOME]);
     for (size_t i = 0; i < n; i++)
         if (is_final(&v[i])) arg(r, v[i].pos), arg(r, v[i].state), finals++;
@@ -135,6 +139,9 @@ static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size
     }
     static const int expiring[] = {FC_JOB_OUTCOME, FC_JOB_FAILED, FC_JOB_STATS, FC_JOB_RETRY};
     for (int k = 0; k < 4; k++) begin(r, "EXPIRE", keys[expiring[k]]), arg(r, strs[6]);
+    r->argv[r->ncmd] = r->args + r->nargs;
+    r->args[r->nargs++] = "EXEC";
+    r->argc[r->ncmd++] = 1;
 }
 
 int record_batch(worker *w, batch *b) {
@@ -153,7 +160,7 @@ int record_batch(worker *w, batch *b) {
         snprintf(strs[5], sizeof(strs[5]), "%d", b->msg.hdr.attempt + 1);
         snprintf(strs[6], sizeof(strs[6]), "%d", JOB_KEY_TTL_S);
         record r = {0};
-        r.args = calloc(8 * n + 64, sizeof(*r.args));
+        r.args = calloc(8 * n + 80, sizeof(*r.args));
         if (!r.args) rc = FC_ENOMEM;
         else {
             build(&r, keys, v, n, strs);
@@ -166,13 +173,32 @@ int record_batch(worker *w, batch *b) {
     return rc;
 }
 
-int record_job_cancelled(worker *w, const char *job_id) {
+int record_job_cancelled(worker *w, const char *job_id, int64_t now) {
     char key[FC_KEY_MAX];
     fc_reply r;
-    if (!job_id[0] || fc_key_job(key, sizeof(key), w->cfg->queue_prefix, job_id, FC_JOB_META) != FC_OK) return 0;
+    cancel_answer *slot = &w->cancel_cache[0];
+    for (int i = 0; i < CANCEL_CACHE; i++) {
+        cancel_answer *a = &w->cancel_cache[i];
+        if (strcmp(a->job_id, job_id) == 0) {
+            if (now - a->asked_ms < CANCEL_ASK_MS) return a->cancelled;
+            slot = a;
+            break;
+        }
+        if (a->asked_ms < slot->asked_ms) slot = a; /* the oldest answer makes room */
+    }
+    /* Redis away: asking would wait for its timeout on every batch; a cancel is learnt later. */
+    if (!job_id[0] || now < w->redis_quiet_until_ms) return 0;
+    if (fc_key_job(key, sizeof(key), w->cfg->queue_prefix, job_id, FC_JOB_META) != FC_OK) return 0;
     const char *argv[] = {"HEXISTS", key, "cancelled_ms"};
-    if (fc_redis_command(w->redis, &r, 3, argv, NULL) != FC_OK) return 0;
+    int rc = fc_redis_command(w->redis, &r, 3, argv, NULL);
+    if (rc != FC_OK) {
+        if (rc == FC_ECONN) w->redis_quiet_until_ms = now + CANCEL_ASK_MS * 5;
+        return 0;
+    }
     int yes = r.type == FC_REPLY_INT && r.integer == 1;
     fc_reply_free(&r);
+    snprintf(slot->job_id, sizeof(slot->job_id), "%s", job_id);
+    slot->asked_ms = now;
+    slot->cancelled = yes;
     return yes;
 }

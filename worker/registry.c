@@ -1,8 +1,8 @@
 /* The worker's registration in Redis, which `flashcard-admin status` lists: P:worker:<id>
  * holds a JSON summary of the worker (who, since when, how busy, how healthy) with a TTL of
  * REGISTRY_TTL_MS, renewed every few seconds, and P:workers indexes the live ones by the time
- * their entry expires (readers skip and prune the expired). A worker that dies simply expires; a
- * clean stop takes it out of the index. */
+ * their entry expires. A worker that dies simply expires (each registration prunes the index of
+ * the expired); a clean stop takes it out of the index. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -87,9 +87,12 @@ void registry_update(worker *w, int64_t now) {
     snprintf(expires, sizeof(expires), "%lld", (long long)(t + REGISTRY_TTL_MS));
     const char *set[] = {"SET", key, json.data, "PX", ttl};
     const char *add[] = {"ZADD", index, expires, w->name};
-    int argcs[] = {5, 4};
-    const char **argvs[] = {set, add};
-    int rc = fc_redis_pipeline(w->redis, NULL, 2, argcs, argvs, NULL);
+    char expired[24];
+    snprintf(expired, sizeof(expired), "(%lld", (long long)t);
+    const char *prune[] = {"ZREMRANGEBYSCORE", index, "-inf", expired}; /* workers that died */
+    int argcs[] = {5, 4, 4};
+    const char **argvs[] = {set, add, prune};
+    int rc = fc_redis_pipeline(w->redis, NULL, 3, argcs, argvs, NULL);
     if (rc != FC_OK && !w->registry_down)
         fc_warn("cannot register the worker in Redis (%s); retrying", fc_redis_errstr(w->redis));
     w->registry_down = rc != FC_OK; /* down, or refusing: the limiter would get no grant either */

@@ -149,6 +149,7 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     w->m->started_ms = now_ms();
     w->started_unix_ms = unix_now_ms();
     name_metrics(w);
+    atomic_store(&w->m->not_ready, NOT_READY_BROKER); /* until connected */
     int rc = metrics_start(w->m, cfg->metrics_bind, cfg->metrics_port);
     if (rc != FC_OK)
         fc_error("METRICS_BIND/METRICS_PORT: cannot serve metrics on %s:%d (%s)", cfg->metrics_bind, cfg->metrics_port,

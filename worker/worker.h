@@ -104,6 +104,15 @@ typedef struct cache_write {
     char *value;
 } cache_write;
 
+/* A recent answer to "is this job cancelled?". */
+#define CANCEL_CACHE 8
+#define CANCEL_ASK_MS 1000
+typedef struct cancel_answer {
+    char job_id[FC_JOB_ID_MAX + 1];
+    int64_t asked_ms;
+    int cancelled;
+} cancel_answer;
+
 typedef struct worker {
     fc_config *cfg;
     fc_amqp *amqp;
@@ -133,7 +142,9 @@ typedef struct worker {
     char last_error[256];       /* the last call failure, for the registration */
     int64_t last_error_ms;
     int64_t started_unix_ms;
-    int registry_down;          /* the last registration could not reach Redis */
+    int registry_down;          /* the last registration failed: Redis away or refusing */
+    cancel_answer cancel_cache[CANCEL_CACHE];
+    int64_t redis_quiet_until_ms; /* Redis was unreachable: questions that can wait are not asked till then */
 } worker;
 
 int64_t now_ms(void);
@@ -162,9 +173,10 @@ int calls_next_timeout(worker *w, int max_ms);
 
 /* record.c: the job's record in Redis. record_batch writes a settled delivery's outcomes (0,
  * FC_ENOMEM or FC_EREDIS: nothing or all of it is written, retry later); record_job_cancelled says
- * whether an operator cancelled the job (0 when Redis cannot say). */
+ * whether an operator cancelled the job (asked at most every CANCEL_ASK_MS per job; 0 when Redis
+ * cannot say). */
 int record_batch(worker *w, batch *b);
-int record_job_cancelled(worker *w, const char *job_id);
+int record_job_cancelled(worker *w, const char *job_id, int64_t now);
 
 /* registry.c: the worker's registration in Redis, for flashcard-admin status. */
 void registry_update(worker *w, int64_t now);

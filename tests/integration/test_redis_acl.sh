@@ -13,11 +13,11 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 # common/, worker/, producer/, and redis.call in the limiter's script), and SELECT for a db:
 #   limiter (common/fc_limiter.c): EVALSHA, EVAL; in its script TIME, GET, SET (keys in KEYS)
 #   worker: MGET, SET (cache, breaker, registration), PTTL (breaker), HSET, HINCRBY, HSETNX, HDEL, EXPIRE
-#   (outcome records), HEXISTS (cancelled jobs), ZADD, ZREM (registration)
+#   (outcome records, in MULTI/EXEC), HEXISTS (cancelled jobs), ZADD, ZREM, ZREMRANGEBYSCORE (registration)
 #   producer: HMGET, HSET, HSETNX, EXPIRE, GET, SETBIT, ZADD (job record), HLEN, HGETALL, HVALS, HEXISTS (--wait)
 # AUTH needs no permission. With REDIS_SENTINELS the client also sends ROLE (+role).
 FC_COMMANDS="+evalsha +eval +time +get +set +mget +pttl +hset +hincrby +expire +hmget +setbit +hlen +hgetall +hvals
-    +hdel +hsetnx +hexists +zadd +zrem
+    +hdel +hsetnx +hexists +zadd +zrem +zremrangebyscore +multi +exec
     +select"
 
 N=60
