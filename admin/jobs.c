@@ -122,8 +122,6 @@ int job_ids(admin *ad, size_t max, char ***ids, size_t *n) {
 
 /* ---- job JOB_ID ---- */
 
-/* failed_items returns the job's failed items as a JSON array sorted by position (caller puts), or NULL
- * with an fc_redis error in *rc. */
 static int by_position(const void *a, const void *b) {
     json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b, *px = NULL, *py = NULL;
     json_object_object_get_ex(x, "position", &px);
@@ -132,6 +130,8 @@ static int by_position(const void *a, const void *b) {
     return p < q ? -1 : p > q;
 }
 
+/* failed_items returns the job's failed items as a JSON array sorted by position (caller puts), or NULL
+ * with an fc_redis error in *rc. */
 static json_object *failed_items(admin *ad, const char *job_id, int *rc) {
     char key[FC_KEY_MAX];
     job_key(key, ad, job_id, FC_JOB_FAILED);
