@@ -108,9 +108,6 @@ static int is_final(const entry *e) { return is(e, "ok") || is(e, "dead"); }
  * queue, with their next attempt; the usage counters; when outcomes came; the TTLs. */
 static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size_t n, char strs[8][24]) {
     int finals = 0;
-    r->argv[r->ncmd] = r->args + r->nargs; /* one transaction: a command refused (NOPERM, OOM) applies none */
-    r->args[r->nargs++] = "MULTI";
-    r->argc[r->ncmd++] = 1;
     begin(r, "HSET", keys[FC_JOB_OUTCOME]);
     for (size_t i = 0; i < n; i++)
         if (is_final(&v[i])) arg(r, v[i].pos), arg(r, v[i].state), finals++;
@@ -144,6 +141,17 @@ static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size
     r->argc[r->ncmd++] = 1;
 }
 
+/* transact runs r's commands as one transaction: MULTI alone first (were it refused, by an ACL
+ * without it, the commands would apply one by one), then the commands and EXEC in one round trip.
+ * A command refused while queued makes EXEC discard them all. */
+static int transact(worker *w, record *r) {
+    const char *multi[] = {"MULTI"}, *discard[] = {"DISCARD"};
+    if (fc_redis_command(w->redis, NULL, 1, multi, NULL) != FC_OK) return FC_EREDIS;
+    if (fc_redis_pipeline(w->redis, NULL, (size_t)r->ncmd, r->argc, r->argv, NULL) == FC_OK) return FC_OK;
+    fc_redis_command(w->redis, NULL, 1, discard, NULL); /* EXEC itself refused: leave the transaction */
+    return FC_EREDIS;
+}
+
 int record_batch(worker *w, batch *b) {
     entry *v = NULL;
     size_t n;
@@ -164,7 +172,7 @@ int record_batch(worker *w, batch *b) {
         if (!r.args) rc = FC_ENOMEM;
         else {
             build(&r, keys, v, n, strs);
-            rc = fc_redis_pipeline(w->redis, NULL, (size_t)r.ncmd, r.argc, r.argv, NULL) == FC_OK ? FC_OK : FC_EREDIS;
+            rc = transact(w, &r);
         }
         free(r.args);
     }

@@ -36,6 +36,7 @@ static struct fake {
     int cache_hits;       /* answer every MGET key with a cached answer */
     int cancelled;        /* answer HEXISTS of a job's cancelled_ms with 1 */
     int records;          /* record pipelines */
+    int multis;           /* MULTIs sent before them */
     char recorded[4096];  /* the outcome HSET of the last record: "pos=state " ... */
     char in_retry[1024];  /* the retry HSET of the last record: "pos=attempt " ... */
 } F;
@@ -65,6 +66,10 @@ int __wrap_fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, co
 
 int __wrap_fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **argv, const size_t *lens) {
     (void)r, (void)lens;
+    if (strcmp(argv[0], "MULTI") == 0 || strcmp(argv[0], "DISCARD") == 0) { /* a record's transaction */
+        F.multis += argv[0][0] == 'M';
+        return FC_OK;
+    }
     if (strcmp(argv[0], "HEXISTS") == 0) { /* is the job cancelled? */
         memset(out, 0, sizeof(*out));
         out->type = FC_REPLY_INT;
@@ -87,6 +92,8 @@ int __wrap_fc_redis_pipeline(fc_redis *r, fc_reply *replies, size_t n, const int
                              const size_t **lens) {
     (void)r, (void)replies, (void)lens;
     F.records++;
+    assert_int_equal(F.multis, F.records); /* each record is a transaction, opened first */
+    assert_string_equal(argvs[n - 1][0], "EXEC");
     F.recorded[0] = F.in_retry[0] = '\0';
     for (size_t c = 0; c < n; c++) {
         if (strcmp(argvs[c][0], "HSET") != 0) continue;
