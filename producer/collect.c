@@ -19,6 +19,7 @@
 
 #include "fc_error.h"
 #include "fc_log.h"
+#include "fc_output.h"
 #include "fc_pipeline.h"
 #include "fc_topology.h"
 #include "producer.h"
@@ -272,67 +273,25 @@ static int cmp_pos(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* tsv_field writes s with tabs and newlines escaped as \t and \n. */
-static void tsv_field(FILE *out, const char *s) {
-    for (; *s; s++) {
-        if (*s == '\t') fputs("\\t", out);
-        else if (*s == '\n') fputs("\\n", out);
-        else if (*s != '\r') fputc(*s, out);
-    }
-}
-
-/* str_of returns o's member key as text ("" if absent), borrowed from o; NULL when out of memory. */
-static const char *str_of(json_object *o, const char *key) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v)) return "";
-    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : json_object_to_json_string(v);
-}
-
-/* write_tsv_item writes a row per card of item, in the columns of FC_CARD_HEADER: the item's
- * position and term, then the card's own columns. Returns 0 or FC_ENOMEM. */
-static int write_tsv_item(FILE *out, json_object *item) {
-    json_object *cards;
-    if (!json_object_object_get_ex(item, "cards", &cards) || !json_object_is_type(cards, json_type_array)) {
-        fc_warn("the result at position %lld has no cards", position_of(item));
-        return FC_OK;
-    }
-    for (size_t i = 0; i < json_object_array_length(cards); i++) {
-        json_object *card = json_object_array_get_idx(cards, i);
-        for (int k = 0; k < FC_CARD_NFIELDS; k++) {
-            json_object *from = k == FC_CARD_POSITION || k == FC_CARD_TERM ? item : card;
-            const char *text = str_of(from, fc_card_columns[k]);
-            if (!text) return FC_ENOMEM;
-            if (k) fputc('\t', out);
-            tsv_field(out, text);
-        }
-        fputc('\n', out);
-    }
-    return FC_OK;
-}
-
 /* write_item writes the spooled item at offset to out, as it is (JSON Lines) or as TSV rows.
  * Returns 0, FC_EIO (the spool cannot be read back) or FC_ENOMEM. */
 static int write_item(collector *c, FILE *out, int jsonl, long offset, char **line, size_t *cap) {
     if (fseek(c->spool, offset, SEEK_SET) != 0 || getline(line, cap, c->spool) < 0)
         return errno == ENOMEM ? FC_ENOMEM : FC_EIO;
-    if (jsonl) return fputs(*line, out) == EOF ? FC_EIO : FC_OK;
-    json_object *item = json_tokener_parse(*line);
-    int rc = item ? write_tsv_item(out, item) : FC_EIO; /* spooled whole, so unreadable is a damaged spool */
-    json_object_put(item);
-    return rc;
+    int rc = fc_output_item(out, jsonl, *line);
+    return rc == FC_EPARSE ? FC_EIO : rc; /* spooled whole, so unreadable is a damaged spool */
 }
 
 /* write_output writes every spooled result to path, ordered by position, and syncs it. Returns 0, or
  * FC_EIO / FC_ENOMEM (said on stderr): then the spool and the results queue must stay. */
 static int write_output(collector *c, const char *path) {
-    size_t plen = strlen(path);
-    int jsonl = plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0;
+    int jsonl = fc_output_is_jsonl(path);
     FILE *out = fopen(path, "w");
     if (!out) {
         fprintf(stderr, "flashcard-producer: --output: cannot write '%s': %m\n", path);
         return FC_EIO;
     }
-    if (!jsonl) fputs(FC_CARD_HEADER "\n", out);
+    fc_output_begin(out, jsonl);
     qsort(c->v, c->n, sizeof(*c->v), cmp_pos);
     char *line = NULL;
     size_t cap = 0, i;
