@@ -368,3 +368,96 @@ void fc_http_cancel(fc_http *h, void *ud) {
 
 void fc_http_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 void fc_http_global_cleanup(void) { curl_global_cleanup(); }
+
+/* ---- one-off requests ------------------------------------------------------------ */
+
+typedef struct capped {
+    fc_buf *body;
+    size_t max, start;
+    int too_big;
+} capped;
+
+static size_t on_capped(char *p, size_t size, size_t n, void *ud) {
+    capped *c = ud;
+    size_t bytes = size * n;
+    if (c->body->len - c->start + bytes > c->max) {
+        c->too_big = 1;
+        return 0;
+    }
+    return fc_buf_append(c->body, p, bytes) == FC_OK ? bytes : 0;
+}
+
+int fc_http_get(const char *url, const char *user, const char *password, long timeout_ms, size_t max_bytes,
+                const char *user_agent, long *status, fc_buf *body, char *why, size_t whylen) {
+    CURL *e = curl_easy_init();
+    if (!e) return FC_ENOMEM;
+    capped cap = {body, max_bytes, body->len, 0};
+    char err[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    if (user) {
+        curl_easy_setopt(e, CURLOPT_USERNAME, user);
+        curl_easy_setopt(e, CURLOPT_PASSWORD, password ? password : "");
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    }
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_capped);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &cap);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, err);
+    if (user_agent) curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
+    CURLcode cc = curl_easy_perform(e);
+    *status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(e);
+    if (cap.too_big) {
+        snprintf(why, whylen, "answer larger than %zu bytes", max_bytes);
+        return FC_ETOOBIG;
+    }
+    if (cc != CURLE_OK) {
+        snprintf(why, whylen, "%s", err[0] ? err : curl_easy_strerror(cc));
+        return cc == CURLE_OUT_OF_MEMORY ? FC_ENOMEM : FC_ECONN;
+    }
+    return FC_OK;
+}
+
+/* url_part returns a piece of u (curl_free it), or NULL when absent. */
+static char *url_part(CURLU *u, CURLUPart what, unsigned flags) {
+    char *s = NULL;
+    return curl_url_get(u, what, &s, flags) == CURLUE_OK ? s : NULL;
+}
+
+int fc_url_parse(const char *url, fc_url *out) {
+    memset(out, 0, sizeof(*out));
+    CURLU *u = curl_url();
+    if (!u) return FC_ENOMEM;
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        return FC_EINVAL;
+    }
+    out->host = url_part(u, CURLUPART_HOST, 0);
+    out->path = url_part(u, CURLUPART_PATH, 0);
+    out->user = url_part(u, CURLUPART_USER, CURLU_URLDECODE);
+    out->password = url_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE);
+    curl_url_set(u, CURLUPART_USER, NULL, 0);
+    curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
+    curl_url_set(u, CURLUPART_QUERY, NULL, 0);
+    curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
+    out->base = url_part(u, CURLUPART_URL, 0);
+    curl_url_cleanup(u);
+    if (!out->host || !out->base) {
+        fc_url_free(out);
+        return FC_EINVAL;
+    }
+    return FC_OK;
+}
+
+void fc_url_free(fc_url *u) {
+    if (u->password) memset(u->password, 0, strlen(u->password));
+    curl_free(u->host);
+    curl_free(u->path);
+    curl_free(u->user);
+    curl_free(u->password);
+    curl_free(u->base);
+    memset(u, 0, sizeof(*u));
+}

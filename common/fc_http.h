@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "fc_buf.h"
+
 typedef struct fc_http fc_http;
 
 typedef struct fc_http_conf {
@@ -67,5 +69,26 @@ void fc_http_cancel(fc_http *h, void *ud);
 
 /* fc_http_cancel_all aborts every request in flight, calling cb(ud) for each. */
 void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg);
+
+/* ---- one-off requests, for operator tools (never inside the worker's loop: it blocks) ---- */
+
+/* fc_http_get fetches url with basic authentication (user NULL: none), at most timeout_ms, the
+ * body capped at max_bytes. Returns 0 with *status (any HTTP status) and the body appended to
+ * *body, or FC_ECONN (no answer; why says what, without the password), FC_ETOOBIG, FC_ENOMEM. */
+int fc_http_get(const char *url, const char *user, const char *password, long timeout_ms, size_t max_bytes,
+                const char *user_agent, long *status, fc_buf *body, char *why, size_t whylen);
+
+/* A URL in pieces, URL-decoded where it says so. NULL for a piece that is absent. */
+typedef struct fc_url {
+    char *host;
+    char *path;                 /* as written (percent-encoded), "/" when absent */
+    char *user, *password;      /* decoded */
+    char *base;                 /* the URL without credentials, query or fragment */
+} fc_url;
+
+/* fc_url_parse splits url (any scheme, e.g. amqp://) into u: 0, FC_EINVAL, or FC_ENOMEM.
+ * Free with fc_url_free, which also wipes the password. */
+int fc_url_parse(const char *url, fc_url *u);
+void fc_url_free(fc_url *u);
 
 #endif
