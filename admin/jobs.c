@@ -39,6 +39,34 @@ static void fill(job_view *j, const fc_reply *r) {
     j->cache_hits = (long)hash_ll(s, "cache_hits", 0);
 }
 
+/* count_in_retry counts the items of the retry record that have no final outcome: a delivery whose
+ * record came late (Redis was away a moment) may have put back an item that had ended since. */
+static int count_in_retry(admin *ad, const char *retry_key, const char *outcome_key, job_view *j) {
+    fc_reply keys, outcomes;
+    const char *hkeys[] = {"HKEYS", retry_key};
+    int rc = fc_redis_command(ad->redis, &keys, 2, hkeys, NULL);
+    if (rc != FC_OK || keys.type != FC_REPLY_ARRAY || keys.nelem == 0) {
+        fc_reply_free(&keys);
+        return rc;
+    }
+    const char **argv = calloc(keys.nelem + 2, sizeof(*argv));
+    if (!argv) {
+        fc_reply_free(&keys);
+        return FC_ENOMEM;
+    }
+    argv[0] = "HMGET", argv[1] = outcome_key;
+    for (size_t i = 0; i < keys.nelem; i++) argv[i + 2] = keys.elem[i].str ? keys.elem[i].str : "";
+    rc = fc_redis_command(ad->redis, &outcomes, (int)keys.nelem + 2, argv, NULL);
+    if (rc == FC_OK && outcomes.type == FC_REPLY_ARRAY) {
+        j->in_retry = 0;
+        for (size_t i = 0; i < outcomes.nelem; i++) j->in_retry += outcomes.elem[i].type == FC_REPLY_NIL;
+    }
+    fc_reply_free(&outcomes);
+    fc_reply_free(&keys);
+    free(argv);
+    return rc;
+}
+
 int job_read(admin *ad, const char *job_id, job_view *j) {
     memset(j, 0, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", job_id);
@@ -54,6 +82,7 @@ int job_read(admin *ad, const char *job_id, job_view *j) {
     int rc = fc_redis_pipeline(ad->redis, r, R_N, argc, argv, NULL);
     if (rc == FC_OK) fill(j, r);
     for (int i = 0; i < R_N; i++) fc_reply_free(&r[i]);
+    if (rc == FC_OK && j->in_retry > 0) rc = count_in_retry(ad, k[FC_JOB_RETRY], k[FC_JOB_OUTCOME], j);
     return rc;
 }
 
