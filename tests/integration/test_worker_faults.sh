@@ -26,7 +26,8 @@ tsv_positions "$TMP/out.tsv" >"$TMP/results.pos"
 work_drained() { [ "$(queue_depth batches)" = 0 ]; }
 wait_until 15 work_drained || fail "work queue not empty: $(queue_depth batches) messages"
 assert_accounted $N "$TMP/results.pos"
-[ "$(queue_depth retry.200ms)" = 0 ] && [ "$(queue_depth retry.500ms)" = 0 ] || fail "retry queues not empty"
+retries_drained() { [ "$(queue_depth retry.200ms)" = 0 ] && [ "$(queue_depth retry.500ms)" = 0 ]; }
+wait_until 15 retries_drained || fail "retry queues not empty"
 
 # The faults really happened: each kind shows in the mock's request log.
 for st in 500 429 504 400; do
