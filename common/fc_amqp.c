@@ -411,11 +411,58 @@ int fc_amqp_writable(const fc_amqp *a, size_t len) {
     return queued == 0 || (size_t)queued + len <= (size_t)room / 2;
 }
 
+/* Wait before a polite close, in ms, for settlements the broker may hold back. RabbitMQ 3.10's
+ * quorum queue client, inside the channel process, sends at most 32 commands that the queue's Raft
+ * log has not applied yet; the settlements (acks) beyond them wait in the channel until the log
+ * applies those (a write of the log later: about 3 ms on an idle machine, more than 30 ms at times
+ * on one busy with CPU and fsync work, never 50 ms in our tries), and the ones still waiting when the
+ * channel closes are dropped: their messages come back and are delivered again. Nothing the broker
+ * sends the client follows their release, so the client waits. */
+#define CLOSE_SETTLE_MS 300
+/* Longest wait, in s, for the answer of the round trip before that wait. */
+#define CLOSE_RPC_TIMEOUT_S 1
+
+/* close_clock_ms returns a monotonic clock in ms. */
+static int64_t close_clock_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* let_acks_settle gives the acks sent on the channel time to reach their queues before it closes:
+ * one round trip on the channel (every ack sent before it has then been handled), then
+ * CLOSE_SETTLE_MS of polling the connection (deliveries and confirms that come are dropped, as the
+ * close forgets them). The round trip is a cancel of the consumers still active, if any: on a quorum
+ * queue a cancel is a Raft command itself, answered once the commands sent before it are applied, so
+ * the settlements held back are released by then; without consumers it is a confirm.select, which
+ * changes nothing on a channel already in confirm mode. Either fails after CLOSE_RPC_TIMEOUT_S,
+ * and the connection then counts as lost. */
+static void let_acks_settle(fc_amqp *a) {
+    struct timeval quick = {CLOSE_RPC_TIMEOUT_S, 0}, normal = {RPC_TIMEOUT_S, 0};
+    amqp_set_rpc_timeout(a->conn, &quick);
+    if (has_consumers(a)) {
+        fc_amqp_cancel(a);
+    } else {
+        amqp_confirm_select(a->conn, CHANNEL);
+        rpc_error(a, amqp_get_rpc_reply(a->conn), "confirm.select");
+    }
+    fc_amqp_handler none = {NULL, NULL, NULL, NULL};
+    int64_t end = close_clock_ms() + CLOSE_SETTLE_MS, left;
+    while (fc_amqp_ok(a) && (left = end - close_clock_ms()) > 0 && fc_amqp_poll(a, (int)left, &none) == FC_OK) {}
+    amqp_set_rpc_timeout(a->conn, &normal);
+}
+
 void fc_amqp_close(fc_amqp *a) {
     /* A blocked broker reads nothing: a polite close would wait for answers that never come. */
     if (a->conn && a->ok && !a->blocked) {
-        amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
-        amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+        char why[sizeof(a->errstr)];
+        snprintf(why, sizeof(why), "%s", a->errstr); /* kept for the caller, whatever the wait meets */
+        let_acks_settle(a);
+        if (fc_amqp_ok(a)) {
+            amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+            amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+        }
+        snprintf(a->errstr, sizeof(a->errstr), "%s", why);
     }
     destroy_conn(a);
 }
