@@ -1,7 +1,8 @@
 /* flashcard-admin: the operator's command. main.c reads the settings and dispatches to one file per
  * concern: status.c (queues, workers, limits, breakers, jobs), jobs.c (a job's record, `job`, `cancel`),
- * dead.c (`dead list|replay|purge`), results.c (late results), mgmt.c (the RabbitMQ management API),
- * table.c (terminal tables) and util.c (connections, time, JSON on stdout). */
+ * dead.c (`dead list|replay|purge`: the pass over P.dead) with replay.c (replaying and splitting one
+ * dead letter) and marker.c (its marker in Redis), results.c (late results), mgmt.c (the RabbitMQ
+ * management API), table.c (terminal tables) and util.c (connections, time, JSON on stdout, sets). */
 #ifndef ADMIN_H
 #define ADMIN_H
 
@@ -13,6 +14,11 @@
 #include "fc_config.h"
 #include "fc_keys.h"
 #include "fc_redis.h"
+
+/* Reading what a queue held when a command began: no delivery for this long means the rest is held by
+ * another consumer. basic.qos counts the prefetch in 16 bits: beyond, no limit. */
+#define ADMIN_IDLE_S 3.0
+#define ADMIN_PREFETCH_MAX 65535
 
 /* Exit codes, documented in the README. 3 means what it means for the producer. */
 enum {
@@ -48,55 +54,91 @@ int admin_connect_redis(admin *ad);
 /* admin_redis_lost says that Redis failed mid-command (one line) and returns ADMIN_INFRA. */
 int admin_redis_lost(admin *ad);
 void admin_disconnect(admin *ad);
-/* now_ms returns the wall clock in unix ms; mono_s a monotonic clock in seconds. */
-int64_t now_ms(void);
-double mono_s(void);
-/* iso_time writes unix ms as ISO 8601 UTC ("2026-12-02T03:04:05Z"), or "-" for ms <= 0. */
-void iso_time(char *out, size_t n, int64_t ms);
-/* print_json writes o to stdout, indented, and puts o. Returns 0 or FC_EIO. */
-int print_json(json_object *o);
-/* json_add adds v to o under key (o takes v, NULL included: json null). */
-void json_add(json_object *o, const char *key, json_object *v);
-/* reply_str returns the string of a reply (STR or STATUS), or NULL. */
-const char *reply_str(const fc_reply *r);
-/* reply_ll parses a reply's string or integer as a number, or returns dflt. */
-long long reply_ll(const fc_reply *r, long long dflt);
-/* job_key writes the key of a part of job_id's record (FC_KEY_MAX bytes). */
-void job_key(char *out, const admin *ad, const char *job_id, enum fc_job_key part);
+/* admin_now_ms returns the wall clock in unix ms; admin_mono_s a monotonic clock in seconds. */
+int64_t admin_now_ms(void);
+double admin_mono_s(void);
+/* admin_iso_time writes unix ms as ISO 8601 UTC ("2026-12-02T03:04:05Z"), or "-" for ms <= 0. */
+void admin_iso_time(char *out, size_t n, int64_t ms);
+/* admin_print_json writes o to stdout, indented, and puts o. Returns 0 or FC_EIO. */
+int admin_print_json(json_object *o);
+/* admin_json_add adds v to o under key (o takes v, NULL included: json null). */
+void admin_json_add(json_object *o, const char *key, json_object *v);
+/* admin_reply_str returns the string of a reply (STR or STATUS), or NULL. */
+const char *admin_reply_str(const fc_reply *r);
+/* admin_reply_ll parses a reply's string or integer as a number, or returns dflt. */
+long long admin_reply_ll(const fc_reply *r, long long dflt);
+/* admin_job_key writes the key of a part of job_id's record (FC_KEY_MAX bytes). */
+void admin_job_key(char *out, const admin *ad, const char *job_id, enum fc_job_key part);
+
+/* admin_grow makes room for one more element of size sz in *v (count n, capacity *cap): 0 or FC_ENOMEM. */
+int admin_grow(void **v, size_t n, size_t *cap, size_t sz);
+/* admin_json_str returns o's member key as text, or NULL when o is NULL or the member is absent or null
+ * (borrowed from o). */
+const char *admin_json_str(json_object *o, const char *key);
+/* admin_cmp_ll compares two numbers for qsort: -1, 0 or 1. */
+int admin_cmp_ll(long long a, long long b);
+
+/* admin_reason_valid says whether name is a CLASS of --reason: an error class of fc_class_name (but
+ * "ok") or "poison". admin_reason_list writes them for messages: "retryable, permanent, ...". */
+int admin_reason_valid(const char *name);
+const char *admin_reason_list(void);
+
+/* What a queue held when a command began, read without acking (deliveries beyond are left alone). */
+typedef struct admin_reader {
+    long expected;   /* messages it held */
+    long seen;       /* of those, delivered so far */
+    double last;     /* admin_mono_s() of the start or the last delivery */
+} admin_reader;
+/* admin_reader_start consumes queue on a, at most expected deliveries unacked at once: 0, or an
+ * fc_amqp error. Nothing is consumed when expected is 0. */
+int admin_reader_start(admin_reader *r, fc_amqp *a, const char *queue);
+/* admin_reader_take counts a delivery: 1 if it is one of those the queue held, 0 beyond them. */
+int admin_reader_take(admin_reader *r);
+/* admin_reader_done: every message held came, or none for ADMIN_IDLE_S. */
+int admin_reader_done(const admin_reader *r);
+
+/* A set of strings (message ids, hashes): open addressing, copies kept. */
+typedef struct admin_set admin_set;
+/* admin_set_new returns an empty set, NULL without memory; admin_set_free frees it (NULL accepted). */
+admin_set *admin_set_new(void);
+void admin_set_free(admin_set *set);
+/* admin_set_add adds s: 1 if it was new, 0 if already there, FC_ENOMEM. */
+int admin_set_add(admin_set *set, const char *s);
+int admin_set_has(const admin_set *set, const char *s);
 
 /* ---- table.c: columns sized to their widest cell (display width, wide characters counted twice) ---- */
-typedef struct table table;
-/* table_new returns a table with ncols columns named by headers (copied); NULL without memory. */
-table *table_new(int ncols, const char *const *headers);
-/* table_row adds a row of ncols cells (copied; NULL shows "-"); cells longer than maxw display
+typedef struct admin_table admin_table;
+/* admin_table_new returns a table with ncols columns named by headers (copied); NULL without memory. */
+admin_table *admin_table_new(int ncols, const char *const *headers);
+/* admin_table_row adds a row of ncols cells (copied; NULL shows "-"); cells longer than maxw display
  * columns (0 = no cut) are cut with "...". */
-void table_row(table *t, const char *const *cells);
-void table_max_width(table *t, int col, int maxw);
-/* table_right aligns column col to the right (numbers). */
-void table_right(table *t, int col);
-size_t table_rows(const table *t);
-void table_print(const table *t);
-void table_free(table *t);
-/* display_width returns the terminal columns a UTF-8 string takes. */
-int display_width(const char *s);
+void admin_table_row(admin_table *t, const char *const *cells);
+void admin_table_max_width(admin_table *t, int col, int maxw);
+/* admin_table_right aligns column col to the right (numbers). */
+void admin_table_right(admin_table *t, int col);
+size_t admin_table_rows(const admin_table *t);
+void admin_table_print(const admin_table *t);
+void admin_table_free(admin_table *t);
+/* admin_display_width returns the terminal columns a UTF-8 string takes. */
+int admin_display_width(const char *s);
 
 /* ---- mgmt.c: the RabbitMQ management API ---- */
-typedef struct queue_row {
+typedef struct admin_queue_row {
     char name[200];
     long ready;      /* -1 unknown */
     long unacked;    /* -1 unknown */
     long consumers;  /* -1 unknown */
-} queue_row;
+} admin_queue_row;
 
-/* mgmt_queues fills *rows (caller frees) with the queues of the vhost of the first AMQP_URL whose
+/* admin_mgmt_queues fills *rows (caller frees) with the queues of the vhost of the first AMQP_URL whose
  * names start with "<prefix>.", sorted by name. Returns 0, or FC_ECONN / FC_EACCESS / FC_EPARSE
  * with why (a URL without credentials; never a password). */
-int mgmt_queues(const fc_config *cfg, queue_row **rows, size_t *n, char *why, size_t whylen);
-/* mgmt_location writes the management API's base URL without credentials, for messages. */
-int mgmt_location(const fc_config *cfg, char *out, size_t outlen);
+int admin_mgmt_queues(const fc_config *cfg, admin_queue_row **rows, size_t *n, char *why, size_t whylen);
+/* admin_mgmt_location writes the management API's base URL without credentials, for messages. */
+int admin_mgmt_location(const fc_config *cfg, char *out, size_t outlen);
 
 /* ---- jobs.c: a job's record ---- */
-typedef struct job_view {
+typedef struct admin_job_view {
     char id[80];
     int exists;            /* its meta is there (not expired, not unknown) */
     int64_t created_ms;
@@ -109,22 +151,22 @@ typedef struct job_view {
     int64_t first_outcome_ms, last_outcome_ms;
     long api_calls, prompt_tokens, completion_tokens, cache_hits;
     long batch_size;
-} job_view;
+} admin_job_view;
 
-/* job_read reads job_id's record: 0 (exists says whether there is one), or an fc_redis error. */
-int job_read(admin *ad, const char *job_id, job_view *j);
-/* job_finished: published and every item has an outcome. */
-int job_finished(const job_view *j);
-/* job_state: "publishing", "running", "cancelled" or "finished". */
-const char *job_state(const job_view *j);
-/* job_rate returns items per second since the first outcome (until the last one once the job is finished
+/* admin_job_read reads job_id's record: 0 (exists says whether there is one), or an fc_redis error. */
+int admin_job_read(admin *ad, const char *job_id, admin_job_view *j);
+/* admin_job_finished: published and every item has an outcome. */
+int admin_job_finished(const admin_job_view *j);
+/* admin_job_state: "publishing", "running", "cancelled" or "finished". */
+const char *admin_job_state(const admin_job_view *j);
+/* admin_job_rate returns items per second since the first outcome (until the last one once the job is finished
  * or cancelled), 0 when unknown or measured over less than a second. */
-double job_rate(const job_view *j);
-/* job_json returns the job as a JSON object (caller puts). */
-json_object *job_json(const job_view *j);
-/* job_ids returns the ids of P:jobs, newest first, at most max (caller frees each and the array);
+double admin_job_rate(const admin_job_view *j);
+/* admin_job_json returns the job as a JSON object (caller puts). */
+json_object *admin_job_json(const admin_job_view *j);
+/* admin_job_ids returns the ids of P:jobs, newest first, at most max (caller frees each and the array);
  * 0 or an fc_redis error. */
-int job_ids(admin *ad, size_t max, char ***ids, size_t *n);
+int admin_job_ids(admin *ad, size_t max, char ***ids, size_t *n);
 
 /* ---- the subcommands: each returns an exit code ---- */
 int admin_status(admin *ad);

@@ -3,213 +3,90 @@
  * pass publishes back, are left alone), and the connection is closed at the end: every message not
  * acked returns to the queue where it was, so `list` removes and reorders nothing.
  *
- * Replay, for each selected dead letter (a partly selected one is split):
- *   1. h = sha256 of the dead letter (message id, x-failed-at, body). P:replayed:<h> exists: its
- *      replacement was confirmed by an earlier pass that died before its ack: ack it, publish nothing.
- *   2. HDEL the selected items from the job's outcome and failed records (a waiting producer waits
- *      for them again); declare the job's results queue again, so results of a finished job wait there.
- *   3. Publish the replacement batch (attempt 1, errors dropped) to P.batches, and the remainder (the
- *      items not selected) back to P.dead with the same headers; wait for both confirms.
- *   4. SET P:replayed:<h> (7 days), then ack the dead letter.
- * A kill at any point loses nothing (the dead letter returns to P.dead until acked); only a kill between
- * the confirms of step 3 and the SET of step 4 publishes a replacement twice, which the worker's result
- * cache and the producer's dedup by position make invisible. The markers this pass set are deleted once
- * its acks are known to have reached the broker. A partial purge publishes the remainder the same way. */
+ * Each delivery is decided on in its callback: listed (JSON streamed as it comes; a table of at most
+ * LIST_ROWS_MAX rows), acked (a whole purge; a copy of a dead letter already seen in this pass, or one
+ * whose marker says its replay is done), left (not matching, poison or a cancelled job for a replay),
+ * or copied into the backlog. replay.c works the backlog off between polls, so confirms and acks come
+ * as it goes; see there for what makes a replay safe to interrupt and run again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "admin.h"
-#include "fc_buf.h"
-#include "fc_deadletter.h"
+#include "dead.h"
 #include "fc_error.h"
 #include "fc_message.h"
-#include "fc_sha256.h"
 #include "fc_topology.h"
 
-#define IDLE_S 3.0            /* no delivery for this long: the rest of P.dead is held by another consumer */
-#define CONFIRM_WAIT_S 30.0   /* longest wait for a confirm */
-#define MARKER_TTL "604800"   /* seconds a replay marker lives: as long as a job's record */
-#define PREFETCH_MAX 65535    /* basic.qos counts in 16 bits; beyond, no prefetch limit */
-#define WINDOW 32             /* dead letters whose replacements await confirms at once */
 #define BACKLOG_MAX_BYTES (256L << 20) /* selected dead letters kept in memory; beyond, left for the next run */
+#define LIST_ROWS_MAX 1000             /* item rows a `dead list` table shows; --json shows all */
 
-enum mode { MODE_LIST, MODE_REPLAY, MODE_PURGE };
-
-static const char *const classes[] = {"permanent", "retryable", "poison", "crashed", "cancelled"};
-
-/* A dead letter whose replacement or remainder awaits the broker's confirms. */
-typedef struct op {
-    uint64_t tag;               /* its delivery */
-    uint64_t seq[2];            /* confirm numbers of its publishes; 0 = none */
-    int pending;                /* confirms still awaited */
-    int failed;                 /* a publish was refused */
-    long items;                 /* items it replays or removes */
-    char marker[FC_KEY_MAX];
-    char message_id[160];
-} op;
-
-/* A selected dead letter waiting its turn: the delivery copied (d points into the copies), decoded. */
-typedef struct work {
-    fc_delivery d;
-    char *body, *message_id;
-    fc_amqp_field *headers;     /* d.nheaders, keys and strings owned */
-    fc_dead_letter *dl;
-    unsigned char *sel;
-    size_t nsel;
-    struct work *next;
-} work;
-
-/* A job seen in this pass: whether it is cancelled, whether its results queue was declared again. */
-typedef struct job_seen {
-    char id[FC_JOB_ID_MAX + 1];
-    int cancelled;
-    int declared;
-} job_seen;
-
-typedef struct sweep {
-    admin *ad;
-    int mode;
-    int dry;                    /* purge without --yes: list what would go */
-    const char *job, *reason;
-    long long left;             /* items --limit still allows; -1 = no limit */
-    long expected;              /* messages in P.dead when the pass began */
-    long seen;                  /* of those, delivered so far */
-    double last_event;          /* mono_s() of the last delivery or confirm */
-    double next_slot;           /* --rate: when the next dead letter may be replayed */
-    char dead_q[FC_NAME_MAX], batches_x[FC_NAME_MAX];
-    fc_amqp *side;              /* a second connection for declarations: a refused one closes its channel */
-    op *ops;
-    size_t nops, capops;
-    char **own;                 /* message ids of the remainders published to P.dead in this pass */
-    size_t nown, capown;
-    char **markers;             /* replay markers set in this pass */
-    size_t nmarkers, capmarkers;
-    job_seen *jobs;
-    size_t njobs, capjobs;
-    work *head, *tail;          /* replay, partial purge: selected dead letters not yet handled, in order */
-    size_t backlog_bytes;
-    json_object *letters;       /* list, dry purge: the selected dead letters */
-    long letters_matched, items_matched;
-    long letters_done, items_done, letters_before, poison_skipped, not_matching, cancelled_skipped, failed;
-    long deferred;              /* selected, but left for the next run (memory) */
-    int fatal;                  /* ADMIN_INFRA once the broker or Redis is lost */
-} sweep;
-
-/* grow makes room for one more element of size sz in *v (count n, capacity *cap): 0 or FC_ENOMEM. */
-static int grow(void **v, size_t n, size_t *cap, size_t sz) {
-    if (n < *cap) return FC_OK;
-    size_t c = *cap ? *cap * 2 : 16;
-    void *p = realloc(*v, c * sz);
-    if (!p) return FC_ENOMEM;
-    *v = p;
-    *cap = c;
-    return FC_OK;
-}
-
-static int push_str(char ***v, size_t *n, size_t *cap, const char *s) {
-    char *copy = strdup(s);
-    if (!copy || grow((void **)v, *n, cap, sizeof(char *)) != FC_OK) {
-        free(copy);
-        return FC_ENOMEM;
-    }
-    (*v)[(*n)++] = copy;
-    return FC_OK;
-}
-
-static int is_own(const sweep *s, const char *id) {
-    for (size_t i = 0; i < s->nown; i++)
-        if (strcmp(s->own[i], id) == 0) return 1;
-    return 0;
-}
-
-static void lost_broker(sweep *s) {
-    if (!s->fatal) admin_say("lost the broker: %s", fc_amqp_errstr(s->ad->amqp));
-    s->fatal = ADMIN_INFRA;
-}
-
-static void lost_redis(sweep *s) {
-    if (!s->fatal) admin_redis_lost(s->ad);
-    s->fatal = ADMIN_INFRA;
-}
-
-/* ---- listing ---- */
-
-static json_object *str_or_null(const char *s) { return s ? json_object_new_string(s) : NULL; }
-
-static json_object *items_json(const fc_dead_letter *dl, const unsigned char *sel) {
-    json_object *arr = json_object_new_array();
-    for (size_t i = 0; dl && i < fc_dead_letter_nitems(dl); i++) {
-        if (!sel[i]) continue;
-        const fc_dead_item *it = fc_dead_letter_item(dl, i);
-        json_object *o = json_object_new_object();
-        json_add(o, "position", json_object_new_int64(it->position));
-        json_add(o, "term", json_object_new_string(it->term));
-        json_add(o, "type", json_object_new_string(it->type));
-        json_add(o, "class", json_object_new_string(it->cls));
-        json_add(o, "http_status", json_object_new_int(it->http_status));
-        json_add(o, "attempts", json_object_new_int(it->attempts));
-        json_add(o, "message", json_object_new_string(it->message));
-        json_object_array_add(arr, o);
-    }
-    return arr;
-}
-
-/* note_letter adds a selected dead letter to the listing (dl NULL: a poison message, why says why). */
-static void note_letter(sweep *s, const fc_delivery *d, const fc_dead_letter *dl, const unsigned char *sel,
-                        const char *why) {
-    json_object *o = json_object_new_object();
-    const char *job = fc_delivery_header(d, "x-job-id");
-    json_add(o, "message_id", json_object_new_string(d->message_id));
-    json_add(o, "job_id", dl ? json_object_new_string(fc_dead_letter_job(dl)) : str_or_null(job && *job ? job : NULL));
-    json_add(o, "batch", dl ? json_object_new_int64(fc_dead_letter_batch(dl)) : NULL);
-    json_add(o, "class", str_or_null(fc_delivery_header(d, "x-error-class")));
-    json_add(o, "error", str_or_null(fc_delivery_header(d, "x-error")));
-    json_add(o, "http_status", json_object_new_int64(fc_delivery_header_num(d, "x-http-status", 0)));
-    json_add(o, "attempts", json_object_new_int64(fc_delivery_header_num(d, "x-attempts", 0)));
-    json_add(o, "failed_at", str_or_null(fc_delivery_header(d, "x-failed-at")));
-    json_add(o, "worker", str_or_null(fc_delivery_header(d, "x-worker")));
-    json_add(o, "replayable", json_object_new_boolean(dl != NULL));
-    if (!dl) json_add(o, "not_replayable_because", json_object_new_string(why));
-    json_add(o, "items", items_json(dl, sel));
-    json_object_array_add(s->letters, o);
-}
-
-/* ---- replay and purge ---- */
-
-/* letter_hash writes the hex sha256 of the dead letter: its message id, x-failed-at and body. The id and
- * the time tell apart a dead letter from a later one with the same body (the same items failing again
- * the same way after a replay). */
-static void letter_hash(const fc_delivery *d, char hex[FC_SHA256_HEX_LEN + 1]) {
-    const char *at = fc_delivery_header(d, "x-failed-at");
+void dead_hash(const char *id, const char *failed_at, const void *body, size_t len, char hex[FC_SHA256_HEX_LEN + 1]) {
     uint8_t digest[FC_SHA256_DIGEST_LEN];
     fc_sha256 c;
     fc_sha256_init(&c);
-    fc_sha256_update(&c, d->message_id, strlen(d->message_id));
+    fc_sha256_update(&c, id, strlen(id));
     fc_sha256_update(&c, "\n", 1);
-    fc_sha256_update(&c, at ? at : "", at ? strlen(at) : 0);
+    fc_sha256_update(&c, failed_at, strlen(failed_at));
     fc_sha256_update(&c, "\n", 1);
-    fc_sha256_update(&c, d->body, d->len);
+    fc_sha256_update(&c, body, len);
     fc_sha256_final(&c, digest);
     fc_sha256_to_hex(digest, hex);
 }
 
-/* job_of returns the pass's record of a job, reading whether it is cancelled the first time; NULL when
- * Redis failed (s->fatal set) or without memory. */
-static job_seen *job_of(sweep *s, const char *id) {
+const char *dead_header(const dead_work *w, const char *key) {
+    for (size_t i = 0; i < w->nheaders; i++)
+        if (!w->headers[i].is_num && strcmp(w->headers[i].key, key) == 0) return w->headers[i].str;
+    return NULL;
+}
+
+void dead_work_free(dead_work *w) {
+    if (!w) return;
+    for (size_t i = 0; w->headers && i < w->nheaders; i++) {
+        free((char *)w->headers[i].key);
+        free((char *)w->headers[i].str);
+    }
+    free(w->headers);
+    free(w->body);
+    free(w->message_id);
+    free(w->sel);
+    free(w);
+}
+
+void dead_lost_broker(dead_pass *s) {
+    if (!s->fatal) admin_say("lost the broker: %s", fc_amqp_errstr(s->ad->amqp));
+    s->fatal = ADMIN_INFRA;
+}
+
+void dead_lost_redis(dead_pass *s) {
+    if (!s->redis_lost) admin_redis_lost(s->ad);
+    s->redis_lost = 1;
+    s->fatal = ADMIN_INFRA;
+}
+
+int dead_ack(dead_pass *s, uint64_t tag) {
+    if (fc_amqp_ack(s->ad->amqp, tag) != FC_OK) {
+        dead_lost_broker(s);
+        return FC_ECONN;
+    }
+    s->acks++;
+    return FC_OK;
+}
+
+int dead_intake_done(const dead_pass *s) { return admin_reader_done(&s->rd); }
+
+dead_job *dead_job_of(dead_pass *s, const char *id) {
     for (size_t i = 0; i < s->njobs; i++)
         if (strcmp(s->jobs[i].id, id) == 0) return &s->jobs[i];
-    if (grow((void **)&s->jobs, s->njobs, &s->capjobs, sizeof(*s->jobs)) != FC_OK) return NULL;
-    job_seen *j = &s->jobs[s->njobs];
+    if (admin_grow((void **)&s->jobs, s->njobs, &s->capjobs, sizeof(*s->jobs)) != FC_OK) return NULL;
+    dead_job *j = &s->jobs[s->njobs];
     memset(j, 0, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", id);
     char key[FC_KEY_MAX];
-    job_key(key, s->ad, id, FC_JOB_META);
+    admin_job_key(key, s->ad, id, FC_JOB_META);
     fc_reply r = {0};
     if (fc_redis_cmd(s->ad->redis, &r, "HEXISTS %s cancelled_ms", key) != FC_OK) {
         fc_reply_free(&r);
-        lost_redis(s);
+        dead_lost_redis(s);
         return NULL;
     }
     j->cancelled = r.type == FC_REPLY_INT && r.integer == 1;
@@ -218,447 +95,350 @@ static job_seen *job_of(sweep *s, const char *id) {
     return j;
 }
 
-/* declare_results declares the job's results queue again (as the producer does), on the side
- * connection, so results of a job whose producer is gone wait there for `results`. A user that may
- * not declare it is told once; the results then go to P.results.unrouted, where `results` finds them too. */
-static void declare_results(sweep *s, job_seen *j) {
-    if (j->declared) return;
-    j->declared = 1;
-    int rc = s->side && fc_amqp_ok(s->side) ? FC_OK : fc_amqp_connect(s->side);
-    if (rc == FC_OK) rc = fc_topology_declare_results(s->side, s->ad->cfg->queue_prefix, j->id);
-    if (rc != FC_OK)
-        admin_say("cannot declare the results queue of job %s (%s): its late results go to %s.results.unrouted, "
-                  "where `results %s` finds them", j->id, fc_amqp_errstr(s->side), s->ad->cfg->queue_prefix, j->id);
-}
+/* uses_markers: replay and purge --yes take dead letters on (list and a dry purge only read). */
+static int uses_markers(const dead_pass *s) { return s->mode == DEAD_REPLAY || (s->mode == DEAD_PURGE && !s->dry); }
 
-/* reset_records removes the selected items from the job's outcome and failed records. */
-static int reset_records(sweep *s, const fc_dead_letter *dl, const unsigned char *sel, size_t nsel) {
-    char keys[2][FC_KEY_MAX];
-    job_key(keys[0], s->ad, fc_dead_letter_job(dl), FC_JOB_OUTCOME);
-    job_key(keys[1], s->ad, fc_dead_letter_job(dl), FC_JOB_FAILED);
-    char (*pos)[24] = calloc(nsel, sizeof(*pos));
-    const char **argv[2];
-    argv[0] = calloc(nsel + 2, sizeof(char *));
-    argv[1] = calloc(nsel + 2, sizeof(char *));
-    int argc[2] = {(int)nsel + 2, (int)nsel + 2}, rc = pos && argv[0] && argv[1] ? FC_OK : FC_ENOMEM;
-    for (size_t i = 0, k = 0; rc == FC_OK && i < fc_dead_letter_nitems(dl); i++) {
+/* ---- listing ---- */
+
+static json_object *str_or_null(const char *s) { return s ? json_object_new_string(s) : NULL; }
+
+static json_object *items_json(const fc_dead_letter *dl, const unsigned char *sel, const char *fallback) {
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; dl && i < fc_dead_letter_nitems(dl); i++) {
         if (!sel[i]) continue;
-        snprintf(pos[k], sizeof(pos[k]), "%lld", fc_dead_letter_item(dl, i)->position);
-        argv[0][k + 2] = argv[1][k + 2] = pos[k];
-        k++;
+        const fc_dead_item *it = fc_dead_letter_item(dl, i);
+        json_object *o = json_object_new_object();
+        admin_json_add(o, "position", json_object_new_int64(it->position));
+        admin_json_add(o, "term", json_object_new_string(it->term));
+        admin_json_add(o, "type", json_object_new_string(it->type));
+        admin_json_add(o, "class", json_object_new_string(fc_dead_letter_class(dl, i, fallback)));
+        admin_json_add(o, "http_status", json_object_new_int(it->http_status));
+        admin_json_add(o, "attempts", json_object_new_int(it->attempts));
+        admin_json_add(o, "message", json_object_new_string(it->message));
+        json_object_array_add(arr, o);
     }
-    if (rc == FC_OK) {
-        argv[0][0] = argv[1][0] = "HDEL";
-        argv[0][1] = keys[0];
-        argv[1][1] = keys[1];
-        fc_reply r[2];
-        memset(r, 0, sizeof(r));
-        rc = fc_redis_pipeline(s->ad->redis, r, 2, argc, argv, NULL);
-        fc_reply_free(&r[0]);
-        fc_reply_free(&r[1]);
-    }
-    free(pos);
-    free(argv[0]);
-    free(argv[1]);
-    return rc;
+    return arr;
 }
 
-/* publish sends body to exchange as a persistent JSON message; 0 with *seq, or the broker is lost. */
-static int publish(sweep *s, const char *exchange, const char *id, const fc_amqp_field *h, size_t nh,
-                   const fc_buf *body, uint64_t *seq) {
-    fc_amqp_props p = {id, "application/json", h, nh};
-    int rc = fc_buf_err(body);
-    if (rc == FC_OK) rc = fc_amqp_publish(s->ad->amqp, exchange, "", &p, body->data, body->len, seq);
-    if (rc == FC_ECONN) lost_broker(s);
-    else if (rc != FC_OK) admin_say("cannot build or send a message for %s: %s", id, fc_strerror(rc));
-    return rc;
+static void letter_rows(dead_pass *s, json_object *l) {
+    json_object *items;
+    json_object_object_get_ex(l, "items", &items);
+    size_t n = json_object_array_length(items);
+    const char *id = admin_json_str(l, "message_id"), *job = admin_json_str(l, "job_id");
+    if (n == 0 && (long)admin_table_rows(s->table) < LIST_ROWS_MAX) {
+        char err[400];
+        const char *e = admin_json_str(l, "error");
+        snprintf(err, sizeof(err), "%s (poison: cannot be replayed)", e ? e : "");
+        const char *row[] = {id, job, NULL, NULL, "poison", NULL, err};
+        admin_table_row(s->table, row);
+    } else if (n == 0) {
+        s->rows_hidden++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *it = json_object_array_get_idx(items, i);
+        const char *row[] = {id, job, admin_json_str(it, "position"), admin_json_str(it, "term"),
+                             admin_json_str(it, "class"), admin_json_str(it, "attempts"), admin_json_str(it, "message")};
+        if ((long)admin_table_rows(s->table) < LIST_ROWS_MAX) admin_table_row(s->table, row);
+        else s->rows_hidden++;
+    }
 }
 
-/* remainder_headers copies the dead letter's headers, x-error and x-error-class those of the first item kept. */
-static size_t remainder_headers(const fc_delivery *d, const fc_dead_letter *dl, const unsigned char *sel,
-                                fc_amqp_field *h) {
-    const fc_dead_item *first = NULL;
-    for (size_t i = 0; !first && i < fc_dead_letter_nitems(dl); i++)
-        if (!sel[i]) first = fc_dead_letter_item(dl, i);
-    size_t n = 0;
-    for (size_t i = 0; i < d->nheaders && n < FC_AMQP_HEADERS_MAX; i++) {
-        h[n] = d->headers[i];
-        if (first && !h[n].is_num && strcmp(h[n].key, "x-error") == 0 && *first->message) h[n].str = first->message;
-        if (first && !h[n].is_num && strcmp(h[n].key, "x-error-class") == 0 && *first->cls) h[n].str = first->cls;
-        n++;
-    }
-    return n;
-}
+static const int json_flags = JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE;
 
-/* start_op publishes the replacement (replay) and the remainder (when only part is selected) of a dead
- * letter and records what awaits their confirms. */
-static void start_op(sweep *s, const fc_delivery *d, const fc_dead_letter *dl, const unsigned char *sel,
-                     size_t nsel, const char *marker, const char *hex) {
-    if (grow((void **)&s->ops, s->nops, &s->capops, sizeof(*s->ops)) != FC_OK) return;
-    op *o = &s->ops[s->nops];
-    memset(o, 0, sizeof(*o));
-    o->tag = d->tag;
-    o->items = (long)nsel;
-    snprintf(o->marker, sizeof(o->marker), "%s", marker);
-    snprintf(o->message_id, sizeof(o->message_id), "%s", d->message_id);
-    fc_buf body = {0};
-    char id[256];
-    int rc = FC_OK;
-    if (s->mode == MODE_REPLAY) {
-        fc_dead_letter_replacement(dl, sel, &body);
-        snprintf(id, sizeof(id), "%s-replay-%.12s", d->message_id, hex);
-        rc = publish(s, s->batches_x, id, NULL, 0, &body, &o->seq[0]);
-        o->pending += rc == FC_OK;
-    }
-    if (rc == FC_OK && nsel < fc_dead_letter_nitems(dl)) {
-        fc_amqp_field h[FC_AMQP_HEADERS_MAX];
-        size_t nh = remainder_headers(d, dl, sel, h);
-        fc_buf_reset(&body);
-        fc_dead_letter_remainder(dl, sel, &body);
-        snprintf(id, sizeof(id), "%s-rest-%.12s", d->message_id, hex);
-        if (push_str(&s->own, &s->nown, &s->capown, id) != FC_OK) rc = FC_ENOMEM;
-        if (rc == FC_OK) rc = publish(s, s->dead_q, id, h, nh, &body, &o->seq[1]);
-        o->pending += rc == FC_OK;
-    }
-    fc_buf_free(&body);
-    if (rc != FC_OK) {
-        s->failed++;
-        return; /* what was published is confirmed or not; the dead letter stays (it returns at close) */
-    }
-    s->nops++;
-}
-
-/* finish_op acks a dead letter whose publishes were all confirmed, after setting its marker. */
-static void finish_op(sweep *s, op *o) {
-    if (o->failed) {
-        s->failed++;
+/* list_begin starts the listing: with --json, the head of the object whose letters are streamed. */
+static void list_begin(dead_pass *s) {
+    if (!s->ad->cfg->json) {
+        static const char *const head[] = {"DEAD LETTER", "JOB", "POS", "TERM", "CLASS", "ATTEMPTS", "ERROR"};
+        s->table = admin_table_new(7, head);
+        admin_table_right(s->table, 2);
+        admin_table_max_width(s->table, 0, 48);
+        admin_table_max_width(s->table, 3, 24);
+        admin_table_max_width(s->table, 6, 60);
         return;
     }
-    fc_reply r = {0};
-    int rc = fc_redis_cmd(s->ad->redis, &r, "SET %s 1 EX %s", o->marker, MARKER_TTL);
-    fc_reply_free(&r);
-    if (rc != FC_OK) {
-        lost_redis(s);
-        return;
+    json_object *q = json_object_new_string(s->dead_q);
+    printf("{\n  \"queue\": %s,\n  \"messages_in_queue\": %ld,\n  \"letters\": [",
+           json_object_to_json_string_ext(q, json_flags), s->rd.expected);
+    json_object_put(q);
+}
+
+/* note_letter lists a selected dead letter (dl NULL: a poison message, why says why): printed at once
+ * with --json, else as rows of the table. */
+static void note_letter(dead_pass *s, const fc_delivery *d, const fc_dead_letter *dl, const unsigned char *sel,
+                        const char *fallback, const char *why) {
+    json_object *o = json_object_new_object();
+    const char *job = fc_delivery_header(d, "x-job-id");
+    admin_json_add(o, "message_id", json_object_new_string(d->message_id));
+    admin_json_add(o, "job_id", dl ? json_object_new_string(fc_dead_letter_job(dl)) : str_or_null(job && *job ? job : NULL));
+    admin_json_add(o, "batch", dl ? json_object_new_int64(fc_dead_letter_batch(dl)) : NULL);
+    admin_json_add(o, "class", str_or_null(dl ? fallback : "poison"));
+    admin_json_add(o, "error", str_or_null(fc_delivery_header(d, "x-error")));
+    admin_json_add(o, "http_status", json_object_new_int64(fc_delivery_header_num(d, "x-http-status", 0)));
+    admin_json_add(o, "attempts", json_object_new_int64(fc_delivery_header_num(d, "x-attempts", 0)));
+    admin_json_add(o, "failed_at", str_or_null(fc_delivery_header(d, "x-failed-at")));
+    admin_json_add(o, "worker", str_or_null(fc_delivery_header(d, "x-worker")));
+    admin_json_add(o, "replayable", json_object_new_boolean(dl != NULL));
+    if (!dl) admin_json_add(o, "not_replayable_because", json_object_new_string(why));
+    admin_json_add(o, "items", items_json(dl, sel, fallback));
+    if (s->ad->cfg->json) {
+        printf("%s\n    %s", s->json_letters++ ? "," : "", json_object_to_json_string_ext(o, json_flags));
+    } else if (s->table) {
+        letter_rows(s, o);
     }
-    push_str(&s->markers, &s->nmarkers, &s->capmarkers, o->marker);
-    if (fc_amqp_ack(s->ad->amqp, o->tag) != FC_OK) {
-        lost_broker(s);
-        return;
-    }
-    s->letters_done++;
-    s->items_done += o->items;
+    json_object_put(o);
 }
 
-static void on_confirm(void *ud, uint64_t seq, int status) {
-    sweep *s = ud;
-    s->last_event = mono_s();
-    for (size_t i = 0; i < s->nops; i++) {
-        op *o = &s->ops[i];
-        if (o->seq[0] != seq && o->seq[1] != seq) continue;
-        if (status != FC_OK) {
-            admin_say("the broker refused a message made of dead letter %s (%s); it stays in %s", o->message_id,
-                      fc_strerror(status), s->dead_q);
-            o->failed = 1;
-        }
-        if (--o->pending == 0) {
-            if (!s->fatal) finish_op(s, o);
-            s->ops[i] = s->ops[--s->nops];
-        }
-        return;
-    }
-}
-
-/* pace_wait returns the ms until --rate lets the next dead letter be replayed (0: now). */
-static int pace_wait(const sweep *s) {
-    double left = s->next_slot - mono_s();
-    return s->mode == MODE_REPLAY && s->ad->cfg->admin_rate > 0 && left > 0 ? (int)(left * 1000) + 1 : 0;
-}
-
-static void pace_next(sweep *s) {
-    double now = mono_s();
-    if (s->ad->cfg->admin_rate > 0) s->next_slot = (s->next_slot > now ? s->next_slot : now) + 1.0 / s->ad->cfg->admin_rate;
-}
-
-/* already_replayed says whether the marker of a dead letter exists (-1: Redis lost). */
-static int already_replayed(sweep *s, const char *marker) {
-    fc_reply r = {0};
-    int rc = fc_redis_cmd(s->ad->redis, &r, "EXISTS %s", marker);
-    int yes = r.type == FC_REPLY_INT && r.integer == 1;
-    fc_reply_free(&r);
-    if (rc != FC_OK) lost_redis(s);
-    return rc != FC_OK ? -1 : yes;
-}
-
-/* ---- the backlog of selected dead letters ---- */
-
-static void work_free(work *w) {
-    if (!w) return;
-    for (size_t i = 0; w->headers && i < w->d.nheaders; i++) {
-        free((char *)w->headers[i].key);
-        free((char *)w->headers[i].str);
-    }
-    free(w->headers);
-    free(w->body);
-    free(w->message_id);
-    fc_dead_letter_free(w->dl);
-    free(w->sel);
-    free(w);
-}
+/* ---- intake: each delivery decided on in its callback ---- */
 
 /* work_copy copies a delivery (body, message id, headers) so it outlives its callback; NULL without memory. */
-static work *work_copy(const fc_delivery *d) {
-    work *w = calloc(1, sizeof(*w));
+static dead_work *work_copy(const fc_delivery *d, const char *hex) {
+    dead_work *w = calloc(1, sizeof(*w));
     if (!w) return NULL;
-    w->d = *d;
+    w->tag = d->tag;
+    w->len = d->len;
     w->body = malloc(d->len ? d->len : 1);
     w->message_id = strdup(d->message_id);
     w->headers = calloc(d->nheaders ? d->nheaders : 1, sizeof(*w->headers));
     int ok = w->body && w->message_id && w->headers;
-    for (size_t i = 0; ok && i < d->nheaders; i++) {
+    for (size_t i = 0; ok && i < d->nheaders; i++, w->nheaders++) {
         w->headers[i] = d->headers[i];
         w->headers[i].key = strdup(d->headers[i].key);
         w->headers[i].str = d->headers[i].is_num ? NULL : strdup(d->headers[i].str);
         ok = w->headers[i].key && (d->headers[i].is_num || w->headers[i].str);
+        w->bytes += strlen(d->headers[i].key) + (d->headers[i].is_num ? 0 : strlen(d->headers[i].str)) + 64;
     }
     if (!ok) {
-        w->d.nheaders = d->nheaders;
-        work_free(w);
+        dead_work_free(w);
         return NULL;
     }
     memcpy(w->body, d->body, d->len);
-    w->d.body = w->body;
-    w->d.message_id = w->message_id;
-    w->d.headers = w->headers;
-    w->d.routing_key = "";
-    w->d.death_reason = w->d.death_queue = "";
+    snprintf(w->hash, sizeof(w->hash), "%s", hex);
+    w->bytes += d->len + strlen(d->message_id) + sizeof(*w);
     return w;
 }
 
-/* defer queues a selected dead letter for act (taking *dl and *sel), unless the backlog is full: it is
- * then left in P.dead for the next run. */
-static void defer(sweep *s, const fc_delivery *d, fc_dead_letter **dl, unsigned char **sel, size_t nsel) {
-    work *w = s->backlog_bytes + d->len <= (size_t)BACKLOG_MAX_BYTES ? work_copy(d) : NULL;
+/* defer queues a selected dead letter for replay.c (sel: this run's positions, taken; NULL to finish an
+ * earlier run's plan), unless the backlog is full or memory short: it is then left for the next run
+ * (returns FC_ENOMEM). */
+static int defer(dead_pass *s, const fc_delivery *d, const char *hex, char **sel) {
+    dead_work *w = s->backlog_bytes + d->len <= (size_t)BACKLOG_MAX_BYTES ? work_copy(d, hex) : NULL;
     if (!w) {
         s->deferred++;
-        return;
+        return FC_ENOMEM;
     }
-    w->dl = *dl;
-    w->sel = *sel;
-    w->nsel = nsel;
-    *dl = NULL;
-    *sel = NULL;
-    s->backlog_bytes += d->len;
+    w->resume = !sel;
+    if (sel) {
+        w->sel = *sel;
+        w->bytes += strlen(*sel);
+        *sel = NULL;
+    }
+    s->backlog_bytes += w->bytes;
     if (s->tail) s->tail->next = w;
     else s->head = w;
     s->tail = w;
+    return FC_OK;
 }
 
-/* act replays, or purges in part, a dead letter with nsel items selected. */
-static void act(sweep *s, const work *w) {
-    const fc_delivery *d = &w->d;
-    const fc_dead_letter *dl = w->dl;
-    const unsigned char *sel = w->sel;
-    size_t nsel = w->nsel;
-    char hex[FC_SHA256_HEX_LEN + 1], marker[FC_KEY_MAX];
-    letter_hash(d, hex);
-    fc_key_replayed(marker, sizeof(marker), s->ad->cfg->queue_prefix, hex);
-    int before = already_replayed(s, marker);
-    if (before < 0) return;
-    if (before) {
-        if (fc_amqp_ack(s->ad->amqp, d->tag) != FC_OK) lost_broker(s);
-        else s->letters_before++;
-        return;
-    }
-    if (s->mode == MODE_REPLAY) {
-        job_seen *j = job_of(s, fc_dead_letter_job(dl));
-        if (!j) return;
-        if (j->cancelled) {
-            s->cancelled_skipped++;
-            return;
-        }
-        if (reset_records(s, dl, sel, nsel) != FC_OK) {
-            lost_redis(s);
-            return;
-        }
-        declare_results(s, j);
-    }
-    start_op(s, d, dl, sel, nsel, marker, hex);
-}
-
-/* take_poison handles a message that is not a batch. */
-static void take_poison(sweep *s, const fc_delivery *d, const char *why) {
+/* take_poison handles a message that is not a batch: listed, removed by purge, never replayed. */
+static void take_poison(dead_pass *s, const fc_delivery *d, const char *why) {
     const char *job = fc_delivery_header(d, "x-job-id");
-    int match = (!s->job || (job && strcmp(job, s->job) == 0)) && (!s->reason || strcmp(s->reason, "poison") == 0) &&
-                s->left != 0;
+    int match = (!s->job || (job && strcmp(job, s->job) == 0)) && (!s->reason || strcmp(s->reason, "poison") == 0);
     if (!match) {
         s->not_matching++;
         return;
     }
+    if (s->mode == DEAD_REPLAY) { /* skipped: takes nothing of --limit */
+        s->poison_skipped++;
+        return;
+    }
+    if (s->left == 0) return;
     s->letters_matched++;
     s->items_matched++;
     if (s->left > 0) s->left--;
-    if (s->mode == MODE_LIST || s->dry) note_letter(s, d, NULL, NULL, why);
-    else if (s->mode == MODE_REPLAY) s->poison_skipped++;
-    else if (fc_amqp_ack(s->ad->amqp, d->tag) != FC_OK) lost_broker(s);
-    else s->letters_done++, s->items_done++;
+    if (s->mode == DEAD_LIST || s->dry) note_letter(s, d, NULL, NULL, "poison", why);
+    else if (dead_ack(s, d->tag) == FC_OK) s->letters_done++, s->items_done++;
 }
 
-static void take_letter(sweep *s, const fc_delivery *d, fc_dead_letter **dlp) {
-    fc_dead_letter *dl = *dlp;
+/* purge_whole removes a dead letter whose every item is selected. A remainder (of a replay or a partial
+ * purge) gets a done marker first: the run that published it, if interrupted, then does not send it again. */
+static void purge_whole(dead_pass *s, const fc_delivery *d, const char *hex, size_t n) {
+    if (strstr(d->message_id, "-rest-")) {
+        admin_marker m;
+        admin_marker_init(&m, s->ad, hex, NULL);
+        if (admin_marker_done(&m) != FC_OK) {
+            dead_lost_redis(s);
+            return;
+        }
+    }
+    if (dead_ack(s, d->tag) == FC_OK) s->letters_done++, s->items_done += (long)n;
+}
+
+/* fallback_class is the class of the items of d that carry none: its x-error-class, or "crashed" for a
+ * batch the broker dead-lettered from P.crashed itself (no header then). */
+static const char *fallback_class(const dead_pass *s, const fc_delivery *d) {
+    const char *c = fc_delivery_header(d, "x-error-class");
+    if (c && *c) return c;
+    return strcmp(d->death_queue, s->crashed_q) == 0 ? "crashed" : NULL;
+}
+
+/* marker_first settles a dead letter by its marker before any selection (replay, purge --yes): one whose
+ * replay is done is acked, one an interrupted run began is finished whatever this run's filters (or left,
+ * for the other command). Returns 1 when it settled d. */
+static int marker_first(dead_pass *s, const fc_delivery *d, const char *hex) {
+    admin_marker m;
+    int state, purge;
+    admin_marker_init(&m, s->ad, hex, NULL);
+    if (admin_marker_peek(&m, &state, &purge) != FC_OK) {
+        dead_lost_redis(s);
+        return 1;
+    }
+    if (state == ADMIN_MARKER_DONE) s->letters_before += dead_ack(s, d->tag) == FC_OK;
+    else if (state == ADMIN_MARKER_PENDING && purge != (s->mode == DEAD_PURGE)) s->other_op++;
+    else if (state == ADMIN_MARKER_PENDING) (void)defer(s, d, hex, NULL);
+    return state != ADMIN_MARKER_NONE;
+}
+
+/* select_items marks in sel what the filters take of dl; a replay without --reason leaves cancelled
+ * items. Returns how many; *cancelled says whether only cancelled items would have matched. */
+static size_t select_items(const dead_pass *s, const fc_dead_letter *dl, const char *fallback, unsigned char *sel,
+                           int *cancelled) {
+    fc_dead_filter f = {s->reason, s->mode == DEAD_REPLAY && !s->reason ? "cancelled" : NULL, fallback, s->left};
+    size_t nsel = fc_dead_letter_select(dl, &f, sel);
+    *cancelled = 0;
+    if (nsel == 0 && f.skip_cls && s->left != 0) {
+        f.skip_cls = NULL;
+        *cancelled = fc_dead_letter_select(dl, &f, sel) > 0;
+        memset(sel, 0, fc_dead_letter_nitems(dl));
+    }
+    return nsel;
+}
+
+/* act_on_selection lists, purges or queues a dead letter with nsel of its n items selected. */
+static void act_on_selection(dead_pass *s, const fc_delivery *d, const fc_dead_letter *dl, const unsigned char *sel,
+                             size_t nsel, const char *fallback, const char *hex) {
+    size_t n = fc_dead_letter_nitems(dl);
+    if (s->mode == DEAD_LIST || s->dry) {
+        note_letter(s, d, dl, sel, fallback, NULL);
+        return;
+    }
+    if (s->mode == DEAD_PURGE && nsel == n) {
+        purge_whole(s, d, hex, n);
+        return;
+    }
+    fc_buf pos = {0};
+    char *csv = fc_dead_letter_positions(dl, sel, &pos) == FC_OK ? fc_buf_steal(&pos) : NULL;
+    fc_buf_free(&pos);
+    if (!csv || defer(s, d, hex, &csv) != FC_OK) {
+        if (!csv) s->deferred++;
+        if (s->left >= 0) s->left += (long long)nsel; /* left for the next run: give the --limit back */
+    }
+    free(csv);
+}
+
+static void take_letter(dead_pass *s, const fc_delivery *d, const fc_dead_letter *dl, const char *hex) {
+    const char *job = fc_dead_letter_job(dl);
+    if (s->job && strcmp(job, s->job) != 0) {
+        s->not_matching++;
+        return;
+    }
+    dead_job *j = s->mode == DEAD_REPLAY ? dead_job_of(s, job) : NULL;
+    if (s->mode == DEAD_REPLAY && !j) return;
+    if (uses_markers(s) && marker_first(s, d, hex)) return;
+    if (j && j->cancelled) {
+        s->cancelled_skipped++;
+        return;
+    }
+    if (s->left == 0) return; /* --limit used up: left as it is */
     size_t n = fc_dead_letter_nitems(dl);
     unsigned char *sel = calloc(n ? n : 1, 1);
-    if (!sel) return;
-    size_t nsel = 0;
-    if (!s->job || strcmp(fc_dead_letter_job(dl), s->job) == 0)
-        nsel = fc_dead_letter_select(dl, s->reason, fc_delivery_header(d, "x-error-class"), s->left, sel);
+    if (!sel) {
+        s->deferred++;
+        return;
+    }
+    const char *fallback = fallback_class(s, d);
+    int cancelled;
+    size_t nsel = select_items(s, dl, fallback, sel, &cancelled);
     if (nsel == 0) {
-        s->not_matching++;
+        if (cancelled) s->cancelled_skipped++;
+        else s->not_matching++;
     } else {
         s->letters_matched++;
         s->items_matched += (long)nsel;
         if (s->left > 0) s->left -= (long long)nsel;
-        if (s->mode == MODE_LIST || s->dry) note_letter(s, d, dl, sel, NULL);
-        else if (s->mode == MODE_PURGE && nsel == n && fc_amqp_ack(s->ad->amqp, d->tag) != FC_OK) lost_broker(s);
-        else if (s->mode == MODE_PURGE && nsel == n) s->letters_done++, s->items_done += (long)n;
-        else defer(s, d, dlp, &sel, nsel);
+        act_on_selection(s, d, dl, sel, nsel, fallback, hex);
     }
     free(sel);
 }
 
+/* take_copy handles a delivery with the hash of one already delivered in this pass: a copy (the same
+ * message id, x-failed-at and body). Replay and purge --yes remove it; the listing shows one. */
+static void take_copy(dead_pass *s, const fc_delivery *d) {
+    s->duplicates++;
+    if (uses_markers(s)) dead_ack(s, d->tag);
+}
+
 static void on_delivery(void *ud, const fc_delivery *d) {
-    sweep *s = ud;
-    if (s->fatal || s->seen >= s->expected || is_own(s, d->message_id)) return;
-    s->seen++;
-    s->last_event = mono_s();
+    dead_pass *s = ud;
+    if (s->fatal || s->stopping || admin_set_has(s->own, d->message_id) || !admin_reader_take(&s->rd)) return;
+    const char *at = fc_delivery_header(d, "x-failed-at");
+    char hex[FC_SHA256_HEX_LEN + 1];
+    dead_hash(d->message_id, at ? at : "", d->body, d->len, hex);
+    if (admin_set_add(s->seen, hex) == 0) {
+        take_copy(s, d);
+        return;
+    }
     fc_dead_letter *dl = NULL;
     char why[256] = "";
     int rc = fc_dead_letter_parse(d->body, d->len, &dl, why, sizeof(why));
     if (rc == FC_EPARSE) take_poison(s, d, why);
-    else if (rc == FC_OK) take_letter(s, d, &dl);
-    else admin_say("out of memory reading dead letter %s; it stays", d->message_id);
+    else if (rc == FC_OK) take_letter(s, d, dl, hex);
+    else admin_say("out of memory reading dead letter %s; it stays", d->message_id), s->deferred++;
     fc_dead_letter_free(dl);
 }
 
 /* ---- the pass ---- */
 
-/* finished says whether the pass is over: every dead letter it may take was seen (or none came for
- * IDLE_S, or --limit is used up) and no confirm is awaited. */
-static int finished(sweep *s) {
-    double quiet = mono_s() - s->last_event;
+/* finished says whether the pass is over: nothing in the works, and every dead letter it may take was
+ * seen (or none came for a while, or --limit is used up) and handled. */
+static int finished(const dead_pass *s) {
     if (s->fatal) return 1;
-    if (s->head) return 0;
-    if (s->nops) {
-        if (quiet < CONFIRM_WAIT_S) return 0;
-        admin_say("no confirm from the broker for %.0f s; %zu dead letters stay in %s", quiet, s->nops, s->dead_q);
-        s->failed += (long)s->nops;
-        s->nops = 0;
-        return 1;
-    }
-    return s->seen >= s->expected || s->left == 0 || quiet >= IDLE_S;
+    if (s->nops) return 0;
+    if (s->stopping) return 1;
+    return !s->head && (dead_intake_done(s) || s->left == 0);
 }
 
-/* work_off handles the backlog while fewer than WINDOW dead letters await confirms and --rate allows;
- * returns how long the next poll may wait, in ms. */
-static int work_off(sweep *s) {
-    while (s->head && s->nops < WINDOW && !s->fatal) {
-        int wait = pace_wait(s);
-        if (wait > 0) return wait < 200 ? wait : 200;
-        work *w = s->head;
-        s->head = w->next;
-        if (!s->head) s->tail = NULL;
-        s->backlog_bytes -= w->d.len;
-        pace_next(s);
-        act(s, w);
-        work_free(w);
-    }
-    return 200;
-}
-
-/* run_pass consumes P.dead until finished: deliveries are decided on in their callback (listed, acked,
- * or queued), the queued ones replayed from here, between polls, so confirms are taken as they come. */
-static void run_pass(sweep *s) {
-    int prefetch = s->expected <= PREFETCH_MAX ? (int)s->expected : 0;
-    if (s->expected == 0) return;
-    if (fc_amqp_consume(s->ad->amqp, s->dead_q, prefetch) != FC_OK) {
-        lost_broker(s);
+/* run_pass consumes P.dead until finished; the backlog is worked off between polls. */
+static void run_pass(dead_pass *s) {
+    if (s->rd.expected == 0) return;
+    if (admin_reader_start(&s->rd, s->ad->amqp, s->dead_q) != FC_OK) {
+        dead_lost_broker(s);
         return;
     }
-    fc_amqp_handler h = {on_delivery, on_confirm, NULL, s};
-    s->last_event = mono_s();
+    fc_amqp_handler h = {on_delivery, dead_on_confirm, NULL, s}, none = {NULL, NULL, NULL, NULL};
     while (!finished(s)) {
-        int wait = work_off(s);
-        if (!s->fatal && fc_amqp_poll(s->ad->amqp, wait, &h) != FC_OK) lost_broker(s);
+        int wait = uses_markers(s) ? dead_work_off(s) : 200;
+        if (uses_markers(s)) dead_check_deadlines(s);
+        if (!s->fatal && fc_amqp_poll(s->ad->amqp, wait, &h) != FC_OK) dead_lost_broker(s);
+        if (s->side && fc_amqp_ok(s->side)) fc_amqp_poll(s->side, 0, &none); /* its heartbeats */
     }
-}
-
-/* forget_markers deletes the markers of this pass once its acks have reached the broker (after the settle
- * grace, and a passive declare answered after them on the same channel): a dead letter with the same
- * body that fails later is then replayed again, not mistaken for this one. */
-static void forget_markers(sweep *s) {
-    if (!s->nmarkers || s->fatal || fc_amqp_queue_depth(s->ad->amqp, s->dead_q, NULL, NULL) != FC_OK) return;
-    for (size_t i = 0; i < s->nmarkers; i += 100) {
-        size_t n = s->nmarkers - i < 100 ? s->nmarkers - i : 100;
-        const char *argv[101] = {"DEL"};
-        for (size_t k = 0; k < n; k++) argv[k + 1] = s->markers[i + k];
-        fc_reply r = {0};
-        fc_redis_command(s->ad->redis, &r, (int)n + 1, argv, NULL);
-        fc_reply_free(&r);
-    }
+    if (s->nops) dead_abandon(s);
 }
 
 /* ---- output ---- */
 
-static const char *jstr(json_object *o, const char *key) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return NULL;
-    return json_object_get_string(v);
-}
-
-static void letter_rows(table *t, json_object *l) {
-    json_object *items;
-    json_object_object_get_ex(l, "items", &items);
-    size_t n = json_object_array_length(items);
-    if (n == 0) {
-        char err[400];
-        snprintf(err, sizeof(err), "%s (poison: cannot be replayed)", jstr(l, "error") ? jstr(l, "error") : "");
-        const char *row[] = {jstr(l, "message_id"), jstr(l, "job_id"), NULL, NULL, "poison", NULL, err};
-        table_row(t, row);
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_object *it = json_object_array_get_idx(items, i);
-        const char *row[] = {jstr(l, "message_id"), jstr(l, "job_id"), jstr(it, "position"), jstr(it, "term"),
-                             jstr(it, "class"), jstr(it, "attempts"), jstr(it, "message")};
-        table_row(t, row);
-    }
-}
-
-static void print_listing(const sweep *s) {
-    static const char *const head[] = {"DEAD LETTER", "JOB", "POS", "TERM", "CLASS", "ATTEMPTS", "ERROR"};
-    table *t = table_new(7, head);
-    table_right(t, 2);
-    table_max_width(t, 0, 48);
-    table_max_width(t, 3, 24);
-    table_max_width(t, 6, 60);
-    for (size_t i = 0; i < json_object_array_length(s->letters); i++)
-        letter_rows(t, json_object_array_get_idx(s->letters, i));
-    if (table_rows(t)) table_print(t);
-    table_free(t);
-}
-
-static int print_list(sweep *s) {
+static int print_list(dead_pass *s) {
     if (s->ad->cfg->json) {
-        json_object *o = json_object_new_object();
-        json_add(o, "queue", json_object_new_string(s->dead_q));
-        json_add(o, "messages_in_queue", json_object_new_int64(s->expected));
-        json_add(o, "dead_letters", json_object_new_int64(s->letters_matched));
-        json_add(o, "items", json_object_new_int64(s->items_matched));
-        json_add(o, "letters", json_object_get(s->letters));
-        if (print_json(o) != FC_OK) return ADMIN_NOTHING;
+        printf("%s],\n  \"dead_letters\": %ld,\n  \"items\": %ld,\n  \"duplicate_copies\": %ld\n}\n",
+               s->json_letters ? "\n  " : "", s->letters_matched, s->items_matched, s->duplicates);
+        if (fflush(stdout) != 0) return ADMIN_NOTHING;
     } else {
-        print_listing(s);
+        if (admin_table_rows(s->table)) admin_table_print(s->table);
+        if (s->rows_hidden)
+            printf("(%ld more items not shown: narrow with --job, --reason or --limit, or use --json)\n", s->rows_hidden);
         printf("%ld items in %ld dead letters (of %ld messages in %s)%s\n", s->items_matched, s->letters_matched,
-               s->expected, s->dead_q, s->mode == MODE_LIST ? "; nothing removed or reordered" : "");
+               s->rd.expected, s->dead_q, s->mode == DEAD_LIST ? "; nothing removed or reordered" : "");
+        if (s->duplicates) printf("%ld copies of dead letters listed once (a replay or purge removes them)\n",
+                                  s->duplicates);
     }
     if (s->dry) {
         admin_say("nothing removed: add --yes to remove these %ld items (%ld dead letters)", s->items_matched,
@@ -668,35 +448,56 @@ static int print_list(sweep *s) {
     return s->letters_matched ? ADMIN_OK : ADMIN_NOTHING;
 }
 
-static int print_done(sweep *s) {
-    const char *verb = s->mode == MODE_REPLAY ? "replayed" : "removed";
-    if (s->ad->cfg->json) {
-        json_object *o = json_object_new_object();
-        json_add(o, "queue", json_object_new_string(s->dead_q));
-        json_add(o, s->mode == MODE_REPLAY ? "replayed_dead_letters" : "removed_dead_letters",
-                 json_object_new_int64(s->letters_done));
-        json_add(o, s->mode == MODE_REPLAY ? "replayed_items" : "removed_items", json_object_new_int64(s->items_done));
-        json_add(o, "already_done_before", json_object_new_int64(s->letters_before));
-        json_add(o, "skipped_poison", json_object_new_int64(s->poison_skipped));
-        json_add(o, "skipped_cancelled_job", json_object_new_int64(s->cancelled_skipped));
-        json_add(o, "not_matching", json_object_new_int64(s->not_matching));
-        json_add(o, "failed", json_object_new_int64(s->failed));
-        json_add(o, "left_for_next_run", json_object_new_int64(s->deferred));
-        print_json(o);
-    } else {
-        printf("%s %ld items from %ld dead letters", verb, s->items_done, s->letters_done);
-        if (s->letters_before) printf(" (and removed %ld whose replacement or remainder an interrupted run had "
-                                      "published)", s->letters_before);
-        if (s->mode == MODE_REPLAY)
-            printf("; skipped: %ld poison (cannot be replayed), %ld of cancelled jobs, %ld not matching",
-                   s->poison_skipped, s->cancelled_skipped, s->not_matching);
-        else
-            printf("; %ld not matching", s->not_matching);
-        printf("; %ld failed (left in %s)\n", s->failed, s->dead_q);
-        if (s->deferred) printf("%ld selected dead letters did not fit in memory in this run: run it again\n", s->deferred);
-    }
+static void print_done_json(const dead_pass *s) {
+    int replay = s->mode == DEAD_REPLAY;
+    json_object *o = json_object_new_object();
+    admin_json_add(o, "queue", json_object_new_string(s->dead_q));
+    admin_json_add(o, replay ? "replayed_dead_letters" : "removed_dead_letters", json_object_new_int64(s->letters_done));
+    admin_json_add(o, replay ? "replayed_items" : "removed_items", json_object_new_int64(s->items_done));
+    admin_json_add(o, "finished_for_an_interrupted_run", json_object_new_int64(s->resumed));
+    admin_json_add(o, "already_done_before", json_object_new_int64(s->letters_before));
+    admin_json_add(o, "duplicate_copies_removed", json_object_new_int64(s->duplicates));
+    admin_json_add(o, "items_ok_since", json_object_new_int64(s->ok_items));
+    admin_json_add(o, "skipped_poison", json_object_new_int64(s->poison_skipped));
+    admin_json_add(o, "skipped_cancelled", json_object_new_int64(s->cancelled_skipped));
+    admin_json_add(o, "not_matching", json_object_new_int64(s->not_matching));
+    admin_json_add(o, "failed", json_object_new_int64(s->failed));
+    admin_json_add(o, "records_put_back", json_object_new_int64(s->restored));
+    admin_json_add(o, "pending_other_command", json_object_new_int64(s->other_op));
+    admin_json_add(o, "not_attempted", json_object_new_int64(s->not_attempted));
+    admin_json_add(o, "left_for_next_run", json_object_new_int64(s->deferred));
+    admin_print_json(o);
+}
+
+static void print_done_text(const dead_pass *s) {
+    int replay = s->mode == DEAD_REPLAY;
+    printf("%s %ld items from %ld dead letters", replay ? "replayed" : "removed", s->items_done, s->letters_done);
+    if (s->resumed) printf(" (%ld of them finishing what an interrupted run began)", s->resumed);
+    if (replay)
+        printf("; skipped: %ld poison (cannot be replayed), %ld of cancelled jobs or items, %ld not matching",
+               s->poison_skipped, s->cancelled_skipped, s->not_matching);
+    else
+        printf("; %ld not matching", s->not_matching);
+    printf("; %ld failed (left in %s%s)\n", s->failed, s->dead_q,
+           replay && s->restored ? "; their items' records put back" : "");
+    if (s->letters_before) printf("removed %ld dead letters an earlier run had already %s\n", s->letters_before,
+                                  replay ? "replayed" : "split");
+    if (s->duplicates) printf("removed %ld copies of dead letters\n", s->duplicates);
+    if (s->ok_items) printf("%ld items had ended ok since they were dead-lettered: not sent again\n", s->ok_items);
+    if (s->other_op)
+        printf("%ld dead letters belong to an interrupted `dead %s`: run it again first (they stay)\n", s->other_op,
+               replay ? "purge --yes" : "replay");
+    if (s->not_attempted) printf("%ld selected dead letters were not started: run it again\n", s->not_attempted);
+    if (s->deferred) printf("%ld selected dead letters did not fit in memory in this run: run it again\n", s->deferred);
+}
+
+static int print_done(dead_pass *s) {
+    if (s->ad->cfg->json) print_done_json(s);
+    else print_done_text(s);
     if (s->fatal) return s->fatal;
-    return s->failed || s->deferred || s->letters_done + s->letters_before == 0 ? ADMIN_NOTHING : ADMIN_OK;
+    long left = s->failed + s->deferred + s->not_attempted + s->other_op + s->poison_skipped + s->cancelled_skipped;
+    long done = s->letters_done + s->letters_before + s->duplicates;
+    return left || done == 0 ? ADMIN_NOTHING : ADMIN_OK;
 }
 
 /* ---- setup ---- */
@@ -706,28 +507,26 @@ static int check_filters(const fc_config *c) {
         admin_say("--job: '%s' is not a job id (1..64 of A-Z a-z 0-9 - _ .)", c->admin_job);
         return ADMIN_USAGE;
     }
-    for (size_t i = 0; c->admin_reason && i < sizeof(classes) / sizeof(classes[0]); i++)
-        if (strcmp(c->admin_reason, classes[i]) == 0) return ADMIN_OK;
-    if (c->admin_reason) {
-        admin_say("--reason: '%s' is not one of permanent, retryable, poison, crashed, cancelled", c->admin_reason);
+    if (c->admin_reason && !admin_reason_valid(c->admin_reason)) {
+        admin_say("--reason: '%s' is not one of %s", c->admin_reason, admin_reason_list());
         return ADMIN_USAGE;
     }
     return ADMIN_OK;
 }
 
 /* open_queue connects and reads how many messages P.dead holds. */
-static int open_queue(sweep *s) {
+static int open_queue(dead_pass *s) {
     admin *ad = s->ad;
     int rc = admin_connect_broker(ad);
-    if (rc == ADMIN_OK && (s->mode == MODE_REPLAY || (s->mode == MODE_PURGE && !s->dry))) rc = admin_connect_redis(ad);
+    if (rc == ADMIN_OK && uses_markers(s)) rc = admin_connect_redis(ad);
     if (rc != ADMIN_OK) return rc;
     long consumers = 0;
-    rc = fc_amqp_queue_depth(ad->amqp, s->dead_q, &s->expected, &consumers);
+    rc = fc_amqp_queue_depth(ad->amqp, s->dead_q, &s->rd.expected, &consumers);
     if (rc == FC_ENOTFOUND) {
         admin_say("there is no queue %s (nothing ran under QUEUE_PREFIX '%s')", s->dead_q, ad->cfg->queue_prefix);
         return ADMIN_NOTHING;
     }
-    if (rc == FC_OK && s->mode == MODE_REPLAY && fc_amqp_exchange_exists(ad->amqp, s->batches_x) == FC_ENOTFOUND) {
+    if (rc == FC_OK && s->mode == DEAD_REPLAY && fc_amqp_exchange_exists(ad->amqp, s->batches_x) == FC_ENOTFOUND) {
         admin_say("there is no exchange %s to replay to (start a worker to declare the topology)", s->batches_x);
         return ADMIN_NOTHING;
     }
@@ -738,51 +537,62 @@ static int open_queue(sweep *s) {
     return ADMIN_OK;
 }
 
-static void sweep_free(sweep *s) {
-    for (work *w = s->head, *next; w; w = next) {
-        next = w->next;
-        work_free(w);
+/* pass_init prepares the pass of the subcommand action; ADMIN_OK or an exit code after one line. */
+static int pass_init(dead_pass *s, admin *ad, const char *action) {
+    const fc_config *c = ad->cfg;
+    memset(s, 0, sizeof(*s));
+    s->ad = ad;
+    s->mode = strcmp(action, "replay") == 0 ? DEAD_REPLAY : strcmp(action, "purge") == 0 ? DEAD_PURGE : DEAD_LIST;
+    s->dry = s->mode == DEAD_PURGE && !c->admin_yes;
+    s->job = c->admin_job;
+    s->reason = c->admin_reason;
+    s->left = c->admin_limit > 0 ? c->admin_limit : -1;
+    fc_topology_name(s->dead_q, c->queue_prefix, "dead");
+    fc_topology_name(s->batches_x, c->queue_prefix, "batches");
+    fc_topology_name(s->crashed_q, c->queue_prefix, "crashed");
+    s->seen = admin_set_new();
+    s->own = admin_set_new();
+    if (!s->seen || !s->own) {
+        admin_say("out of memory");
+        return ADMIN_INFRA;
     }
-    for (size_t i = 0; i < s->nown; i++) free(s->own[i]);
-    for (size_t i = 0; i < s->nmarkers; i++) free(s->markers[i]);
-    free(s->own);
-    free(s->markers);
-    free(s->ops);
+    int rc = check_filters(c);
+    if (rc == ADMIN_OK && s->mode == DEAD_REPLAY) {
+        s->side = fc_amqp_new(c->amqp_url, (int)(c->heartbeat_ms / 1000), "flashcard-admin dead replay (declare)");
+        if (!s->side || fc_amqp_set_tls(s->side, c->amqp_ca_file, c->amqp_cert_file, c->amqp_key_file) != FC_OK) {
+            admin_say("out of memory preparing a second connection to the broker");
+            rc = ADMIN_INFRA;
+        }
+    }
+    return rc;
+}
+
+static void pass_free(dead_pass *s) {
+    for (dead_work *w = s->head, *next; w; w = next) {
+        next = w->next;
+        dead_work_free(w);
+    }
+    admin_set_free(s->seen);
+    admin_set_free(s->own);
     free(s->jobs);
-    json_object_put(s->letters);
+    admin_table_free(s->table);
     if (s->side) fc_amqp_close(s->side);
     fc_amqp_free(s->side);
 }
 
 int admin_dead(admin *ad, const char *action) {
-    const fc_config *c = ad->cfg;
-    sweep s;
-    memset(&s, 0, sizeof(s));
-    s.ad = ad;
-    s.mode = strcmp(action, "replay") == 0 ? MODE_REPLAY : strcmp(action, "purge") == 0 ? MODE_PURGE : MODE_LIST;
-    s.dry = s.mode == MODE_PURGE && !c->admin_yes;
-    s.job = c->admin_job;
-    s.reason = c->admin_reason;
-    s.left = c->admin_limit > 0 ? c->admin_limit : -1;
-    s.letters = json_object_new_array();
-    fc_topology_name(s.dead_q, c->queue_prefix, "dead");
-    fc_topology_name(s.batches_x, c->queue_prefix, "batches");
-    int rc = check_filters(c);
-    if (rc == ADMIN_OK && s.mode == MODE_REPLAY) {
-        s.side = fc_amqp_new(c->amqp_url, (int)(c->heartbeat_ms / 1000), "flashcard-admin dead replay (declare)");
-        if (!s.side || fc_amqp_set_tls(s.side, c->amqp_ca_file, c->amqp_cert_file, c->amqp_key_file) != FC_OK)
-            rc = ADMIN_INFRA;
-    }
+    dead_pass s;
+    int rc = pass_init(&s, ad, action);
     if (rc == ADMIN_OK) rc = open_queue(&s);
     if (rc == ADMIN_OK) {
+        int listing = s.mode == DEAD_LIST || s.dry;
+        if (listing) list_begin(&s);
         run_pass(&s);
-        long acks = s.letters_done + s.letters_before;
-        if (acks && fc_amqp_ok(ad->amqp)) admin_settle_grace(ad->amqp, acks);
-        if (s.mode != MODE_LIST && !s.dry) forget_markers(&s);
+        if (s.acks && fc_amqp_ok(ad->amqp)) admin_settle_grace(ad->amqp, s.acks);
         fc_amqp_close(ad->amqp); /* whatever was not acked returns to P.dead, in its order */
-        rc = s.mode == MODE_LIST || s.dry ? print_list(&s) : print_done(&s);
+        rc = listing ? print_list(&s) : print_done(&s);
         if (s.fatal) rc = s.fatal;
     }
-    sweep_free(&s);
+    pass_free(&s);
     return rc;
 }

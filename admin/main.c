@@ -34,20 +34,26 @@ static const command commands[] = {
     {"dead list", 0, F_JOB | F_REASON | F_LIMIT, "dead list [--job ID] [--reason CLASS] [--limit N] [--json]",
      "The dead-lettered items in P.dead with their reasons. Removes and reorders nothing: the messages\n"
      "are read without an ack and go back when the command ends (a quorum queue counts that as a\n"
-     "redelivery; P.dead has no delivery limit). Poison messages (not a batch) are listed as such.\n"
-     "Exit 1 if nothing matched.\n"},
+     "redelivery; P.dead has no delivery limit). Poison messages (not a batch) are listed as such; copies\n"
+     "of one dead letter once. The table shows at most 1000 items (--json shows every one); --limit\n"
+     "counts items. Exit 1 if nothing matched.\n"},
     {"dead replay", 0, F_JOB | F_REASON | F_LIMIT | F_RATE,
      "dead replay [--job ID] [--reason CLASS] [--limit N] [--rate N] [--json]",
-     "Sends the selected items back to P.batches as batches, attempts reset, after removing them from\n"
+     "Sends the selected items back to P.batches as batches, attempts reset, after taking them out of\n"
      "their job's outcome and failed records (a waiting producer waits for them again; the job's results\n"
      "queue is declared again, so late results of a finished job wait for `results`). A dead letter is\n"
      "removed only once its replacement is confirmed (one that is only partly selected is split: the\n"
-     "rest goes back to P.dead). A replay killed at any point loses nothing; run it again. Poison\n"
-     "messages and dead letters of cancelled jobs are skipped. --limit counts items; --rate caps dead\n"
-     "letters per second. Exit 1 if nothing was replayed or some dead letters could not be.\n"},
-    {"dead purge", 0, F_JOB | F_REASON | F_LIMIT | F_YES, "dead purge [--job ID] [--reason CLASS] [--limit N] --yes",
-     "Removes the selected items from P.dead for good (poison messages included). Without --yes it\n"
-     "lists what it would remove, removes nothing and exits 2.\n"},
+     "rest goes back to P.dead). A replay killed at any point loses nothing; run it again: a marker per\n"
+     "dead letter (P:replayed:<hash>, 7 days) lets it finish what was begun without sending it twice.\n"
+     "A dead letter the broker refuses, or does not confirm within 30 s, stays, its items' records put\n"
+     "back. Poison messages, dead letters of cancelled jobs and cancelled items (unless --reason\n"
+     "cancelled) are skipped. --limit counts items; --rate caps dead letters sent per second. Exit 1 if\n"
+     "nothing was replayed, or something selected was left (failed, skipped, not started).\n"},
+    {"dead purge", 0, F_JOB | F_REASON | F_LIMIT | F_YES,
+     "dead purge [--job ID] [--reason CLASS] [--limit N] --yes [--json]",
+     "Removes the selected items from P.dead for good (poison messages included; a dead letter only\n"
+     "partly selected is split, the rest going back). Without --yes it lists what it would remove,\n"
+     "removes nothing and exits 2.\n"},
     {"cancel", 1, 0, "cancel JOB_ID [--json]",
      "Marks the job cancelled: workers skip its batches and dead-letter their items with class\n"
      "'cancelled'; a producer waiting for it ends with exit 1. Exit 1 if there is no such job or it has\n"
@@ -63,14 +69,14 @@ static const command commands[] = {
 
 static const char exit_codes[] =
     "Exit codes: 0 done; 1 done with something to report (nothing matched, no such job, already finished,\n"
-    "dead letters left); 2 bad command line or settings, or purge without --yes; 3 the broker or Redis\n"
-    "cannot be reached.\n";
+    "selected dead letters left); 2 bad command line or settings, or purge without --yes; 3 the broker or\n"
+    "Redis cannot be reached, or was lost part-way.\n";
 
 static void print_usage(void) {
     printf("Usage: flashcard-admin COMMAND [options]\nOperates the fleet of QUEUE_PREFIX.\n\nCommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) printf("  flashcard-admin %s\n", commands[i].usage);
-    printf("\nTables on a terminal; --json prints JSON for scripts. CLASS is one of permanent, retryable,\n"
-           "poison, crashed, cancelled. `flashcard-admin COMMAND --help` tells more.\n%s\n", exit_codes);
+    printf("\nTables on a terminal; --json prints JSON for scripts. CLASS is one of %s.\n"
+           "`flashcard-admin COMMAND --help` tells more.\n%s\n", admin_reason_list(), exit_codes);
     fc_config_print_settings(FC_ADMIN);
 }
 
@@ -102,8 +108,10 @@ static void help(int argc, char **argv) {
         print_usage();
         return;
     }
-    printf("Usage: flashcard-admin %s\n\n%s\n%s\nSettings: the connection settings of `flashcard-admin --help` "
-           "(AMQP_URL, REDIS_URL, QUEUE_PREFIX, ...).\n", c->usage, c->help, exit_codes);
+    printf("Usage: flashcard-admin %s\n\n%s", c->usage, c->help);
+    if (c->flags & F_REASON) printf("CLASS is one of %s.\n", admin_reason_list());
+    printf("\n%s\nSettings: the connection settings of `flashcard-admin --help` (AMQP_URL, REDIS_URL, "
+           "QUEUE_PREFIX, ...).\n", exit_codes);
 }
 
 /* check_flags refuses a flag the command does not take. */

@@ -66,7 +66,7 @@ static int endpoint_init(endpoint *e, const fc_config *cfg) {
     return rc;
 }
 
-int mgmt_location(const fc_config *cfg, char *out, size_t outlen) {
+int admin_mgmt_location(const fc_config *cfg, char *out, size_t outlen) {
     endpoint e;
     int rc = endpoint_init(&e, cfg);
     snprintf(out, outlen, "%s", rc == FC_OK ? e.base : "(unparsable URL)");
@@ -107,11 +107,11 @@ static long member_long(json_object *o, const char *key) {
 }
 
 static int by_name(const void *a, const void *b) {
-    return strcmp(((const queue_row *)a)->name, ((const queue_row *)b)->name);
+    return strcmp(((const admin_queue_row *)a)->name, ((const admin_queue_row *)b)->name);
 }
 
 /* pick keeps the queues of arr whose names start with prefix. */
-static int pick(json_object *arr, const char *prefix, queue_row **rows, size_t *n) {
+static int pick(json_object *arr, const char *prefix, admin_queue_row **rows, size_t *n) {
     size_t len = json_object_array_length(arr), plen = strlen(prefix);
     *rows = calloc(len ? len : 1, sizeof(**rows));
     if (!*rows) return FC_ENOMEM;
@@ -120,7 +120,7 @@ static int pick(json_object *arr, const char *prefix, queue_row **rows, size_t *
         if (!json_object_object_get_ex(q, "name", &name) || !json_object_is_type(name, json_type_string)) continue;
         const char *s = json_object_get_string(name);
         if (strncmp(s, prefix, plen) != 0 || s[plen] != '.') continue;
-        queue_row *r = &(*rows)[(*n)++];
+        admin_queue_row *r = &(*rows)[(*n)++];
         snprintf(r->name, sizeof(r->name), "%s", s);
         r->ready = member_long(q, "messages_ready");
         r->unacked = member_long(q, "messages_unacknowledged");
@@ -130,7 +130,7 @@ static int pick(json_object *arr, const char *prefix, queue_row **rows, size_t *
     return FC_OK;
 }
 
-int mgmt_queues(const fc_config *cfg, queue_row **rows, size_t *n, char *why, size_t whylen) {
+int admin_mgmt_queues(const fc_config *cfg, admin_queue_row **rows, size_t *n, char *why, size_t whylen) {
     endpoint e;
     *rows = NULL;
     *n = 0;

@@ -1,10 +1,12 @@
 /* `results JOB_ID --output FILE`: the late results of a job whose producer no longer waits (items
  * replayed after it finished). They wait in P.results.<job> (replay declares it again) or, when that
  * queue was gone, in P.results.unrouted. Both are read (at most what they held when the command began),
- * the job's results deduplicated by position and written to FILE, a new file, in the producer's output
- * format; only once FILE is synced are their messages acked. Everything else returns to its queue. */
+ * the job's results deduplicated by position (the first to arrive kept) and written to FILE, a new file,
+ * in the producer's output format; only once FILE and its directory are synced are their messages
+ * acked. Everything else returns to its queue. */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +17,10 @@
 #include "fc_output.h"
 #include "fc_topology.h"
 
-#define IDLE_S 3.0
-#define PREFETCH_MAX 65535
-
 typedef struct result {
     long long position;
-    char *json;   /* the item, compact JSON */
+    size_t arrival; /* its order of arrival: of two results for one position, the first is kept */
+    char *json;     /* the item, compact JSON */
 } result;
 
 struct collect;
@@ -32,7 +32,7 @@ typedef struct source {
     fc_amqp *a;
     const char *queue;
     int shared;           /* other jobs' results pass by (P.results.unrouted): ack the job's one by one */
-    long expected, seen;
+    admin_reader rd;      /* what it held when the command began */
     uint64_t *tags;       /* the job's deliveries: acked once FILE is synced */
     size_t ntags, captags;
 } source;
@@ -42,22 +42,11 @@ typedef struct collect {
     const char *job;
     char queue[FC_NAME_MAX], unrouted[FC_NAME_MAX];
     source src[2];        /* the job's results queue, P.results.unrouted */
-    double last;
     result *v;
     size_t n, cap;
     long unreadable;
     int nomem;
 } collect;
-
-static int grow(void **v, size_t n, size_t *cap, size_t sz) {
-    if (n < *cap) return FC_OK;
-    size_t c = *cap ? *cap * 2 : 64;
-    void *p = realloc(*v, c * sz);
-    if (!p) return FC_ENOMEM;
-    *v = p;
-    *cap = c;
-    return FC_OK;
-}
 
 /* keep_items adds the items of a results message. */
 static void keep_items(collect *c, json_object *items) {
@@ -66,13 +55,13 @@ static void keep_items(collect *c, json_object *items) {
         if (!json_object_object_get_ex(it, "position", &pos) || json_object_get_int64(pos) < 1) continue;
         const char *s = json_object_to_json_string_ext(it, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
         char *copy = s ? strdup(s) : NULL;
-        if (!copy || grow((void **)&c->v, c->n, &c->cap, sizeof(*c->v)) != FC_OK) {
+        if (!copy || admin_grow((void **)&c->v, c->n, &c->cap, sizeof(*c->v)) != FC_OK) {
             free(copy);
             c->nomem = 1;
             return;
         }
-        c->v[c->n].position = json_object_get_int64(pos);
-        c->v[c->n++].json = copy;
+        c->v[c->n] = (result){json_object_get_int64(pos), c->n, copy};
+        c->n++;
     }
 }
 
@@ -86,9 +75,7 @@ static const char *job_of_body(json_object *root) {
 static void on_result(void *ud, const fc_delivery *d) {
     source *src = ud;
     collect *c = src->c;
-    if (c->nomem || src->seen >= src->expected) return;
-    src->seen++;
-    c->last = mono_s();
+    if (c->nomem || !admin_reader_take(&src->rd)) return;
     json_tokener *tok = json_tokener_new();
     json_object *root = tok && d->len < INT32_MAX ? json_tokener_parse_ex(tok, d->body, (int)d->len) : NULL, *items;
     int ours = !src->shared || strcmp(d->routing_key, c->job) == 0 || (root && strcmp(job_of_body(root), c->job) == 0);
@@ -97,7 +84,7 @@ static void on_result(void *ud, const fc_delivery *d) {
             keep_items(c, items);
         else
             c->unreadable++;
-        if (!c->nomem && grow((void **)&src->tags, src->ntags, &src->captags, sizeof(*src->tags)) == FC_OK)
+        if (!c->nomem && admin_grow((void **)&src->tags, src->ntags, &src->captags, sizeof(*src->tags)) == FC_OK)
             src->tags[src->ntags++] = d->tag;
         else
             c->nomem = 1;
@@ -106,34 +93,60 @@ static void on_result(void *ud, const fc_delivery *d) {
     if (tok) json_tokener_free(tok);
 }
 
-static int by_position(const void *a, const void *b) {
-    long long x = ((const result *)a)->position, y = ((const result *)b)->position;
-    return x < y ? -1 : x > y;
+/* by_arrival_in_position orders results by position, and by arrival within one. */
+static int by_arrival_in_position(const void *a, const void *b) {
+    const result *x = a, *y = b;
+    int c = admin_cmp_ll(x->position, y->position);
+    return c ? c : admin_cmp_ll((long long)x->arrival, (long long)y->arrival);
 }
 
-/* write_file writes the results, ordered by position and each position once, to a new file, and syncs
- * it. Returns the number written, or -1 (said). */
-static long write_file(collect *c, const char *path) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!out) {
-        admin_say("--output: cannot create '%s': %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    int jsonl = fc_output_is_jsonl(path), rc = fc_output_begin(out, jsonl);
-    long written = 0;
-    qsort(c->v, c->n, sizeof(*c->v), by_position);
+/* sync_dir syncs the directory holding path, so the new file's entry survives a crash: 0 or an errno. */
+static int sync_dir(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return ENOMEM;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = fd < 0 ? errno : 0;
+    if (fd >= 0 && fsync(fd) != 0) err = errno;
+    if (fd >= 0) close(fd);
+    free(copy);
+    return err;
+}
+
+/* write_items writes the results, ordered by position and each position once (the first to arrive),
+ * and syncs the file: 0 with the number written in *written, or an fc error with *sys the errno of the
+ * write or sync that failed (0 for an item that is not JSON). */
+static int write_items(collect *c, FILE *out, int jsonl, long *written, int *sys) {
+    int rc = fc_output_begin(out, jsonl);
+    if (rc != FC_OK) *sys = errno;
+    qsort(c->v, c->n, sizeof(*c->v), by_arrival_in_position);
     for (size_t i = 0; rc == FC_OK && i < c->n; i++) {
         if (i && c->v[i].position == c->v[i - 1].position) continue;
         rc = fc_output_item(out, jsonl, c->v[i].json);
-        written++;
+        if (rc == FC_EIO) *sys = errno;
+        (*written)++;
     }
-    if (rc == FC_OK) rc = fflush(out) == 0 && !ferror(out) && fsync(fileno(out)) == 0 ? FC_OK : FC_EIO;
-    if (fclose(out) != 0) rc = FC_EIO;
+    if (rc == FC_OK && (fflush(out) != 0 || ferror(out))) *sys = errno, rc = FC_EIO;
+    if (rc == FC_OK && fsync(fileno(out)) != 0) *sys = errno, rc = FC_EIO;
+    return rc;
+}
+
+/* write_file writes the results to a new file, syncs it and its directory. Returns the number written,
+ * or -1 (said; the file is removed). */
+static long write_file(collect *c, const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666), sys = fd < 0 ? errno : 0;
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!out) {
+        if (!sys) sys = errno;
+        admin_say("--output: cannot create '%s': %s", path, strerror(sys));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    long written = 0;
+    int rc = write_items(c, out, fc_output_is_jsonl(path), &written, &sys);
+    if (fclose(out) != 0 && rc == FC_OK) sys = errno, rc = FC_EIO;
+    if (rc == FC_OK && (sys = sync_dir(path)) != 0) rc = FC_EIO;
     if (rc != FC_OK) {
         admin_say("--output: cannot write '%s': %s; it is removed and the results stay queued", path,
-                  rc == FC_EIO ? strerror(errno) : fc_strerror(rc));
+                  sys ? strerror(sys) : fc_strerror(rc));
         unlink(path);
         return -1;
     }
@@ -145,8 +158,8 @@ static int open_source(collect *c, source *src, long *consumers) {
     *consumers = 0;
     int rc = admin_connect_amqp(c->ad, &src->a);
     if (rc != ADMIN_OK) return rc;
-    rc = fc_amqp_queue_depth(src->a, src->queue, &src->expected, consumers);
-    if (rc == FC_ENOTFOUND) src->expected = 0;
+    rc = fc_amqp_queue_depth(src->a, src->queue, &src->rd.expected, consumers);
+    if (rc == FC_ENOTFOUND) src->rd.expected = 0;
     else if (rc != FC_OK) {
         admin_say("the broker failed: %s", fc_amqp_errstr(src->a));
         return ADMIN_INFRA;
@@ -154,14 +167,12 @@ static int open_source(collect *c, source *src, long *consumers) {
     return ADMIN_OK;
 }
 
-/* read_source consumes src's queue until what it held is read, or nothing came for IDLE_S. */
+/* read_source consumes src's queue until what it held is read, or nothing came for ADMIN_IDLE_S. */
 static int read_source(collect *c, source *src) {
-    if (src->expected == 0) return ADMIN_OK;
-    int rc = fc_amqp_consume(src->a, src->queue, src->expected <= PREFETCH_MAX ? (int)src->expected : 0);
+    if (src->rd.expected == 0) return ADMIN_OK;
+    int rc = admin_reader_start(&src->rd, src->a, src->queue);
     fc_amqp_handler h = {on_result, NULL, NULL, src};
-    c->last = mono_s();
-    while (rc == FC_OK && src->seen < src->expected && !c->nomem && mono_s() - c->last < IDLE_S)
-        rc = fc_amqp_poll(src->a, 200, &h);
+    while (rc == FC_OK && !admin_reader_done(&src->rd) && !c->nomem) rc = fc_amqp_poll(src->a, 200, &h);
     if (rc != FC_OK) admin_say("the broker failed: %s", fc_amqp_errstr(src->a));
     return rc == FC_OK ? ADMIN_OK : ADMIN_INFRA;
 }
@@ -202,12 +213,12 @@ static int ack_all(collect *c) {
 static int report(const collect *c, const char *path, long written) {
     if (c->ad->cfg->json) {
         json_object *o = json_object_new_object();
-        json_add(o, "job_id", json_object_new_string(c->job));
-        json_add(o, "output", json_object_new_string(path));
-        json_add(o, "items", json_object_new_int64(written));
-        json_add(o, "messages", json_object_new_int64((long)(c->src[0].ntags + c->src[1].ntags)));
-        json_add(o, "unreadable_messages", json_object_new_int64(c->unreadable));
-        return print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
+        admin_json_add(o, "job_id", json_object_new_string(c->job));
+        admin_json_add(o, "output", json_object_new_string(path));
+        admin_json_add(o, "items", json_object_new_int64(written));
+        admin_json_add(o, "messages", json_object_new_int64((long)(c->src[0].ntags + c->src[1].ntags)));
+        admin_json_add(o, "unreadable_messages", json_object_new_int64(c->unreadable));
+        return admin_print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
     }
     printf("wrote %ld results of job %s to %s (from %zu messages, now removed from the queues)\n", written, c->job,
            path, c->src[0].ntags + c->src[1].ntags);
@@ -231,8 +242,8 @@ int admin_results(admin *ad, const char *job_id) {
     c.job = job_id;
     fc_topology_results_queue(c.queue, ad->cfg->queue_prefix, job_id);
     fc_topology_name(c.unrouted, ad->cfg->queue_prefix, "results.unrouted");
-    c.src[0] = (source){&c, NULL, c.queue, 0, 0, 0, NULL, 0, 0};
-    c.src[1] = (source){&c, NULL, c.unrouted, 1, 0, 0, NULL, 0, 0};
+    c.src[0] = (source){&c, NULL, c.queue, 0, {0, 0, 0}, NULL, 0, 0};
+    c.src[1] = (source){&c, NULL, c.unrouted, 1, {0, 0, 0}, NULL, 0, 0};
     int rc = gather(&c);
     if (rc == ADMIN_OK && c.src[0].ntags + c.src[1].ntags == 0) {
         admin_say("no results of job %s are waiting (in %s or %s)", job_id, c.queue, c.unrouted);

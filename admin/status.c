@@ -14,19 +14,13 @@
 
 typedef struct status {
     admin *ad;
-    queue_row *queues;
+    admin_queue_row *queues;
     size_t nqueues;
     int queues_from_mgmt;
     json_object *workers;  /* array of registrations */
     json_object *apis;     /* array */
     json_object *jobs;     /* array of unfinished jobs */
 } status;
-
-static const char *wstr(json_object *o, const char *key) {
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return NULL;
-    return json_object_get_string(v);
-}
 
 /* ---- queues ---- */
 
@@ -36,7 +30,7 @@ static int passive_row(status *s, const char *name) {
     int rc = fc_amqp_queue_depth(s->ad->amqp, name, &ready, &consumers);
     if (rc == FC_ENOTFOUND) return FC_OK;
     if (rc != FC_OK) return rc;
-    queue_row *r = &s->queues[s->nqueues++];
+    admin_queue_row *r = &s->queues[s->nqueues++];
     snprintf(r->name, sizeof(r->name), "%s", name);
     r->ready = ready;
     r->unacked = -1;
@@ -64,7 +58,7 @@ static int passive_queues(status *s) {
         rc = passive_row(s, name);
     }
     for (size_t i = 0; rc == FC_OK && i < njobs; i++) {
-        fc_topology_results_queue(name, c->queue_prefix, wstr(json_object_array_get_idx(s->jobs, i), "job_id"));
+        fc_topology_results_queue(name, c->queue_prefix, admin_json_str(json_object_array_get_idx(s->jobs, i), "job_id"));
         rc = passive_row(s, name);
     }
     return rc;
@@ -74,7 +68,7 @@ static int passive_queues(status *s) {
  * younger than its statistics interval): ready messages and consumers; unacked stays unknown. */
 static int fill_new_queues(status *s) {
     for (size_t i = 0; i < s->nqueues; i++) {
-        queue_row *r = &s->queues[i];
+        admin_queue_row *r = &s->queues[i];
         if (r->ready >= 0 && r->consumers >= 0) continue;
         int rc = fc_amqp_queue_depth(s->ad->amqp, r->name, &r->ready, &r->consumers);
         if (rc != FC_OK && rc != FC_ENOTFOUND) return rc;
@@ -85,7 +79,7 @@ static int fill_new_queues(status *s) {
 /* read_queues asks the management API, and falls back to passive declares, saying so in one line. */
 static int read_queues(status *s) {
     char why[400];
-    if (mgmt_queues(s->ad->cfg, &s->queues, &s->nqueues, why, sizeof(why)) == FC_OK) {
+    if (admin_mgmt_queues(s->ad->cfg, &s->queues, &s->nqueues, why, sizeof(why)) == FC_OK) {
         s->queues_from_mgmt = 1;
         return fill_new_queues(s);
     }
@@ -103,10 +97,10 @@ static json_object *queues_json(const status *s) {
     json_object *arr = json_object_new_array();
     for (size_t i = 0; i < s->nqueues; i++) {
         json_object *o = json_object_new_object();
-        json_add(o, "name", json_object_new_string(s->queues[i].name));
-        json_add(o, "ready", opt_num(s->queues[i].ready));
-        json_add(o, "unacked", opt_num(s->queues[i].unacked));
-        json_add(o, "consumers", opt_num(s->queues[i].consumers));
+        admin_json_add(o, "name", json_object_new_string(s->queues[i].name));
+        admin_json_add(o, "ready", opt_num(s->queues[i].ready));
+        admin_json_add(o, "unacked", opt_num(s->queues[i].unacked));
+        admin_json_add(o, "consumers", opt_num(s->queues[i].consumers));
         json_object_array_add(arr, o);
     }
     return arr;
@@ -120,16 +114,16 @@ static int read_workers(status *s) {
     char key[FC_KEY_MAX], min[32];
     const char *prefix = s->ad->cfg->queue_prefix;
     fc_key_workers(key, sizeof(key), prefix);
-    snprintf(min, sizeof(min), "(%lld", (long long)now_ms());
+    snprintf(min, sizeof(min), "(%lld", (long long)admin_now_ms());
     fc_reply ids = {0};
     s->workers = json_object_new_array();
     int rc = fc_redis_cmd(s->ad->redis, &ids, "ZRANGEBYSCORE %s %s +inf LIMIT 0 %d", key, min, WORKERS_MAX);
     for (size_t i = 0; rc == FC_OK && ids.type == FC_REPLY_ARRAY && i < ids.nelem; i++) {
         char wkey[FC_KEY_MAX];
         fc_reply r = {0};
-        if (!reply_str(&ids.elem[i]) || fc_key_worker(wkey, sizeof(wkey), prefix, ids.elem[i].str) != FC_OK) continue;
+        if (!admin_reply_str(&ids.elem[i]) || fc_key_worker(wkey, sizeof(wkey), prefix, ids.elem[i].str) != FC_OK) continue;
         rc = fc_redis_cmd(s->ad->redis, &r, "GET %s", wkey);
-        json_object *o = rc == FC_OK && reply_str(&r) ? json_tokener_parse(r.str) : NULL;
+        json_object *o = rc == FC_OK && admin_reply_str(&r) ? json_tokener_parse(r.str) : NULL;
         if (json_object_is_type(o, json_type_object)) json_object_array_add(s->workers, o);
         else json_object_put(o);
         fc_reply_free(&r);
@@ -152,16 +146,16 @@ static double wnum(json_object *o, const char *key, double dflt) {
 static json_object *api_entry(status *s, const char *api) {
     for (size_t i = 0; i < json_object_array_length(s->apis); i++) {
         json_object *a = json_object_array_get_idx(s->apis, i);
-        if (strcmp(wstr(a, "api"), api) == 0) return a;
+        if (strcmp(admin_json_str(a, "api"), api) == 0) return a;
     }
     if (json_object_array_length(s->apis) >= APIS_MAX) return NULL;
     json_object *a = json_object_new_object();
-    json_add(a, "api", json_object_new_string(api));
-    json_add(a, "rate_limit_per_s", NULL);
-    json_add(a, "rate_usage", NULL);
-    json_add(a, "workers", json_object_new_int(0));
-    json_add(a, "breaker", json_object_new_string("closed"));
-    json_add(a, "breaker_open_ms_left", NULL);
+    admin_json_add(a, "api", json_object_new_string(api));
+    admin_json_add(a, "rate_limit_per_s", NULL);
+    admin_json_add(a, "rate_usage", NULL);
+    admin_json_add(a, "workers", json_object_new_int(0));
+    admin_json_add(a, "breaker", json_object_new_string("closed"));
+    admin_json_add(a, "breaker_open_ms_left", NULL);
     json_object_array_add(s->apis, a);
     return a;
 }
@@ -169,21 +163,21 @@ static json_object *api_entry(status *s, const char *api) {
 /* take_max sets a's key to v if a's value is null or smaller. */
 static void take_max(json_object *a, const char *key, double v) {
     if (v < 0 || wnum(a, key, -1) >= v) return;
-    json_add(a, key, json_object_new_double(v));
+    admin_json_add(a, key, json_object_new_double(v));
 }
 
 /* fold_worker adds one registration to its API's figures: the limit and the usage are the fleet's (every
  * worker reads the same bucket), so the largest reported is shown. */
 static void fold_worker(status *s, json_object *w) {
-    const char *api = wstr(w, "api");
+    const char *api = admin_json_str(w, "api");
     json_object *a = api_entry(s, api ? api : "?");
     if (!a) return;
-    json_add(a, "workers", json_object_new_int((int)wnum(a, "workers", 0) + 1));
+    admin_json_add(a, "workers", json_object_new_int((int)wnum(a, "workers", 0) + 1));
     take_max(a, "rate_limit_per_s", wnum(w, "rate_limit_per_s", -1));
     take_max(a, "rate_usage", wnum(w, "rate_usage", -1));
-    const char *b = wstr(w, "breaker");
-    if (b && strcmp(b, "closed") && strcmp(wstr(a, "breaker"), "open"))
-        json_add(a, "breaker", json_object_new_string(b));
+    const char *b = admin_json_str(w, "breaker");
+    if (b && strcmp(b, "closed") && strcmp(admin_json_str(a, "breaker"), "open"))
+        admin_json_add(a, "breaker", json_object_new_string(b));
 }
 
 /* read_apis gathers the APIs the workers name and asks Redis whether each fleet breaker is open. */
@@ -196,11 +190,11 @@ static int read_apis(status *s) {
         json_object *a = json_object_array_get_idx(s->apis, i);
         char key[FC_KEY_MAX];
         fc_reply r = {0};
-        if (fc_key_breaker(key, sizeof(key), s->ad->cfg->queue_prefix, wstr(a, "api")) != FC_OK) continue;
+        if (fc_key_breaker(key, sizeof(key), s->ad->cfg->queue_prefix, admin_json_str(a, "api")) != FC_OK) continue;
         rc = fc_redis_cmd(s->ad->redis, &r, "PTTL %s", key);
         if (rc == FC_OK && r.type == FC_REPLY_INT && r.integer != -2) {
-            json_add(a, "breaker", json_object_new_string("open"));
-            json_add(a, "breaker_open_ms_left", r.integer >= 0 ? json_object_new_int64(r.integer) : NULL);
+            admin_json_add(a, "breaker", json_object_new_string("open"));
+            admin_json_add(a, "breaker_open_ms_left", r.integer >= 0 ? json_object_new_int64(r.integer) : NULL);
         }
         fc_reply_free(&r);
     }
@@ -213,10 +207,10 @@ static int read_apis(status *s) {
 static int read_jobs(status *s, char **ids, size_t n) {
     s->jobs = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
-        job_view j;
-        int rc = job_read(s->ad, ids[i], &j);
+        admin_job_view j;
+        int rc = admin_job_read(s->ad, ids[i], &j);
         if (rc != FC_OK) return rc;
-        if (j.exists && !job_finished(&j)) json_object_array_add(s->jobs, job_json(&j));
+        if (j.exists && !admin_job_finished(&j)) json_object_array_add(s->jobs, admin_job_json(&j));
     }
     return FC_OK;
 }
@@ -230,51 +224,51 @@ static void cell_long(char *out, size_t n, long v) {
 
 static void print_queues(const status *s) {
     static const char *const head[] = {"QUEUE", "READY", "UNACKED", "CONSUMERS"};
-    table *t = table_new(4, head);
-    for (int c = 1; c < 4; c++) table_right(t, c);
+    admin_table *t = admin_table_new(4, head);
+    for (int c = 1; c < 4; c++) admin_table_right(t, c);
     for (size_t i = 0; i < s->nqueues; i++) {
         char r[24], u[24], c[24];
         cell_long(r, sizeof(r), s->queues[i].ready);
         cell_long(u, sizeof(u), s->queues[i].unacked);
         cell_long(c, sizeof(c), s->queues[i].consumers);
         const char *row[] = {s->queues[i].name, r, u, c};
-        table_row(t, row);
+        admin_table_row(t, row);
     }
     printf("Queues (%s)\n", s->queues_from_mgmt ? "management API" : "broker: passive declares, unacked unknown");
-    table_print(t);
-    table_free(t);
+    admin_table_print(t);
+    admin_table_free(t);
 }
 
-static void print_worker(table *t, json_object *w) {
+static void print_worker(admin_table *t, json_object *w) {
     char inflight[48], done[48], pid[24];
-    const char *err = wstr(w, "last_error"), *nr = wstr(w, "not_ready");
+    const char *err = admin_json_str(w, "last_error"), *nr = admin_json_str(w, "not_ready");
     json_object *ready;
     int is_ready = json_object_object_get_ex(w, "ready", &ready) && json_object_get_boolean(ready);
     snprintf(pid, sizeof(pid), "%.0f", wnum(w, "pid", 0));
     snprintf(inflight, sizeof(inflight), "%.0f/%.0f", wnum(w, "inflight", 0), wnum(w, "capacity", 0));
     snprintf(done, sizeof(done), "%.0f ok, %.0f dead", wnum(w, "items_ok", 0), wnum(w, "items_dead", 0));
-    const char *row[] = {wstr(w, "id"), wstr(w, "host"), pid, wstr(w, "version"), wstr(w, "started"), inflight,
+    const char *row[] = {admin_json_str(w, "id"), admin_json_str(w, "host"), pid, admin_json_str(w, "version"), admin_json_str(w, "started"), inflight,
                          done, err && *err ? err : "-", is_ready ? "yes" : nr && *nr ? nr : "no"};
-    table_row(t, row);
+    admin_table_row(t, row);
 }
 
 static void print_workers(const status *s) {
     static const char *const head[] = {"WORKER", "HOST", "PID", "VERSION", "STARTED", "IN FLIGHT", "ITEMS",
                                        "LAST ERROR", "READY"};
-    table *t = table_new(9, head);
-    table_max_width(t, 7, 50);
-    table_max_width(t, 8, 40);
-    table_right(t, 2);
+    admin_table *t = admin_table_new(9, head);
+    admin_table_max_width(t, 7, 50);
+    admin_table_max_width(t, 8, 40);
+    admin_table_right(t, 2);
     for (size_t i = 0; i < json_object_array_length(s->workers); i++)
         print_worker(t, json_object_array_get_idx(s->workers, i));
     printf("\nWorkers (%zu live)\n", json_object_array_length(s->workers));
-    if (table_rows(t)) table_print(t);
-    table_free(t);
+    if (admin_table_rows(t)) admin_table_print(t);
+    admin_table_free(t);
 }
 
 static void print_apis(const status *s) {
     static const char *const head[] = {"API", "WORKERS", "RATE LIMIT", "USAGE", "BREAKER"};
-    table *t = table_new(5, head);
+    admin_table *t = admin_table_new(5, head);
     for (size_t i = 0; i < json_object_array_length(s->apis); i++) {
         json_object *a = json_object_array_get_idx(s->apis, i);
         char workers[16], limit[48], usage[16], breaker[64];
@@ -285,17 +279,17 @@ static void print_apis(const status *s) {
         if (use >= 0) snprintf(usage, sizeof(usage), "%.0f%%", use * 100);
         else snprintf(usage, sizeof(usage), "?");
         if (left >= 0) snprintf(breaker, sizeof(breaker), "open (%.1f s left)", left / 1000);
-        else snprintf(breaker, sizeof(breaker), "%s", wstr(a, "breaker"));
-        const char *row[] = {wstr(a, "api"), workers, limit, usage, breaker};
-        table_row(t, row);
+        else snprintf(breaker, sizeof(breaker), "%s", admin_json_str(a, "breaker"));
+        const char *row[] = {admin_json_str(a, "api"), workers, limit, usage, breaker};
+        admin_table_row(t, row);
     }
     printf("\nRate limits and breakers\n");
-    if (table_rows(t)) table_print(t);
+    if (admin_table_rows(t)) admin_table_print(t);
     else printf("(no live worker reports one)\n");
-    table_free(t);
+    admin_table_free(t);
 }
 
-static void print_job_row(table *t, json_object *j) {
+static void print_job_row(admin_table *t, json_object *j) {
     char published[48], done[32], ok[24], failed[24], retry[24], rate[24], eta[24];
     double items = wnum(j, "items", -1), r = wnum(j, "rate_per_s", -1), e = wnum(j, "eta_s", -1);
     if (items >= 0) snprintf(published, sizeof(published), "%.0f", items);
@@ -308,30 +302,30 @@ static void print_job_row(table *t, json_object *j) {
     else snprintf(rate, sizeof(rate), "-");
     if (e >= 0) snprintf(eta, sizeof(eta), "%.0f s", e);
     else snprintf(eta, sizeof(eta), "-");
-    const char *row[] = {wstr(j, "job_id"), wstr(j, "state"), published, done, ok, failed, retry, rate, eta};
-    table_row(t, row);
+    const char *row[] = {admin_json_str(j, "job_id"), admin_json_str(j, "state"), published, done, ok, failed, retry, rate, eta};
+    admin_table_row(t, row);
 }
 
 static void print_jobs(const status *s) {
     static const char *const head[] = {"JOB", "STATE", "PUBLISHED", "DONE", "OK", "FAILED", "IN RETRY", "RATE", "ETA"};
-    table *t = table_new(9, head);
-    for (int c = 2; c < 9; c++) table_right(t, c);
+    admin_table *t = admin_table_new(9, head);
+    for (int c = 2; c < 9; c++) admin_table_right(t, c);
     for (size_t i = 0; i < json_object_array_length(s->jobs); i++) print_job_row(t, json_object_array_get_idx(s->jobs, i));
     printf("\nJobs not finished (%zu)\n", json_object_array_length(s->jobs));
-    if (table_rows(t)) table_print(t);
-    table_free(t);
+    if (admin_table_rows(t)) admin_table_print(t);
+    admin_table_free(t);
 }
 
 static int print_status(status *s) {
     if (s->ad->cfg->json) {
         json_object *o = json_object_new_object();
-        json_add(o, "queue_prefix", json_object_new_string(s->ad->cfg->queue_prefix));
-        json_add(o, "queues_source", json_object_new_string(s->queues_from_mgmt ? "management" : "broker"));
-        json_add(o, "queues", queues_json(s));
-        json_add(o, "workers", json_object_get(s->workers));
-        json_add(o, "apis", json_object_get(s->apis));
-        json_add(o, "jobs", json_object_get(s->jobs));
-        return print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
+        admin_json_add(o, "queue_prefix", json_object_new_string(s->ad->cfg->queue_prefix));
+        admin_json_add(o, "queues_source", json_object_new_string(s->queues_from_mgmt ? "management" : "broker"));
+        admin_json_add(o, "queues", queues_json(s));
+        admin_json_add(o, "workers", json_object_get(s->workers));
+        admin_json_add(o, "apis", json_object_get(s->apis));
+        admin_json_add(o, "jobs", json_object_get(s->jobs));
+        return admin_print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
     }
     print_queues(s);
     print_workers(s);
@@ -344,7 +338,7 @@ static int print_status(status *s) {
 static int gather(status *s) {
     char **ids = NULL;
     size_t nids = 0;
-    int rc = job_ids(s->ad, JOBS_MAX, &ids, &nids);
+    int rc = admin_job_ids(s->ad, JOBS_MAX, &ids, &nids);
     if (rc == FC_OK) rc = read_workers(s);
     if (rc == FC_OK) rc = read_apis(s);
     if (rc == FC_OK) rc = read_jobs(s, ids, nids);

@@ -8,7 +8,7 @@
 
 #define MAX_COLS 16
 
-struct table {
+struct admin_table {
     int ncols;
     char *head[MAX_COLS];
     int maxw[MAX_COLS];   /* 0 = no cut */
@@ -40,7 +40,7 @@ static int char_width(unsigned c) {
     return 1;
 }
 
-int display_width(const char *s) {
+int admin_display_width(const char *s) {
     int w = 0, len;
     for (const unsigned char *p = (const unsigned char *)s; *p; p += len) w += char_width(utf8_next(p, &len));
     return w;
@@ -52,7 +52,7 @@ static char *cut(const char *s, int maxw) {
     size_t n = strlen(s);
     char *out = malloc(n + 4);
     if (!out) return NULL;
-    int w = 0, len, full = maxw <= 0 || display_width(s) <= maxw;
+    int w = 0, len, full = maxw <= 0 || admin_display_width(s) <= maxw;
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p; p += len) {
         int cw = char_width(utf8_next(p, &len));
@@ -66,8 +66,8 @@ static char *cut(const char *s, int maxw) {
     return out;
 }
 
-table *table_new(int ncols, const char *const *headers) {
-    table *t = calloc(1, sizeof(*t));
+admin_table *admin_table_new(int ncols, const char *const *headers) {
+    admin_table *t = calloc(1, sizeof(*t));
     if (!t || ncols > MAX_COLS) {
         free(t);
         return NULL;
@@ -77,15 +77,15 @@ table *table_new(int ncols, const char *const *headers) {
     return t;
 }
 
-void table_max_width(table *t, int col, int maxw) {
+void admin_table_max_width(admin_table *t, int col, int maxw) {
     if (t && col < t->ncols) t->maxw[col] = maxw;
 }
 
-void table_right(table *t, int col) {
+void admin_table_right(admin_table *t, int col) {
     if (t && col < t->ncols) t->right[col] = 1;
 }
 
-void table_row(table *t, const char *const *cells) {
+void admin_table_row(admin_table *t, const char *const *cells) {
     if (!t) return;
     if (t->rows == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
@@ -99,24 +99,24 @@ void table_row(table *t, const char *const *cells) {
     t->rows++;
 }
 
-size_t table_rows(const table *t) { return t ? t->rows : 0; }
+size_t admin_table_rows(const admin_table *t) { return t ? t->rows : 0; }
 
 static void print_cell(const char *s, int width, int right, int last) {
-    int pad = width - display_width(s ? s : "");
+    int pad = width - admin_display_width(s ? s : "");
     if (right) printf("%*s", pad > 0 ? pad : 0, "");
     fputs(s ? s : "", stdout);
     if (!right && !last) printf("%*s", pad > 0 ? pad : 0, "");
     if (!last) fputs("  ", stdout);
 }
 
-void table_print(const table *t) {
+void admin_table_print(const admin_table *t) {
     if (!t) return;
     int w[MAX_COLS];
     for (int i = 0; i < t->ncols; i++) {
-        w[i] = display_width(t->head[i] ? t->head[i] : "");
+        w[i] = admin_display_width(t->head[i] ? t->head[i] : "");
         for (size_t r = 0; r < t->rows; r++) {
             const char *c = t->cells[r * (size_t)t->ncols + (size_t)i];
-            int cw = c ? display_width(c) : 0;
+            int cw = c ? admin_display_width(c) : 0;
             if (cw > w[i]) w[i] = cw;
         }
     }
@@ -129,7 +129,7 @@ void table_print(const table *t) {
     }
 }
 
-void table_free(table *t) {
+void admin_table_free(admin_table *t) {
     if (!t) return;
     for (size_t i = 0; i < t->rows * (size_t)t->ncols; i++) free(t->cells[i]);
     for (int i = 0; i < t->ncols; i++) free(t->head[i]);

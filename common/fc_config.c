@@ -12,6 +12,7 @@
 
 #include "fc_amqp.h"
 #include "fc_error.h"
+#include "fc_http.h"
 #include "fc_limiter.h"
 #include "fc_log.h"
 #include "fc_redis.h"
@@ -147,8 +148,8 @@ static const setting settings[] = {
     {NULL, "json", T_BOOL, FC_ADMIN, 0, 0, NULL, OFF(json), "print JSON for scripts instead of a table"},
     {NULL, "job", T_STR, FC_ADMIN, 0, 0, NULL, OFF(admin_job), "dead: only the dead letters of this job"},
     {NULL, "reason", T_STR, FC_ADMIN, 0, 0, NULL, OFF(admin_reason),
-     "dead: only items of this error class (permanent, retryable, poison, crashed, cancelled)"},
-    {NULL, "limit", T_LONG, FC_ADMIN, 1, 1e12, NULL, OFF(admin_limit), "dead replay|purge: at most this many items"},
+     "dead: only items of this error class (CLASS above)"},
+    {NULL, "limit", T_LONG, FC_ADMIN, 1, 1e12, NULL, OFF(admin_limit), "dead list|replay|purge: at most this many items"},
     {NULL, "rate", T_DOUBLE, FC_ADMIN, 0.01, 1e6, NULL, OFF(admin_rate),
      "dead replay: at most this many dead letters per second (default: as fast as the broker confirms)"},
     {NULL, "yes", T_BOOL, FC_ADMIN, 0, 0, NULL, OFF(admin_yes), "dead purge: really remove"},
@@ -436,11 +437,18 @@ static int check_limits(const fc_config *cfg, char *err, size_t errlen) {
     return fc_limit_validate(tokens, what, err, errlen) == FC_OK ? FC_OK : FC_EINVAL;
 }
 
-/* validate_admin checks what flashcard-admin takes beyond the connection settings. */
+/* validate_admin checks what flashcard-admin takes beyond the connection settings: a management URL
+ * is http(s) and parses as the HTTP client will parse it. */
 static int validate_admin(const fc_config *cfg, char *err, size_t errlen) {
     const char *u = cfg->mgmt_url;
+    const setting *s = setting_by_env("RABBITMQ_MANAGEMENT_URL");
     if (u && strncmp(u, "http://", 7) && strncmp(u, "https://", 8))
-        return fail(err, errlen, setting_by_env("RABBITMQ_MANAGEMENT_URL"), u, "must start with http:// or https://");
+        return fail(err, errlen, s, u, "must start with http:// or https://");
+    fc_url parsed;
+    int rc = u ? fc_url_parse(u, &parsed) : FC_OK;
+    if (rc == FC_OK && u && (!parsed.host || !*parsed.host)) rc = FC_EINVAL;
+    if (u) fc_url_free(&parsed);
+    if (rc != FC_OK) return fail(err, errlen, s, u, "is not a URL (http[s]://[user:password@]host[:port][/path])");
     return FC_OK;
 }
 

@@ -104,14 +104,47 @@ long fc_dead_letter_batch(const fc_dead_letter *dl) { return dl->batch; }
 size_t fc_dead_letter_nitems(const fc_dead_letter *dl) { return dl->nitems; }
 const fc_dead_item *fc_dead_letter_item(const fc_dead_letter *dl, size_t i) { return &dl->v[i]; }
 
-size_t fc_dead_letter_select(const fc_dead_letter *dl, const char *cls, const char *fallback_cls, long long max,
-                             unsigned char *sel) {
+const char *fc_dead_letter_class(const fc_dead_letter *dl, size_t i, const char *fallback_cls) {
+    return dl->v[i].cls[0] ? dl->v[i].cls : fallback_cls ? fallback_cls : "";
+}
+
+size_t fc_dead_letter_select(const fc_dead_letter *dl, const fc_dead_filter *f, unsigned char *sel) {
     size_t n = 0;
     for (size_t i = 0; i < dl->nitems; i++) {
-        const char *c = dl->v[i].cls[0] ? dl->v[i].cls : fallback_cls ? fallback_cls : "";
-        sel[i] = (!cls || strcmp(c, cls) == 0) && (max < 0 || (long long)n < max);
+        const char *c = fc_dead_letter_class(dl, i, f->fallback_cls);
+        int want = f->cls ? strcmp(c, f->cls) == 0 : !f->skip_cls || strcmp(c, f->skip_cls) != 0;
+        sel[i] = want && (f->max < 0 || (long long)n < f->max);
         n += sel[i];
     }
+    return n;
+}
+
+int fc_dead_letter_positions(const fc_dead_letter *dl, const unsigned char *sel, fc_buf *out) {
+    int first = 1;
+    fc_buf_puts(out, "");
+    for (size_t i = 0; i < dl->nitems; i++) {
+        if (!sel[i]) continue;
+        fc_buf_printf(out, "%s%lld", first ? "" : ",", dl->v[i].position);
+        first = 0;
+    }
+    return fc_buf_err(out);
+}
+
+/* in_csv says whether the decimal number pos is one of the comma-separated numbers of csv. */
+static int in_csv(const char *csv, long long pos) {
+    while (csv && *csv) {
+        char *end;
+        long long v = strtoll(csv, &end, 10);
+        if (end != csv && v == pos && (*end == ',' || *end == '\0')) return 1;
+        csv = strchr(csv, ',');
+        if (csv) csv++;
+    }
+    return 0;
+}
+
+size_t fc_dead_letter_select_positions(const fc_dead_letter *dl, const char *csv, unsigned char *sel) {
+    size_t n = 0;
+    for (size_t i = 0; i < dl->nitems; i++) n += sel[i] = (unsigned char)in_csv(csv, dl->v[i].position);
     return n;
 }
 

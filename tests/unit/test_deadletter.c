@@ -59,21 +59,56 @@ static void test_poison(void **state) {
     }
 }
 
+/* sel_of selects with a filter of class cls (NULL: any), skipping skip, fallback class fb, at most max. */
+static size_t sel_of(const fc_dead_letter *dl, const char *cls, const char *skip, const char *fb, long long max,
+                     unsigned char *sel) {
+    fc_dead_filter f = {cls, skip, fb, max};
+    return fc_dead_letter_select(dl, &f, sel);
+}
+
 static void test_select(void **state) {
     fc_dead_letter *dl = parse(letter);
     unsigned char sel[3];
-    assert_int_equal(fc_dead_letter_select(dl, NULL, NULL, -1, sel), 3);
-    assert_int_equal(fc_dead_letter_select(dl, "permanent", NULL, -1, sel), 2);
+    assert_int_equal(sel_of(dl, NULL, NULL, NULL, -1, sel), 3);
+    assert_int_equal(sel_of(dl, "permanent", NULL, NULL, -1, sel), 2);
     assert_true(sel[0] && !sel[1] && sel[2]);
-    assert_int_equal(fc_dead_letter_select(dl, "permanent", NULL, 1, sel), 1);
+    assert_int_equal(sel_of(dl, "permanent", NULL, NULL, 1, sel), 1);
     assert_true(sel[0] && !sel[1] && !sel[2]);
-    assert_int_equal(fc_dead_letter_select(dl, "crashed", NULL, -1, sel), 0);
-    assert_int_equal(fc_dead_letter_select(dl, NULL, NULL, 0, sel), 0);
+    assert_int_equal(sel_of(dl, "crashed", NULL, NULL, -1, sel), 0);
+    assert_int_equal(sel_of(dl, NULL, NULL, NULL, 0, sel), 0);
+    /* Without a class, skip_cls leaves its items out (replay leaves cancelled items), before the limit. */
+    assert_int_equal(sel_of(dl, NULL, "permanent", NULL, 1, sel), 1);
+    assert_true(!sel[0] && sel[1] && !sel[2]);
+    assert_int_equal(sel_of(dl, "permanent", "permanent", NULL, -1, sel), 2); /* a class given wins */
     fc_dead_letter_free(dl);
     /* An item without an error object takes the dead letter's class (its x-error-class header). */
     dl = parse("{\"schema\":1,\"job_id\":\"j\",\"batch\":0,\"attempt\":1,\"items\":[{\"position\":1,\"term\":\"t\"}]}");
-    assert_int_equal(fc_dead_letter_select(dl, "crashed", "crashed", -1, sel), 1);
-    assert_int_equal(fc_dead_letter_select(dl, "crashed", NULL, -1, sel), 0);
+    assert_int_equal(sel_of(dl, "crashed", NULL, NULL, -1, sel), 0);
+    assert_int_equal(sel_of(dl, "crashed", NULL, "crashed", -1, sel), 1);
+    assert_string_equal(fc_dead_letter_class(dl, 0, "crashed"), "crashed");
+    assert_string_equal(fc_dead_letter_class(dl, 0, NULL), "");
+    assert_int_equal(sel_of(dl, NULL, "cancelled", "cancelled", -1, sel), 0);
+    fc_dead_letter_free(dl);
+}
+
+/* A selection written as positions and read back selects the same items. */
+static void test_positions(void **state) {
+    fc_dead_letter *dl = parse(letter);
+    unsigned char sel[3] = {1, 0, 1}, back[3], none[3] = {0, 0, 0};
+    fc_buf b = {0};
+    assert_int_equal(fc_dead_letter_positions(dl, sel, &b), FC_OK);
+    assert_string_equal(b.data, "11,13");
+    assert_int_equal(fc_dead_letter_select_positions(dl, b.data, back), 2);
+    assert_memory_equal(sel, back, 3);
+    fc_buf_reset(&b);
+    assert_int_equal(fc_dead_letter_positions(dl, none, &b), FC_OK);
+    assert_string_equal(b.data, "");
+    assert_int_equal(fc_dead_letter_select_positions(dl, "", back), 0);
+    assert_int_equal(fc_dead_letter_select_positions(dl, "1,112,12", back), 1); /* whole numbers only */
+    assert_true(!back[0] && back[1] && !back[2]);
+    assert_int_equal(fc_dead_letter_select_positions(dl, "13", back), 1);
+    assert_true(back[2]);
+    fc_buf_free(&b);
     fc_dead_letter_free(dl);
 }
 
@@ -118,6 +153,14 @@ static void test_remainder(void **state) {
     assert_non_null(strstr(b.data, "\"attempt\":2")); /* the rest of the dead letter as it was */
     assert_non_null(strstr(b.data, "\"not_before\":1700000000000"));
     fc_dead_letter_free(rest);
+    /* The same dead letter and selection give the same bytes (a remainder published twice is a copy). */
+    fc_dead_letter *again = parse(letter);
+    fc_buf b2 = {0};
+    assert_int_equal(fc_dead_letter_remainder(again, sel, &b2), FC_OK);
+    assert_int_equal(b.len, b2.len);
+    assert_memory_equal(b.data, b2.data, b.len);
+    fc_buf_free(&b2);
+    fc_dead_letter_free(again);
     fc_buf_reset(&b);
     assert_int_equal(fc_dead_letter_remainder(dl, all, &b), FC_EINVAL);
     fc_buf_free(&b);
@@ -127,7 +170,7 @@ static void test_remainder(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode),      cmocka_unit_test(test_poison),    cmocka_unit_test(test_select),
-        cmocka_unit_test(test_replacement), cmocka_unit_test(test_remainder),
+        cmocka_unit_test(test_positions),   cmocka_unit_test(test_replacement), cmocka_unit_test(test_remainder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
