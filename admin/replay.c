@@ -115,7 +115,8 @@ static void try_publish(dead_pass *s, dead_op *o) {
     fc_amqp_props p = {is_r ? o->r_id : o->q_id, "application/json", h, nh};
     int rc = is_r ? FC_OK : admin_set_add(s->own, o->q_id) < 0 ? FC_ENOMEM : FC_OK;
     if (rc == FC_OK) rc = fc_amqp_publish(a, is_r ? s->batches_x : s->dead_q, "", &p, body->data, body->len, &o->seq);
-    if (rc == FC_ECONN) {
+    if (rc == FC_ECONN) { /* part of it may have been written: count it as maybe out */
+        o->phase = is_r ? PH_R_WAIT : PH_Q_WAIT;
         dead_lost_broker(s);
         return;
     }
@@ -151,7 +152,8 @@ static int q_copy_exists(dead_pass *s, const dead_op *o) {
 }
 
 /* plan_messages builds what o still has to send from its plan: R unless it is known out, and Q (sent
- * unless a copy is in P.dead, see q_due). 0, FC_ENOMEM, FC_EREDIS (Redis lost) or FC_EINVAL (the plan does not fit D). */
+ * unless a copy is in P.dead, see q_due). 0, FC_ENOMEM, FC_EREDIS (Redis lost) or FC_EINVAL (the plan
+ * does not fit D). */
 static int plan_messages(dead_pass *s, dead_op *o, const admin_plan *plan) {
     size_t n = fc_dead_letter_nitems(o->dl);
     unsigned char *rep = calloc(n ? n : 1, 1);

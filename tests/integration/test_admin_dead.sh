@@ -13,7 +13,10 @@
 #    retryable with MAX_ATTEMPTS=1), one poison message beside them. Only the retryable items are
 #    replayed (each dead letter is split, the permanent items go back to P.dead); the poison message is
 #    listed as not replayable, skipped by replay, and removed by `dead purge --reason poison --yes`.
-# Run time: about 20 s.
+# 4. A batch the broker dead-lettered from P.crashed itself (no x-error-class, items without errors) counts
+#    as crashed; cancelled items of a job whose record is gone are skipped by a plain replay (exit 1) and
+#    replayed only with --reason cancelled.
+# Run time: about 35 s.
 . "$(dirname "$0")/lib.sh"
 
 ADMIN=$BUILD/admin/flashcard-admin
@@ -162,4 +165,37 @@ wait_until 10 dead_is 0 || fail "purge --job left $(dead_count) dead letters"
 prc=0
 "$ADMIN" dead list >/dev/null 2>&1 || prc=$?
 [ $prc = 1 ] || fail "dead list of an empty P.dead exit $prc, expected 1"
-log "ok: list leaves P.dead as it was, replay loses and duplicates nothing, --reason splits dead letters"
+log "part 3 ok: --reason splits dead letters, poison listed and purged"
+
+# ---- 4. crashed batches dead-lettered by the broker, cancelled items ---------------------------
+J4=dead4-$$
+# pub_dead ID HEADERS BODY: publishes a message to P.dead as the broker or a worker would have.
+pub_dead() {
+    jq -n --arg id "$1" --argjson h "$2" --arg body "$3" '{properties: {delivery_mode: 2, message_id: $id, headers: $h},
+        routing_key: "", payload: $body, payload_encoding: "string"}' |
+        mgmt -X POST -H 'content-type: application/json' -d @- "$MGMT/exchanges/%2F/$QUEUE_PREFIX.dead/publish" |
+        jq -e .routed >/dev/null || fail "$1 not routed to P.dead"
+}
+item() { printf '{"position":%d,"term":"단어%d","type":"noun"%s}' "$1" "$1" "${2:-}"; }
+cancelled=',"error":{"class":"cancelled","http_status":0,"attempts":1,"message":"job cancelled"}'
+pub_dead "$J4-0" "{\"x-death\": [{\"count\": 1, \"reason\": \"delivery_limit\", \"queue\": \"$QUEUE_PREFIX.crashed\"}]}" \
+    "{\"schema\":1,\"job_id\":\"$J4\",\"batch\":0,\"attempt\":1,\"items\":[$(item 1),$(item 2)]}"
+pub_dead "$J4-1.dead" "{\"x-error-class\": \"cancelled\", \"x-job-id\": \"$J4\", \"x-failed-at\": \"2026-12-02T03:04:05.000Z\"}" \
+    "{\"schema\":1,\"job_id\":\"$J4\",\"batch\":1,\"attempt\":1,\"items\":[$(item 3 "$cancelled"),$(item 4 "$cancelled")]}"
+wait_until 15 dead_is 2 || fail "expected 2 dead letters, got $(dead_count)"
+"$ADMIN" dead list --reason crashed --json >"$TMP/crashed.json" || fail "list --reason crashed exit $?"
+[ "$(jq -c '[.letters[].items[] | [.position, .class]]' "$TMP/crashed.json")" = '[[1,"crashed"],[2,"crashed"]]' ] ||
+    fail "list --reason crashed: $(jq -c . "$TMP/crashed.json")"
+prc=0
+"$ADMIN" dead replay --json >"$TMP/replay4.json" 2>"$TMP/replay4.err" || prc=$?
+[ $prc = 1 ] || fail "replay with cancelled items left exit $prc, expected 1: $(cat "$TMP/replay4.err")"
+[ "$(jq -c '[.replayed_items, .skipped_cancelled]' "$TMP/replay4.json")" = "[2,1]" ] ||
+    fail "replay of crashed and cancelled: $(jq -c . "$TMP/replay4.json")"
+j4_ok() { [ "$(redis-cli hvals "$(key $J4 outcome)" | grep -c '^ok$')" = "$1" ]; }
+wait_until 30 j4_ok 2 || fail "the crashed batch was not replayed"
+wait_until 10 dead_is 1 || fail "P.dead after skipping the cancelled items: $(dead_count)"
+"$ADMIN" dead replay --reason cancelled >"$TMP/replay5.txt" || fail "replay --reason cancelled exit $?"
+grep -q "replayed 2 items from 1 dead letters" "$TMP/replay5.txt" || fail "replay --reason cancelled: $(cat "$TMP/replay5.txt")"
+wait_until 30 j4_ok 4 || fail "the cancelled items were not replayed"
+wait_until 10 dead_is 0 || fail "P.dead not empty: $(dead_count)"
+log "ok: list leaves P.dead as it was, replay loses and duplicates nothing, --reason splits dead letters, crashed and cancelled classes"
