@@ -24,9 +24,10 @@
 enum {
     ADMIN_OK = 0,        /* done */
     ADMIN_NOTHING = 1,   /* done, with something to report: nothing matched, no such job, job already finished,
-                          * some dead letters could not be replayed */
+                          * a replay or purge left some of what it selected in P.dead */
     ADMIN_USAGE = 2,     /* bad command line or settings; purge without --yes */
-    ADMIN_INFRA = 3      /* the broker or Redis cannot be reached (or refused the credentials) */
+    ADMIN_INFRA = 3      /* the broker or Redis cannot be reached, refused the credentials or a command, or
+                          * was lost part-way */
 };
 
 typedef struct admin {

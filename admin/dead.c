@@ -341,6 +341,7 @@ static void take_letter(dead_pass *s, const fc_delivery *d, const fc_dead_letter
         s->not_matching++;
         return;
     }
+    if (s->left == 0) return; /* --limit used up: left as it is, for the next run */
     dead_job *j = s->mode == DEAD_REPLAY ? dead_job_of(s, job) : NULL;
     if (s->mode == DEAD_REPLAY && !j) return;
     if (uses_markers(s) && marker_first(s, d, hex)) return;
@@ -348,7 +349,6 @@ static void take_letter(dead_pass *s, const fc_delivery *d, const fc_dead_letter
         s->cancelled_skipped++;
         return;
     }
-    if (s->left == 0) return; /* --limit used up: left as it is */
     size_t n = fc_dead_letter_nitems(dl);
     unsigned char *sel = calloc(n ? n : 1, 1);
     if (!sel) {

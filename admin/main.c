@@ -75,8 +75,8 @@ static const char exit_codes[] =
 static void print_usage(void) {
     printf("Usage: flashcard-admin COMMAND [options]\nOperates the fleet of QUEUE_PREFIX.\n\nCommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) printf("  flashcard-admin %s\n", commands[i].usage);
-    printf("\nTables on a terminal; --json prints JSON for scripts. CLASS is one of %s.\n"
-           "`flashcard-admin COMMAND --help` tells more.\n%s\n", admin_reason_list(), exit_codes);
+    printf("\nTables on a terminal; --json prints JSON for scripts; `flashcard-admin COMMAND --help` tells more.\n"
+           "CLASS is one of %s.\n%s\n", admin_reason_list(), exit_codes);
     fc_config_print_settings(FC_ADMIN);
 }
 
