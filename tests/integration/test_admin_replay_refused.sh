@@ -27,12 +27,11 @@ export REDIS_URL="redis://127.0.0.1:$RPORT/0"
 ADMIN_CMDS="+ping +select +role +zrevrange +zrangebyscore +get +pttl +hgetall +hlen +hkeys +hmget +bitcount +hvals
     +hsetnx +hexists +type +hget +hset +hdel +expire +set +evalsha +eval"
 PW=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-# shellcheck disable=SC2086
-rcli ACL SETUSER fc-admin reset on ">$PW" "~$QUEUE_PREFIX:*" resetchannels -@all $ADMIN_CMDS >/dev/null ||
+# (the commands go through stdin: the password stays out of any command line)
+echo ACL SETUSER fc-admin reset on ">$PW" "~$QUEUE_PREFIX:*" resetchannels -@all $ADMIN_CMDS | rcli | grep -q OK ||
     fail "ACL SETUSER fc-admin"
-# shellcheck disable=SC2086
-rcli ACL SETUSER fc-admin-noset reset on ">$PW" "~$QUEUE_PREFIX:*" resetchannels -@all ${ADMIN_CMDS/+set /} >/dev/null ||
-    fail "ACL SETUSER fc-admin-noset"
+echo ACL SETUSER fc-admin-noset reset on ">$PW" "~$QUEUE_PREFIX:*" resetchannels -@all ${ADMIN_CMDS/+set /} | rcli |
+    grep -q OK || fail "ACL SETUSER fc-admin-noset"
 admin_as() { local user=$1; shift; REDIS_URL="redis://$user:$PW@127.0.0.1:$RPORT/0" "$ADMIN" "$@"; }
 
 start_mock --reject-mod 2 --fail-500 1
