@@ -808,7 +808,7 @@ static const char *copy_bytes(header_copy *c, const amqp_bytes_t *b) {
     if (room == 0) return NULL;
     size_t len = b->len < room - 1 ? b->len : room - 1;
     char *s = c->buf + c->used;
-    memcpy(s, b->bytes, len);
+    if (len) memcpy(s, b->bytes, len); /* an empty value may have no bytes at all */
     s[len] = '\0';
     c->used += len + 1;
     return s;

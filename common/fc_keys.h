@@ -38,7 +38,9 @@ int fc_key_jobs(char *out, size_t outlen, const char *prefix);
 int fc_key_workers(char *out, size_t outlen, const char *prefix);
 /* P:worker:<id>: one worker's registration (JSON), with a TTL the worker keeps renewing. */
 int fc_key_worker(char *out, size_t outlen, const char *prefix, const char *id);
-/* P:replayed:<sha256 of a dead letter's message id, x-failed-at and body>: its replacement was confirmed. */
+/* P:replayed:<sha256 of a dead letter's message id, x-failed-at and body>: flashcard-admin's replay
+ * marker, 7 days: a hash (the plan and the job's records it took out) while the replay is under way,
+ * the string "done" once its publishes are confirmed. */
 int fc_key_replayed(char *out, size_t outlen, const char *prefix, const char *hash);
 /* P:cache:s<stage>:<hash>: a cached stage answer. */
 int fc_key_cache(char *out, size_t outlen, const char *prefix, int stage, const char *hash);
