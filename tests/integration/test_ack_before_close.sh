@@ -39,17 +39,21 @@ OUTCOME="$QUEUE_PREFIX:job:{$JOB}:outcome"
 start_worker 1
 W1=$LAST_PID
 wait_until 20 grep -q consuming "$TMP/worker-1.log" || fail "worker 1 did not start"
-"$PRODUCER" "$TMP/items.csv" --job-id $JOB >"$TMP/producer-publish.log" 2>&1 || fail "publish failed"
-
-# The first wave of 100 calls is answered together and the second starts (each takes 1.5 s).
-wait_until 60 answered_at_least 100 || fail "worker 1 never got going"
 # The stall: a process on n1 suspends the log writer (sys:suspend: it ends the write in hand,
-# then waits) for 100 ms and lets it run 20 ms, for at most 30 s (250 turns) or until it is sent
-# stop, below once worker 1 is gone. fc_amqp_close's wait (300 ms) spans two of its turns.
+# then waits) for 100 ms and lets it run 20 ms, for at most 60 s (500 turns) or until it is sent
+# stop, below once worker 1 is gone. fc_amqp_close's wait (300 ms) spans two of its turns. It
+# starts before the job (rabbitmqctl may take seconds on a busy machine; SIGTERM must not wait).
 rn_ctl n1 eval 'W = whereis(ra_log_wal), P = spawn(fun() -> group_leader(whereis(user), self()),
     L = fun Loop(0) -> ok; Loop(K) -> sys:suspend(W), R = receive stop -> stop after 100 -> go end,
-        sys:resume(W), R =:= go andalso begin timer:sleep(20), Loop(K - 1) end end, L(250) end),
+        sys:resume(W), R =:= go andalso begin timer:sleep(20), Loop(K - 1) end end, L(500) end),
     register(ackclose_stall, P), ok.' >/dev/null || fail "cannot stall the log of n1"
+"$PRODUCER" "$TMP/items.csv" --job-id $JOB >"$TMP/producer-publish.log" 2>&1 || fail "publish failed"
+
+# The first wave of 100 calls is answered together and the second starts (each takes 1.5 s):
+# SIGTERM once most of the second has reached the mock.
+wait_until 60 answered_at_least 100 || fail "worker 1 never got going"
+second_wave() { [ "$(mock_requests)" -ge 180 ]; }
+wait_until 20 second_wave || fail "worker 1 did not start its second wave of calls"
 answered_at_term=$(mock_answered)
 kill -TERM "$W1"
 rc=0
