@@ -414,10 +414,10 @@ int fc_amqp_writable(const fc_amqp *a, size_t len) {
 /* Wait before a polite close, in ms, for settlements the broker may hold back. RabbitMQ 3.10's
  * quorum queue client, inside the channel process, sends at most 32 commands that the queue's Raft
  * log has not applied yet; the settlements (acks) beyond them wait in the channel until the log
- * applies those (a write of the log later: about 3 ms on an idle machine, more than 30 ms at times
- * on one busy with CPU and fsync work, never 50 ms in our tries), and the ones still waiting when the
- * channel closes are dropped: their messages come back and are delivered again. Nothing the broker
- * sends the client follows their release, so the client waits. */
+ * applies those (a write of the log later: about 3 ms on an idle machine; on one busy with CPU and
+ * fsync work 30 ms was once too short, 50 ms always enough in our tries), and the ones still waiting
+ * when the channel closes are dropped: their messages come back and are delivered again. Nothing
+ * the broker sends the client follows their release, so the client waits. */
 #define CLOSE_SETTLE_MS 300
 /* Longest wait, in s, for the answer of the round trip before that wait. */
 #define CLOSE_RPC_TIMEOUT_S 1
@@ -458,7 +458,7 @@ void fc_amqp_close(fc_amqp *a) {
         char why[sizeof(a->errstr)];
         snprintf(why, sizeof(why), "%s", a->errstr); /* kept for the caller, whatever the wait meets */
         let_acks_settle(a);
-        if (fc_amqp_ok(a)) {
+        if (fc_amqp_ok(a) && !a->blocked) { /* the wait may have seen connection.blocked */
             amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
             amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
         }
