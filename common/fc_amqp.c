@@ -418,7 +418,7 @@ int fc_amqp_writable(const fc_amqp *a, size_t len) {
  * fsync work 30 ms was once too short, 50 ms always enough in our tries), and the ones still waiting
  * when the channel closes are dropped: their messages come back and are delivered again. Nothing
  * the broker sends the client follows their release, so the client waits. */
-#define CLOSE_SETTLE_MS 300
+#define CLOSE_SETTLE_MS FC_AMQP_CLOSE_MS
 /* Longest wait, in s, for the answer of the round trip before that wait. */
 #define CLOSE_RPC_TIMEOUT_S 1
 

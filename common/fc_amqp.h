@@ -103,6 +103,8 @@ int fc_amqp_connect(fc_amqp *a);
  * delivered again. Synchronous methods (declare, consume, cancel, queue depth) give up
  * after 15 s without an answer, and the connection then counts as lost. */
 void fc_amqp_close(fc_amqp *a);
+/* What a polite close usually takes, ms: callers with a deadline stop that much before it. */
+#define FC_AMQP_CLOSE_MS 300
 /* fc_amqp_ok returns 1 while the connection is usable. */
 int fc_amqp_ok(const fc_amqp *a);
 /* fc_amqp_blocked returns 1 between the broker's connection.blocked (a resource alarm: memory or

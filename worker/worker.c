@@ -362,9 +362,10 @@ static void handle_signals(worker *w) {
         _exit(1);
     }
     /* Calls get SHUTDOWN_TIMEOUT less a margin for publishing what finished (a fifth, at most 2 s),
-     * so that the process is gone within SHUTDOWN_TIMEOUT. */
+     * and the loop ends early enough for the broker connection's polite close, so that the process
+     * is gone within SHUTDOWN_TIMEOUT. */
     long margin = w->cfg->shutdown_timeout_ms / 5 < 2000 ? w->cfg->shutdown_timeout_ms / 5 : 2000;
-    w->stop_exit_ms = now_ms() + w->cfg->shutdown_timeout_ms;
+    w->stop_exit_ms = now_ms() + w->cfg->shutdown_timeout_ms - FC_AMQP_CLOSE_MS;
     gate_stop(&w->gate, w->stop_exit_ms - margin);
     fc_info("shutting down: finishing %d calls in flight (at most %ld ms)", w->sched.inflight,
             w->cfg->shutdown_timeout_ms - margin);
