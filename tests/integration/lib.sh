@@ -77,6 +77,23 @@ start_worker() {
     PIDS+=("$LAST_PID")
 }
 
+# start_metrics_worker NAME: starts a worker serving /metrics on a free port, left in $LAST_PORT,
+# and waits until it consumes. A port taken between free_port's pick and the worker's bind (an
+# outgoing connection may get it) makes the worker exit: then it tries another, at most 5.
+started_or_gone() { grep -q consuming "$TMP/worker-$1.log" || ! kill -0 "$2" 2>/dev/null; }
+start_metrics_worker() {
+    local name=$1
+    for _ in 1 2 3 4 5; do
+        LAST_PORT=$(free_port)
+        METRICS_PORT=$LAST_PORT start_worker "$name"
+        wait_until 20 started_or_gone "$name" "$LAST_PID" || fail "worker $name did not start"
+        grep -q consuming "$TMP/worker-$name.log" && return 0
+        grep -q "cannot serve metrics" "$TMP/worker-$name.log" || fail "worker $name exited"
+        log "worker $name: port $LAST_PORT was taken, trying another"
+    done
+    fail "worker $name: no free metrics port in 5 tries"
+}
+
 # queue_depth SUFFIX: messages (ready + unacked) in $QUEUE_PREFIX.SUFFIX, asked of the node
 # itself (the management API's counters lag by a stats interval). Classic queues answer live;
 # the quorum work queue's figures are refreshed every few seconds, so poll them with wait_until.

@@ -17,22 +17,6 @@ N=30
 make_csv $N "$TMP/items.csv"
 start_mock --latency-ms 5 --jitter-ms 20
 export API_KEY=sk-conventions-secret WORKER_COUNT=4 RATE_LIMIT=6000 BATCH_SIZE=10
-# start_metrics_worker NAME: starts a worker serving /metrics on a free port, left in $LAST_PORT,
-# and waits until it consumes. A port taken between free_port's pick and the worker's bind (an
-# outgoing connection may get it) makes the worker exit: then it tries another, at most 5.
-started_or_gone() { grep -q consuming "$TMP/worker-$1.log" || ! kill -0 "$2" 2>/dev/null; }
-start_metrics_worker() {
-    local name=$1
-    for _ in 1 2 3 4 5; do
-        LAST_PORT=$(free_port)
-        METRICS_PORT=$LAST_PORT start_worker "$name"
-        wait_until 20 started_or_gone "$name" "$LAST_PID" || fail "worker $name did not start"
-        grep -q consuming "$TMP/worker-$name.log" && return 0
-        grep -q "cannot serve metrics" "$TMP/worker-$name.log" || fail "worker $name exited"
-        log "worker $name: port $LAST_PORT was taken, trying another"
-    done
-    fail "worker $name: no free metrics port in 5 tries"
-}
 start_metrics_worker 1
 P1=$LAST_PORT
 timeout 120 "$PRODUCER" "$TMP/items.csv" --job-id conv-$$ --wait --timeout 90s --output "$TMP/out.tsv" \
