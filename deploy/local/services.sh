@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(rabbitmq-server redis-server librabbitmq-dev libhiredis-dev libcurl4-openssl-dev libjson-c-dev
           libcmocka-dev libmicrohttpd-dev cmake pkg-config gcc make curl jq yamllint socat iproute2 openssl
-          docker-compose podman buildah debootstrap python3-yaml systemd prometheus)
+          docker-compose podman buildah debootstrap python3-yaml systemd prometheus clang valgrind)
 REDIS_PORT=${FC_REDIS_PORT:-6379}
 REDIS_DIR=${FC_REDIS_DIR:-/var/tmp/flashcard-redis}
 SUDO=""
