@@ -1,5 +1,27 @@
 /* A mock OpenAI-compatible chat-completions server for integration tests, demos and benchmarks: it answers the
- * flashcard stage-1 and stage-2 prompts with deterministic content and injects latency and faults on demand. */
+ * flashcard stage-1 and stage-2 prompts with deterministic content and injects latency and faults on demand.
+ *
+ * Faults, each a per-request probability drawn from seeded dice (the same seed gives the same sequence):
+ *   timeout (held timeout_ms, then 504), fail_500, fail_429 (with Retry-After), fail_429_bare (no Retry-After),
+ *   malformed (a 200 whose body is not JSON), bad_content (content not the expected JSON/TSV), nul_content,
+ *   reset (status, headers and part of the body sent, then the connection reset with an RST),
+ *   truncated (a 200 whose Content-Length announces the whole body; part is sent, then the connection closes),
+ *   header_only (a stage-2 content holding only the TSV header line; stage 1 answers normally),
+ *   hostile (a 200 whose content carries hostile field values, of kind hostile_kind, or one picked by the dice
+ *   when it is "mix"):
+ *     control  ESC sequences (CSI colour, OSC title ended by BEL), VT, FF, BEL, CR, DEL and the C1 controls
+ *              U+0085 and U+009B (as UTF-8) in field values; stage 1 sends them JSON-escaped (\u001b...), which
+ *              is legal JSON, stage 2 raw in the TSV fields;
+ *     tabs     TAB and LF inside field values: JSON-escaped in stage 1, literal in stage 2 (a row with an extra
+ *              column, and a row split in two);
+ *     huge     one field value of MOCK_HUGE_FIELD bytes (256 KiB, under the worker's default 1 MiB answer cap);
+ *     columns  stage 2: one row of 12 columns and one of 5; stage 1: extra unknown members;
+ *     deep     stage 1: the content is JSON nested MOCK_DEEP levels ([[[...]]] or {"a":{"a":...}}, by the
+ *              dice); stage 2: a field holding [[[...]]] of that depth;
+ *     utf8     invalid UTF-8 (0xff, overlong 0xc0 0xaf, a lone continuation 0x80, a truncated 3-byte sequence)
+ *              as raw bytes inside field values, so the HTTP body is JSON around invalid bytes in a string.
+ * reject_mod rejects positions divisible by it with a permanent 400. /stats counts each fault and hostile kind;
+ * the request log's last column names the fault of each answer. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +70,8 @@ typedef struct mock_config {
     long long port;         /* 0 = any free port */
     long long threads;      /* MHD worker threads; 0 = one per CPU */
     double fail_500, fail_429, malformed, bad_content, timeout, nul_content; /* per-request probabilities */
+    double fail_429_bare, reset, truncated, header_only, hostile;            /* per-request probabilities */
+    char hostile_kind[16]; /* "mix" or one of mock_hostile_names */
     char api_key[256];  /* "" = no authorization required */
     char bind[64];      /* numeric IPv4 or IPv6 address */
     char log[1024];     /* request log path, "" = none */
@@ -98,8 +122,47 @@ static const mock_opt mock_opts[] = {
     OPT_R(nul_content, "0", "probability of a 200 whose content holds a NUL byte (sent as \\u0000)"),
     OPT_I(answer_bytes, 0, MOCK_ANSWER_MAX, 1, "0",
           "pad the content of each 200 answer with spaces so the whole body is N bytes (0 = off)"),
+    OPT_R(fail_429_bare, "0", "probability of a 429 without Retry-After"),
+    OPT_R(reset, "0", "probability of a 200 cut after the headers and part of the body by a connection reset (RST)"),
+    OPT_R(truncated, "0",
+          "probability of a 200 whose Content-Length announces the whole body; part is sent, then the connection "
+          "closes"),
+    OPT_R(header_only, "0", "probability of a stage-2 content holding only the TSV header line (stage 1: normal)"),
+    OPT_R(hostile, "0", "probability of a 200 whose content is hostile (kinds below)"),
+    OPT_S(hostile_kind, 1, "mix", "kind of a hostile answer: control, tabs, huge, columns, deep, utf8, or mix (dice)"),
 };
 #define MOCK_NOPTS (sizeof mock_opts / sizeof mock_opts[0])
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Faults and hostile kinds: one X-macro each gives the enum and the names used by /stats and the request log.
+ * The faults the dice pick come first, in the order their rates partition [0,1) (new ones go last, so that an
+ * old configuration draws the same sequence); the forced ones follow.
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define MOCK_FAULTS(X)                                                                                               \
+    X(NONE, "none") X(TIMEOUT, "timeout") X(500, "fail_500") X(429, "fail_429") X(MALFORMED, "malformed")             \
+    X(BAD_CONTENT, "bad_content") X(NUL_CONTENT, "nul_content") X(429_BARE, "fail_429_bare") X(RESET, "reset")       \
+    X(TRUNCATED, "truncated") X(HEADER_ONLY, "header_only") X(HOSTILE, "hostile") X(REJECT, "reject")              \
+    X(STATUS, "fail_all_status")
+#define MOCK_FAULT_ENUM(n, s) FAULT_##n,
+#define MOCK_NAME(n, s) s,
+enum mock_fault { MOCK_FAULTS(MOCK_FAULT_ENUM) FAULT_COUNT };
+static const char *const mock_fault_names[] = {MOCK_FAULTS(MOCK_NAME)};
+
+#define MOCK_HOSTILE_KINDS(X)                                                                                        \
+    X(CONTROL, "control") X(TABS, "tabs") X(HUGE, "huge") X(COLUMNS, "columns") X(DEEP, "deep") X(UTF8, "utf8")
+#define MOCK_HOSTILE_ENUM(n, s) HOSTILE_##n,
+enum mock_hostile { MOCK_HOSTILE_KINDS(MOCK_HOSTILE_ENUM) HOSTILE_COUNT };
+static const char *const mock_hostile_names[] = {MOCK_HOSTILE_KINDS(MOCK_NAME)};
+#define HOSTILE_MIX (-1)
+
+/* mock_hostile_of returns the kind named name, HOSTILE_MIX for "mix", or -2 for an unknown name. */
+static int mock_hostile_of(const char *name) {
+    if (strcmp(name, "mix") == 0) return HOSTILE_MIX;
+    for (int i = 0; i < HOSTILE_COUNT; i++)
+        if (strcmp(name, mock_hostile_names[i]) == 0) return i;
+    return -2;
+}
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Process state.
@@ -113,6 +176,8 @@ static volatile sig_atomic_t g_stop;
 static struct {
     atomic_ullong requests, in_flight, stage1, stage2, prompt_tokens, completion_tokens;
     atomic_ullong by_status[MOCK_STATUS_MAX];
+    atomic_ullong by_fault[FAULT_COUNT];     /* answers per fault (FAULT_NONE: normal ones), counted when planned */
+    atomic_ullong by_hostile[HOSTILE_COUNT]; /* hostile answers per kind */
     atomic_ullong seq;   /* chat request ids */
     atomic_ullong draws; /* index into the fault dice sequence */
 } g_stats;
@@ -252,6 +317,11 @@ static int mock_json_to_text(json_object *v, const mock_opt *o, char *out, size_
 
 /* mock_config_rules checks what one option's range cannot say; returns 0 or FC_EINVAL with the rule in err. */
 static int mock_config_rules(const mock_config *cfg, char *err, size_t errlen) {
+    if (mock_hostile_of(cfg->hostile_kind) == -2) {
+        snprintf(err, errlen, "hostile_kind: expected mix, control, tabs, huge, columns, deep or utf8, got '%s'",
+                 cfg->hostile_kind);
+        return FC_EINVAL;
+    }
     if (cfg->fail_all_status == 0 || cfg->fail_all_status >= 400) return 0;
     snprintf(err, errlen, "fail_all_status: expected 0 (off) or a status in 400..599, got %lld", cfg->fail_all_status);
     return FC_EINVAL;
@@ -264,6 +334,8 @@ static void mock_stats_reset(void) {
     atomic_store(&g_stats.prompt_tokens, 0);
     atomic_store(&g_stats.completion_tokens, 0);
     for (int i = 0; i < MOCK_STATUS_MAX; i++) atomic_store(&g_stats.by_status[i], 0);
+    for (int i = 0; i < FAULT_COUNT; i++) atomic_store(&g_stats.by_fault[i], 0);
+    for (int i = 0; i < HOSTILE_COUNT; i++) atomic_store(&g_stats.by_hostile[i], 0);
 }
 
 /* mock_control_apply validates every key of obj into a copy of the configuration and commits only if all are
@@ -318,7 +390,9 @@ static int mock_config_json(fc_buf *b) {
         const mock_opt *o = &mock_opts[i];
         const char *f = (const char *)&c + o->off;
         if (!o->runtime) continue;
-        if (o->type == MOCK_STR) rc = fc_buf_printf(b, "\"%s_set\":%s,", o->name, *f ? "true" : "false");
+        if (o->type == MOCK_STR && o->off == offsetof(mock_config, hostile_kind))
+            rc = fc_buf_printf(b, "\"%s\":\"%s\",", o->name, f); /* validated: a plain word */
+        else if (o->type == MOCK_STR) rc = fc_buf_printf(b, "\"%s_set\":%s,", o->name, *f ? "true" : "false");
         else if (o->type == MOCK_RATE) rc = fc_buf_printf(b, "\"%s\":%g,", o->name, *(const double *)(const void *)f);
         else if (o->type == MOCK_BOOL)
             rc = fc_buf_printf(b, "\"%s\":%s,", o->name, *(const long long *)(const void *)f ? "true" : "false");
@@ -421,8 +495,54 @@ static const char *const mock_ko[] = {"장면", "기억", "사용", "비교", "�
 static const char *const mock_honor[] = {"formal", "polite", "casual"};
 #define PICK(tab, h) (tab[(h) % (sizeof tab / sizeof tab[0])])
 
-/* mock_stage1_json appends the stage-1 JSON object for the item; returns 0 or FC_ENOMEM. */
-static int mock_stage1_json(fc_buf *b, const mock_prompt *p) {
+/* Hostile field values (NUL-free). A hex escape takes every hex digit after it, hence the split literals. */
+static const char mock_hostile_control[] = " \x1b[31mred\x1b[0m \x1b]0;title\x07 vt\v ff\f bel\a cr\r del\x7f"
+                                           " nel\xc2\x85 csi\xc2\x9b" "1m end";
+static const char mock_hostile_tabs[] = " left\tright\nnext line";
+static const char mock_hostile_utf8[] = " ff\xff overlong\xc0\xaf lone\x80 cut\xe2\x82 end";
+#define MOCK_HUGE_FIELD (256 * 1024) /* bytes; the worker reads answers up to 1 MiB by default */
+#define MOCK_DEEP 5000               /* nesting levels of a deep answer */
+
+/* mock_deep appends JSON nested MOCK_DEEP levels: [[[...]]] (object 0) or {"a":{"a":...1...}} (object 1). */
+static int mock_deep(fc_buf *b, int object) {
+    int rc = fc_buf_reserve(b, MOCK_DEEP * (object ? 6 : 2) + 1);
+    for (int i = 0; rc == 0 && i < MOCK_DEEP; i++) rc = fc_buf_puts(b, object ? "{\"a\":" : "[");
+    if (object) rc = rc ? rc : fc_buf_puts(b, "1");
+    for (int i = 0; rc == 0 && i < MOCK_DEEP; i++) rc = fc_buf_puts(b, object ? "}" : "]");
+    return rc;
+}
+
+/* mock_hostile_value appends the hostile text a field value carries for kind (nothing for columns, or no kind). */
+static int mock_hostile_value(fc_buf *b, int kind) {
+    static const char huge[] = " huge field";
+    switch (kind) {
+    case HOSTILE_CONTROL: return fc_buf_puts(b, mock_hostile_control);
+    case HOSTILE_TABS: return fc_buf_puts(b, mock_hostile_tabs);
+    case HOSTILE_UTF8: return fc_buf_puts(b, mock_hostile_utf8);
+    case HOSTILE_DEEP: return fc_buf_puts(b, " ") ? FC_ENOMEM : mock_deep(b, 0);
+    case HOSTILE_HUGE: {
+        size_t end = b->len + MOCK_HUGE_FIELD;
+        int rc = fc_buf_reserve(b, MOCK_HUGE_FIELD);
+        while (rc == 0 && b->len + sizeof huge - 1 <= end) rc = fc_buf_puts(b, huge);
+        return rc ? rc : fc_buf_append(b, huge, end - b->len);
+    }
+    default: return 0;
+    }
+}
+
+/* mock_stage1_meaning appends the primary_meaning member's value, carrying the hostile value of kind. */
+static int mock_stage1_meaning(fc_buf *b, uint32_t h, int kind) {
+    fc_buf v = {0};
+    int rc = fc_buf_printf(&v, "mock meaning %04x", h & 0xffff);
+    rc = rc ? rc : mock_hostile_value(&v, kind);
+    rc = rc ? rc : mock_json_strn(b, v.data, v.len); /* controls JSON-escaped, bytes >= 0x80 raw */
+    fc_buf_free(&v);
+    return rc;
+}
+
+/* mock_stage1_json appends the stage-1 JSON object for the item, with the hostile values of kind (-1: none);
+ * returns 0 or FC_ENOMEM. */
+static int mock_stage1_json(fc_buf *b, const mock_prompt *p, int kind) {
     uint32_t h = mock_hash(p->term);
     const char *noun = PICK(mock_nouns, h), *act = PICK(mock_actions, h >> 3), *place = PICK(mock_places, h >> 6);
     int rc = fc_buf_printf(b, "{\"term_number\":%lld,\"term\":", p->position);
@@ -430,7 +550,8 @@ static int mock_stage1_json(fc_buf *b, const mock_prompt *p) {
     rc = rc ? rc : fc_buf_printf(b, ",\"ipa\":\"/mock.%08x/\",\"pos\":", h);
     rc = rc ? rc : mock_json_str(b, *p->type ? p->type : PICK(mock_pos, h >> 9));
     rc = rc ? rc : fc_buf_puts(b, ",\"primary_meaning\":");
-    rc = rc ? rc : fc_buf_printf(b, "\"mock meaning %04x\",", h & 0xffff);
+    rc = rc ? rc : mock_stage1_meaning(b, h, kind);
+    rc = rc ? rc : fc_buf_puts(b, ",");
     rc = rc ? rc : fc_buf_printf(b, "\"other_meanings\":[\"mock sense %u\",\"mock sense %u\"],", h % 97, h % 89);
     rc = rc ? rc : fc_buf_printf(b, "\"metaphor\":\"a %s %s by the %s\",", act, noun, place);
     rc = rc ? rc : fc_buf_printf(b, "\"metaphor_noun\":\"%s\",\"metaphor_action\":\"%s\",", noun, act);
@@ -445,39 +566,49 @@ static int mock_stage1_json(fc_buf *b, const mock_prompt *p) {
     if (h & 2) rc = rc ? rc : fc_buf_printf(b, "{\"term\":\"%s\",\"meaning\":\"mock homonym\"}", homonym);
     rc = rc ? rc : fc_buf_puts(b, "],\"korean_keywords\":[");
     rc = rc ? rc : mock_json_str(b, p->term);
-    rc = rc ? rc : fc_buf_printf(b, ",\"%s\",\"%s\"]}", PICK(mock_ko, h >> 21), PICK(mock_ko, h >> 24));
-    return rc;
+    rc = rc ? rc : fc_buf_printf(b, ",\"%s\",\"%s\"]", PICK(mock_ko, h >> 21), PICK(mock_ko, h >> 24));
+    if (kind == HOSTILE_COLUMNS) /* the JSON form of extra columns: members nobody asked for */
+        rc = rc ? rc : fc_buf_puts(b, ",\"extra_1\":\"unexpected\",\"extra_2\":[1,2,3],\"extra_3\":{\"x\":null}");
+    return rc ? rc : fc_buf_puts(b, "}");
 }
 
 static const char mock_tsv_header[] =
     "position\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level";
 
-/* mock_stage2_row appends one TSV card row (with its leading newline); returns 0 or FC_ENOMEM. */
-static int mock_stage2_row(fc_buf *b, const mock_prompt *p, uint32_t h, int second) {
+/* mock_stage2_row appends one TSV card row (with its leading newline), with the hostile values of kind (-1:
+ * none) written raw into the back field (huge: the first row only; columns: the first row gets 12 columns, the
+ * second 5); returns 0 or FC_ENOMEM. */
+static int mock_stage2_row(fc_buf *b, const mock_prompt *p, uint32_t h, int second, int kind) {
     const char *noun = PICK(mock_nouns, h), *place = PICK(mock_places, h >> 6);
     int rc = fc_buf_printf(b, "\n%lld\t", p->position);
     rc = rc ? rc : mock_tsv_field(b, p->term);
     rc = rc ? rc : fc_buf_printf(b, "\t%lld\t%s\t", p->position, second ? "Usage-Comparison" : "Scene");
+    if (kind == HOSTILE_COLUMNS && second) return rc ? rc : fc_buf_puts(b, "Compare it (5 columns only).");
     if (!second) rc = rc ? rc : fc_buf_printf(b, "Picture the %s at the %s.\tWhat does ", noun, place);
     else rc = rc ? rc : fc_buf_printf(b, "Compare it with %s.\tHow is ", PICK(mock_ko, h >> 15));
     rc = rc ? rc : mock_tsv_field(b, p->term);
     rc = rc ? rc : fc_buf_printf(b, second ? " used?\tmock usage note %04x" : " mean?\tmock meaning %04x", h & 0xffff);
+    if (kind != HOSTILE_HUGE || !second) rc = rc ? rc : mock_hostile_value(b, kind);
     rc = rc ? rc : fc_buf_printf(b, "\tkorean mock %s\t%s", second ? "usage" : "scene", PICK(mock_honor, h >> 4));
+    if (kind == HOSTILE_COLUMNS) rc = rc ? rc : fc_buf_puts(b, "\textra 10\textra 11\textra 12");
     return rc;
 }
 
-/* mock_content appends the assistant content for a prompt, honouring the fence rules and a bad-content fault. */
-static int mock_content(fc_buf *b, const mock_prompt *p, int bad) {
+/* mock_content appends the assistant content for a prompt, honouring the fence rules and the content faults:
+ * bad_content, header_only, hostile of kind (-1: none; variant picks the deep form). */
+static int mock_content(fc_buf *b, const mock_prompt *p, int fault, int kind, int variant) {
     uint32_t h = p->term ? mock_hash(p->term) : 0;
     int fence = (p->stage == 1 && p->position % 3 == 0) || (p->stage == 2 && p->position % 4 == 0), rc = 0;
+    int bad = fault == FAULT_BAD_CONTENT, rows = !bad && fault != FAULT_HEADER_ONLY;
     if (p->stage == 0 || (bad && p->stage == 1))
         return fc_buf_puts(b, "I'm sorry, but I can't produce a structured answer for this request right now.");
     if (fence) rc = fc_buf_puts(b, p->stage == 1 ? "```json\n" : "```\n");
-    if (p->stage == 1) rc = rc ? rc : mock_stage1_json(b, p);
+    if (p->stage == 1 && kind == HOSTILE_DEEP) rc = rc ? rc : mock_deep(b, variant);
+    else if (p->stage == 1) rc = rc ? rc : mock_stage1_json(b, p, kind);
     else rc = rc ? rc : fc_buf_puts(b, mock_tsv_header);
-    if (p->stage == 2 && !bad) {
-        rc = rc ? rc : mock_stage2_row(b, p, h, 0);
-        rc = rc ? rc : mock_stage2_row(b, p, h, 1);
+    if (p->stage == 2 && rows) {
+        rc = rc ? rc : mock_stage2_row(b, p, h, 0, kind);
+        rc = rc ? rc : mock_stage2_row(b, p, h, 1, kind);
     }
     if (fence) rc = rc ? rc : fc_buf_puts(b, "\n```");
     return rc;
@@ -530,6 +661,9 @@ typedef struct mock_req {
     long long delay_ms;    /* planned latency */
     long long retry_after; /* seconds for a Retry-After header, -1 = none */
     int usage_ok;          /* the answer is a valid envelope: its usage counts in /stats */
+    int fault;             /* enum mock_fault applied to the answer */
+    int hostile;           /* enum mock_hostile of a hostile answer, else -1 */
+    size_t cut;            /* reset/truncated: bytes of the body sent before the connection ends */
     unsigned long long pt, ct;
     fc_buf answer;         /* planned response body */
     char ua[160];          /* User-Agent, spaces replaced by '_', "-" if absent */
@@ -559,6 +693,7 @@ static mock_req *mock_req_new(struct MHD_Connection *c, const char *url, const c
     if (!r) return NULL;
     r->route = mock_route_of(url, method);
     r->retry_after = -1;
+    r->hostile = -1;
     if (r->route != ROUTE_CHAT) return r;
     r->arrival_ms = mock_wall_ms();
     r->arrival_ns = mock_mono_ns();
@@ -580,7 +715,7 @@ static void mock_req_take(mock_req *r, const char *data, size_t n) {
 /* mock_req_finish writes the log line and counts the answer, once per chat request (called when it is answered,
  * or when the client went away before that). */
 static void mock_req_finish(mock_req *r, int status) {
-    char line[320];
+    char line[360], fault[40];
     if (r->finished) return;
     r->finished = 1;
     long long elapsed_us = (long long)((mock_mono_ns() - r->arrival_ns) / 1000u);
@@ -593,8 +728,11 @@ static void mock_req_finish(mock_req *r, int status) {
     }
     atomic_fetch_sub(&g_stats.in_flight, 1);
     if (g_log_fd < 0) return;
-    int n = snprintf(line, sizeof line, "%lld %d %d %lld %s %lld %lld\n", r->arrival_ms, status, r->stage,
-                     r->position, r->ua, elapsed_us / 1000, elapsed_us);
+    if (r->fault == FAULT_NONE) snprintf(fault, sizeof fault, "-");
+    else if (r->hostile >= 0) snprintf(fault, sizeof fault, "hostile.%s", mock_hostile_names[r->hostile]);
+    else snprintf(fault, sizeof fault, "%s", mock_fault_names[r->fault]);
+    int n = snprintf(line, sizeof line, "%lld %d %d %lld %s %lld %lld %s\n", r->arrival_ms, status, r->stage,
+                     r->position, r->ua, elapsed_us / 1000, elapsed_us, fault);
     if (n > 0 && write(g_log_fd, line, (size_t)n) < 0) perror("mock-api: log write");
 }
 
@@ -609,22 +747,11 @@ static void mock_req_free(mock_req *r) {
  * Planning a chat answer: authorization, validation, faults, then the normal answer.
  * ------------------------------------------------------------------------------------------------------------- */
 
-enum mock_fault {
-    FAULT_NONE,
-    FAULT_TIMEOUT,
-    FAULT_500,
-    FAULT_429,
-    FAULT_MALFORMED,
-    FAULT_BAD_CONTENT,
-    FAULT_NUL_CONTENT,
-    FAULT_REJECT,
-    FAULT_STATUS
-};
-
 /* mock_fault_roll picks at most one fault; rates partition [0,1) so each is its own probability. */
 static int mock_fault_roll(const mock_config *cfg, double u) {
-    const double rates[] = {cfg->timeout, cfg->fail_500, cfg->fail_429, cfg->malformed, cfg->bad_content,
-                            cfg->nul_content};
+    const double rates[] = {cfg->timeout,     cfg->fail_500,      cfg->fail_429, cfg->malformed,
+                            cfg->bad_content, cfg->nul_content,   cfg->fail_429_bare, cfg->reset,
+                            cfg->truncated,   cfg->header_only,   cfg->hostile};
     double acc = 0;
     for (int i = 0; i < (int)(sizeof rates / sizeof rates[0]); i++) {
         acc += rates[i];
@@ -677,11 +804,12 @@ static int mock_answer_envelope(mock_req *r, const mock_config *cfg, const mock_
     return 0;
 }
 
-/* mock_plan_success fills the normal (or bad-content / NUL-content / malformed) 200 answer. */
-static void mock_plan_success(mock_req *r, const mock_config *cfg, const mock_prompt *p, int fault) {
+/* mock_plan_success fills the normal (or bad-content / NUL-content / malformed / header-only / hostile) 200
+ * answer; a reset or truncated one is cut after half its body. */
+static void mock_plan_success(mock_req *r, const mock_config *cfg, const mock_prompt *p, int fault, int variant) {
     fc_buf content = {0};
     r->status = 200;
-    if (mock_content(&content, p, fault == FAULT_BAD_CONTENT) != 0 ||
+    if (mock_content(&content, p, fault, r->hostile, variant) != 0 ||
         (fault == FAULT_NUL_CONTENT && mock_put_nul(&content) != 0) ||
         mock_answer_envelope(r, cfg, p, &content) != 0) {
         mock_plan_error(r, 500, "mock-api: out of memory", "server_error", NULL);
@@ -690,6 +818,7 @@ static void mock_plan_success(mock_req *r, const mock_config *cfg, const mock_pr
         r->answer.data[r->answer.len] = '\0';
     } else {
         r->usage_ok = 1;
+        if (fault == FAULT_RESET || fault == FAULT_TRUNCATED) r->cut = r->answer.len / 2;
     }
     fc_buf_free(&content);
 }
@@ -709,14 +838,31 @@ static void mock_plan_status(mock_req *r, const mock_config *cfg) {
         mock_plan_error(r, status, "mock-api: fail_all_status", "invalid_request_error", NULL);
 }
 
-/* mock_plan_item decides the answer to a well-formed request: forced faults first (fail_all_500,
- * fail_all_status, once_429), then the permanent rejection, then the dice. */
-static void mock_plan_item(mock_req *r, const mock_config *cfg, const mock_prompt *p, double u) {
-    int fault = mock_fault_roll(cfg, u);
+/* mock_hostile_pick returns the hostile kind of draw n: the configured one, or one by the dice for "mix". */
+static int mock_hostile_pick(const mock_config *cfg, uint64_t n) {
+    int kind = mock_hostile_of(cfg->hostile_kind);
+    if (kind >= 0) return kind;
+    kind = (int)(mock_dice(cfg->seed, n, 2) * HOSTILE_COUNT);
+    return kind < HOSTILE_COUNT ? kind : HOSTILE_COUNT - 1;
+}
+
+/* mock_plan_item decides the answer to a well-formed request of draw n: forced faults first (fail_all_500,
+ * fail_all_status, once_429), then the permanent rejection, then the dice. A content fault that does not apply
+ * to the prompt's stage (header_only outside stage 2, hostile outside stages 1 and 2) answers normally. */
+static void mock_plan_item(mock_req *r, const mock_config *cfg, const mock_prompt *p, uint64_t n) {
+    int fault = mock_fault_roll(cfg, mock_dice(cfg->seed, n, 0));
     if (cfg->fail_all_500) fault = FAULT_500;
     else if (cfg->fail_all_status) fault = cfg->fail_all_status == 429 ? FAULT_429 : FAULT_STATUS;
     else if (mock_take_once_429()) fault = FAULT_429;
     else if (cfg->reject_mod > 0 && p->position > 0 && p->position % cfg->reject_mod == 0) fault = FAULT_REJECT;
+    if ((fault == FAULT_HEADER_ONLY && p->stage != 2) || (fault == FAULT_HOSTILE && p->stage == 0))
+        fault = FAULT_NONE;
+    if (fault == FAULT_HOSTILE) {
+        r->hostile = mock_hostile_pick(cfg, n);
+        atomic_fetch_add(&g_stats.by_hostile[r->hostile], 1);
+    }
+    r->fault = fault;
+    atomic_fetch_add(&g_stats.by_fault[fault], 1);
     switch (fault) {
     case FAULT_REJECT:
         mock_plan_error(r, 400, "mock-api: this item is permanently rejected (reject_mod)", "invalid_request_error",
@@ -731,11 +877,12 @@ static void mock_plan_item(mock_req *r, const mock_config *cfg, const mock_promp
                         "server_error", NULL);
         break;
     case FAULT_429:
-        r->retry_after = cfg->retry_after;
+    case FAULT_429_BARE:
+        r->retry_after = fault == FAULT_429 ? cfg->retry_after : -1;
         mock_plan_error(r, 429, "Rate limit reached for requests (mock).", "requests", "rate_limit_exceeded");
         break;
     case FAULT_STATUS: mock_plan_status(r, cfg); break;
-    default: mock_plan_success(r, cfg, p, fault);
+    default: mock_plan_success(r, cfg, p, fault, mock_dice(cfg->seed, n, 3) < 0.5);
     }
 }
 
@@ -756,7 +903,7 @@ static void mock_plan_chat(struct MHD_Connection *c, mock_req *r) {
     } else {
         r->stage = p.stage;
         r->position = p.position;
-        mock_plan_item(r, &cfg, &p, mock_dice(cfg.seed, n, 0));
+        mock_plan_item(r, &cfg, &p, n);
         mock_prompt_free(&p);
     }
 }
@@ -892,6 +1039,54 @@ static enum MHD_Result mock_send(struct MHD_Connection *c, int status, fc_buf *b
     return ret;
 }
 
+/* A body sent in part: cut bytes of data, then the connection ends, with an RST when rst is set. */
+typedef struct mock_partial {
+    char *data; /* owned */
+    size_t cut;
+    int fd;  /* the connection's socket, borrowed from MHD */
+    int rst; /* reset (SO_LINGER {1, 0}) rather than close */
+} mock_partial;
+
+static void mock_partial_free(void *cls) {
+    mock_partial *p = cls;
+    free(p->data);
+    free(p);
+}
+
+/* mock_partial_read gives MHD the first cut bytes; asked for more (which MHD does only once those were written
+ * to the socket), it ends the response with an error, so MHD closes the connection short of Content-Length. */
+static ssize_t mock_partial_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    mock_partial *p = cls;
+    if (pos >= p->cut) {
+        struct linger lg = {1, 0};
+        if (p->rst && p->fd >= 0) setsockopt(p->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = p->cut - (size_t)pos < max ? p->cut - (size_t)pos : max;
+    memcpy(buf, p->data + pos, n);
+    return (ssize_t)n;
+}
+
+/* mock_send_partial queues a 200 whose Content-Length announces the whole planned body, of which only r->cut
+ * bytes are sent before the connection is closed (truncated) or reset (reset). */
+static enum MHD_Result mock_send_partial(struct MHD_Connection *c, mock_req *r) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    mock_partial *p = calloc(1, sizeof *p);
+    if (!p) return MHD_NO;
+    p->cut = r->cut;
+    p->fd = ci ? ci->connect_fd : -1;
+    p->rst = r->fault == FAULT_RESET;
+    size_t len = r->answer.len;
+    p->data = fc_buf_steal(&r->answer);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(len, 16 * 1024, mock_partial_read, p, mock_partial_free);
+    if (!resp) return mock_partial_free(p), MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result mock_send_error(struct MHD_Connection *c, int status, const char *msg) {
     fc_buf b = {0};
     mock_error_body(&b, msg, "invalid_request_error", NULL);
@@ -904,6 +1099,7 @@ static enum MHD_Result mock_handle_chat(struct MHD_Connection *c, mock_req *r) {
         if (r->delay_ms > 0 && mock_timer_suspend(c, r->delay_ms)) return MHD_YES;
     }
     mock_req_finish(r, r->status);
+    if (r->cut > 0) return mock_send_partial(c, r);
     return mock_send(c, r->status, &r->answer, r->retry_after);
 }
 
@@ -929,9 +1125,16 @@ static enum MHD_Result mock_handle_stats(struct MHD_Connection *c) {
         unsigned long long v = atomic_load(&g_stats.by_status[s]);
         if (v) fc_buf_printf(&b, "%s\"%d\":%llu", sep, s, v), sep = ",";
     }
-    fc_buf_printf(&b, "},\"stage1\":%llu,\"stage2\":%llu,\"prompt_tokens\":%llu,\"completion_tokens\":%llu}",
+    fc_buf_printf(&b, "},\"stage1\":%llu,\"stage2\":%llu,\"prompt_tokens\":%llu,\"completion_tokens\":%llu,",
                   atomic_load(&g_stats.stage1), atomic_load(&g_stats.stage2), atomic_load(&g_stats.prompt_tokens),
                   atomic_load(&g_stats.completion_tokens));
+    sep = "\"faults\":{";
+    for (int f = 0; f < FAULT_COUNT; f++, sep = ",")
+        fc_buf_printf(&b, "%s\"%s\":%llu", sep, mock_fault_names[f], atomic_load(&g_stats.by_fault[f]));
+    sep = "},\"hostile\":{";
+    for (int k = 0; k < HOSTILE_COUNT; k++, sep = ",")
+        fc_buf_printf(&b, "%s\"%s\":%llu", sep, mock_hostile_names[k], atomic_load(&g_stats.by_hostile[k]));
+    fc_buf_puts(&b, "}}");
     if (!b.data) return MHD_NO;
     return mock_send(c, 200, &b, -1);
 }
@@ -988,7 +1191,24 @@ static void mock_usage(FILE *f) {
         fprintf(f, "  --%-16s %c %s (default %s)\n", flag, mock_opts[i].runtime ? '*' : ' ', mock_opts[i].help,
                 *mock_opts[i].def ? mock_opts[i].def : "none");
     }
-    fprintf(f, "  --help               this text\n");
+    fprintf(f, "  --help               this text\n"
+               "Faults (at most one per request, drawn from the seeded dice; /stats counts them under \"faults\" and\n"
+               "\"hostile\", and the request log's last column names each answer's fault, '-' for none):\n"
+               "  reset        status, headers and half the body are sent, then the connection is reset (RST)\n"
+               "  truncated    a 200 whose Content-Length announces the whole body; half is sent, then it closes\n"
+               "  header_only  a stage-2 content of the TSV header line alone (stage-1 requests answer normally)\n"
+               "  hostile      a 200 whose content carries hostile values, of hostile_kind:\n"
+               "    control    ESC sequences (\\x1b[31m, \\x1b]0;title\\x07), VT, FF, BEL, CR, DEL, C1 U+0085 and\n"
+               "               U+009B in field values (stage 1: JSON-escaped, stage 2: raw in the TSV)\n"
+               "    tabs       TAB and LF inside field values (stage 1: JSON-escaped; stage 2: literal, so a row\n"
+               "               with an extra column and a row split in two)\n"
+               "    huge       one field value of 256 KiB (under the worker's default 1 MiB answer cap)\n"
+               "    columns    stage 2: a row of 12 columns and one of 5; stage 1: extra unknown members\n"
+               "    deep       stage 1: JSON nested 5000 levels ([[[...]]] or {\"a\":{\"a\":...}}); stage 2: a field\n"
+               "               holding [[[...]]] 5000 deep\n"
+               "    utf8       invalid UTF-8 bytes (0xff, overlong 0xc0 0xaf, lone 0x80, a cut 3-byte sequence) raw\n"
+               "               inside field values, so the HTTP body carries them inside a JSON string\n"
+               "    mix        one of the above per answer, by the dice\n");
 }
 
 static void mock_on_signal(int sig) {
