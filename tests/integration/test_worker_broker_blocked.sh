@@ -102,7 +102,8 @@ W1=$LAST_PID
 wait_until 20 grep -q consuming "$TMP/worker-big.log" || fail "worker did not start"
 # Published while the broker is healthy: the producer publishes too.
 "$PRODUCER" "$TMP/big.csv" --job-id $JOB_BIG >"$TMP/producer-publish-big.log" 2>&1 || fail "publish (big) failed"
-wait_until 20 answered_at_least 10 || fail "the worker did not start calling"
+# The alarm goes on at once: the worker publishes nothing before its first batch settles, and
+# rabbitmqctl may take seconds on a busy machine (at 20 calls/s the first batch takes 5 s).
 raise_alarm
 c0=$(mock_answered)
 [ "$c0" -lt 90 ] || fail "big: the worker's first batch was done before the alarm ($c0 calls): nothing tested"
@@ -126,7 +127,6 @@ start_worker small
 W2=$LAST_PID
 wait_until 20 grep -q consuming "$TMP/worker-small.log" || fail "worker did not start"
 "$PRODUCER" "$TMP/small.csv" --job-id $JOB_SMALL >"$TMP/producer-publish-small.log" 2>&1 || fail "publish (small) failed"
-wait_until 20 answered_at_least $((before + 10)) || fail "the worker did not start calling"
 raise_alarm
 # The broker says it is blocked when the worker publishes its first batch's results.
 wait_until 15 grep -q "broker blocked publishing" "$TMP/worker-small.log" || fail "small: the worker was not told it is blocked"
