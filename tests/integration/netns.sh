@@ -28,6 +28,19 @@ netns_need_socat() {
         fail "cannot install socat"
 }
 
+# netns_pick_subnet: keeps the PID's /30 unless an interface of the machine has one of its
+# addresses already (another run whose PID maps to the same /30), else tries others.
+netns_pick_subnet() {
+    local k n
+    for k in $(seq 0 30); do
+        n=$((($$ + k * 7919) & 16383))
+        NS_ROOT_IP="10.213.$((n >> 6)).$(((n & 63) * 4 + 1))"
+        NS_IP="10.213.$((n >> 6)).$(((n & 63) * 4 + 2))"
+        ip -o -4 addr show | grep -qE " inet ($NS_ROOT_IP|$NS_IP)/" || return 0
+    done
+    fail "no free /30 in 10.213.0.0/16 after 31 tries"
+}
+
 # netns_up: creates the namespace and the veth pair, addressed and up. Exits 0 with "SKIP: ..."
 # only if the kernel refuses a network namespace (an unprivileged container).
 netns_up() {
@@ -40,6 +53,7 @@ netns_up() {
         exit 0
     fi
     NS_CREATED=1
+    netns_pick_subnet
     ip link add "$NS_VETH_ROOT" type veth peer name "$NS_VETH_IN" netns "$NS_NAME" || fail "cannot create the veth pair"
     ip addr add "$NS_ROOT_IP/30" dev "$NS_VETH_ROOT" || fail "cannot address $NS_VETH_ROOT"
     ip link set "$NS_VETH_ROOT" up || fail "cannot bring $NS_VETH_ROOT up"

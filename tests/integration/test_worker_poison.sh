@@ -81,7 +81,13 @@ grep -q "stopped taking deliveries (API credentials rejected)" "$TMP/worker-auth
 # (The management API's queue figures lag up to 5 s.)
 # (Asked of the node itself: the management API's consumer figures lag, and a quorum queue keeps
 # counting a cancelled consumer in .consumers while it holds unacked deliveries.)
-consumers=$($SUDO rabbitmqctl -q list_consumers -p / queue_name consumer_tag | awk -v q="$QUEUE_PREFIX.batches" '$1 == q' | wc -l)
+# (rabbitmqctl may time out on a busy machine: ask again rather than count nothing as 0.)
+count_consumers() {
+    local out
+    out=$($SUDO rabbitmqctl -q list_consumers -p / queue_name consumer_tag 2>/dev/null) || return 1
+    consumers=$(awk -v q="$QUEUE_PREFIX.batches" '$1 == q' <<<"$out" | wc -l)
+}
+wait_until 30 count_consumers || fail "rabbitmqctl list_consumers did not answer"
 [ "$consumers" = 0 ] || fail "the worker still consumes ($consumers consumers)"
 held3() { [ "$(queue_depth batches)" = 3 ]; }
 wait_until 15 held3 || fail "expected the 3 batches in the work queue, got $(queue_depth batches)"
