@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fc_error.h"
+#include "fc_text.h"
 
 int fc_job_id_valid(const char *id) {
     size_t n = strlen(id);
@@ -163,7 +164,7 @@ static int decode_item(json_object *o, fc_item *it, char **last_error, size_t id
         snprintf(why, whylen, "%snot an object", where);
         return FC_EPARSE;
     }
-    if (get_int64(o, "position", 1, 1000000000000LL, &it->position, why, whylen, where) != FC_OK) return FC_EPARSE;
+    if (get_int64(o, "position", 1, FC_POSITION_MAX, &it->position, why, whylen, where) != FC_OK) return FC_EPARSE;
     const char *term = get_str(o, "term"), *type = get_str(o, "type"), *err = get_str(o, "last_error");
     if (!term || !*term) {
         snprintf(why, whylen, "%smissing or empty 'term'", where);
@@ -201,9 +202,34 @@ static int decode_header(json_object *root, fc_batch_hdr *h, char *why, size_t w
     h->batch = (long)v;
     if (get_int64(root, "attempt", 1, 1000, &v, why, whylen, "") != FC_OK) return FC_EPARSE;
     h->attempt = (int)v;
-    json_object *nb;
-    h->not_before_ms = json_object_object_get_ex(root, "not_before", &nb) ? json_object_get_int64(nb) : 0;
+    h->not_before_ms = 0;
+    if (json_object_object_get_ex(root, "not_before", NULL) &&
+        get_int64(root, "not_before", 0, FC_NOT_BEFORE_MAX, &h->not_before_ms, why, whylen, "") != FC_OK)
+        return FC_EPARSE;
     return FC_OK;
+}
+
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* unique_positions returns 0 if no two items of m share a position, else FC_EPARSE with the position in why:
+ * the job's record keeps one outcome per position, so a batch holding one twice would count one item twice
+ * and another never. */
+static int unique_positions(const fc_batch_msg *m, char *why, size_t whylen) {
+    long long *p = malloc(m->nitems * sizeof(*p));
+    if (!p) return FC_ENOMEM;
+    for (size_t i = 0; i < m->nitems; i++) p[i] = m->items[i].position;
+    qsort(p, m->nitems, sizeof(*p), cmp_ll);
+    int rc = FC_OK;
+    for (size_t i = 1; rc == FC_OK && i < m->nitems; i++)
+        if (p[i] == p[i - 1]) {
+            snprintf(why, whylen, "items hold position %lld more than once", p[i]);
+            rc = FC_EPARSE;
+        }
+    free(p);
+    return rc;
 }
 
 static int decode_items(json_object *root, fc_batch_msg *m, char *why, size_t whylen) {
@@ -225,7 +251,7 @@ static int decode_items(json_object *root, fc_batch_msg *m, char *why, size_t wh
         int rc = decode_item(json_object_array_get_idx(items, i), &m->items[i], &m->last_error[i], i, why, whylen);
         if (rc != FC_OK) return rc;
     }
-    return FC_OK;
+    return unique_positions(m, why, whylen);
 }
 
 int fc_message_decode_batch(const char *body, size_t len, fc_batch_msg *out, char *why, size_t whylen) {
@@ -289,12 +315,17 @@ static void copy_cut(char *out, size_t n, const char *s) {
 static int salvage_item(json_object *o, fc_salvaged *out) {
     json_object *v;
     if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "position", &v) ||
-        !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1)
+        !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+        json_object_get_int64(v) > FC_POSITION_MAX)
         return 0;
     out->position = json_object_get_int64(v);
     out->term[0] = '\0';
     const char *t = get_str(o, "term");
-    if (t) copy_cut(out->term, sizeof(out->term), t);
+    /* Cleaned: the message was refused, maybe for invalid UTF-8 or control characters in this very term,
+     * and the term goes on to the job's failure record and the producer's report. */
+    char *clean = t ? fc_text_clean_dup(t, strlen(t), FC_TEXT_FIELD) : NULL;
+    if (clean) copy_cut(out->term, sizeof(out->term), clean);
+    free(clean);
     return 1;
 }
 

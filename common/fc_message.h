@@ -12,6 +12,8 @@
 #define FC_JOB_ID_MAX 64
 #define FC_BATCH_ITEMS_MAX 10000
 #define FC_MESSAGE_MAX_BYTES (16L << 20)
+#define FC_POSITION_MAX 1000000000000LL      /* an item's position is 1..this */
+#define FC_NOT_BEFORE_MAX 4102444800000LL    /* not_before (unix ms) is 0..this (2100-01-01) */
 
 /* The header of a batch message: which job, which batch, which attempt. */
 typedef struct fc_batch_hdr {
@@ -81,7 +83,7 @@ typedef struct fc_salvaged {
 } fc_salvaged;
 
 /* fc_message_salvage reads what it can of a message that fc_message_decode_batch refused: the
- * job id (valid per fc_job_id_valid) and the position (and term) of every item that has one, so
+ * job id (valid per fc_job_id_valid) and the position (in 1..FC_POSITION_MAX) and term of every item that has one, so
  * their job can count them as failed. Returns 0 with *items (caller frees; NULL when *n is 0),
  * or FC_EPARSE when the message names no valid job id. */
 int fc_message_salvage(const char *body, size_t len, char job_id[FC_JOB_ID_MAX + 1], fc_salvaged **items,
@@ -91,8 +93,12 @@ int fc_message_salvage(const char *body, size_t len, char job_id[FC_JOB_ID_MAX +
  * "<job>-<batch>-a<attempt>-<suffix>" for later ones (suffix tells continuations apart). */
 void fc_message_batch_id(char *out, size_t outlen, const fc_batch_hdr *h, const char *suffix);
 
-/* fc_message_decode_batch validates and decodes a batch message. Returns 0 (free with
- * fc_batch_msg_free) or FC_EPARSE/FC_ETOOBIG with a precise reason in why. */
+/* fc_message_decode_batch validates and decodes a batch message: at most FC_MESSAGE_MAX_BYTES, strict JSON
+ * of valid UTF-8 nested at most 32 deep, schema 1, a job id valid per fc_job_id_valid (so no Redis key of
+ * another job can be named through it), batch, attempt and not_before in range, 1..FC_BATCH_ITEMS_MAX items
+ * each with a position in 1..FC_POSITION_MAX (no two the same) and a non-empty term. Returns 0 (free with
+ * fc_batch_msg_free) or FC_EPARSE/FC_ETOOBIG/FC_ENOMEM with a precise reason in why (our own words: no text
+ * of the message is quoted in it). */
 int fc_message_decode_batch(const char *body, size_t len, fc_batch_msg *out, char *why, size_t whylen);
 void fc_batch_msg_free(fc_batch_msg *m);
 

@@ -15,6 +15,7 @@
 #include "fc_buf.h"
 #include "fc_error.h"
 #include "fc_message.h"
+#include "fc_text.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define JSON_MAX_DEPTH 64
@@ -38,36 +39,23 @@ static void set_why(char *why, size_t whylen, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* copy_reason copies up to REASON_MAX_BYTES of src into why as one line: control characters become spaces and
- * a UTF-8 sequence is never cut in half, so the result is safe in a log line or a message header. */
+/* copy_reason copies up to REASON_MAX_BYTES of src into why as one line: every control character (C0, DEL,
+ * C1) becomes a space (a reason keeps its word breaks, and a body of nothing else still gives one), invalid
+ * UTF-8 becomes U+FFFD, and a UTF-8 sequence is never cut in half. The result is safe in a log line, a dead
+ * letter's x-error header and the job's failure record, whatever the API's error body held. */
 static void copy_reason(char *why, size_t whylen, const char *src, size_t n) {
     if (!why || whylen == 0) return;
-    size_t max = whylen - 1 < REASON_MAX_BYTES ? whylen - 1 : REASON_MAX_BYTES;
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+    size_t max = whylen - 1 < REASON_MAX_BYTES ? whylen - 1 : REASON_MAX_BYTES, o = 0;
+    const unsigned char *s = (const unsigned char *)src;
+    for (size_t i = 0, k; i < n; i += k ? k : 1) {
+        k = fc_text_utf8_seq(s + i, n - i);
+        const char *put = !k ? "\xef\xbf\xbd" : fc_text_is_control(s + i, k) ? " " : NULL;
+        size_t m = put ? strlen(put) : k;
+        if (o + m > max) break;
+        memcpy(why + o, put ? put : src + i, m);
+        o += m;
     }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        why[i] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
-    }
-    why[n] = '\0';
-}
-
-/* utf8_seq returns the length (1 to 4) of the well-formed UTF-8 sequence starting s[0..n), n > 0, or 0 if
- * there is none there: a stray continuation byte, a truncated sequence, an overlong form, a surrogate or a
- * value above U+10FFFF. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000}; /* smallest value of each length */
-    if (s[0] < 0x80) return 1;
-    size_t k = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC0 ? 2 : 0;
-    if (k == 0 || k > n) return 0;
-    uint32_t cp = s[0] & (0x7Fu >> k);
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3Fu);
-    }
-    return cp < least[k] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : k;
+    why[o] = '\0';
 }
 
 /* check_answer returns 0 if content[0..len) may be an answer at all: well-formed UTF-8 without a NUL byte.
@@ -81,7 +69,7 @@ static int check_answer(const char *what, const char *content, size_t len, char 
             set_why(why, whylen, "%s contains a NUL byte at offset %zu", what, i);
             return FC_EPARSE;
         }
-        if (!(k = utf8_seq(s + i, len - i))) {
+        if (!(k = fc_text_utf8_seq(s + i, len - i))) {
             set_why(why, whylen, "%s is not valid UTF-8 at offset %zu", what, i);
             return FC_EPARSE;
         }
@@ -506,6 +494,93 @@ static int stage1_check(json_object *obj, char *why, size_t whylen) {
     return FC_OK;
 }
 
+/* Where cleaning happens, and why here: the worker cleans every string it keeps of an answer (each
+ * stage-1 string, object keys included, and each card field) with fc_text_clean (FC_TEXT_FIELD), so every
+ * consumer of P.results (the producer's TSV, flashcard-admin results, the stage-2 request built from stage 1,
+ * any other reader) gets text without control characters; the output writer (fc_output) cleans again what it
+ * writes, for results made by older workers and letters replayed from before. Answers are cached as they came
+ * and cleaned again on each hit, so a cache filled before this rule is safe too. */
+
+static json_object *clean_value(json_object *v);
+
+/* clean_string returns the string v with its text cleaned (in place), or NULL (v put) when out of memory.
+ * The text may hold NUL bytes (an escaped \u0000): they are dropped like any control character. */
+static json_object *clean_string(json_object *v) {
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    if (fc_text_is_clean(s, n)) return v;
+    char *c = fc_text_clean_dup(s, n, FC_TEXT_FIELD);
+    int ok = c && json_object_set_string(v, c);
+    free(c);
+    if (ok) return v;
+    json_object_put(v);
+    return NULL;
+}
+
+/* clean_array cleans every element of the array a in place; returns a, or NULL (a put) when out of memory. */
+static json_object *clean_array(json_object *a) {
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        json_object *e = json_object_array_get_idx(a, i);
+        if (!e) continue; /* null */
+        json_object *c = clean_value(json_object_get(e));
+        if (!c) {
+            json_object_put(a);
+            return NULL;
+        }
+        if (c != e) json_object_array_put_idx(a, i, c); /* puts e */
+        else json_object_put(c);
+    }
+    return a;
+}
+
+/* rekeyed returns a copy of the object o with cleaned keys (a later key that cleans to the same name wins),
+ * sharing o's values; o is put. NULL when out of memory. */
+static json_object *rekeyed(json_object *o) {
+    json_object *n = json_object_new_object();
+    json_object_object_foreach(o, k, val) {
+        char *ck = n ? fc_text_clean_dup(k, strlen(k), FC_TEXT_FIELD) : NULL;
+        if (!ck || json_object_object_add(n, ck, json_object_get(val)) != 0) {
+            if (ck && val) json_object_put(val);
+            free(ck);
+            json_object_put(n);
+            n = NULL;
+            break;
+        }
+        free(ck);
+    }
+    json_object_put(o);
+    return n;
+}
+
+/* clean_object cleans the values of the object o in place, and its keys by making a copy when one needs it;
+ * returns o or the copy, or NULL (o put) when out of memory. */
+static json_object *clean_object(json_object *o) {
+    int dirty_keys = 0;
+    json_object_object_foreach(o, k, val) {
+        if (!fc_text_is_clean(k, strlen(k))) dirty_keys = 1;
+        if (!val) continue; /* null */
+        json_object *c = clean_value(json_object_get(val));
+        if (!c) {
+            json_object_put(o);
+            return NULL;
+        }
+        if (c != val) json_object_object_add(o, k, c); /* replaces (and puts) val; the table is unchanged */
+        else json_object_put(c);
+    }
+    return dirty_keys ? rekeyed(o) : o;
+}
+
+/* clean_value takes v (one reference) and returns it with every string in it cleaned: v itself, or a new
+ * value standing for it (v put). NULL when out of memory (v put). Recursion is bounded by the parser's
+ * JSON_MAX_DEPTH. */
+static json_object *clean_value(json_object *v) {
+    if (!v) return NULL; /* JSON null: the callers skip it */
+    if (json_object_is_type(v, json_type_string)) return clean_string(v);
+    if (json_object_is_type(v, json_type_array)) return clean_array(v);
+    if (json_object_is_type(v, json_type_object)) return clean_object(v);
+    return v;
+}
+
 int fc_pipeline_stage1_parse(const char *content, size_t len, char **stage1_json, char *why, size_t whylen) {
     size_t n;
     int rc;
@@ -519,6 +594,10 @@ int fc_pipeline_stage1_parse(const char *content, size_t len, char **stage1_json
     json_object *obj = parse_json(text, n, "stage 1 answer", &rc, why, whylen);
     free(text);
     if (!obj) return rc;
+    if (!(obj = clean_value(obj))) {
+        set_why(why, whylen, "out of memory");
+        return FC_ENOMEM;
+    }
     rc = stage1_check(obj, why, whylen);
     if (rc == FC_OK && !(*stage1_json = to_json(obj))) {
         rc = FC_ENOMEM;
@@ -552,16 +631,30 @@ static size_t split_tsv(const char *b, const char *e, const char **start, const 
     }
 }
 
-/* card_from_line fills c from one TSV line; returns 1 if it is a card, 0 if skipped, FC_ENOMEM. */
-static int card_from_line(const char *b, const char *e, fc_card *c) {
+/* only_space reports whether [b, e) holds nothing but spaces and tabs. */
+static int only_space(const char *b, const char *e) {
+    while (b < e && (*b == ' ' || *b == '\t')) b++;
+    return b == e;
+}
+
+/* card_from_line fills c from one TSV line, its fields cleaned by fc_text_clean (a CR or VT inside one becomes
+ * a space, an ESC is dropped). Returns 1 if it is a card; 0 if it is no row: blank, a line without a tab
+ * (commentary around the table) or the header; FC_EPARSE if it is a row with the wrong number of fields
+ * (*nfields says how many); FC_ENOMEM. A row of 8 fields lacks only honorific_level; empty fields after the
+ * ninth (trailing tabs) are ignored. Any other count means a field held a tab or lost one: every column after
+ * it would be shifted, so the answer is refused rather than cards made of the wrong columns. */
+static int card_from_line(const char *b, const char *e, fc_card *c, size_t *nfields) {
     const char *start[FC_CARD_NFIELDS], *end[FC_CARD_NFIELDS];
     if (e > b && e[-1] == '\r') e--;
     size_t n = split_tsv(b, e, start, end);
-    if (n < FC_CARD_NFIELDS - 1) return 0;
+    *nfields = n;
+    if (n == 1 || only_space(b, e)) return 0;
     if (end[0] - start[0] == 8 && strncasecmp(start[0], "position", 8) == 0) return 0; /* header */
+    if (n < FC_CARD_NFIELDS - 1 || (n > FC_CARD_NFIELDS && !only_space(end[FC_CARD_NFIELDS - 1], e)))
+        return FC_EPARSE;
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < FC_CARD_NFIELDS; i++) {
-        c->f[i] = i < n ? strndup(start[i], (size_t)(end[i] - start[i])) : strdup("");
+        c->f[i] = i < n ? fc_text_clean_dup(start[i], (size_t)(end[i] - start[i]), FC_TEXT_FIELD) : strdup("");
         if (!c->f[i]) {
             for (size_t j = 0; j < i; j++) free(c->f[j]);
             return FC_ENOMEM;
@@ -583,15 +676,20 @@ static int push_card(fc_card **cards, size_t *n, size_t *cap, const fc_card *c) 
     return FC_OK;
 }
 
-/* parse_lines collects the cards of text[0..len); returns 0 or FC_ENOMEM (cards collected so far kept). */
-static int parse_lines(const char *text, size_t len, fc_card **cards, size_t *ncards) {
-    size_t cap = 0;
+/* parse_lines collects the cards of text[0..len); returns 0, FC_EPARSE with the reason in why (a row with the
+ * wrong number of fields) or FC_ENOMEM (cards collected so far kept). */
+static int parse_lines(const char *text, size_t len, fc_card **cards, size_t *ncards, char *why, size_t whylen) {
+    size_t cap = 0, line = 0, nfields;
     const char *p = text, *e = text + len;
     while (p < e) {
         const char *nl = memchr(p, '\n', (size_t)(e - p));
         const char *le = nl ? nl : e;
         fc_card c;
-        int r = card_from_line(p, le, &c);
+        line++;
+        int r = card_from_line(p, le, &c, &nfields);
+        if (r == FC_EPARSE)
+            set_why(why, whylen, "stage 2 answer line %zu has %zu fields (expected %d)", line, nfields,
+                    FC_CARD_NFIELDS);
         if (r < 0) return r;
         if (r == 1 && push_card(cards, ncards, &cap, &c) != FC_OK) {
             for (int j = 0; j < FC_CARD_NFIELDS; j++) free(c.f[j]);
@@ -610,12 +708,12 @@ int fc_pipeline_stage2_parse(const char *content, size_t len, fc_card **cards, s
     int rc = check_answer("stage 2 answer", content, len, why, whylen);
     if (rc != FC_OK) return rc;
     char *text = fc_pipeline_strip_fence(content, len, &n);
-    rc = text ? parse_lines(text, n, cards, ncards) : FC_ENOMEM;
+    rc = text ? parse_lines(text, n, cards, ncards, why, whylen) : FC_ENOMEM;
     free(text);
     if (rc == FC_OK && *ncards == 0) {
         set_why(why, whylen, "stage 2 answer has no cards");
         rc = FC_EPARSE;
-    } else if (rc != FC_OK) {
+    } else if (rc == FC_ENOMEM) {
         set_why(why, whylen, "out of memory");
     }
     if (rc != FC_OK) {

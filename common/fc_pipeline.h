@@ -65,7 +65,7 @@ char *fc_pipeline_stage2_body(const fc_pipeline_conf *c, const fc_item *it, cons
 int fc_pipeline_envelope(const char *body, size_t len, char **content, long *prompt_tok, long *completion_tok,
                          char *why, size_t whylen);
 
-/* fc_pipeline_error_reason writes a short single-line reason (at most ~200 bytes, control characters replaced)
+/* fc_pipeline_error_reason writes a short single-line reason (at most ~200 bytes, cleaned by fc_text_clean)
  * for a non-2xx response body into why: error.message of an OpenAI error body, else the start of the body.
  * Returns 0 if an error message was found, FC_EPARSE if the fallback was used. */
 int fc_pipeline_error_reason(const char *body, size_t len, char *why, size_t whylen);
@@ -80,8 +80,10 @@ char *fc_pipeline_strip_fence(const char *content, size_t len, size_t *outlen);
  * cached answer is read back as it was stored). Content with a NUL byte or invalid UTF-8 is FC_EPARSE
  * ("stage 2 answer contains a NUL byte at offset N", "... is not valid UTF-8 at offset N"). */
 
-/* fc_pipeline_stage1_parse validates a stage-1 answer (a JSON object, possibly fenced) and on success sets
- * *stage1_json to the object re-serialized compactly with keys in received order (caller frees).
+/* fc_pipeline_stage1_parse validates a stage-1 answer (a JSON object, possibly fenced, nested at most 64 deep:
+ * deeper is "stage 1 answer is not JSON: nesting too deep") and on success sets *stage1_json to the object
+ * re-serialized compactly with keys in received order (caller frees), every string in it (keys included)
+ * cleaned by fc_text_clean (FC_TEXT_FIELD).
  * Returns 0, FC_EPARSE with a reason in why (e.g. "stage 1 answer lacks field 'ipa'"), or FC_ENOMEM. */
 int fc_pipeline_stage1_parse(const char *content, size_t len, char **stage1_json, char *why, size_t whylen);
 
@@ -107,15 +109,18 @@ extern const char *const fc_card_columns[FC_CARD_NFIELDS];
 #define FC_CARD_HEADER "position\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level"
 
 /* One flashcard: FC_CARD_NFIELDS owned strings, never NULL (honorific_level may be ""). Fields are TSV text as the
- * model wrote it: escape sequences such as a literal backslash-t stay as they are. */
+ * model wrote it, cleaned by fc_text_clean (FC_TEXT_FIELD): no control character (a CR or VT inside a field is a
+ * space, an ESC is dropped), valid UTF-8; escape sequences such as a literal backslash-t stay as they are. */
 typedef struct fc_card {
     char *f[FC_CARD_NFIELDS];
 } fc_card;
 
 /* fc_pipeline_stage2_parse parses a stage-2 TSV answer (possibly fenced, LF or CRLF, header optional) into
- * *cards (array of *ncards, caller frees with fc_cards_free). Lines with fewer than 8 fields are skipped; fields
- * past the ninth are dropped. Returns 0, FC_EPARSE with a reason in why ("stage 2 answer has no cards"), or
- * FC_ENOMEM. */
+ * *cards (array of *ncards, caller frees with fc_cards_free). Blank lines and lines without a tab (commentary)
+ * are skipped; a row has 9 fields, or 8 (no honorific_level), empty fields after the ninth (trailing tabs)
+ * ignored. A row with any other number of fields makes the whole answer bad: a field that held a tab, or lost
+ * one, would shift every column after it. Returns 0, FC_EPARSE with a reason in why ("stage 2 answer has no
+ * cards", "stage 2 answer line 3 has 11 fields (expected 9)"), or FC_ENOMEM. */
 int fc_pipeline_stage2_parse(const char *content, size_t len, fc_card **cards, size_t *ncards, char *why,
                              size_t whylen);
 

@@ -200,8 +200,8 @@ static void test_stage2_rows(void **state) {
     char why[128] = "";
     const char *in = "```\n" FC_CARD_HEADER "\n" ROW9 "\n"
                      "some commentary line\n"
-                     "1\ta\tb\tc\td\te\tf\n" /* 7 fields: skipped */
                      "\n"
+                     " \t \n" /* blank: skipped */
                      "1\t안녕하세요\t1\tGrammar\tp\tQ\\tx\tA\\nline2\ttags\n" /* 8 fields */
                      "```";
     assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
@@ -236,7 +236,7 @@ static void test_stage2_empty_fields_and_extra(void **state) {
     fc_card *cards = NULL;
     size_t n = 0;
     char why[128] = "";
-    const char *in = "1\tt\t1\tScene\t\tf\tb\t\t\n2\tt\t1\tScene\tp\tf\tb\ttags\tpolite\textra\tmore";
+    const char *in = "1\tt\t1\tScene\t\tf\tb\t\t\n2\tt\t1\tScene\tp\tf\tb\ttags\tpolite\t\t";
     assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
     assert_int_equal(n, 2);
     assert_string_equal(cards[0].f[FC_CARD_PRIMER], "");
@@ -244,6 +244,80 @@ static void test_stage2_empty_fields_and_extra(void **state) {
     assert_string_equal(cards[1].f[FC_CARD_HONORIFIC_LEVEL], "polite");
     fc_cards_free(cards, n);
     fc_cards_free(NULL, 0);
+}
+
+/* A row with a field too many or too few would shift its columns: the whole answer is bad (retried). */
+static void test_stage2_wrong_columns(void **state) {
+    const char *cases[][2] = {
+        {ROW9 "\n1\ta\tb\tc\td\te\tf\n", "stage 2 answer line 2 has 7 fields (expected 9)"},
+        {FC_CARD_HEADER "\n" ROW9 "\textra\n", "stage 2 answer line 2 has 10 fields (expected 9)"},
+        {"1\tt\t1\tScene\tp\tf\twith\ttab\tb\ttags\tpolite\n", "stage 2 answer line 1 has 11 fields (expected 9)"},
+        {"1\tt\n", "stage 2 answer line 1 has 2 fields (expected 9)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fc_card *cards = (fc_card *)1;
+        size_t n = 7;
+        char why[128] = "";
+        assert_int_equal(fc_pipeline_stage2_parse(cases[i][0], strlen(cases[i][0]), &cards, &n, why, sizeof(why)),
+                         FC_EPARSE);
+        assert_null(cards);
+        assert_int_equal(n, 0);
+        assert_string_equal(why, cases[i][1]);
+    }
+}
+
+/* Control characters never survive into a card field: CR, VT, FF become a space, ESC, DEL, C1 and other C0
+ * controls are dropped; stage-1 strings (keys included) get the same, nested ones too. */
+static void test_hostile_fields_cleaned(void **state) {
+    const char *in = "1\tt\x1b[31m\t1\tSc\rene\tp\x7f\tf\vx\tb\xc2\x9b" "2J\ttags\x01\x02\tpol\x0cite\n";
+    fc_card *cards = NULL;
+    size_t n = 0;
+    char why[128] = "";
+    assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(cards[0].f[FC_CARD_TERM], "t[31m");
+    assert_string_equal(cards[0].f[FC_CARD_TAB_NAME], "Sc ene");
+    assert_string_equal(cards[0].f[FC_CARD_PRIMER], "p");
+    assert_string_equal(cards[0].f[FC_CARD_FRONT], "f x");
+    assert_string_equal(cards[0].f[FC_CARD_BACK], "b2J");
+    assert_string_equal(cards[0].f[FC_CARD_TAGS], "tags");
+    assert_string_equal(cards[0].f[FC_CARD_HONORIFIC_LEVEL], "pol ite");
+    fc_cards_free(cards, n);
+
+    char *obj = strdup(S1_GOOD), *out = NULL, *hostile = NULL;
+    obj[strlen(obj) - 1] = '\0'; /* reopen the object */
+    assert_true(asprintf(&hostile, "%s,\"note\\u001b\":\"a\\u001b[2Jb\\nc\\u0000d\\u0085e\","
+                                   "\"deep\":[{\"x\":[\"\\u0007y\\t\"]},null,1]}", obj) > 0);
+    assert_int_equal(fc_pipeline_stage1_parse(hostile, strlen(hostile), &out, why, sizeof(why)), 0);
+    assert_non_null(strstr(out, "\"note\":\"a[2Jb cde\""));
+    assert_non_null(strstr(out, "\"deep\":[{\"x\":[\"y \"]},null,1]"));
+    assert_null(strchr(out, '\x1b'));
+    free(out);
+    free(hostile);
+    free(obj);
+}
+
+/* A JSON answer nested thousands deep is a bad answer with a clear reason, not a stack overflow. */
+static void test_stage1_deep(void **state) {
+    size_t depth = 5000;
+    char *in = malloc(2 * depth + 1), *out = NULL, why[256] = "";
+    memset(in, '[', depth);
+    memset(in + depth, ']', depth);
+    in[2 * depth] = '\0';
+    assert_int_equal(fc_pipeline_stage1_parse(in, 2 * depth, &out, why, sizeof(why)), FC_EPARSE);
+    assert_string_equal(why, "stage 1 answer is not JSON: nesting too deep");
+    free(in);
+}
+
+/* An error body's reason is one clean line, whatever the body held. */
+static void test_error_reason_hostile(void **state) {
+    const char *body = "{\"error\":{\"message\":\"bad\\u001b[31m\\nrequest\\u0085 \\u007f!\"}}";
+    char why[256];
+    assert_int_equal(fc_pipeline_error_reason(body, strlen(body), why, sizeof(why)), 0);
+    assert_string_equal(why, "bad [31m request   !");
+    const char raw[] = "<html>\x1b]0;title\x07\xff\xfe</html>";
+    assert_int_equal(fc_pipeline_error_reason(raw, sizeof(raw) - 1, why, sizeof(why)), FC_EPARSE);
+    assert_string_equal(why, "<html> ]0;title \xef\xbf\xbd\xef\xbf\xbd</html>");
 }
 
 /* ---- envelope and error bodies ---- */
@@ -791,6 +865,10 @@ int main(void) {
         cmocka_unit_test(test_stage2_rows),
         cmocka_unit_test(test_stage2_crlf_no_header),
         cmocka_unit_test(test_stage2_empty_fields_and_extra),
+        cmocka_unit_test(test_stage2_wrong_columns),
+        cmocka_unit_test(test_hostile_fields_cleaned),
+        cmocka_unit_test(test_stage1_deep),
+        cmocka_unit_test(test_error_reason_hostile),
         cmocka_unit_test(test_envelope_good),
         cmocka_unit_test(test_envelope_no_usage),
         cmocka_unit_test(test_envelope_no_choices),
