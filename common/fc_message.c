@@ -145,10 +145,13 @@ static int get_int64(json_object *o, const char *key, long long min, long long m
     return FC_OK;
 }
 
+/* get_str returns the string member key of o (borrowed), or NULL if absent, not a string, or holding a NUL
+ * byte (an escaped \u0000): as a C string it would be cut there, and "job\u0000x" would pass for job "job". */
 static const char *get_str(json_object *o, const char *key) {
     json_object *v;
     if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string)) return NULL;
-    return json_object_get_string(v);
+    const char *s = json_object_get_string(v);
+    return strlen(s) == (size_t)json_object_get_string_len(v) ? s : NULL;
 }
 
 static char *value_text(json_object *v) {
@@ -167,7 +170,7 @@ static int decode_item(json_object *o, fc_item *it, char **last_error, size_t id
     if (get_int64(o, "position", 1, FC_POSITION_MAX, &it->position, why, whylen, where) != FC_OK) return FC_EPARSE;
     const char *term = get_str(o, "term"), *type = get_str(o, "type"), *err = get_str(o, "last_error");
     if (!term || !*term) {
-        snprintf(why, whylen, "%smissing or empty 'term'", where);
+        snprintf(why, whylen, "%smissing or empty 'term' (or it holds a NUL byte)", where);
         return FC_EPARSE;
     }
     it->term = strdup(term);
@@ -254,12 +257,31 @@ static int decode_items(json_object *root, fc_batch_msg *m, char *why, size_t wh
     return unique_positions(m, why, whylen);
 }
 
+/* check_bytes returns 0 if body is well-formed UTF-8 without a NUL byte, else FC_EPARSE with the offset in
+ * why. json-c's own check (JSON_TOKENER_VALIDATE_UTF8) lets overlong forms such as C0 AF through, and a NUL
+ * would end the tokener's input early. */
+static int check_bytes(const char *body, size_t len, char *why, size_t whylen) {
+    const unsigned char *u = (const unsigned char *)body;
+    for (size_t i = 0, k; i < len; i += k) {
+        if (u[i] == 0) {
+            snprintf(why, whylen, "not JSON: a NUL byte at offset %zu", i);
+            return FC_EPARSE;
+        }
+        if (!(k = fc_text_utf8_seq(u + i, len - i))) {
+            snprintf(why, whylen, "not JSON: invalid UTF-8 at offset %zu", i);
+            return FC_EPARSE;
+        }
+    }
+    return FC_OK;
+}
+
 int fc_message_decode_batch(const char *body, size_t len, fc_batch_msg *out, char *why, size_t whylen) {
     memset(out, 0, sizeof(*out));
     if (len > FC_MESSAGE_MAX_BYTES) {
         snprintf(why, whylen, "message of %zu bytes exceeds %ld", len, FC_MESSAGE_MAX_BYTES);
         return FC_ETOOBIG;
     }
+    if (check_bytes(body, len, why, whylen) != FC_OK) return FC_EPARSE;
     json_tokener *tok = json_tokener_new_ex(32);
     if (!tok) return FC_ENOMEM;
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);

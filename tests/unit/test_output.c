@@ -48,6 +48,37 @@ static void test_tsv(void **state) {
     free(out);
 }
 
+/* A result from an older worker or a replayed letter, fields full of control characters, invalid UTF-8 and
+ * a non-string value: one line per card, nine columns, no control character, valid UTF-8. */
+static void test_tsv_hostile(void **state) {
+    static const char hostile[] =
+        "{\"position\":9,\"term\":\"t\\u001b[31m\\r\\n\",\"cards\":[{\"term_number\":{\"a\":\"\\u0007\\t\"},"
+        "\"tab_name\":\"x\\u000by\\u000cz\",\"primer\":\"\xc2\x9b" "2J\\u0085\\u007f\",\"front\":\"\xff\xfeok\","
+        "\"back\":\"a\\tb\\nc\\u0000d\",\"tags\":[1,\"\\u001b\"],\"honorific_level\":null}]}";
+    int rc;
+    char *out = written(0, hostile, &rc);
+    assert_int_equal(rc, FC_OK);
+    const char *want = FC_CARD_HEADER "\n"
+                       "9\tt[31m\\n\t{ \"a\": \"\\u0007\\t\" }\tx y z\t2J\t\xef\xbf\xbd\xef\xbf\xbdok\ta\\tb\\nc\t[ 1, \"\\u001b\" ]\tnull\n";
+    assert_string_equal(out, want);
+    free(out);
+    FILE *f = fopen("/dev/full", "w");
+    if (f) { /* a write error is said, not ignored */
+        setvbuf(f, NULL, _IONBF, 0);
+        assert_int_equal(fc_output_item(f, 0, item), FC_EIO);
+        fclose(f);
+    }
+}
+
+/* A JSON Lines item stays on its line and free of raw control characters. */
+static void test_jsonl_hostile(void **state) {
+    int rc;
+    char *out = written(1, "{\"a\":\r\n1,\n\"b\":\"\x1b\xff\"}\n", &rc);
+    assert_int_equal(rc, FC_OK);
+    assert_string_equal(out, "{\"a\":  1, \"b\":\"\xef\xbf\xbd\"}\n");
+    free(out);
+}
+
 static void test_jsonl(void **state) {
     int rc;
     char *out = written(1, "{\"position\":1}", &rc);
@@ -63,6 +94,7 @@ static void test_jsonl(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tsv), cmocka_unit_test(test_jsonl)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tsv), cmocka_unit_test(test_jsonl),
+                                       cmocka_unit_test(test_tsv_hostile), cmocka_unit_test(test_jsonl_hostile)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
