@@ -335,7 +335,13 @@ static int ds_read_line(fc_dataset *ds) {
         if (nl) break;
     }
     if (!got) return 0;
-    ds->line++;
+    /* A UTF-8 BOM opens the input: dropped from the first line here, not from the first read, which a pipe
+     * may end inside it. */
+    if (++ds->line == 1 && ds->raw.len >= 3 && memcmp(ds->raw.data, "\xEF\xBB\xBF", 3) == 0) {
+        memmove(ds->raw.data, ds->raw.data + 3, ds->raw.len - 3);
+        ds->raw.len -= 3;
+        ds->raw.data[ds->raw.len] = '\0';
+    }
     if (ds->raw.len && ds->raw.data[ds->raw.len - 1] == '\r') ds->raw.data[--ds->raw.len] = '\0';
     return 1;
 }
@@ -700,7 +706,6 @@ fc_dataset *fc_dataset_open(FILE *fp, int format, const fc_columns *cols, char *
         set_err(err, errlen, "reading the input: %s", strerror(errno));
         goto fail;
     }
-    if (ds->in_len >= 3 && memcmp(ds->in, "\xEF\xBB\xBF", 3) == 0) ds->in_pos = 3;
     if (format == FC_FORMAT_JSONL) {
         ds->tok = json_tokener_new_ex(DS_JSON_DEPTH);
         if (!ds->tok) goto nomem;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fc_buf.h"
@@ -300,15 +301,55 @@ static void fill_too_big(transfer *t, long status, fc_http_done *d) {
              t->too_big ? "" : " (announced by its Content-Length)");
 }
 
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+int fc_http_retry_after_parse(const char *value, size_t len, long long now_s, long *seconds) {
+    const char *b = value ? value : "", *e = b + (value ? len : 0);
+    *seconds = 0;
+    while (b < e && is_ows(*b)) b++;
+    while (e > b && is_ows(e[-1])) e--;
+    if (b == e) return FC_EPARSE;
+    if (*b >= '0' && *b <= '9') { /* delay-seconds, saturating at the cap */
+        long v = 0;
+        const char *p = b;
+        for (; p < e && *p >= '0' && *p <= '9'; p++) v = v >= FC_HTTP_RETRY_AFTER_MAX_S ? v : v * 10 + (*p - '0');
+        if (p < e && *p == '.')
+            for (p++; p < e && *p >= '0' && *p <= '9';) p++;
+        if (p != e) return FC_EPARSE;
+        *seconds = v < FC_HTTP_RETRY_AFTER_MAX_S ? v : FC_HTTP_RETRY_AFTER_MAX_S;
+        return FC_OK;
+    }
+    char date[64]; /* an HTTP-date is 29 bytes; curl_getdate needs a C string */
+    size_t n = (size_t)(e - b);
+    if (n >= sizeof(date) || memchr(b, '\0', n)) return FC_EPARSE;
+    memcpy(date, b, n);
+    date[n] = '\0';
+    time_t when = curl_getdate(date, NULL);
+    if (when == -1) return FC_EPARSE;
+    long long ahead = (long long)when - now_s;
+    *seconds = ahead <= 0 ? 0 : ahead < FC_HTTP_RETRY_AFTER_MAX_S ? (long)ahead : FC_HTTP_RETRY_AFTER_MAX_S;
+    return FC_OK;
+}
+
+/* retry_after reads the Retry-After header of the last answer of t (0 when absent or unreadable). libcurl's own
+ * CURLINFO_RETRY_AFTER is not used: it hands on any number up to 2^63 - 1, which the caller's arithmetic in ms
+ * would overflow. */
+static long retry_after(transfer *t) {
+    struct curl_header *hd = NULL;
+    long s = 0;
+    if (curl_easy_header(t->easy, "Retry-After", 0, CURLH_HEADER, -1, &hd) == CURLHE_OK && hd && hd->value)
+        fc_http_retry_after_parse(hd->value, strlen(hd->value), (long long)time(NULL), &s);
+    return s;
+}
+
 static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     long status = 0;
-    curl_off_t retry = 0, total_us = 0;
+    curl_off_t total_us = 0;
     memset(d, 0, sizeof(*d));
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry);
     curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total_us);
     d->ud = t->ud;
-    d->retry_after_s = retry > 0 ? (long)retry : 0;
+    d->retry_after_s = retry_after(t);
     d->elapsed_ms = (double)total_us / 1000.0;
     if (t->too_big || (res == CURLE_FILESIZE_EXCEEDED && t->max_body)) {
         fill_too_big(t, status, d);

@@ -70,6 +70,16 @@ void fc_http_cancel(fc_http *h, void *ud);
 /* fc_http_cancel_all aborts every request in flight, calling cb(ud) for each. */
 void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg);
 
+/* The longest Retry-After taken from an answer, in seconds (a day): a larger one, or a date further ahead, is
+ * cut to this, so that no arithmetic on it (seconds * 1000) can overflow. */
+#define FC_HTTP_RETRY_AFTER_MAX_S 86400L
+
+/* fc_http_retry_after_parse reads the value of a Retry-After header (value[0..len), any bytes, need not be
+ * NUL-terminated; spaces and tabs around it ignored): delay-seconds (digits; a fraction such as "1.5" is
+ * cut to whole seconds) or an HTTP-date, which counts from now_s (unix seconds). Returns 0 with *seconds in
+ * 0..FC_HTTP_RETRY_AFTER_MAX_S (a date in the past gives 0), or FC_EPARSE with *seconds 0. */
+int fc_http_retry_after_parse(const char *value, size_t len, long long now_s, long *seconds);
+
 /* ---- one-off requests, for operator tools (never inside the worker's loop: it blocks) ---- */
 
 /* fc_http_get fetches url with basic authentication (user NULL: none), at most timeout_ms, the

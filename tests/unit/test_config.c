@@ -12,7 +12,11 @@
 #include "fc_error.h"
 
 /* argv arrays of string literals, as main() would receive them. */
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wincompatible-pointer-types-discards-qualifiers"
+#else
 #pragma GCC diagnostic ignored "-Wdiscarded-qualifiers"
+#endif
 
 static int load(fc_config *c, int program, int argc, char **argv, char *err) {
     return fc_config_load(c, program, argc, argv, err, 512);

@@ -1,0 +1,145 @@
+/* Fuzz target of the URL parsers: fc_url_parse (fc_http.c), the AMQP URL check and redaction (fc_amqp.c,
+ * amqp_parse_url underneath) and the Redis URL parser (fc_redis_new, fc_redis_url_redact) with the sentinel
+ * list parser. Input: a selector byte, then text. Selector 0-3: the text is a URL for every parser. Selector
+ * 4-7: the text is "user\npassword\nrest" and the URL is scheme://user:password@rest, so that every parser
+ * meets a password: then no message and no redacted form may show it. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_amqp.h"
+#include "fc_error.h"
+#include "fc_http.h"
+#include "fc_redis.h"
+#include "fuzz_check.h"
+
+/* pct_decode writes s with %XX sequences decoded into out (as long as s, NUL-terminated). */
+static void pct_decode(const char *s, char *out) {
+    static const char hex[] = "0123456789abcdef0123456789ABCDEF";
+    for (; *s; s++) {
+        const char *h = s[0] == '%' && s[1] && s[2] ? strchr(hex, s[1]) : NULL, *l = h ? strchr(hex, s[2]) : NULL;
+        if (h && l) {
+            *out++ = (char)(((h - hex) % 16) << 4 | ((l - hex) % 16));
+            s += 2;
+        } else {
+            *out++ = *s;
+        }
+    }
+    *out = '\0';
+}
+
+/* Whether a message may be checked for the password: one long enough to be told apart, found nowhere
+ * else in the URL, raw or decoded. */
+typedef struct secret {
+    const char *pw; /* NULL: nothing to check */
+    char *decoded;
+} secret;
+
+static void no_secret(const secret *s, const char *text, const char *where) {
+    if (!s->pw) return;
+    FUZZ_CHECK(!strstr(text, s->pw) && !strstr(text, s->decoded), "%s shows the password '%s': %s", where, s->pw, text);
+}
+
+static void url_parse(const char *url, const secret *sec) {
+    fc_url u;
+    int rc = fc_url_parse(url, &u);
+    if (rc != FC_OK) {
+        FUZZ_CHECK(rc == FC_EINVAL || rc == FC_ENOMEM, "fc_url_parse rc %d", rc);
+        FUZZ_CHECK(!u.host && !u.base && !u.password, "fields left after a failure");
+        return;
+    }
+    FUZZ_CHECK(u.host && u.base && u.path, "host/base/path missing");
+    const char *auth = strstr(u.base, "://");
+    auth = auth ? auth + 3 : u.base;
+    size_t alen = strcspn(auth, "/?#");
+    FUZZ_CHECK(!memchr(auth, '@', alen), "base keeps credentials: %s", u.base);
+    no_secret(sec, u.base, "fc_url base");
+    fc_url_free(&u);
+}
+
+static void amqp(const char *url, const secret *sec, size_t outlen) {
+    char why[256] = "", out[600];
+    int rc = fc_amqp_url_check(url, why, sizeof(why));
+    FUZZ_CHECK(rc == FC_OK || (rc == FC_EINVAL && *why), "amqp check rc %d", rc);
+    no_secret(sec, why, "fc_amqp_url_check");
+    memset(out, 'x', sizeof(out));
+    rc = fc_amqp_url_redact(url, out, outlen);
+    FUZZ_CHECK(rc == FC_OK || rc == FC_EINVAL || rc == FC_ENOMEM, "amqp redact rc %d", rc);
+    FUZZ_CHECK(memchr(out, '\0', outlen) && out[outlen] == 'x', "redact wrote outside %zu bytes", outlen);
+    no_secret(sec, out, "fc_amqp_url_redact");
+    if (rc != FC_OK && outlen > 16) FUZZ_CHECK(!strchr(out, '@'), "placeholder shows the URL: %s", out);
+}
+
+static void redis(const char *url, const secret *sec, const char *sentinels, size_t outlen) {
+    char why[256] = "", out[600];
+    fc_redis *r = fc_redis_new(url, 1000, why, sizeof(why));
+    no_secret(sec, why, "fc_redis_new");
+    memset(out, 'x', sizeof(out));
+    int rc = fc_redis_url_redact(url, out, outlen);
+    FUZZ_CHECK(memchr(out, '\0', outlen) && out[outlen] == 'x', "redact wrote outside %zu bytes", outlen);
+    FUZZ_CHECK((rc == FC_OK) == (r != NULL), "redact rc %d but fc_redis_new %s", rc, r ? "took it" : "refused it");
+    if (rc != FC_OK)
+        FUZZ_CHECK(rc == FC_EINVAL && strncmp(out, FC_REDIS_URL_UNPARSABLE, outlen - 1) == 0, "placeholder %s", out);
+    no_secret(sec, out, "fc_redis_url_redact");
+    if (r) {
+        rc = fc_redis_set_sentinels(r, sentinels, "mymaster", why, sizeof(why));
+        FUZZ_CHECK(rc == FC_OK || (rc == FC_EINVAL && *why), "sentinels rc %d", rc);
+        no_secret(sec, why, "fc_redis_set_sentinels");
+        fc_redis_free(r);
+    }
+}
+
+/* build_url makes scheme://user:password@rest from "user\npassword\nrest"; sets sec when the password can be
+ * checked. Returns the URL (caller frees) or NULL for an input of another shape. */
+static char *build_url(const char *scheme, char *text, secret *sec) {
+    char *user = text, *pw = strchr(user, '\n'), *rest = pw ? strchr(pw + 1, '\n') : NULL;
+    if (!rest) return NULL;
+    *pw++ = '\0';
+    *rest++ = '\0';
+    size_t n = strlen(scheme) + strlen(user) + strlen(pw) + strlen(rest) + 8;
+    char *url = malloc(n), *others = malloc(n), *dec = malloc(n);
+    FUZZ_CHECK(url && others && dec, "out of memory");
+    snprintf(url, n, "%s://%s:%s@%s", scheme, user, pw, rest);
+    snprintf(others, n, "%s://%s:@%s", scheme, user, rest);
+    sec->decoded = malloc(strlen(pw) + 1);
+    FUZZ_CHECK(sec->decoded != NULL, "out of memory");
+    pct_decode(pw, sec->decoded);
+    pct_decode(others, dec);
+    /* the password must stand out: a user with '@' '/' '?' '#' would move it into the host or the path */
+    int checkable = strlen(pw) >= 4 && strlen(sec->decoded) >= 4 && !strpbrk(user, "@/?#") &&
+                    !strstr(others, pw) && !strstr(dec, pw) && !strstr(others, sec->decoded) &&
+                    !strstr(dec, sec->decoded) && !strstr("(unparsable redis URL)***amqp://amqps://redis://", sec->decoded);
+    sec->pw = checkable ? pw : NULL;
+    free(others);
+    free(dec);
+    return url;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    char *text = strndup((const char *)data + 1, size - 1);
+    FUZZ_CHECK(text != NULL, "out of memory");
+    size_t outlen = 1 + (size_t)(data[0] >> 3) * 18; /* 1..559: truncation at every length */
+    secret sec = {NULL, NULL};
+    if ((data[0] & 7) < 4) {
+        url_parse(text, &sec);
+        amqp(text, &sec, outlen);
+        redis(text, &sec, text, outlen);
+    } else {
+        static const char *const schemes[4] = {"amqp", "amqps", "redis", "http"};
+        char *copy = strdup(text);
+        FUZZ_CHECK(copy != NULL, "out of memory");
+        char *url = build_url(schemes[data[0] & 3], copy, &sec);
+        if (url) {
+            url_parse(url, &sec);
+            amqp(url, &sec, outlen);
+            redis(url, &sec, NULL, outlen);
+        }
+        free(url);
+        free(copy);
+        free(sec.decoded);
+    }
+    free(text);
+    return 0;
+}
