@@ -41,6 +41,7 @@ cleanup() {
         mgmt -X DELETE "$MGMT/exchanges/%2F/$e" >/dev/null 2>&1 || true
     done
     redis-cli --scan --pattern "$QUEUE_PREFIX:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+    ports_release
     if [ $rc -eq 0 ]; then rm -rf "$TMP"; else log "logs kept in $TMP"; fi
 }
 trap cleanup EXIT
@@ -72,6 +73,7 @@ mock_requests() { curl -fsS "http://127.0.0.1:$MOCK_PORT/stats" | jq .requests; 
 # start_worker NAME [ARGS...]: starts a worker in the background; its PID goes to $LAST_PID.
 start_worker() {
     local name=$1; shift
+    : >"$TMP/worker-$name.log" # there at once for the greps that wait on it
     "$WORKER" "$@" >"$TMP/worker-$name.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")

@@ -39,8 +39,9 @@ RN_CTL_MIN=""
 RN_USED=" " # ports handed out to this test's nodes and CLI tools
 
 # rn_free_range N: the first of N consecutive loopback ports that nobody listens on and this
-# test has not handed out yet (nodes bind theirs only as they boot); marks them handed out.
-# Sets RN_PORT (no subshell, so that the marks stay).
+# test has not handed out yet (nodes bind theirs only as they boot); marks them handed out and
+# reserves them from the tests running beside it (ports.sh). Sets RN_PORT (no subshell, so that
+# the marks stay).
 rn_free_range() {
     local n=$1 base ok p
     for _ in $(seq 1 50); do
@@ -49,6 +50,7 @@ rn_free_range() {
         for p in $(seq "$base" $((base + n - 1))); do
             case $RN_USED in *" $p "*) ok=0; break ;; esac
             if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ok=0; break; fi
+            port_reserve "$p" || { ok=0; break; } # (a range given up keeps its reservations till exit)
         done
         if [ $ok = 1 ]; then
             for p in $(seq "$base" $((base + n - 1))); do RN_USED+="$p "; done

@@ -27,6 +27,13 @@ lp_cleanup() {
     for pat in "$P:job:{lp-$$-*" "$P:rl:{$VH}:*" "$P:breaker:{$VH}"; do
         redis-cli --scan --pattern "$pat" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1
     done
+    # The prefix's shared sets keep this test's jobs and its workers (killed, not deregistered)
+    # until they expire: take this run's members out (the prefix is every deployment's default).
+    redis-cli zrem "$P:jobs" "lp-$$-1" "lp-$$-2" >/dev/null 2>&1
+    for p in "${PIDS[@]}"; do
+        redis-cli zrem "$P:workers" "$(hostname):$p" >/dev/null 2>&1
+        redis-cli del "$P:worker:$(hostname):$p" >/dev/null 2>&1
+    done
     (exit $rc)
     cleanup
 }

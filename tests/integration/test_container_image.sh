@@ -12,7 +12,17 @@
 # users flashcard-worker and flashcard-producer.
 # SKIP only if podman, buildah or debootstrap cannot be installed. Run time (2 cores): about 50 s
 # with a cached base and unchanged sources, 70 s when the sources changed, 2 minutes from scratch.
+# SKIP too in a sanitized build (FC_SANITIZE or FC_FUZZ set in $BUILD/CMakeCache.txt): the image
+# compiles its own binaries, so that suite would only build the same image again, in the same
+# store and under the same tag as the plain suite running beside it.
 . "$(dirname "$0")/lib.sh"
+
+sanitized=$(sed -nE 's/^FC_(SANITIZE|FUZZ):[A-Z]+=(.*)$/\2/p' "$BUILD/CMakeCache.txt" 2>/dev/null |
+    grep -viE '^(off|0|false|no|n|ignore|notfound|)$|-notfound$' | head -1 || true)
+if [ -n "$sanitized" ]; then
+    echo "SKIP: $BUILD is a sanitized build (the image builds its own binaries: the plain suite tests it)"
+    exit 0
+fi
 . "$SRC/deploy/container/image.sh"
 
 export FC_IMAGE_STORE=${FC_IMAGE_STORE:-$FC_IMAGE_CACHE/store}
@@ -43,6 +53,15 @@ if ! fc_image_tools; then
     echo "SKIP: podman, buildah and debootstrap are not installed and cannot be installed here"
     exit 0
 fi
+
+# One run at a time on this machine: the store (which a run may start afresh), the tag and the
+# base cache are shared by every copy of this test (another suite's, another checkout's). The lock
+# is held by an open descriptor until the test's process exits, whatever happened.
+IT_LOCK="$FC_IMAGE_CACHE/it.lock" # not image.sh's "lock", which fc_image_build takes inside
+$FC_IMAGE_SUDO mkdir -p "$FC_IMAGE_CACHE" && exec 8>>"$IT_LOCK" || fail "cannot open $IT_LOCK"
+t0=$SECONDS
+flock -w 420 8 || fail "another run of this test held $IT_LOCK for 420 s"
+[ $((SECONDS - t0)) -lt 2 ] || log "waited $((SECONDS - t0)) s for another run of this test"
 
 # --- Build (the base tarball and the layers stay cached between runs; the store is bounded).
 if [ -d "$FC_IMAGE_STORE" ] && [ "$(du -sm "$FC_IMAGE_STORE" | cut -f1)" -gt $STORE_MAX_MB ]; then
@@ -171,9 +190,10 @@ SETUP_DIR=$C bash "$SRC/deploy/container/setup.sh" "$TMP/run/secrets/api_key" 2>
 free_range() {
     local base p ok
     for _ in $(seq 1 50); do
-        base=$((30000 + RANDOM % 25000)) ok=1
+        base=$((20000 + RANDOM % 12700)) ok=1 # below the ephemeral ports (32768-), as free_port
         for p in $(seq "$base" $((base + $1 - 1))); do
             (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { ok=0; break; }
+            port_reserve "$p" || { ok=0; break; }
         done
         [ $ok = 1 ] && { echo "$base"; return 0; }
     done
