@@ -21,7 +21,7 @@ DEAD_POS=47
 # signal reaches it), its report in $TMP/vg-NAME.txt. Exit 99 = valgrind found an error. A script,
 # so that lib.sh's start_worker and timeout(1) can run it.
 VG_OPTS=(--tool=memcheck --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible
-    --show-leak-kinds=definite,indirect,possible --track-fds=no --track-origins=yes --freelist-vol=50000000
+    --show-leak-kinds=all --track-fds=no --track-origins=yes --freelist-vol=50000000
     --num-callers=40 --suppressions="$SUPP" --gen-suppressions=all)
 { echo '#!/usr/bin/env bash'; echo 'name=$1; shift'
   echo "exec valgrind $(printf '%q ' "${VG_OPTS[@]}") --log-file=$(printf '%q' "$TMP")/vg-\$name.txt \"\$@\""; } >"$TMP/vg"
@@ -36,8 +36,8 @@ vg_clean() {
 }
 
 make_csv $N "$TMP/items.csv"
-# Retries go through the 1 s retry queue; the 429's Retry-After pauses the fleet for 1 s.
-start_mock --latency-ms 5 --jitter-ms 10 --fail-500 0.08 --fail-429 0.03 --retry-after 1 --reject-mod $DEAD_POS --seed 7
+# Retries go through the 1 s retry queue; a 429 (the first call gets one for sure) pauses the fleet for 1 s.
+start_mock --latency-ms 5 --jitter-ms 10 --fail-500 0.08 --fail-429 0.03 --once-429 --retry-after 1 --reject-mod $DEAD_POS --seed 7
 export API_KEY=sk-valgrind-secret WORKER_COUNT=4 RATE_LIMIT=0 BATCH_SIZE=8 RETRY_DELAYS=1s MAX_ATTEMPTS=8 \
     BREAKER_FAILURES=100000 CACHE_TTL=0 SHUTDOWN_TIMEOUT=60s
 # Under valgrind a program runs 20-50 times slower: give the heartbeat room.
