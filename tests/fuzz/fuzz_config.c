@@ -84,6 +84,8 @@ static void check_config(const fc_config *c, int program) {
 
 /* command_line runs fc_config_load over the arguments on the lines of text (at most 16). */
 static void command_line(char *text, int program) {
+    char text_seen[4096];
+    snprintf(text_seen, sizeof(text_seen), "%s", text); /* before strtok_r cuts it */
     static char prog[] = "fuzz";
     char *argv[18] = {prog};
     int argc = 1;
@@ -102,7 +104,7 @@ static void command_line(char *text, int program) {
     } else {
         FUZZ_CHECK(rc == FC_EINVAL, "rc %d", rc);
         FUZZ_CHECK(memchr(err, '\0', sizeof(err)) && *err, "no message");
-        FUZZ_CHECK(!strstr(err, ":guest@"), "the default password shown: %s", err);
+        FUZZ_CHECK(!strstr(err, ":guest@") || strstr(text_seen, ":guest@"), "the default password shown: %s", err);
     }
     fc_config_free(&cfg);
 }
