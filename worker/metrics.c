@@ -240,8 +240,15 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
         fc_buf_puts(&b, "not found\n");
         status = MHD_HTTP_NOT_FOUND;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data ? b.data : (char *)"", MHD_RESPMEM_MUST_COPY);
+    if (fc_buf_err(&b)) { /* a page cut short by a failed allocation is never served as complete */
+        fc_buf_free(&b);
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        type = "text/plain; charset=utf-8";
+    }
+    const char *body = b.data ? b.data : status == MHD_HTTP_INTERNAL_SERVER_ERROR ? "out of memory\n" : "";
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     fc_buf_free(&b);
+    if (!r) return MHD_NO; /* out of memory: libmicrohttpd closes the connection */
     MHD_add_response_header(r, "Content-Type", type);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
