@@ -310,6 +310,42 @@ static void test_body_uncapped(void **state) {
     }
 }
 
+/* fc_http_retry_after_parse: delay-seconds and HTTP-dates, capped at a day. libcurl's CURLINFO_RETRY_AFTER, used
+ * before, passed "9223372036854775807" on as it was, and the worker's seconds * 1000 overflowed (found by
+ * tests/fuzz/fuzz_retry_after.c; regressions/retry_after/libcurl_passed_2e63_on). */
+static void test_retry_after_parse(void **state) {
+    static const struct {
+        const char *value;
+        int rc;
+        long seconds;
+    } cases[] = {
+        {"120", FC_OK, 120},
+        {" 7\t", FC_OK, 7},
+        {"0", FC_OK, 0},
+        {"1.5", FC_OK, 1},
+        {"86401", FC_OK, FC_HTTP_RETRY_AFTER_MAX_S},
+        {"9223372036854775807", FC_OK, FC_HTTP_RETRY_AFTER_MAX_S},
+        {"99999999999999999999999999", FC_OK, FC_HTTP_RETRY_AFTER_MAX_S},
+        {"Thu, 01 Jan 2026 00:01:00 GMT", FC_OK, 60},
+        {"Wed, 21 Oct 2015 07:28:00 GMT", FC_OK, 0},
+        {"Sat, 01 Jan 2028 00:00:00 GMT", FC_OK, FC_HTTP_RETRY_AFTER_MAX_S},
+        {"-5", FC_EPARSE, 0},
+        {"5s", FC_EPARSE, 0},
+        {"", FC_EPARSE, 0},
+        {"soon", FC_EPARSE, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long s = -1;
+        int rc = fc_http_retry_after_parse(cases[i].value, strlen(cases[i].value), 1767225600LL, &s);
+        if (rc != cases[i].rc || s != cases[i].seconds)
+            fail_msg("'%s': rc %d, %ld s (expected %d, %ld s)", cases[i].value, rc, s, cases[i].rc, cases[i].seconds);
+    }
+    long s = -1; /* not NUL-terminated: only len bytes are read */
+    assert_int_equal(fc_http_retry_after_parse("12345", 2, 0, &s), FC_OK);
+    assert_int_equal(s, 12);
+    (void)state;
+}
+
 int main(void) {
     fc_http_global_init();
     const struct CMUnitTest tests[] = {
@@ -318,6 +354,7 @@ int main(void) {
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_body_cap),
         cmocka_unit_test(test_body_uncapped),
+        cmocka_unit_test(test_retry_after_parse),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fc_http_global_cleanup();
