@@ -6,7 +6,7 @@
 # three permanent 400s) so the retry, dead and status counters move under the readers. TSan halts
 # a worker at its first report (exit 66) into $TMP/tsan.<pid>: the workers must still be there when
 # the job ends, exit 0 after SIGTERM, and leave no report; the job's accounting holds. Prints the
-# number of scrapes. Run time: about 1 min, plus the TSan build the first time (about 15 s idle,
+# number of scrapes. Run time: 15-25 s, plus the TSan build when the sources changed (about 15 s idle,
 # a few minutes on a loaded machine).
 . "$(dirname "$0")/../integration/lib.sh"
 
