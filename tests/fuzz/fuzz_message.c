@@ -18,9 +18,13 @@ static void check_batch(const fc_batch_msg *m) {
     FUZZ_CHECK(m->hdr.attempt >= 1 && m->hdr.attempt <= 1000, "attempt %d", m->hdr.attempt);
     FUZZ_CHECK(m->nitems >= 1 && m->nitems <= FC_BATCH_ITEMS_MAX && m->items && m->last_error, "nitems %zu",
                m->nitems);
+    FUZZ_CHECK(m->hdr.not_before_ms >= 0 && m->hdr.not_before_ms <= FC_NOT_BEFORE_MAX, "not_before %lld",
+               m->hdr.not_before_ms);
     for (size_t i = 0; i < m->nitems; i++) {
         const fc_item *it = &m->items[i];
-        FUZZ_CHECK(it->position >= 1 && it->position <= 1000000000000LL, "items[%zu] position %lld", i, it->position);
+        FUZZ_CHECK(it->position >= 1 && it->position <= FC_POSITION_MAX, "items[%zu] position %lld", i, it->position);
+        for (size_t j = 0; j < i && m->nitems <= 512; j++) /* quadratic: only on small batches */
+            FUZZ_CHECK(m->items[j].position != it->position, "position %lld twice", it->position);
         FUZZ_CHECK(it->term && *it->term && it->type, "items[%zu] term/type", i);
         for (size_t k = 0; k < it->nextra; k++)
             FUZZ_CHECK(it->extra[k].name && it->extra[k].value, "items[%zu] extra %zu", i, k);
@@ -72,7 +76,8 @@ static void check_salvage(const uint8_t *data, size_t size, const fc_batch_msg *
     if (rc == FC_OK) {
         FUZZ_CHECK(fc_job_id_valid(job), "salvaged job id '%s'", job);
         for (size_t i = 0; i < n; i++) {
-            FUZZ_CHECK(items[i].position >= 1, "salvaged position %lld", items[i].position);
+            FUZZ_CHECK(items[i].position >= 1 && items[i].position <= FC_POSITION_MAX, "salvaged position %lld",
+                       items[i].position);
             FUZZ_CHECK(memchr(items[i].term, '\0', sizeof(items[i].term)), "salvaged term unterminated");
         }
     } else {

@@ -23,6 +23,21 @@ static void check_why(int rc, const char *why, size_t whylen) {
     FUZZ_CHECK(whylen < 2 || *why, "no reason");
 }
 
+/* clean_strings checks that every string of v, keys included, is free of control characters (fc_text_clean). */
+static void clean_strings(json_object *v, int depth) {
+    FUZZ_CHECK(depth <= 70, "nested %d deep", depth);
+    if (json_object_is_type(v, json_type_string)) {
+        FUZZ_CHECK(fuzz_line_ok(json_object_get_string(v)), "string with a control character");
+    } else if (json_object_is_type(v, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(v); i++) clean_strings(json_object_array_get_idx(v, i), depth + 1);
+    } else if (json_object_is_type(v, json_type_object)) {
+        json_object_object_foreach(v, key, val) {
+            FUZZ_CHECK(fuzz_line_ok(key), "key with a control character");
+            clean_strings(val, depth + 1);
+        }
+    }
+}
+
 static void stage1(const char *content, size_t len, char *why, size_t whylen) {
     char *json = NULL;
     int rc = fc_pipeline_stage1_parse(content, len, &json, why, whylen);
@@ -34,6 +49,7 @@ static void stage1(const char *content, size_t len, char *why, size_t whylen) {
     FUZZ_CHECK(json && fuzz_str_ok(json, len * 8 + 64), "stage 1 result not UTF-8");
     json_object *o = json_tokener_parse(json);
     FUZZ_CHECK(o && json_object_is_type(o, json_type_object), "stage 1 result is not a JSON object: %s", json);
+    clean_strings(o, 0);
     json_object_put(o);
     /* what it produced is an answer it accepts, unchanged, bare or fenced */
     char *again = NULL, w[256];
@@ -65,7 +81,7 @@ static void stage2(const char *content, size_t len, char *why, size_t whylen) {
     for (size_t i = 0; i < n; i++)
         for (int k = 0; k < FC_CARD_NFIELDS; k++) {
             const char *f = cards[i].f[k];
-            FUZZ_CHECK(f && fuzz_str_ok(f, len) && !strchr(f, '\t') && !strchr(f, '\n'), "card %zu field %d", i, k);
+            FUZZ_CHECK(f && fuzz_str_ok(f, len * 3) && fuzz_line_ok(f), "card %zu field %d: control character or bad UTF-8", i, k);
         }
     /* Not checked yet: that the header is never taken for a card. card_from_line recognises the header before
      * fc_text_clean, so "po\x01sition\t..." becomes a card whose position is "position" (reported to the
