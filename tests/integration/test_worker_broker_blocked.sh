@@ -97,17 +97,17 @@ finish_job() {
 }
 
 # ---- 1. big outcome messages --------------------------------------------------------------
+# The job is published while the broker is healthy; the alarm goes on before the worker starts, so
+# its first publish (the first batch's results) meets it whatever rabbitmqctl's pace on a busy
+# machine. (A memory alarm blocks publishers only: the worker connects, declares and consumes.)
+"$PRODUCER" "$TMP/big.csv" --job-id $JOB_BIG >"$TMP/producer-publish-big.log" 2>&1 || fail "publish (big) failed"
+raise_alarm
 start_worker big
 W1=$LAST_PID
-wait_until 20 grep -q consuming "$TMP/worker-big.log" || fail "worker did not start"
-# Published while the broker is healthy: the producer publishes too.
-"$PRODUCER" "$TMP/big.csv" --job-id $JOB_BIG >"$TMP/producer-publish-big.log" 2>&1 || fail "publish (big) failed"
-# The alarm goes on at once: the worker publishes nothing before its first batch settles, and
-# rabbitmqctl may take seconds on a busy machine (at 20 calls/s the first batch takes 5 s).
-raise_alarm
+wait_until 20 grep -q consuming "$TMP/worker-big.log" || fail "worker did not start under the alarm"
+wait_until 20 answered_at_least 10 || fail "big: the worker did not start calling under the alarm"
 c0=$(mock_answered)
-[ "$c0" -lt 90 ] || fail "big: the worker's first batch was done before the alarm ($c0 calls): nothing tested"
-log "big: memory alarm raised after $c0 calls"
+log "big: memory alarm raised before the worker started"
 # The first batch settles after 100 calls: its results are the first publish during the alarm. The
 # other batch's calls go on after it.
 wait_until 20 answered_at_least 130 ||
@@ -123,13 +123,13 @@ finish_job $JOB_BIG "$TMP/big.csv"
 
 # ---- 2. ordinary messages: shutting down while blocked ------------------------------------
 before=$(mock_answered)
-start_worker small
-W2=$LAST_PID
-wait_until 20 grep -q consuming "$TMP/worker-small.log" || fail "worker did not start"
 "$PRODUCER" "$TMP/small.csv" --job-id $JOB_SMALL >"$TMP/producer-publish-small.log" 2>&1 || fail "publish (small) failed"
 raise_alarm
+start_worker small
+W2=$LAST_PID
+wait_until 20 grep -q consuming "$TMP/worker-small.log" || fail "worker did not start under the alarm"
 # The broker says it is blocked when the worker publishes its first batch's results.
-wait_until 15 grep -q "broker blocked publishing" "$TMP/worker-small.log" || fail "small: the worker was not told it is blocked"
+wait_until 30 grep -q "broker blocked publishing" "$TMP/worker-small.log" || fail "small: the worker was not told it is blocked"
 c0=$(mock_answered)
 [ $((c0 - before)) -lt 150 ] || fail "small: the worker got through its batches before the alarm: nothing tested"
 wait_until 5 answered_at_least $((c0 + 20)) || fail "small: calls stopped while blocked: $c0 -> $(mock_answered)"
