@@ -26,6 +26,7 @@ cleanup() {
     if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
     wait 2>/dev/null || true
     rm -rf "$TMP"
+    ports_release
 }
 trap cleanup EXIT
 
