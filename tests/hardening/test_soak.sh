@@ -309,7 +309,7 @@ check_terms_final() {
 wait_until $((SHUTDOWN_S + 10)) stops_done || fail "victims did not stop within $((SHUTDOWN_S + 10)) s"
 sample "$((SECONDS - T0))"
 # CPU seconds the survivor and the mock used (utime + stime), to show the load was modest.
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.0f", ($12 + $13) / hz }' "/proc/$1/stat"; }
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.1f", ($12 + $13) / hz }' "/proc/$1/stat"; }
 cpu="survivor $(cpu_of "$SURV") s, mock $(cpu_of "$MOCK_PID") s of CPU in $((SECONDS - T0)) s"
 t_term=$(date +%s.%N)
 kill -TERM "$SURV"
