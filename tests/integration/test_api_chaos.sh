@@ -158,5 +158,8 @@ for i in 0 1 2; do
     wait "${WPIDS[$i]}" || wrc=$?
     [ $wrc = 0 ] || fail "worker $((i + 1)) exited $wrc on SIGTERM"
 done
+# Under -DFC_SANITIZE=ON a report that did not abort the process is still a failure.
+! grep -l "runtime error:\|AddressSanitizer\|LeakSanitizer" "$TMP"/worker-*.log "$TMP/mock.log" "$TMP/producer.log" ||
+    fail "sanitizer reports in the logs"
 log "ok: $(wc -l <"$L") calls, $(wc -l <"$TMP/results.pos") succeeded, $(wc -l <"$TMP/dead.pos") dead" \
     "($exhausted exhausted), $((SECONDS - started)) s"
