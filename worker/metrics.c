@@ -17,6 +17,9 @@
 #include "fc_buf.h"
 #include "fc_error.h"
 
+#define METRICS_IDLE_S 30      /* a metrics connection idle this long is closed, s */
+#define METRICS_CONNECTIONS 64 /* metrics connections served at once; more are refused */
+
 /* Upper bounds of the buckets, seconds: API calls take milliseconds (a cache-warm mock) to
  * minutes (a long completion); the limiter's waits span the same range. */
 static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30, 120};
@@ -262,8 +265,11 @@ int metrics_start(metrics *m, const char *bind, int port) {
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, bind, &addr.sin_addr) != 1) return FC_EINVAL;
+    /* A client that connects and sends nothing is dropped after METRICS_IDLE_S, and at most
+     * METRICS_CONNECTIONS are served at once: scrapers cannot take the descriptors the API calls need. */
     m->server = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL, answer, m,
-                                 MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_END);
+                                 MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_IDLE_S,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONNECTIONS, MHD_OPTION_END);
     return m->server ? FC_OK : FC_EIO;
 }
 
