@@ -18,6 +18,7 @@
 #include "fc_buf.h"
 #include "fc_error.h"
 #include "fc_pipeline.h"
+#include "fc_text.h"
 
 #define FUZZ_SEED 0x5eed2026u
 #define FUZZ_ITERATIONS 20000
@@ -227,6 +228,7 @@ static void feed_stage2(const char *in, size_t len, tally *t) {
             assert_non_null(v);
             if (!utf8_ok((const unsigned char *)v, strlen(v)) || strpbrk(v, "\t\n"))
                 fail_msg("stage2_parse made a field that is not one TSV field of UTF-8: '%s'", v);
+            if (!fc_text_is_clean(v, strlen(v))) fail_msg("stage2_parse kept a control character in '%s'", v);
         }
     if (rc == FC_OK) fc_cards_free(cards, n);
 }
