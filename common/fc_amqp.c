@@ -852,14 +852,16 @@ long long fc_delivery_header_num(const fc_delivery *d, const char *key, long lon
 }
 
 static void deliver(fc_amqp *a, amqp_envelope_t *env, const fc_amqp_handler *h) {
-    char mid[256] = "", rk[256], reason[256], queue[256];
+    char mid[256] = "", ctype[256] = "", rk[256], reason[256], queue[256];
     amqp_basic_properties_t *p = &env->message.properties;
     last_death(p, reason, queue, sizeof(reason));
     copy_headers(p, &a->hc);
     if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
         snprintf(mid, sizeof(mid), "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
+    if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+        snprintf(ctype, sizeof(ctype), "%.*s", (int)p->content_type.len, (char *)p->content_type.bytes);
     snprintf(rk, sizeof(rk), "%.*s", (int)env->routing_key.len, (char *)env->routing_key.bytes);
-    fc_delivery d = {env->delivery_tag, env->message.body.bytes, env->message.body.len, mid, rk,
+    fc_delivery d = {env->delivery_tag, env->message.body.bytes, env->message.body.len, mid, ctype, rk,
                      env->redelivered, header_i64(p, "x-delivery-count"), reason, queue, a->hc.f, a->hc.n};
     if (h->delivery) h->delivery(h->ud, &d);
 }

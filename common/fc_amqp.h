@@ -30,6 +30,7 @@ typedef struct fc_delivery {
     const char *body;           /* NOT NUL-terminated */
     size_t len;
     const char *message_id;     /* "" if absent */
+    const char *content_type;   /* "" if absent */
     const char *routing_key;
     int redelivered;
     long delivery_count;        /* x-delivery-count (quorum queues), 0 if absent */

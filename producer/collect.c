@@ -292,7 +292,7 @@ static int write_output(collector *c, const char *path) {
         return FC_EIO;
     }
     fc_output_begin(out, jsonl);
-    qsort(c->v, c->n, sizeof(*c->v), cmp_pos);
+    if (c->n) qsort(c->v, c->n, sizeof(*c->v), cmp_pos); /* c->v is NULL when no result came */
     char *line = NULL;
     size_t cap = 0, i;
     int rc = FC_OK;

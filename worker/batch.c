@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "fc_error.h"
@@ -136,6 +137,22 @@ static int make_tasks(batch *b) {
     return FC_OK;
 }
 
+/* json_content_type says whether a delivery's content type allows a batch: absent (a message
+ * published by hand), or application/json with or without parameters. Otherwise it writes the
+ * reason, the type shown in printable ASCII only, to why. */
+static int json_content_type(const fc_delivery *d, char *why, size_t cap) {
+    static const char json[] = "application/json";
+    const char *t = d->content_type;
+    size_t n = strlen(json);
+    if (!*t || (strncasecmp(t, json, n) == 0 && (t[n] == '\0' || t[n] == ';' || t[n] == ' '))) return 1;
+    char shown[64];
+    size_t i;
+    for (i = 0; t[i] && i < sizeof(shown) - 1; i++) shown[i] = t[i] > 0x20 && t[i] < 0x7f ? t[i] : '?';
+    shown[i] = '\0';
+    snprintf(why, cap, "content type '%s%s' is not application/json", shown, t[i] ? "..." : "");
+    return 0;
+}
+
 void batch_on_delivery(worker *w, const fc_delivery *d) {
     batch *b = calloc(1, sizeof(*b));
     char why[256];
@@ -149,7 +166,8 @@ void batch_on_delivery(worker *w, const fc_delivery *d) {
     b->next = w->batches;
     w->batches = b;
     atomic_fetch_add(&w->m->held_batches, 1);
-    if (fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK) {
+    if (!json_content_type(d, why, sizeof(why)) ||
+        fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK) {
         keep_poison(w, b, d, why);
         b->state = BATCH_RUNNING; /* nothing to run: settled next */
         return;

@@ -186,7 +186,7 @@ static void deliver(int n, int attempt, long delivery_count, long long not_befor
     }
     fc_message_batch_close(&b);
     assert_int_equal(fc_buf_err(&b), 0);
-    fc_delivery d = {42, b.data, b.len, "job-1-7", "", delivery_count > 0, delivery_count, "", "", NULL, 0};
+    fc_delivery d = {42, b.data, b.len, "job-1-7", "application/json", "", delivery_count > 0, delivery_count, "", "", NULL, 0};
     batch_on_delivery(&W, &d);
     fc_buf_free(&b);
     free(extra);
@@ -242,7 +242,7 @@ static void broker_dead_letter_is_given_up(void **state) {
     fc_message_batch_open(&b, &h);
     fc_message_item(&b, &it, NULL);
     fc_message_batch_close(&b);
-    fc_delivery d = {43, b.data, b.len, "job-1-7", "", 0, 0, "delivery_limit", "t.batches", NULL, 0};
+    fc_delivery d = {43, b.data, b.len, "job-1-7", "application/json", "", 0, 0, "delivery_limit", "t.batches", NULL, 0};
     batch_on_delivery(&W, &d);
     fc_buf_free(&b);
     assert_int_equal(W.batches->kind, BATCH_CRASHED);
@@ -409,7 +409,7 @@ static void poison_items_are_recorded(void **state) {
     (void)state;
     const char *body = "{\"schema\":99,\"job_id\":\"job-1\",\"batch\":7,\"items\":[{\"position\":11,\"term\":\"a\"},"
                        "{\"position\":12},{\"term\":\"no position\"}]}";
-    fc_delivery d = {44, body, strlen(body), "x", "", 0, 0, "", "", NULL, 0};
+    fc_delivery d = {44, body, strlen(body), "x", "", "", 0, 0, "", "", NULL, 0};
     batch_on_delivery(&W, &d);
     assert_int_equal(W.batches->kind, BATCH_POISON);
     batch_settle(&W);
@@ -420,6 +420,24 @@ static void poison_items_are_recorded(void **state) {
     batch_settle(&W);
     assert_int_equal(F.acks, 1);
     assert_string_equal(F.recorded, "11=dead 12=dead ");
+}
+
+/* A well-formed batch sent with another content type is not run: it is dead-lettered as poison
+ * with a reason that shows the type in printable characters, and its items recorded as failed. */
+static void wrong_content_type_is_poison(void **state) {
+    (void)state;
+    const char *body = "{\"schema\":1,\"job_id\":\"job-1\",\"batch\":7,\"items\":[{\"position\":11,\"term\":\"a\"}]}";
+    fc_delivery d = {45, body, strlen(body), "x", "text/plain\x1b[31m", "", 0, 0, "", "", NULL, 0};
+    batch_on_delivery(&W, &d);
+    assert_int_equal(W.batches->kind, BATCH_POISON);
+    assert_string_equal(W.batches->why, "content type 'text/plain?[31m' is not application/json");
+    assert_int_equal(F.mgets, 0);
+    batch_settle(&W);
+    assert_int_equal(F.npubs, 1);
+    assert_string_equal(F.pubs[0].exchange, "t.dead");
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_string_equal(F.recorded, "11=dead ");
 }
 
 /* A batch of a cancelled job makes no call: its items are dead-lettered as cancelled. */
@@ -497,6 +515,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(big_retry_is_split, setup, teardown),
         cmocka_unit_test_setup_teardown(nothing_published_while_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(poison_items_are_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(wrong_content_type_is_poison, setup, teardown),
         cmocka_unit_test_setup_teardown(cancelled_job_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(retried_items_are_recorded, setup, teardown),
