@@ -2,7 +2,7 @@
 # Hostile messages on the work queue are dead-lettered with a reason an operator can read, crash
 # nothing and touch no other job's data. Published straight to the work exchange beside a normal job
 # B: a 17 MiB message (over the 16 MiB limit), JSON nested 100,000 deep, invalid UTF-8, a NUL byte,
-# a wrong content type with a body that is not JSON, job ids that would reach into B's keys
+# a wrong content type (with a body that is not JSON, and with a valid batch), job ids that would reach into B's keys
 # ("B}:job:{x", "B\u0000x") or be patterns (":" "*"), positions out of range or twice in a batch,
 # 10,001 items, a not_before that is not a number, and a message id carrying a newline and an ESC
 # sequence. Checks: each is in the dead-letter queue with its x-error; B completes with every item
@@ -65,7 +65,10 @@ publish h-utf8 "$(body utf8 "{$HDR,\"job_id\":\"$B\",\"items\":[{\"position\":1,
     application/json "invalid UTF-8 at offset"
 publish h-nul "$(body nul "{$HDR,\"job_id\":\"$B\",\"items\":[{\"position\":1,\"term\":\"x\"}]}\\0{}")" base64 \
     application/json "a NUL byte at offset"
-publish h-ctype "$(body ctype "<batch job=\"$B\"><item position=\"1\"/></batch>")" string application/xml "not JSON"
+publish h-ctype "$(body ctype "<batch job=\"$B\"><item position=\"1\"/></batch>")" string application/xml \
+    "content type 'application/xml' is not application/json"
+publish h-ctype2 "$(body ctype2 "{$HDR,\"job_id\":\"hostile-ctype-$$\",\"items\":[$(items 1 2)]}")" string text/plain \
+    "content type 'text/plain' is not application/json"
 # Job ids that would name B's keys or a pattern; B's own positions inside.
 for id in "$B}:job:{x" "$B\\\\u0000x" "a:b" "*" "$B}" ""; do
     publish "h-id" "$(body id "{$HDR,\"job_id\":\"$id\",\"items\":[$(items 1 3)]}")" string application/json \
@@ -121,7 +124,7 @@ wait_until 15 work_empty || fail "work queue not empty"
 # No Redis key of any other job: only B's and the hostile messages' own valid job ids; every other
 # key one the worker or the producer always makes; the job registry names B alone.
 redis-cli --scan --pattern "$QUEUE_PREFIX:*" >"$TMP/keys"
-jobs="($B|hostile-(big|dup|many|pos|nb)-$$)"
+jobs="($B|hostile-(big|dup|many|pos|nb|ctype)-$$)"
 ok_re="^$QUEUE_PREFIX:(job:\\{$jobs\\}:[a-z]+|cache:s[0-9]+:[0-9a-f]{64}|jobs|workers|worker:[A-Za-z0-9._:-]+|rl:\\{[^{}*]*\\}:[a-z]+|breaker:\\{[^{}*]*\\})\$"
 bad=$(grep -vE "$ok_re" "$TMP/keys" | head -5 || true)
 [ -z "$bad" ] || fail "Redis keys of another job, or unexpected: $bad"
