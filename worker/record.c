@@ -152,6 +152,24 @@ static int transact(worker *w, record *r) {
     return FC_EREDIS;
 }
 
+/* keep_successes drops from a poison message's entries the positions its job already records as
+ * succeeded: a malformed copy (or a forgery) naming them must not turn a delivered card into a
+ * failure. A Redis error leaves the entries as they are (the transaction then meets the same). */
+static void keep_successes(worker *w, const char *outcome_key, entry *v, size_t n) {
+    const char **argv = calloc(n + 2, sizeof(*argv));
+    fc_reply r = {0};
+    if (!argv) return;
+    argv[0] = "HMGET", argv[1] = outcome_key;
+    for (size_t i = 0; i < n; i++) argv[i + 2] = v[i].pos;
+    if (fc_redis_command(w->redis, &r, (int)n + 2, argv, NULL) == FC_OK && r.type == FC_REPLY_ARRAY &&
+        r.nelem == n) {
+        for (size_t i = 0; i < n; i++)
+            if (r.elem[i].type == FC_REPLY_STR && strcmp(r.elem[i].str, "ok") == 0) v[i].state = NULL;
+    }
+    fc_reply_free(&r);
+    free(argv);
+}
+
 int record_batch(worker *w, batch *b) {
     entry *v = NULL;
     size_t n;
@@ -161,6 +179,7 @@ int record_batch(worker *w, batch *b) {
         char keys[FC_JOB_NKEYS][FC_KEY_MAX], strs[8][24];
         for (int k = 0; k < FC_JOB_NKEYS; k++)
             fc_key_job(keys[k], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, (enum fc_job_key)k);
+        if (b->kind == BATCH_POISON) keep_successes(w, keys[FC_JOB_OUTCOME], v, n);
         for (int k = 0; k < 4; k++) snprintf(strs[k], sizeof(strs[k]), "%ld", sums[k]);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

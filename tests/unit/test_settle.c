@@ -35,6 +35,7 @@ static struct fake {
     int mgets;            /* cache lookups */
     int cache_hits;       /* answer every MGET key with a cached answer */
     int cancelled;        /* answer HEXISTS of a job's cancelled_ms with 1 */
+    const char *recorded_ok; /* the position HMGET finds recorded as ok, or NULL */
     int records;          /* record pipelines */
     int multis;           /* MULTIs sent before them */
     char recorded[4096];  /* the outcome HSET of the last record: "pos=state " ... */
@@ -74,6 +75,16 @@ int __wrap_fc_redis_command(fc_redis *r, fc_reply *out, int argc, const char **a
         memset(out, 0, sizeof(*out));
         out->type = FC_REPLY_INT;
         out->integer = F.cancelled;
+        return FC_OK;
+    }
+    if (strcmp(argv[0], "HMGET") == 0) { /* a poison message's positions: what is recorded */
+        memset(out, 0, sizeof(*out));
+        out->type = FC_REPLY_ARRAY;
+        out->nelem = (size_t)argc - 2;
+        out->elem = calloc(out->nelem, sizeof(*out->elem));
+        for (size_t i = 0; i < out->nelem; i++)
+            if (F.recorded_ok && strcmp(argv[i + 2], F.recorded_ok) == 0)
+                out->elem[i].type = FC_REPLY_STR, out->elem[i].str = strdup("ok"), out->elem[i].len = 2;
         return FC_OK;
     }
     assert_string_equal(argv[0], "MGET");
@@ -440,6 +451,22 @@ static void wrong_content_type_is_poison(void **state) {
     assert_string_equal(F.recorded, "11=dead ");
 }
 
+/* A poison message naming positions its job already delivered leaves them succeeded: only the
+ * others are recorded as failed. */
+static void poison_keeps_delivered_items(void **state) {
+    (void)state;
+    const char *body = "{\"schema\":99,\"job_id\":\"job-1\",\"batch\":7,\"items\":[{\"position\":11,\"term\":\"a\"},"
+                       "{\"position\":12}]}";
+    fc_delivery d = {46, body, strlen(body), "x", "", "", 0, 0, "", "", NULL, 0};
+    F.recorded_ok = "11";
+    batch_on_delivery(&W, &d);
+    batch_settle(&W);
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_int_equal(F.acks, 1);
+    assert_string_equal(F.recorded, "12=dead ");
+}
+
 /* A batch of a cancelled job makes no call: its items are dead-lettered as cancelled. */
 static void cancelled_job_is_skipped(void **state) {
     (void)state;
@@ -516,6 +543,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(nothing_published_while_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(poison_items_are_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(wrong_content_type_is_poison, setup, teardown),
+        cmocka_unit_test_setup_teardown(poison_keeps_delivered_items, setup, teardown),
         cmocka_unit_test_setup_teardown(cancelled_job_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(retried_items_are_recorded, setup, teardown),
