@@ -153,6 +153,17 @@ static int json_content_type(const fc_delivery *d, char *why, size_t cap) {
     return 0;
 }
 
+/* start_in_reach says whether a batch's start time is less than NOT_BEFORE_MAX_MS ahead. One
+ * further off (no retry delay comes near it) would be held and handed back, again and again, until
+ * then; otherwise it writes the reason to why (at least 256 bytes). */
+static int start_in_reach(const batch *b, char *why) {
+    int64_t ahead = b->msg.hdr.not_before_ms - (int64_t)time(NULL) * 1000;
+    if (ahead < NOT_BEFORE_MAX_MS) return 1;
+    snprintf(why, 256, "field 'not_before' is %lld s ahead (at most %d s)", (long long)(ahead / 1000),
+             NOT_BEFORE_MAX_MS / 1000);
+    return 0;
+}
+
 void batch_on_delivery(worker *w, const fc_delivery *d) {
     batch *b = calloc(1, sizeof(*b));
     char why[256];
@@ -167,7 +178,7 @@ void batch_on_delivery(worker *w, const fc_delivery *d) {
     w->batches = b;
     atomic_fetch_add(&w->m->held_batches, 1);
     if (!json_content_type(d, why, sizeof(why)) ||
-        fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK) {
+        fc_message_decode_batch(d->body, d->len, &b->msg, why, sizeof(why)) != FC_OK || !start_in_reach(b, why)) {
         keep_poison(w, b, d, why);
         b->state = BATCH_RUNNING; /* nothing to run: settled next */
         return;

@@ -104,6 +104,10 @@ typedef struct cache_write {
     char *value;
 } cache_write;
 
+/* How far ahead a batch's not_before may be: twice the longest RETRY_DELAYS allows (a day), so a
+ * worker configured otherwise is never refused; a message further off is poison. */
+#define NOT_BEFORE_MAX_MS (2 * 24 * 3600 * 1000)
+
 /* A recent answer to "is this job cancelled?". */
 #define CANCEL_CACHE 8
 #define CANCEL_ASK_MS 1000

@@ -4,7 +4,7 @@
 # B: a 17 MiB message (over the 16 MiB limit), JSON nested 100,000 deep, invalid UTF-8, a NUL byte,
 # a wrong content type (with a body that is not JSON, and with a valid batch), job ids that would reach into B's keys
 # ("B}:job:{x", "B\u0000x") or be patterns (":" "*"), positions out of range or twice in a batch,
-# 10,001 items, a not_before that is not a number, and a message id carrying a newline and an ESC
+# 10,001 items, a not_before that is not a number or is years ahead, and a message id carrying a newline and an ESC
 # sequence. Checks: each is in the dead-letter queue with its x-error; B completes with every item
 # once in its output; no Redis key of a job other than B and the hostile messages' own valid job ids
 # appears, B's record holds its N outcomes alone; the worker is alive and its log one line per event.
@@ -84,6 +84,8 @@ publish h-many "$(body many "{$HDR,\"job_id\":\"hostile-many-$$\",\"items\":[$(i
     application/json "'items' holds 10001 items"
 publish h-nb "$(body nb "{$HDR,\"not_before\":\"soon\",\"job_id\":\"hostile-nb-$$\",\"items\":[$(items 1 2)]}")" \
     string application/json "field 'not_before' is not an integer"
+publish h-nb2 "$(body nb2 "{$HDR,\"not_before\":4000000000000,\"job_id\":\"hostile-nb-$$\",\"items\":[$(items 3 4)]}")" \
+    string application/json "field 'not_before' is "
 publish $'h-msgid\n\x1b[2J' "$(body msgid 'not JSON at all')" string application/json "not JSON"
 log "published $SENT hostile messages"
 

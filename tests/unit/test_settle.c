@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -273,7 +274,7 @@ static void checkpointed_waiting_batch_never_starts(void **state) {
     teardown(state);
     setup(state);
     F.cache_hits = 1;
-    long long future = 4102444800000LL; /* year 2100 */
+    long long future = (long long)time(NULL) * 1000 + 3600 * 1000; /* an hour ahead */
     deliver(2, 2, 0, future, 0);
     batch *b = W.batches;
     assert_int_equal(b->state, BATCH_WAITING);
@@ -467,6 +468,22 @@ static void poison_keeps_delivered_items(void **state) {
     assert_string_equal(F.recorded, "12=dead ");
 }
 
+/* A start time further ahead than any retry delay makes the batch poison: held, it would come
+ * back until then. */
+static void far_future_start_is_poison(void **state) {
+    (void)state;
+    deliver(2, 2, 0, 4102444800000LL /* year 2100 */, 0);
+    assert_int_equal(W.batches->kind, BATCH_POISON);
+    assert_non_null(strstr(W.batches->why, "field 'not_before' is "));
+    assert_int_equal(F.mgets, 0);
+    batch_settle(&W);
+    assert_int_equal(F.npubs, 1);
+    assert_string_equal(F.pubs[0].exchange, "t.dead");
+    confirm_all(FC_OK);
+    batch_settle(&W);
+    assert_string_equal(F.recorded, "1=dead 2=dead ");
+}
+
 /* A batch of a cancelled job makes no call: its items are dead-lettered as cancelled. */
 static void cancelled_job_is_skipped(void **state) {
     (void)state;
@@ -544,6 +561,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(poison_items_are_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(wrong_content_type_is_poison, setup, teardown),
         cmocka_unit_test_setup_teardown(poison_keeps_delivered_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(far_future_start_is_poison, setup, teardown),
         cmocka_unit_test_setup_teardown(cancelled_job_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(retried_items_are_recorded, setup, teardown),
