@@ -310,7 +310,7 @@ wait_until $((SHUTDOWN_S + 10)) stops_done || fail "victims did not stop within 
 sample "$((SECONDS - T0))"
 # CPU seconds the survivor and the mock used (utime + stime), to show the load was modest.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.1f", ($12 + $13) / hz }' "/proc/$1/stat"; }
-cpu="survivor $(cpu_of "$SURV") s, mock $(cpu_of "$MOCK_PID") s of CPU in $((SECONDS - T0)) s"
+cpu="survivor $(cpu_of "$SURV") s, mock $(cpu_of "$MOCK_PID") s, node (since its restart) $(cpu_of "${RN_PID[n1]}") s of CPU in $((SECONDS - T0)) s"
 t_term=$(date +%s.%N)
 kill -TERM "$SURV"
 surv_gone() { ! kill -0 "$SURV" 2>/dev/null; }
@@ -340,9 +340,16 @@ read -r first warm last max growth fmin fmax nwarm nlast <<<"$(awk -F, -v w="$WA
 [ "$first" != x ] || fail "too few RSS samples"
 curve=$(awk -F, 'NR > 1 { m = int($1 / 60); s[m] += $2; n[m]++; if (m > top) top = m }
     END { for (i = 0; i <= top; i++) if (n[i]) printf "%s%.2f", (i ? " " : ""), s[i] / n[i] / 1024 }' "$CSV")
-around=$(awk -F, -v s="$B_STOP" -v b="$B_BACK" 'NR > 1 && $1 >= s - 30 && $1 < s { bs += $2; bn++ }
+# Around the restart: the mean of the 30 s before the stop, of 30-60 s after the return, and the
+# growth from the latter to the last window (the curve's trend once the reconnect's step is past).
+around=$(awk -F, -v s="$B_STOP" -v b="$B_BACK" -v end="$END" -v win="$WIN_S" '
+    NR > 1 && $1 >= s - 30 && $1 < s { bs += $2; bn++ }
     NR > 1 && $1 >= b + 30 && $1 < b + 60 { as += $2; an++ }
-    END { if (bn && an) printf "%.2f MB in the 30 s before the stop, %.2f MB 30-60 s after the return", bs / bn / 1024, as / an / 1024 }' "$CSV")
+    NR > 1 && $1 > end - win && $1 <= end { ls += $2; ln++ }
+    END {
+        if (bn && an && ln) printf "%.2f MB in the 30 s before the stop, %.2f MB 30-60 s after the return (step %+.2f MB), growth from there to the last window %.2f %%",
+            bs / bn / 1024, as / an / 1024, (as / an - bs / bn) / 1024, (ls / ln - as / an) * 100 / (as / an)
+    }' "$CSV")
 calls=$(mock_answered)
 faults=$(awk '$2 == 500 { f5++ } $2 == 429 { f4++ } END { printf "%d 500s, %d 429s", f5, f4 }' "$TMP/mock-requests.log")
 log "survivor RSS by minute (MB): $curve"
