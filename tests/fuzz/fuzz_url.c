@@ -108,10 +108,11 @@ static char *build_url(const char *scheme, char *text, secret *sec) {
     pct_decode(pw, sec->decoded);
     pct_decode(others, dec);
     /* the password must stand out and stay one: a user with '@' '/' '?' '#' would move it into the host or the
-     * path, and so would a password with '/' '?' '#' (the authority ends there: it is the path's text then) */
-    int checkable = strlen(pw) >= 4 && strlen(sec->decoded) >= 4 && !strpbrk(user, "@/?#") && !strpbrk(pw, "/?#") &&
+     * path, and so would a password with '/' '?' '#' (the authority ends there: it is the path's text then); a
+     * ',' splits an AMQP list (a URL of it may then show the defaults, guest:***@localhost) */
+    int checkable = strlen(pw) >= 4 && strlen(sec->decoded) >= 4 && !strpbrk(user, "@/?#,") && !strpbrk(pw, "/?#,") &&
                     !strstr(others, pw) && !strstr(dec, pw) && !strstr(others, sec->decoded) &&
-                    !strstr(dec, sec->decoded) && !strstr("(unparsable redis URL)***amqp://amqps://redis://", sec->decoded);
+                    !strstr(dec, sec->decoded) && !strstr("(unparsable redis URL)***amqp://amqps://redis://guest:guest@localhost:5672/", sec->decoded);
     sec->pw = checkable ? pw : NULL;
     free(others);
     free(dec);
