@@ -660,6 +660,10 @@ static int card_from_line(const char *b, const char *e, fc_card *c, size_t *nfie
             return FC_ENOMEM;
         }
     }
+    if (strcasecmp(c->f[0], "position") == 0) { /* the header, once a control character inside is dropped */
+        for (size_t i = 0; i < FC_CARD_NFIELDS; i++) free(c->f[i]);
+        return 0;
+    }
     return 1;
 }
 

@@ -848,6 +848,20 @@ static void test_processor_answer_nul(void **state) {
     assert_non_null(strstr(why, "NUL byte at offset"));
 }
 
+/* A header line with a control character inside (found by fuzz_pipeline) is still the header once
+ * cleaned, never a card whose position is "position". */
+static void test_stage2_header_with_control_char(void **state) {
+    (void)state;
+    fc_card *cards = NULL;
+    size_t n = 0;
+    char why[128] = "";
+    const char *in = "po\x01sition\tterm\tterm_number\ttab_name\tprimer\tfront\tback\ttags\thonorific_level\n" ROW9 "\n";
+    assert_int_equal(fc_pipeline_stage2_parse(in, strlen(in), &cards, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 1);
+    assert_string_not_equal(cards[0].f[FC_CARD_POSITION], "position");
+    fc_cards_free(cards, n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence_json),
@@ -894,6 +908,7 @@ int main(void) {
         cmocka_unit_test(test_answers_invalid_utf8),
         cmocka_unit_test(test_envelope_nul),
         cmocka_unit_test(test_processor_answer_nul),
+        cmocka_unit_test(test_stage2_header_with_control_char),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
