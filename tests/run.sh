@@ -37,8 +37,10 @@ configure() {
     sanitize) dir=build-asan flags+=(-DFC_SANITIZE=ON) ;;
     fuzz) dir=build-fuzz flags+=(-DCMAKE_C_COMPILER=clang -DFC_FUZZ=ON) ;;
     esac
+    local target=() # the fuzz lane needs only its targets
+    [ "$1" = fuzz ] && target=(--target fuzz)
     cmake -S . -B "$dir" "${flags[@]}" >/dev/null
-    cmake --build "$dir" -j"$(nproc)" >"$dir.build.log" 2>&1 || { cat "$dir.build.log" >&2; return 1; }
+    cmake --build "$dir" -j"$(nproc)" "${target[@]}" >"$dir.build.log" 2>&1 || { cat "$dir.build.log" >&2; return 1; }
     echo "$dir"
 }
 
