@@ -40,7 +40,7 @@ configure() {
     local target=() # the fuzz lane needs only its targets
     [ "$1" = fuzz ] && target=(--target fuzz)
     cmake -S . -B "$dir" "${flags[@]}" >/dev/null
-    cmake --build "$dir" -j"$(nproc)" "${target[@]}" >"$dir.build.log" 2>&1 || { cat "$dir.build.log" >&2; return 1; }
+    cmake --build "$dir" -j"$(nproc)" "${target[@]}" >"$dir/build.log" 2>&1 || { cat "$dir/build.log" >&2; return 1; }
     echo "$dir"
 }
 
