@@ -195,8 +195,9 @@ check_lanes() {
     done
 }
 
-# The broker: up -> pending (stop due; no new job, TERM or kill) -> down (stopped, DOWN_S s) ->
-# recovering (booted; until every worker says it reconnected) -> after.
+# The broker: up -> pending (stop due: no kill; the stop waits for no SIGTERM'd victim, no producer
+# publishing and one waiting, so that a producer rides the outage out) -> down (stopped, DOWN_S s;
+# no job starts) -> recovering (booted; until every worker says it reconnected) -> after.
 B_STATE=up B_STOP=-1 B_BACK=-1 B_RECONN=-1
 declare -A RECONN_BEFORE=()
 current_logs() {
@@ -209,7 +210,8 @@ broker_step() {
     case $B_STATE in
     up) [ "$now" -ge $BROKER_AT ] && B_STATE=pending || true ;;
     pending)
-        if [ ${#TERM_AT[@]} = 0 ] && ! lane_publishing 1 && ! lane_publishing 2; then
+        if [ ${#TERM_AT[@]} = 0 ] && ! lane_publishing 1 && ! lane_publishing 2 &&
+            [ -n "${LPID[1]:-}${LPID[2]:-}" ]; then
             for f in $(current_logs); do RECONN_BEFORE[$f]=$(reconnects_in "$f"); done
             B_STOP=$now
             rn_stop n1
@@ -270,7 +272,7 @@ for _ in $(seq 1 $(((D + TAIL_S) * 2))); do
     broker_step "$now"
     busy=0
     for l in 1 2; do
-        if [ -z "${LPID[$l]:-}" ] && [ "$now" -lt $((D - JOB_S / 2)) ] && broker_steady; then
+        if [ -z "${LPID[$l]:-}" ] && [ "$now" -lt $((D - JOB_S / 2)) ] && { broker_steady || [ $B_STATE = pending ]; }; then
             start_job $l
         fi
         [ -z "${LPID[$l]:-}" ] || busy=1
@@ -281,7 +283,10 @@ done
 END=$((SECONDS - T0))
 [ $B_STATE = after ] || fail "the soak ended before the broker restart was done (state $B_STATE)"
 [ $busy = 0 ] || fail "the loop ran out with jobs running"
-log "soak loop ended at $END s: $JOBS jobs, $ITEMS items; $next_kill of ${#KILL_AT[@]} planned kills done"
+preconn=$(grep -l "connected to the broker again" "$TMP"/producer-*.log 2>/dev/null | wc -l)
+log "soak loop ended at $END s: $JOBS jobs, $ITEMS items; $next_kill of ${#KILL_AT[@]} planned kills done;" \
+    "$preconn producers rode out the broker's restart"
+[ "$preconn" -ge 1 ] || fail "no producer was waiting across the broker's restart"
 
 # Nothing left in any queue of the prefix (work, retry, crashed, dead, results).
 wait_until 60 rn_all_empty n1 || fail "queues not empty: $(rn_depths n1 | awk '$2 != 0' | tr '\n' ';')"
