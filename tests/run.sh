@@ -44,11 +44,22 @@ configure() {
     echo "$dir"
 }
 
+# figures DIR: the figures the hardening and fuzz runs print (passing tests' output is not shown).
+figures() {
+    grep -hE '^(soak: |fuzz [a-z_]+: )|\[test_(soak|valgrind_e2e|tsan_metrics)\] (ok|survivor RSS)' \
+        "$1/Testing/Temporary/LastTest.log" 2>/dev/null || true
+}
+
 # run_lane LANE DIR: the lane's tests; the fuzz lane runs niced so that it only takes the CPU the
 # timed tests leave.
 run_lane() {
     case $1 in
-    plain) ctest --test-dir "$2" --output-on-failure -j3 "${ctest_args[@]}" ;;
+    plain)
+        local rc=0
+        ctest --test-dir "$2" --output-on-failure -j3 "${ctest_args[@]}" || rc=$?
+        figures "$2"
+        return $rc
+        ;;
     sanitize)
         # Every sanitizer report also goes to a file of its own (log_path): a worker that reports
         # at exit after its test stopped reading its output still fails the lane.
@@ -65,7 +76,12 @@ run_lane() {
         fi
         return $rc
         ;;
-    fuzz) nice -n 15 ctest --test-dir "$2" --output-on-failure -L fuzz "${ctest_args[@]}" ;;
+    fuzz)
+        local rc=0
+        nice -n 15 ctest --test-dir "$2" --output-on-failure -L fuzz "${ctest_args[@]}" || rc=$?
+        figures "$2"
+        return $rc
+        ;;
     esac
 }
 
