@@ -86,6 +86,8 @@ static const setting settings[] = {
      "total time allowed for one API call"},
     {"API_CONNECT_TIMEOUT", "api-connect-timeout", T_DURATION, FC_WORKER, 100, 600000, "10s",
      OFF(api_connect_timeout_ms), "connect timeout of an API call"},
+    {"API_CA_FILE", "api-ca-file", T_STR, FC_WORKER, 0, 0, NULL, OFF(api_ca_file),
+     "CA certificates (PEM) that verify an https:// API (default: the system's bundle)"},
     {"API_MAX_RESPONSE_BYTES", "api-max-response-bytes", T_LONG, FC_WORKER, 1024, 268435456, "1048576",
      OFF(api_max_response_bytes),
      "largest API answer read; a bigger one fails the call as a retryable error and is never cached"},

@@ -45,6 +45,7 @@ typedef struct fc_config {
     char *api_name;          /* the limiter's and breaker's name for this API */
     long api_timeout_ms;
     long api_connect_timeout_ms;
+    char *api_ca_file;       /* CA bundle (PEM) verifying an https:// API; NULL = the system's */
     long api_max_response_bytes; /* largest API answer read, bytes; a bigger one is a retryable error */
     long retry_after_max_ms; /* longest fleet pause a 429's Retry-After may ask for, ms */
     double temperature;

@@ -19,6 +19,7 @@ typedef struct fc_http_conf {
     size_t max_body_bytes;      /* largest response body accepted, bytes; 0 = no cap. A larger one fails the
                                  * request with FC_ETOOBIG (see fc_http_done), refused at its Content-Length
                                  * when it announces one, else cut off as soon as it passes the cap */
+    const char *ca_file;        /* CA certificates (PEM) verifying https:// servers; NULL = the system's bundle */
 } fc_http_conf;
 
 typedef struct fc_pollfd {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,36 @@ static int setup_signals(void) {
     return FC_OK;
 }
 
+/* Descriptors a worker needs beside one per call in flight: the broker, Redis, epoll, the signal pipe, the
+ * metrics server (at most 64 clients), the resolver, and curl's connections that are closing. */
+#define FD_OVERHEAD 256
+
+/* raise_fd_limit lifts the soft RLIMIT_NOFILE to what WORKER_COUNT needs (one socket per call in flight over
+ * HTTP/1.1), up to the hard limit. Returns 0, or FC_EINVAL after printing why when the hard limit is too low. */
+static int raise_fd_limit(int worker_count) {
+    struct rlimit rl;
+    rlim_t need = (rlim_t)worker_count + FD_OVERHEAD;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return FC_OK;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+        fprintf(stderr,
+                "flashcard-worker: WORKER_COUNT=%d needs %lu open files (one connection per call in flight + %d), "
+                "but the hard limit RLIMIT_NOFILE is %lu: raise it (ulimit -n %lu as root, LimitNOFILE= in systemd, "
+                "--ulimit nofile=%lu in docker) or lower WORKER_COUNT to at most %ld\n",
+                worker_count, (unsigned long)need, FD_OVERHEAD, (unsigned long)rl.rlim_max, (unsigned long)need,
+                (unsigned long)need, (long)rl.rlim_max - FD_OVERHEAD);
+        return FC_EINVAL;
+    }
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = need;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        int e = errno;
+        fprintf(stderr, "flashcard-worker: WORKER_COUNT=%d: cannot raise the open-files limit from %lu to %lu: %s\n",
+                worker_count, (unsigned long)old, (unsigned long)need, strerror(e));
+        return FC_EINVAL;
+    }
+    return FC_OK;
+}
+
 int main(int argc, char **argv) {
     fc_config cfg;
     char err[512];
@@ -44,6 +75,10 @@ int main(int argc, char **argv) {
     if (rc == 1) return 0;
     if (rc != FC_OK) {
         fprintf(stderr, "flashcard-worker: %s\n", err);
+        fc_config_free(&cfg);
+        return 2;
+    }
+    if (raise_fd_limit(cfg.worker_count) != FC_OK) {
         fc_config_free(&cfg);
         return 2;
     }

@@ -135,7 +135,7 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     char ua[200];
     snprintf(ua, sizeof(ua), "flashcard-worker/%s (%s)", FC_VERSION, w->name);
     fc_http_conf hc = {cfg->api_key, cfg->http_referer, cfg->x_title, ua, cfg->api_timeout_ms,
-                       cfg->api_connect_timeout_ms, (size_t)cfg->api_max_response_bytes};
+                       cfg->api_connect_timeout_ms, (size_t)cfg->api_max_response_bytes, cfg->api_ca_file};
     w->http = fc_http_new(&hc);
     if (!w->m || !w->amqp || !w->redis || !w->http || make_gate(w) != FC_OK) {
         fc_error("cannot set up the worker: out of memory");

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +70,7 @@ typedef struct mock_config {
     long long seed;         /* fault dice seed; setting it restarts the dice sequence */
     long long port;         /* 0 = any free port */
     long long threads;      /* MHD worker threads; 0 = one per CPU */
+    long long max_connections; /* MHD's connection limit; 0 = what the open-files limit allows */
     double fail_500, fail_429, malformed, bad_content, timeout, nul_content; /* per-request probabilities */
     double fail_429_bare, reset, truncated, header_only, hostile;            /* per-request probabilities */
     char hostile_kind[16]; /* "mix" or one of mock_hostile_names */
@@ -76,6 +78,8 @@ typedef struct mock_config {
     char bind[64];      /* numeric IPv4 or IPv6 address */
     char log[1024];     /* request log path, "" = none */
     char port_file[1024];
+    char tls_cert[1024]; /* PEM certificate (chain) file: serve HTTPS; "" = plain HTTP */
+    char tls_key[1024];  /* PEM private key file of tls_cert */
 } mock_config;
 
 enum mock_opt_type { MOCK_INT, MOCK_RATE, MOCK_BOOL, MOCK_STR };
@@ -103,6 +107,10 @@ static const mock_opt mock_opts[] = {
     OPT_S(port_file, 0, "", "write the chosen port to this file once listening"),
     OPT_S(log, 0, "", "append one line per chat request: arrival_ms status stage position user_agent elapsed_ms elapsed_us"),
     OPT_I(threads, 0, 64, 0, "0", "worker threads (0 = one per CPU)"),
+    OPT_I(max_connections, 0, 1000000, 0, "0",
+          "connections held at once (0 = the open-files limit, raised to its hard limit, less 64)"),
+    OPT_S(tls_cert, 0, "", "serve HTTPS (HTTP/1.1, GnuTLS) with this PEM certificate chain; needs --tls-key"),
+    OPT_S(tls_key, 0, "", "PEM private key of --tls-cert"),
     OPT_S(api_key, 1, "", "require 'Authorization: Bearer KEY' (empty = no check)"),
     OPT_I(seed, 0, INT64_MAX, 1, "1", "seed of the fault dice"),
     OPT_I(latency_ms, 0, 600000, 1, "0", "base latency of every chat answer, ms"),
@@ -175,6 +183,9 @@ static volatile sig_atomic_t g_stop;
 
 static struct {
     atomic_ullong requests, in_flight, stage1, stage2, prompt_tokens, completion_tokens;
+    atomic_ullong connections;      /* accepted (with TLS: one handshake each) */
+    atomic_ullong connections_open; /* open now */
+    atomic_ullong connections_max;  /* most open at once */
     atomic_ullong by_status[MOCK_STATUS_MAX];
     atomic_ullong by_fault[FAULT_COUNT];     /* answers per fault (FAULT_NONE: normal ones), counted when planned */
     atomic_ullong by_hostile[HOSTILE_COUNT]; /* hostile answers per kind */
@@ -322,6 +333,10 @@ static int mock_config_rules(const mock_config *cfg, char *err, size_t errlen) {
                  cfg->hostile_kind);
         return FC_EINVAL;
     }
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        snprintf(err, errlen, "tls_cert and tls_key: give both (HTTPS) or neither (plain HTTP)");
+        return FC_EINVAL;
+    }
     if (cfg->fail_all_status == 0 || cfg->fail_all_status >= 400) return 0;
     snprintf(err, errlen, "fail_all_status: expected 0 (off) or a status in 400..599, got %lld", cfg->fail_all_status);
     return FC_EINVAL;
@@ -336,6 +351,8 @@ static void mock_stats_reset(void) {
     for (int i = 0; i < MOCK_STATUS_MAX; i++) atomic_store(&g_stats.by_status[i], 0);
     for (int i = 0; i < FAULT_COUNT; i++) atomic_store(&g_stats.by_fault[i], 0);
     for (int i = 0; i < HOSTILE_COUNT; i++) atomic_store(&g_stats.by_hostile[i], 0);
+    atomic_store(&g_stats.connections, 0);
+    atomic_store(&g_stats.connections_max, atomic_load(&g_stats.connections_open));
 }
 
 /* mock_control_apply validates every key of obj into a copy of the configuration and commits only if all are
@@ -1134,7 +1151,9 @@ static enum MHD_Result mock_handle_stats(struct MHD_Connection *c) {
     sep = "},\"hostile\":{";
     for (int k = 0; k < HOSTILE_COUNT; k++, sep = ",")
         fc_buf_printf(&b, "%s\"%s\":%llu", sep, mock_hostile_names[k], atomic_load(&g_stats.by_hostile[k]));
-    fc_buf_puts(&b, "}}");
+    fc_buf_printf(&b, "},\"connections\":%llu,\"connections_open\":%llu,\"connections_max\":%llu}",
+                  atomic_load(&g_stats.connections), atomic_load(&g_stats.connections_open),
+                  atomic_load(&g_stats.connections_max));
     if (!b.data) return MHD_NO;
     return mock_send(c, 200, &b, -1);
 }
@@ -1173,6 +1192,23 @@ static void mock_on_completed(void *cls, struct MHD_Connection *c, void **ctx, e
     if (r->route == ROUTE_CHAT) mock_req_finish(r, r->planned ? r->status : 499); /* 499: client went away */
     mock_req_free(r);
     *ctx = NULL;
+}
+
+/* mock_on_connection counts connections (MHD_OPTION_NOTIFY_CONNECTION): accepted, open, most open at once. */
+static void mock_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                               enum MHD_ConnectionNotificationCode code) {
+    (void)cls;
+    (void)c;
+    (void)socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&g_stats.connections_open, 1);
+        return;
+    }
+    atomic_fetch_add(&g_stats.connections, 1);
+    unsigned long long open = atomic_fetch_add(&g_stats.connections_open, 1) + 1;
+    unsigned long long max = atomic_load(&g_stats.connections_max);
+    while (open > max && !atomic_compare_exchange_weak(&g_stats.connections_max, &max, open)) {
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -1289,19 +1325,67 @@ static int mock_parse_args(mock_config *cfg, int argc, char **argv) {
     return mock_config_check(cfg);
 }
 
+/* mock_connection_limit raises the soft open-files limit to the hard one and returns how many connections the
+ * daemon may hold: max_connections if set, else that limit less 64 for the listener, epoll, log and slack. */
+static unsigned mock_connection_limit(const mock_config *cfg) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t fds = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur;
+    unsigned avail = fds > 128 ? (unsigned)(fds - 64) : 64u;
+    if (cfg->max_connections > 0) {
+        if ((unsigned long long)cfg->max_connections > avail)
+            fprintf(stderr, "mock-api: max-connections %lld is above the open-files limit allows (%u)\n",
+                    cfg->max_connections, avail);
+        return (unsigned)cfg->max_connections;
+    }
+    return avail;
+}
+
+/* mock_read_file returns the NUL-terminated contents of path (free it), or NULL with a message printed. */
+static char *mock_read_file(const char *path) {
+    fc_buf b = {0};
+    char chunk[4096];
+    size_t n;
+    FILE *f = fopen(path, "rb");
+    if (!f) return fprintf(stderr, "mock-api: cannot read %s: %s\n", path, strerror(errno)), NULL;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) fc_buf_append(&b, chunk, n);
+    fclose(f);
+    if (!b.data) fprintf(stderr, "mock-api: %s is empty\n", path);
+    return b.data ? fc_buf_steal(&b) : NULL;
+}
+
 static struct MHD_Daemon *mock_start_daemon(const mock_config *cfg) {
     struct sockaddr_storage ss;
     int v6;
+    char *cert = NULL, *key = NULL;
+    if (cfg->tls_cert[0]) {
+        if (!MHD_is_feature_supported(MHD_FEATURE_TLS))
+            return fprintf(stderr, "mock-api: this libmicrohttpd has no TLS\n"), NULL;
+        cert = mock_read_file(cfg->tls_cert);
+        key = cert ? mock_read_file(cfg->tls_key) : NULL;
+        if (!key) return free(cert), NULL;
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = cfg->threads ? (unsigned)cfg->threads : (unsigned)(cpus > 0 ? (cpus < 8 ? cpus : 8) : 2);
     if (!mock_sockaddr(&ss, cfg->bind, (int)cfg->port, &v6)) return NULL;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_TURBO | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    return MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, mock_on_request, NULL,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
-                            MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 300u,
-                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, mock_on_completed,
-                            NULL, MHD_OPTION_END);
+                     MHD_USE_TURBO | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) | (cert ? MHD_USE_TLS : 0);
+    /* The TLS options come last: without a certificate the list ends before them. */
+    struct MHD_OptionItem tls[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, cert},
+                                   {MHD_OPTION_HTTPS_MEM_KEY, 0, key},
+                                   {MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, mock_on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, mock_connection_limit(cfg),
+        MHD_OPTION_CONNECTION_TIMEOUT, 300u, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_NOTIFY_COMPLETED,
+        mock_on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, mock_on_connection, NULL, MHD_OPTION_ARRAY,
+        cert ? tls : none, MHD_OPTION_END);
+    if (!d) free(cert), free(key); /* else kept for the daemon's lifetime (MHD does not copy them) */
+    return d;
 }
 
 static int mock_bound_port(struct MHD_Daemon *d) {
