@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
 # Benchmarks flashcard-producer against the local RabbitMQ and Redis: a generated CSV (1,000,000
-# rows by default, in /tmp) published from a file in batches of 100 and of 10, and from stdin
-# with --batch-size auto; reports rows/s, confirmed messages/s and peak RSS, which must stay
-# flat (below RSS_LIMIT_KB, default 20 MB) whatever the input size. Uses its own QUEUE_PREFIX
-# and deletes its queues, exchanges and Redis keys at the end.
-# Usage: bench/bench_producer.sh [ROWS]   (FC_BUILD_DIR: the CMake build dir)
+# rows by default, in /tmp) published from a file in batches of 100 and of 10, each followed by
+# its ceiling measured in the same run: bench-publish-min (bench/publish_min.c), a minimal
+# rabbitmq-c publisher that sends bodies of the same size (one of the producer's own batches,
+# padded to their mean size) to a quorum queue with the work queue's arguments, persistent, with
+# the producer's confirm window, and parses nothing. Reports rows/s, confirmed messages/s (and
+# their ratio to the minimal publisher's) and peak RSS, which must stay flat (below RSS_LIMIT_KB,
+# default 20 MB) whatever the input size. Uses its own QUEUE_PREFIX and deletes its queues,
+# exchanges and Redis keys at the end.
+# Prints a table, then one JSON line per scenario (ids producer100, producer10; bench/run.sh
+# reads them): figures rows_per_s, msgs_per_s, peak_rss_mb; ceiling msgs_per_s; targets: ratio
+# >= 0.85, peak RSS < 20 MB.
+# Usage: bench/bench_producer.sh [ROWS]   (FC_BUILD_DIR: the CMake build dir; BENCH_QUICK=1:
+# 100,000 rows and no stdin run)
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 export FC_SOURCE_DIR=$SRC
 # Borrow the integration helpers: own queue prefix, temp dir, cleanup of processes and queues.
 . "$SRC/tests/integration/lib.sh"
+MIN=$BUILD/bench/bench-publish-min
 [ -x "$PRODUCER" ] || { echo "flashcard-producer not built under $BUILD" >&2; exit 1; }
-ROWS=${1:-1000000}
+[ -x "$MIN" ] || { echo "bench-publish-min not built under $BUILD" >&2; exit 1; }
+if [ -n "${BENCH_QUICK:-}" ]; then ROWS=${1:-100000}; else ROWS=${1:-1000000}; fi
 RSS_LIMIT_KB=${RSS_LIMIT_KB:-20480}
+TARGET_RATIO=0.85
 export LOG_LEVEL=warn
 
 # purge: empties the work queue between runs, so RabbitMQ does not hold millions of items.
 purge() { mgmt -X DELETE "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/contents" >/dev/null 2>&1 || true; }
 
-# measure NAME CMD...: runs CMD (the producer) with stdout/stderr in $TMP/NAME.*; sets WALL (s) and
-# PEAK_KB, the peak RSS: from /usr/bin/time -v (package time) when present, else the highest VmHWM
-# read from /proc every 20 ms (a peak after the last sample would be missed, but VmHWM only grows).
+# measure NAME CMD...: runs CMD with stdout/stderr in $TMP/NAME.*; sets WALL (s) and PEAK_KB, the
+# peak RSS: from /usr/bin/time -v (package time) when present, else the highest VmHWM read from
+# /proc every 20 ms (a peak after the last sample would be missed, but VmHWM only grows).
 measure() {
     local name=$1; shift
     local t0 t1 rc=0 hwm=0 v
@@ -74,32 +85,85 @@ report_of() {
     jq .batches_published "$TMP/$1.json"
 }
 
+# batch_sample NAME BATCHES: writes the first batch in the work queue (peeked, requeued) to
+# $TMP/NAME.body and sets MEAN_BYTES to the mean body size of the queue's BATCHES messages as the
+# management API counts them once its figures caught up (polled, at most ~30 s), else to that
+# batch's size.
+batch_sample() {
+    local name=$1 want=$2 q="$MGMT/queues/%2F/$QUEUE_PREFIX.batches" n=0 bytes=0
+    mgmt -X POST -H 'content-type: application/json' -d '{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}' \
+        "$q/get" | jq -j '.[0].payload' >"$TMP/$name.body"
+    [ -s "$TMP/$name.body" ] || { echo "FAIL: no batch to sample in $QUEUE_PREFIX.batches" >&2; exit 1; }
+    MEAN_BYTES=$(stat -c %s "$TMP/$name.body")
+    for _ in $(seq 1 60); do
+        read -r n bytes < <(mgmt "$q?columns=messages,message_bytes" | jq -r '"\(.messages // 0) \(.message_bytes // 0)"')
+        [ "$n" = "$want" ] && [ "$bytes" -gt 0 ] && { MEAN_BYTES=$((bytes / n)); return 0; }
+        sleep 0.5
+    done
+    echo "   (the management API did not count all $want batches in time: bodies of ${MEAN_BYTES} bytes)"
+}
+
+# ceiling NAME MSGS: runs the minimal publisher with MSGS bodies like $TMP/NAME.body padded to
+# MEAN_BYTES; sets MIN_RATE (msgs/s, from its connect to its last confirm).
+ceiling() {
+    local name=$1 msgs=$2
+    measure "min$name" "$MIN" "$AMQP_URL" "$TMP/$name.body" "$msgs" "$MEAN_BYTES" "$QUEUE_PREFIX.min"
+    MIN_RATE=$(grep -o 'rate=[0-9]*' "$TMP/min$name.out" | cut -d= -f2)
+    printf '%-34s %9s      %7d msgs %6.2f s %16s %8d msgs/s  (%d-byte bodies)\n' "  minimal publisher (ceiling)" "" \
+        "$msgs" "$WALL" "" "$MIN_RATE" "$MEAN_BYTES"
+}
+
+# scenario_json ID ROWS MSGS WALL PEAK_KB MIN_RATE BYTES: the scenario's JSON line.
+scenario_json() {
+    jq -cn --arg id "$1" --argjson rows "$2" --argjson msgs "$3" --argjson wall "$4" --argjson kb "$5" \
+        --argjson min "$6" --argjson bytes "$7" --argjson target "$TARGET_RATIO" --argjson limit "$RSS_LIMIT_KB" '
+        ($msgs / $wall) as $mps |
+        {scenario: $id,
+         figures: {rows_per_s: (($rows / $wall) | floor), msgs_per_s: ($mps | floor), peak_rss_mb: ($kb / 1024),
+                   rows: $rows, msgs: $msgs, msg_bytes: $bytes},
+         ceilings: {msgs_per_s: $min},
+         ratios: {msgs_per_s: ($mps / $min)},
+         targets: {msgs_per_s: ">= \($target)", peak_rss_mb: "< \($limit / 1024)"},
+         met: {msgs_per_s: ($mps >= $target * $min), peak_rss_mb: ($kb > 0 and $kb <= $limit)}}'
+}
+
+JSONS=()
+# bench_size N: the producer in batches of N, then the minimal publisher with its batches' size.
+bench_size() {
+    local n=$1 b peak wall
+    measure "file$n" "$PRODUCER" "$TMP/bench.csv" --job-id "bench-file$n" --batch-size "$n" --report "$TMP/file$n.json"
+    b=$(report_of "file$n") # not inside row's arguments: report_of's exit must end the script
+    row "file, --batch-size $n" "$ROWS" "$b"
+    peak=$PEAK_KB wall=$WALL
+    batch_sample "file$n" "$b"
+    purge
+    ceiling "file$n" "$b"
+    echo "   ratio: $(awk -v b="$b" -v w="$wall" -v m="$MIN_RATE" 'BEGIN { printf "%.2f", b / w / m }') of the minimal publisher's msgs/s (target $TARGET_RATIO)"
+    JSONS+=("$(scenario_json "producer$n" "$ROWS" "$b" "$wall" "$peak" "$MIN_RATE" "$MEAN_BYTES")")
+}
+
 # Small runs first: the peak RSS must not grow with the input.
 head -n 10001 "$TMP/bench.csv" >"$TMP/small.csv"
 measure small "$PRODUCER" "$TMP/small.csv" --job-id bench-small --batch-size 100 --report "$TMP/small.json"
 SMALL_KB=$PEAK_KB
 purge
 
-measure file100 "$PRODUCER" "$TMP/bench.csv" --job-id bench-file100 --batch-size 100 --report "$TMP/file100.json"
-b=$(report_of file100) # not inside row's arguments: report_of's exit must end the script
-row "file, --batch-size 100" "$ROWS" "$b"
-purge
+bench_size 100
+bench_size 10
 
-measure file10 "$PRODUCER" "$TMP/bench.csv" --job-id bench-file10 --batch-size 10 --report "$TMP/file10.json"
-b=$(report_of file10)
-row "file, --batch-size 10" "$ROWS" "$b"
-purge
-
-measure stdin_auto "$PRODUCER" - --format csv --job-id bench-stdin --batch-size auto --report "$TMP/stdin_auto.json" \
-    <"$TMP/bench.csv"
-b=$(report_of stdin_auto)
-row "stdin, --batch-size auto (RATE_LIMIT=${RATE_LIMIT:-60})" "$ROWS" "$b"
-want=$(( ${RATE_LIMIT:-60} > 0 ? ${RATE_LIMIT:-60} / 2 : 100 ))
-[ "$want" -ge 1 ] || want=1
-[ "$want" -le 100 ] || want=100
-[ "$b" = $(( (ROWS + want - 1) / want )) ] || { echo "FAIL: --batch-size auto: $b batches, want batches of $want" >&2; STATUS=1; }
-purge
+if [ -z "${BENCH_QUICK:-}" ]; then
+    measure stdin_auto "$PRODUCER" - --format csv --job-id bench-stdin --batch-size auto \
+        --report "$TMP/stdin_auto.json" <"$TMP/bench.csv"
+    b=$(report_of stdin_auto)
+    row "stdin, --batch-size auto (RATE_LIMIT=${RATE_LIMIT:-60})" "$ROWS" "$b"
+    want=$(( ${RATE_LIMIT:-60} > 0 ? ${RATE_LIMIT:-60} / 2 : 100 ))
+    [ "$want" -ge 1 ] || want=1
+    [ "$want" -le 100 ] || want=100
+    [ "$b" = $(( (ROWS + want - 1) / want )) ] || { echo "FAIL: --batch-size auto: $b batches, want batches of $want" >&2; STATUS=1; }
+    purge
+fi
 
 echo "   peak RSS of the 10,000-row run: $(awk -v k="$SMALL_KB" 'BEGIN { printf "%.1f MB", k / 1024 }')"
 [ $STATUS = 0 ] && echo "== ok: peak RSS below $((RSS_LIMIT_KB / 1024)) MB in every run" || echo "== FAIL" >&2
+for j in "${JSONS[@]}"; do echo "$j"; done
 exit $STATUS

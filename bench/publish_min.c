@@ -7,10 +7,14 @@
  *
  *   msgs=N bytes=B elapsed=S rate=R msgs/s
  *
- *   bench-publish-min URL BODY_FILE COUNT [SIZE]
+ * where S runs from before the connect to the last confirm (the deletes are left out).
+ *
+ *   bench-publish-min URL BODY_FILE COUNT [SIZE [PREFIX]]
  *
  * SIZE pads the body with trailing spaces (still the same JSON) to SIZE bytes, so that it can
- * match the mean size of the producer's batches when BODY_FILE is one of them. */
+ * match the mean size of the producer's batches when BODY_FILE is one of them (0: as it is).
+ * The queue and exchange are named PREFIX.<pid> (default bench-min), so that a caller can find
+ * and delete them if this program dies before it does. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <stdint.h>
@@ -197,7 +201,7 @@ static void publish(run *r, const char *exchange, const char *body, size_t len) 
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: bench-publish-min URL BODY_FILE COUNT [SIZE]\n");
+        fprintf(stderr, "usage: bench-publish-min URL BODY_FILE COUNT [SIZE [PREFIX]]\n");
         return 2;
     }
     run r = {0};
@@ -208,12 +212,12 @@ int main(int argc, char **argv) {
     char *body = read_body(argv[2], size, &len);
     if (!(r.acked = calloc((size_t)r.count + 1, 1))) die("out of memory");
     r.low = 1;
-    char name[64], dlx[80];
-    snprintf(name, sizeof(name), "bench-min.%d", (int)getpid());
+    char name[200], dlx[220];
+    snprintf(name, sizeof(name), "%.160s.%d", argc > 5 ? argv[5] : "bench-min", (int)getpid());
     snprintf(dlx, sizeof(dlx), "%s.dead", name);
+    double t0 = mono_s(); /* connecting counts, as it does in the producer's figure */
     r.conn = connect_to(argv[1]);
     declare(r.conn, name, dlx);
-    double t0 = mono_s();
     long window_bytes = (long)len < WINDOW_BYTES ? WINDOW_BYTES - (long)len : 0;
     for (long i = 0; i < r.count && !r.failed; i++) {
         if ((long)len < WINDOW_BYTES) drain(&r, WINDOW_MSGS - 1, window_bytes, len);
