@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Scenario 2 ("fleet100"): a fleet of worker processes on one token bucket. 100 workers x
+# WORKER_COUNT=8 against the mock API at 1 s latency (a call bound of 800/s) share RATE_LIMIT=300/s
+# (18000/min, RATE_BURST default: 300) for about 60 s. Measured from the mock's request log:
+# the busiest 1 s window (all windows, and those starting once the initial burst is spent), the
+# sustained rate over the steady part, each process's calls against a fair share; and from the
+# run's own redis-server (started here on a free port, so no other test's load is counted):
+# its CPU per 1,000 limiter acquires (EVALSHA calls, INFO commandstats) beside what
+# redis-benchmark costs it for the same script and for SET, in the same run.
+# Prints a table, then one JSON line {"scenario":"fleet100",...} as its last line.
+#   BENCH_QUICK=1      25 workers at 100/s, about 15 s
+#   FLEET_WORKERS, FLEET_SECS, FLEET_RATE (calls/s)   override the shape
+#   FC_BUILD_DIR       the CMake build dir (default ./build)
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+export FC_SOURCE_DIR=$SRC
+. "$SRC/tests/integration/lib.sh"
+MOCKLOG=$SRC/bench/mocklog.sh
+TICK=$(getconf CLK_TCK)
+
+# The call bound (workers x 8 / 1 s) stays well above the limit: 800/s for 300/s, 200/s for 100/s.
+if [ -n "${BENCH_QUICK:-}" ]; then NW=${FLEET_WORKERS:-25} SECS=${FLEET_SECS:-15} RATE=${FLEET_RATE:-100}
+else NW=${FLEET_WORKERS:-100} SECS=${FLEET_SECS:-60} RATE=${FLEET_RATE:-300}; fi
+BATCH=10 # small batches: every process holds work (PREFETCH 2 x 10 items) all the way through
+# Calls for SECS at RATE plus the initial burst; two calls per item.
+ITEMS=$(((RATE * SECS + RATE) / 2))
+export API_KEY=sk-bench LOG_LEVEL=info CACHE_TTL=0 RETRY_DELAYS=1s WORKER_COUNT=8 BATCH_SIZE=$BATCH
+export RATE_LIMIT=$((RATE * 60))
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+evalsha_calls() { redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[:=,]' '$1 == "cmdstat_evalsha" {print $3}' | grep . || echo 0; }
+
+# The run's own Redis: its CPU and command counts are this run's alone.
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+RPID=$!
+PIDS+=("$RPID")
+redis_up() { redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG; }
+wait_until 20 redis_up || fail "own redis-server did not start"
+export REDIS_URL="redis://127.0.0.1:$RPORT/0"
+
+start_mock --latency-ms 1000
+# Staggered start, 10 at a time, each group connected before the next.
+WPIDS=()
+for i in $(seq 1 "$NW"); do
+    start_worker "f$i"
+    WPIDS+=("$LAST_PID")
+    if [ $((i % 10)) = 0 ] || [ "$i" = "$NW" ]; then
+        all_up() { local j; for j in $(seq $(((i - 1) / 10 * 10 + 1)) "$i"); do grep -q consuming "$TMP/worker-f$j.log" || return 1; done; }
+        wait_until 60 all_up || fail "workers up to $i did not start consuming"
+    fi
+done
+log "$NW workers consuming"
+
+make_csv "$ITEMS" "$TMP/fleet.csv"
+r_cpu0=$(cpu_ticks "$RPID")
+ev0=$(evalsha_calls)
+T_START=$SECONDS
+timeout 900 "$PRODUCER" "$TMP/fleet.csv" --job-id "bench-fleet-$$" --batch-size "$BATCH" --wait --timeout 800s \
+    --output "$TMP/fleet.tsv" --report "$TMP/fleet.report.json" >"$TMP/producer.log" 2>&1 ||
+    fail "producer exit $?"
+r_ticks=$(($(cpu_ticks "$RPID") - r_cpu0))
+acquires=$(($(evalsha_calls) - ev0))
+log "job done in $((SECONDS - T_START)) s"
+ok=$(jq .items_succeeded "$TMP/fleet.report.json")
+[ "$ok" = "$ITEMS" ] || log "WARNING only $ok of $ITEMS items succeeded"
+w_ticks=0
+for p in "${WPIDS[@]}"; do w_ticks=$((w_ticks + $(cpu_ticks "$p"))); done
+for p in "${WPIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${WPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+
+# redis-benchmark on the same server: the limiter's own script (a reserve with a zero
+# increment, so it is granted every time and writes its key, as a real reserve does) and SET.
+SCRIPT=$(python3 - "$SRC/common/fc_limiter.c" <<'EOF'
+import ast, re, sys
+src = open(sys.argv[1]).read()
+body = src.split('static const char script[] =', 1)[1].split(';\n', 1)[0]
+sys.stdout.write(''.join(ast.literal_eval(m) for m in re.findall(r'"(?:[^"\\]|\\.)*"', body)))
+EOF
+)
+SHA=$(redis-cli -p "$RPORT" script load "$SCRIPT")
+bench_cmd() { # bench_cmd N ARGS...: prints "requests/s cpu_ms_per_1k" for redis-benchmark ARGS
+    local n=$1 t0 t1 out; shift
+    t0=$(cpu_ticks "$RPID")
+    out=$(redis-benchmark -p "$RPORT" -c 50 -n "$n" -q "$@" 2>/dev/null | tr '\r' '\n' | grep -E 'requests per second' | tail -1)
+    t1=$(cpu_ticks "$RPID")
+    out=$(sed -E 's/.* ([0-9.]+) requests per second.*/\1/' <<<"$out")
+    awk -v r="${out:-0}" -v t=$((t1 - t0)) -v k="$TICK" -v n="$n" 'BEGIN {printf "%.0f %.3f\n", r, t / k / n * 1e6}'
+}
+BN=$([ -n "${BENCH_QUICK:-}" ] && echo 20000 || echo 100000)
+read -r b_ev_rps b_ev_cpu < <(bench_cmd "$BN" evalsha "$SHA" 2 bench:pause bench:calls r 30000000 1000000 0)
+read -r b_set_rps b_set_cpu < <(bench_cmd "$BN" -t set)
+
+L=$TMP/mock-requests.log
+read -r t0 t1 calls < <("$MOCKLOG" span "$L")
+read -r maxw _ < <("$MOCKLOG" maxwin "$L" 1000)
+read -r maxs _ < <("$MOCKLOG" maxwin "$L" 1000 $((t0 + 1500)))
+# Steady part: from 3 s after the first call (the burst spent) to 5 s before the last (the tail,
+# where fewer items than call slots are left).
+s_from=$((t0 + 3000)) s_to=$((t1 - 5000))
+sust=$("$MOCKLOG" steadyrate "$L" "$s_from" "$s_to")
+# Shares over the first 60 % after the burst: once the queue is empty, processes run out of work
+# one by one (each holds up to two batches, about 7 s of calls), which is no unfairness.
+f_to=$((s_from + (t1 - t0) * 6 / 10))
+"$MOCKLOG" shares "$L" "$s_from" "$f_to" >"$TMP/shares"
+nproc_seen=$(wc -l <"$TMP/shares")
+s_calls=$(awk '{s += $1} END {print s + 0}' "$TMP/shares")
+fair=$(awk -v c="$s_calls" -v n="$NW" 'BEGIN {printf "%.1f", c / n}')
+# Processes that made no call in the steady part count as 0.
+smin=$(awk -v n="$NW" -v seen="$nproc_seen" 'NR == 1 {m = $1} END {print (seen < n ? 0 : m)}' "$TMP/shares")
+smax=$(tail -1 "$TMP/shares" | awk '{print $1}')
+r_cpu_k=$(awk -v t="$r_ticks" -v k="$TICK" -v a="$acquires" 'BEGIN {printf "%.3f", a ? t / k / a * 1e6 : 0}')
+w_cpu_k=$(awk -v t="$w_ticks" -v k="$TICK" -v c="$calls" 'BEGIN {printf "%.3f", t / k / c * 1000}')
+per_call=$(awk -v a="$acquires" -v c="$calls" 'BEGIN {printf "%.2f", a / c}')
+burst=$RATE
+
+echo
+echo "fleet on one bucket: $NW workers x WORKER_COUNT=$WORKER_COUNT, mock latency 1 s, RATE_LIMIT=$RATE_LIMIT/min ($RATE/s), burst $burst, $ITEMS items, $(nproc) CPUs"
+printf '%-34s %12s %12s\n' figure measured target
+printf '%-34s %12s %12s\n' "calls (span s)" "$calls ($(((t1 - t0) / 1000)))" "-"
+printf '%-34s %12s %12s\n' "busiest 1 s window" "$maxw" "<= $((RATE + burst))"
+printf '%-34s %12s %12s\n' "busiest 1 s window after burst" "$maxs" "<= $((RATE + burst))"
+printf '%-34s %12s %12s\n' "sustained calls/s (steady part)" "$sust" ">= $(awk -v r="$RATE" 'BEGIN {print r * 0.97}')"
+printf '%-34s %12s %12s\n' "calls per process min/fair/max" "$smin/$fair/$smax" "+-25 %"
+printf '%-34s %12s %12s\n' "processes seen (share window)" "$nproc_seen" "$NW"
+printf '%-34s %12s %12s\n' "limiter acquires (EVALSHA)" "$acquires" "-"
+printf '%-34s %12s %12s\n' "acquires per call" "$per_call" "-"
+printf '%-34s %12s %12s\n' "Redis CPU ms per 1k acquires" "$r_cpu_k" "-"
+printf '%-34s %12s %12s\n' "redis-benchmark EVALSHA: ms/1k, /s" "$b_ev_cpu $b_ev_rps" "-"
+printf '%-34s %12s %12s\n' "redis-benchmark SET: ms/1k, /s" "$b_set_cpu $b_set_rps" "-"
+printf '%-34s %12s %12s\n' "worker CPU s per 1k calls (all)" "$w_cpu_k" "-"
+echo "(sustained: from 3 s after the first call to 5 s before the last; shares: from 3 s over 60 % of the span."
+echo " Redis CPU: the run's own redis-server, /proc utime+stime over the job, which includes the job"
+echo " records, outcomes and the producer's polling, per 1,000 EVALSHA calls; redis-benchmark: -c 50,"
+echo " the limiter's script as a granted reserve, and SET.)"
+
+jq -cn --arg sc fleet100 \
+    --argjson calls "$calls" --argjson maxw "$maxw" --argjson maxs "$maxs" --argjson sust "$sust" \
+    --argjson smin "$smin" --argjson smax "$smax" --argjson fair "$fair" --argjson seen "$nproc_seen" \
+    --argjson acq "$acquires" --argjson rk "$r_cpu_k" --argjson bev "$b_ev_cpu" --argjson bevr "$b_ev_rps" \
+    --argjson bset "$b_set_cpu" --argjson bsetr "$b_set_rps" --argjson wk "$w_cpu_k" \
+    --argjson rate "$RATE" --argjson burst "$burst" --argjson nw "$NW" '
+    {scenario: $sc,
+     figures: {calls: $calls, max1s: $maxw, max1s_after_burst: $maxs, sustained_per_s: $sust,
+               calls_min_process: $smin, calls_max_process: $smax, processes_seen: $seen, workers: $nw,
+               acquires: $acq, redis_cpu_ms_per_1k_acquires: $rk, worker_cpu_s_per_1k_calls: $wk},
+     ceilings: {limit_per_s: $rate, limit_plus_burst: ($rate + $burst), fair_share: $fair,
+                redis_benchmark_evalsha_cpu_ms_per_1k: $bev, redis_benchmark_evalsha_per_s: $bevr,
+                redis_benchmark_set_cpu_ms_per_1k: $bset, redis_benchmark_set_per_s: $bsetr},
+     ratios: {max1s: ($maxw / ($rate + $burst)), max1s_after_burst: ($maxs / ($rate + $burst)),
+              sustained: ($sust / $rate), share_min: ($smin / $fair), share_max: ($smax / $fair),
+              redis_cpu_vs_benchmark_evalsha: (if $bev > 0 then $rk / $bev else null end)},
+     targets: {max1s: "<= 1", sustained: ">= 0.97", share_min: ">= 0.75", share_max: "<= 1.25"},
+     met: {max1s: ($maxw <= $rate + $burst), max1s_after_burst: ($maxs <= $rate + $burst),
+           sustained: ($sust >= 0.97 * $rate), fairness: ($smin >= 0.75 * $fair and $smax <= 1.25 * $fair)}}'
