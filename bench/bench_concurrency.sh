@@ -83,7 +83,7 @@ scenario() {
     export WORKER_COUNT=$n
     rm -f "$TMP/mock-requests.log"
     start_mock --latency-ms "$LATENCY_MS"
-    start_worker "$id"
+    LOG_LEVEL=info start_worker "$id" # "consuming" is an info line
     local wpid=$LAST_PID
     wait_until 60 grep -q consuming "$TMP/worker-$id.log" || fail "$id: the worker did not start"
     make_csv "$items" "$TMP/$id.csv"
@@ -120,9 +120,9 @@ scenario() {
     rss_mb=$(calc %.1f "$hwm / 1024")
     mock_k=$(calc %.3f "$mock_ticks / $TICK / $calls * 1000")
     local met_ratio met_rss met_cpu met_ok
-    met_ratio=$(calc %d "$ratio >= 0.90")
-    met_rss=$(calc %d "$rss_mb < 64")
-    met_cpu=$(calc %d "$cpu_k < 0.10")
+    met_ratio=$(calc %d "($ratio >= 0.90)")
+    met_rss=$(calc %d "($rss_mb < 64)")
+    met_cpu=$(calc %d "($cpu_k < 0.10)")
     met_ok=$([ "$ok" = "$items" ] && echo 1 || echo 0)
     [ "$met_ok" = 1 ] || log "$id: WARNING only $ok of $items items succeeded"
     ROWS+=("$(printf '%-6s %5d %6d %6d %6.2f %7d %7.0f %6d %6.3f %8.4f %7.1f %7.3f %6d %8.0f %6.3f %6d' "$id" "$n" "$items" \

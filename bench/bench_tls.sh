@@ -87,7 +87,7 @@ scenario() {
         ;;
     esac
     for i in $(seq 1 "$NW"); do
-        start_worker "$id-$i"
+        LOG_LEVEL=info start_worker "$id-$i" # "consuming" is an info line
         pids+=("$LAST_PID")
     done
     for i in $(seq 1 "$NW"); do
