@@ -28,7 +28,12 @@ export API_KEY=sk-bench LOG_LEVEL=info CACHE_TTL=0 RETRY_DELAYS=1s WORKER_COUNT=
 export RATE_LIMIT=$((RATE * 60))
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-evalsha_calls() { redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[:=,]' '$1 == "cmdstat_evalsha" {print $3}' | grep . || echo 0; }
+# cmdstats: "evalsha_calls evalsha_usec all_usec" from INFO commandstats (usec: time Redis spent
+# inside the commands, the scripts' own GET/SET/TIME counted under EVALSHA).
+cmdstats() {
+    redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ {u += $5}
+        $1 == "cmdstat_evalsha" {c = $3; e = $5} END {print c + 0, e + 0, u + 0}'
+}
 
 # The run's own Redis: its CPU and command counts are this run's alone.
 RPORT=$(free_port)
@@ -54,13 +59,16 @@ log "$NW workers consuming"
 
 make_csv "$ITEMS" "$TMP/fleet.csv"
 r_cpu0=$(cpu_ticks "$RPID")
-ev0=$(evalsha_calls)
+read -r ev0 evu0 allu0 < <(cmdstats)
 T_START=$SECONDS
 timeout 900 "$PRODUCER" "$TMP/fleet.csv" --job-id "bench-fleet-$$" --batch-size "$BATCH" --wait --timeout 800s \
     --output "$TMP/fleet.tsv" --report "$TMP/fleet.report.json" >"$TMP/producer.log" 2>&1 ||
     fail "producer exit $?"
 r_ticks=$(($(cpu_ticks "$RPID") - r_cpu0))
-acquires=$(($(evalsha_calls) - ev0))
+read -r ev1 evu1 allu1 < <(cmdstats)
+acquires=$((ev1 - ev0))
+ev_usec_k=$(awk -v u=$((evu1 - evu0)) -v a="$acquires" 'BEGIN {printf "%.3f", a ? u / a : 0}') # us per call = ms per 1k
+ev_share=$(awk -v e=$((evu1 - evu0)) -v t=$((allu1 - allu0)) 'BEGIN {printf "%.2f", t ? e / t : 0}')
 log "job done in $((SECONDS - T_START)) s"
 ok=$(jq .items_succeeded "$TMP/fleet.report.json")
 [ "$ok" = "$ITEMS" ] || log "WARNING only $ok of $ITEMS items succeeded"
@@ -80,15 +88,20 @@ EOF
 )
 SHA=$(redis-cli -p "$RPORT" script load "$SCRIPT")
 bench_cmd() { # bench_cmd N ARGS...: prints "requests/s cpu_ms_per_1k" for redis-benchmark ARGS
-    local n=$1 t0 t1 out; shift
+    local n=$1 t0 t1 out c0 u0 c1 u1; shift
+    read -r c0 u0 _ < <(cmdstats)
     t0=$(cpu_ticks "$RPID")
     out=$(redis-benchmark -p "$RPORT" -c 50 -n "$n" -q "$@" 2>/dev/null | tr '\r' '\n' | grep -E 'requests per second' | tail -1)
     t1=$(cpu_ticks "$RPID")
+    read -r c1 u1 _ < <(cmdstats)
+    B_EV_USEC=$(awk -v u=$((u1 - u0)) -v c=$((c1 - c0)) 'BEGIN {printf "%.3f", c ? u / c : 0}')
     out=$(sed -E 's/.* ([0-9.]+) requests per second.*/\1/' <<<"$out")
     awk -v r="${out:-0}" -v t=$((t1 - t0)) -v k="$TICK" -v n="$n" 'BEGIN {printf "%.0f %.3f\n", r, t / k / n * 1e6}'
 }
 BN=$([ -n "${BENCH_QUICK:-}" ] && echo 20000 || echo 100000)
-read -r b_ev_rps b_ev_cpu < <(bench_cmd "$BN" evalsha "$SHA" 2 bench:pause bench:calls r 30000000 1000000 0)
+bench_cmd "$BN" evalsha "$SHA" 2 bench:pause bench:calls r 30000000 1000000 0 >"$TMP/bench.ev"
+read -r b_ev_rps b_ev_cpu <"$TMP/bench.ev"
+b_ev_usec=$B_EV_USEC
 read -r b_set_rps b_set_cpu < <(bench_cmd "$BN" -t set)
 
 L=$TMP/mock-requests.log
@@ -126,30 +139,38 @@ printf '%-34s %12s %12s\n' "processes seen (share window)" "$nproc_seen" "$NW"
 printf '%-34s %12s %12s\n' "limiter acquires (EVALSHA)" "$acquires" "-"
 printf '%-34s %12s %12s\n' "acquires per call" "$per_call" "-"
 printf '%-34s %12s %12s\n' "Redis CPU ms per 1k acquires" "$r_cpu_k" "-"
+printf '%-34s %12s %12s\n' "EVALSHA time in Redis ms per 1k" "$ev_usec_k" "-"
+printf '%-34s %12s %12s\n' "EVALSHA share of Redis cmd time" "$ev_share" "-"
 printf '%-34s %12s %12s\n' "redis-benchmark EVALSHA: ms/1k, /s" "$b_ev_cpu $b_ev_rps" "-"
+printf '%-34s %12s %12s\n' "redis-benchmark EVALSHA in Redis" "$b_ev_usec" "-"
 printf '%-34s %12s %12s\n' "redis-benchmark SET: ms/1k, /s" "$b_set_cpu $b_set_rps" "-"
 printf '%-34s %12s %12s\n' "worker CPU s per 1k calls (all)" "$w_cpu_k" "-"
 echo "(sustained: from 3 s after the first call to 5 s before the last; shares: from 3 s over 60 % of the span."
 echo " Redis CPU: the run's own redis-server, /proc utime+stime over the job, which includes the job"
 echo " records, outcomes and the producer's polling, per 1,000 EVALSHA calls; redis-benchmark: -c 50,"
-echo " the limiter's script as a granted reserve, and SET.)"
+echo " the limiter's script as a granted reserve, and SET. 'in Redis': INFO commandstats usec per call, the"
+echo " time inside the command, like for like; EVALSHA calls include the pause polls, at most 10/s per process.)"
 
 jq -cn --arg sc fleet100 \
     --argjson calls "$calls" --argjson maxw "$maxw" --argjson maxs "$maxs" --argjson sust "$sust" \
     --argjson smin "$smin" --argjson smax "$smax" --argjson fair "$fair" --argjson seen "$nproc_seen" \
     --argjson acq "$acquires" --argjson rk "$r_cpu_k" --argjson bev "$b_ev_cpu" --argjson bevr "$b_ev_rps" \
     --argjson bset "$b_set_cpu" --argjson bsetr "$b_set_rps" --argjson wk "$w_cpu_k" \
+    --argjson evu "$ev_usec_k" --argjson evs "$ev_share" --argjson bevu "$b_ev_usec" \
     --argjson rate "$RATE" --argjson burst "$burst" --argjson nw "$NW" '
     {scenario: $sc,
      figures: {calls: $calls, max1s: $maxw, max1s_after_burst: $maxs, sustained_per_s: $sust,
                calls_min_process: $smin, calls_max_process: $smax, processes_seen: $seen, workers: $nw,
-               acquires: $acq, redis_cpu_ms_per_1k_acquires: $rk, worker_cpu_s_per_1k_calls: $wk},
+               acquires: $acq, redis_cpu_ms_per_1k_acquires: $rk, evalsha_in_redis_ms_per_1k: $evu,
+               evalsha_share_of_redis_command_time: $evs, worker_cpu_s_per_1k_calls: $wk},
      ceilings: {limit_per_s: $rate, limit_plus_burst: ($rate + $burst), fair_share: $fair,
                 redis_benchmark_evalsha_cpu_ms_per_1k: $bev, redis_benchmark_evalsha_per_s: $bevr,
+                redis_benchmark_evalsha_in_redis_ms_per_1k: $bevu,
                 redis_benchmark_set_cpu_ms_per_1k: $bset, redis_benchmark_set_per_s: $bsetr},
      ratios: {max1s: ($maxw / ($rate + $burst)), max1s_after_burst: ($maxs / ($rate + $burst)),
               sustained: ($sust / $rate), share_min: ($smin / $fair), share_max: ($smax / $fair),
-              redis_cpu_vs_benchmark_evalsha: (if $bev > 0 then $rk / $bev else null end)},
+              redis_cpu_vs_benchmark_evalsha: (if $bev > 0 then $rk / $bev else null end),
+              evalsha_in_redis_vs_benchmark: (if $bevu > 0 then $evu / $bevu else null end)},
      targets: {max1s: "<= 1", sustained: ">= 0.97", share_min: ">= 0.75", share_max: "<= 1.25"},
      met: {max1s: ($maxw <= $rate + $burst), max1s_after_burst: ($maxs <= $rate + $burst),
            sustained: ($sust >= 0.97 * $rate), fairness: ($smin >= 0.75 * $fair and $smax <= 1.25 * $fair)}}'
