@@ -32,6 +32,13 @@ command -v openssl >/dev/null || fail "openssl not found"
 export API_KEY=sk-bench LOG_LEVEL=warn CACHE_TTL=0 RETRY_DELAYS=1s RATE_LIMIT=0 WORKER_COUNT=64
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# tree_ticks PID: CPU of PID and its children (nghttpx works in a child of its master process).
+tree_ticks() {
+    local t c
+    t=$(cpu_ticks "$1")
+    for c in $(pgrep -P "$1"); do t=$((t + $(cpu_ticks "$c" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
 calc() { awk "BEGIN {printf \"$1\", $2}"; }
 lock() { [ -n "${FC_BENCH_LOCK_HELD:-}" ] || { exec 9>/tmp/fc-bench.lock && flock 9; }; }
 unlock() { [ -n "${FC_BENCH_LOCK_HELD:-}" ] || flock -u 9; }
@@ -98,7 +105,7 @@ scenario() {
     local p mock0 front0=0
     for p in "${pids[@]}"; do cpu0[$p]=$(cpu_ticks "$p"); done
     mock0=$(cpu_ticks "$MOCK_PID")
-    [ -z "$FRONT_PID" ] || front0=$(cpu_ticks "$FRONT_PID")
+    [ -z "$FRONT_PID" ] || front0=$(tree_ticks "$FRONT_PID")
     local mscheme=http
     [ "$id" = tls_h1 ] && mscheme=https
     curl -fsS --cacert "$API_CA_FILE" -X POST -d '{"reset_stats":true}' "$mscheme://127.0.0.1:$MOCK_PORT/control" \
@@ -108,7 +115,7 @@ scenario() {
     local ticks=0 front_ticks=0 mock_ticks conns
     for p in "${pids[@]}"; do ticks=$((ticks + $(cpu_ticks "$p") - cpu0[$p])); done
     mock_ticks=$(($(cpu_ticks "$MOCK_PID") - mock0))
-    [ -z "$FRONT_PID" ] || front_ticks=$(($(cpu_ticks "$FRONT_PID") - front0))
+    [ -z "$FRONT_PID" ] || front_ticks=$(($(tree_ticks "$FRONT_PID") - front0))
     conns=$(curl -fsS --cacert "$API_CA_FILE" "$mscheme://127.0.0.1:$MOCK_PORT/stats" | jq .connections)
     conns=$((conns - 1)) # this /stats request's own connection
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
