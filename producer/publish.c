@@ -24,6 +24,7 @@
 #define BACKOFF_FIRST_US 500000u
 #define BACKOFF_MAX_US 4000000u
 #define CONFIRM_TIMEOUT_S 30.0
+#define RECORD_MIN 64 /* confirmed batches recorded in Redis in one round trip (drain) */
 
 typedef struct inflight {
     uint64_t seq;
@@ -72,8 +73,8 @@ int producer_connect(producer *p) {
 }
 
 /* record_confirmed records the batches confirmed since its last call in the job's bitmap, the record --resume
- * trusts, in one pipelined round trip (a round trip per batch would cap the producer at about one batch per
- * Redis round trip). SETBIT is idempotent: on failure the whole pipeline is sent once more (the client
+ * trusts, in one pipelined round trip (a round trip per batch, or per confirm frame, would cap the producer at
+ * about one batch, or a few, per Redis round trip). SETBIT is idempotent: on failure the whole pipeline is sent once more (the client
  * reconnects), then the run ends with exit 3. A kill before it runs only makes --resume publish those batches
  * again, as a kill before their confirms would. */
 static void record_confirmed(pub *u) {
@@ -147,16 +148,23 @@ static int recover(pub *u) {
 }
 
 /* drain waits for confirms until at most `left` publishes of at most `bytes_left` bytes in all are
- * unconfirmed. Returns 0, FC_ENACK (a batch was refused), FC_ETIMEOUT or FC_ECONN. */
+ * unconfirmed. A confirmed batch not yet recorded in Redis still counts against `left`, so that a kill
+ * never makes --resume publish more than one window again; they are recorded RECORD_MIN at a time, or
+ * when only they stand in the way. Returns 0, FC_ENACK (a batch was refused), FC_ETIMEOUT or FC_ECONN. */
 static int drain(pub *u, int left, long bytes_left) {
+    fc_amqp_handler h = {NULL, on_confirm, NULL, u};
     double deadline = mono_s() + CONFIRM_TIMEOUT_S;
     int reconnects = 0;
-    while (u->nwin > left || u->win_bytes > bytes_left) {
+    while (u->nwin + u->nunrecorded > left || u->win_bytes > bytes_left) {
+        if (u->nunrecorded >= RECORD_MIN || (u->nunrecorded && u->nwin <= left && u->win_bytes <= bytes_left)) {
+            record_confirmed(u);
+            continue;
+        }
         if (mono_s() > deadline) {
             fc_error("no publisher confirms within %.0f s", CONFIRM_TIMEOUT_S);
             return FC_ETIMEOUT;
         }
-        if (poll_confirms(u, 200) != FC_OK) {
+        if (fc_amqp_poll(u->p->amqp, 200, &h) != FC_OK) {
             if (++reconnects > CONNECT_TRIES || recover(u) != FC_OK) return FC_ECONN;
             deadline = mono_s() + CONFIRM_TIMEOUT_S;
         }
