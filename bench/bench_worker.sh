@@ -57,6 +57,8 @@ scenario() {
     local mock_cpu0 perf_pid="" m_busy0 m_all0 m_busy1 m_all1
     mock_cpu0=$(cpu_ticks "$MOCK_PID")
     read -r m_busy0 m_all0 < <(machine_ticks)
+    local wall0 wall1
+    wall0=$(date +%s%3N)
     if [ -n "${BENCH_PERF:-}" ]; then
         perf record -q -F 999 --call-graph dwarf,16384 -p "${pids[0]}" -o "$BENCH_PERF.$name" 2>"$TMP/perf-$name.log" &
         perf_pid=$!
@@ -65,6 +67,7 @@ scenario() {
         --output "$TMP/$name.tsv" --report "$TMP/$name.report.json" >"$TMP/producer-$name.log" 2>&1 ||
         fail "$name: producer exit $?"
     read -r m_busy1 m_all1 < <(machine_ticks)
+    wall1=$(date +%s%3N)
     # Read the counters while the workers are still alive (idle now), then stop them.
     local ticks=0 hwm_max=0 hwm_sum=0 p h
     for p in "${pids[@]}"; do
@@ -105,11 +108,12 @@ scenario() {
     local limit="-"
     [ "$rl" -gt 0 ] && limit="$((rl / 60))/s (+burst $((rl / 60)))"
     # Machine CPU busy over the job (all processes, ours and anyone else's), and the cores our
-    # workers and the mock used (CPU seconds over the job's seconds at the API).
-    local busy wcores mcores
+    # workers and the mock used, over the same wall time (the producer's run).
+    local busy wcores mcores wsecs
     busy=$(awk -v b=$((m_busy1 - m_busy0)) -v a=$((m_all1 - m_all0)) 'BEGIN {printf "%.2f", a ? b / a : 0}')
-    wcores=$(awk -v t="$ticks" -v k="$TICK" -v s="$secs" 'BEGIN {printf "%.2f", t / k / s}')
-    mcores=$(awk -v t="$mock_ticks" -v k="$TICK" -v s="$secs" 'BEGIN {printf "%.2f", t / k / s}')
+    wsecs=$(awk -v a="$wall0" -v b="$wall1" 'BEGIN {printf "%.3f", (b - a) / 1000}')
+    wcores=$(awk -v t="$ticks" -v k="$TICK" -v s="$wsecs" 'BEGIN {printf "%.2f", t / k / s}')
+    mcores=$(awk -v t="$mock_ticks" -v k="$TICK" -v s="$wsecs" 'BEGIN {printf "%.2f", t / k / s}')
     RESULTS+=("$(printf '%-2s %2d %3d %4d %-16s %6d %6.2f %7d %6d %6.2f %6.2f %6.1f %8.3f %8.3f %7.1f %7.1f %6.2f %6d %6d %5.2f %5.2f %5.2f' \
         "$name" "$nw" "$wc" "$latency" "$limit" "$calls" "$secs" "$cps" "$ips" "$ratio" "$lat" "$conc" "$cpu_per_k" "$cpu_per_ki" \
         "$(awk -v h="$hwm_max" 'BEGIN {print h / 1024}')" "$(awk -v h="$hwm_sum" -v n="$nw" 'BEGIN {print h / n / 1024}')" \
