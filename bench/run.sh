@@ -159,7 +159,6 @@ jq -s --argjson runs "$RUNS" --arg quick "${QUICK:-0}" --arg date "$(date -u +%Y
 # figures on one line below it.
 echo
 echo "Benchmark medians over $RUNS run(s)${QUICK:+ (quick)}, $(nproc) CPUs; ratio = figure / ceiling, both from the same run"
-printf '%-12s %-26s %14s %14s %8s %-10s %s\n' scenario measure figure ceiling ratio target met
 jq -r '
     def num: if . == null then "-" elif type != "number" then tostring
         elif (if . < 0 then -. else . end) >= 100 then (. | round | tostring)
@@ -174,8 +173,13 @@ jq -r '
              " (\($v.met[$k].met)/\($v.met[$k].of))" else "-" end)] | @tsv),
     ([$v.figures | to_entries[] | select(.key as $k | $main | index($k) | not) | "\(.key)=\(.value | num)"]
         | if length > 0 then "\t  also: " + join(", ") else empty end)' "$OUT" |
-    awk -F'\t' 'NF == 2 { print "            " $2; next }
-                { printf "%-12s %-26s %14s %14s %8s %-10s %s\n", $1, $2, $3, $4, $5, $6, $7 }'
+    awk -F'\t' -v hdr="scenario\tmeasure\tfigure\tceiling\tratio\ttarget\tmet" '
+        BEGIN { n = 1; line[1] = hdr; w = 7 }
+        { line[++n] = $0; if (NF > 2 && length($2) > w) w = length($2) }
+        END { for (i = 1; i <= n; i++) {
+                  k = split(line[i], f, "\t")
+                  if (k == 2) { print "            " f[2]; continue }
+                  printf "%-12s %-" w "s %12s %12s %7s %-9s %s\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7] } }'
 # Ids a script should have printed but did not.
 for s in "${TORUN[@]}"; do
     [[ " ${SKIPPED[*]} " == *" $s "* ]] && continue
