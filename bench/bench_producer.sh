@@ -88,7 +88,7 @@ report_of() {
 # batch_sample NAME BATCHES: writes the first batch in the work queue (peeked, requeued) to
 # $TMP/NAME.body and sets MEAN_BYTES to the mean body size of the queue's BATCHES messages as the
 # management API counts them once its figures caught up (polled, at most ~30 s), else to that
-# batch's size.
+# batch's size (then the ceiling's bodies are a little smaller than the producer's).
 batch_sample() {
     local name=$1 want=$2 q="$MGMT/queues/%2F/$QUEUE_PREFIX.batches" n=0 bytes=0
     mgmt -X POST -H 'content-type: application/json' -d '{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}' \
@@ -97,7 +97,9 @@ batch_sample() {
     MEAN_BYTES=$(stat -c %s "$TMP/$name.body")
     for _ in $(seq 1 60); do
         read -r n bytes < <(mgmt "$q?columns=messages,message_bytes" | jq -r '(if type == "array" then .[0] else . end) | "\(.messages // 0) \(.message_bytes // 0)"')
-        [ "$n" = "$want" ] && [ "$bytes" -gt 0 ] && { MEAN_BYTES=$((bytes / n)); return 0; }
+        # Its byte count can lag its message count: a mean below the first batch's size (the
+        # smallest: its positions have the fewest digits) is not caught up yet.
+        [ "$n" = "$want" ] && [ $((bytes / n)) -ge "$MEAN_BYTES" ] && { MEAN_BYTES=$((bytes / n)); return 0; }
         sleep 0.5
     done
     echo "   (the management API did not count all $want batches in time: bodies of ${MEAN_BYTES} bytes)"
