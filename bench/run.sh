@@ -84,6 +84,13 @@ fi
 
 echo "== services"
 bash "$SRC/deploy/local/services.sh" up
+# The load generator (h2load) and the HTTP/2 TLS front (nghttpx) of the concurrency and TLS scenarios.
+if ! command -v h2load >/dev/null || ! command -v nghttpx >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nghttp2-client nghttp2-proxy \
+        >/dev/null || echo "bench/run.sh: nghttp2-client and nghttp2-proxy could not be installed" >&2
+fi
 if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
     echo "== build in $BUILD"
     mkdir -p "$LOGS"
