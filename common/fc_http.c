@@ -182,9 +182,6 @@ static void setup_easy(fc_http *h, transfer *t) {
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, h->timeout_ms / 2000 > 10 ? h->timeout_ms / 2000 : 10L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    /* Calls started together wait for the first connection's ALPN answer and share it when it is HTTP/2,
-     * instead of each opening (and handshaking) its own connection. */
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (h->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
