@@ -22,7 +22,8 @@
     X(AUTH, "API credentials rejected")                     \
     X(NOTFOUND, "not found")                                \
     X(BUSY, "resource busy, try later")                    \
-    X(ACCESS, "permission refused")
+    X(ACCESS, "permission refused")                         \
+    X(BUDGET, "budget exhausted")
 
 enum {
     FC_OK = 0,

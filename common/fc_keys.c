@@ -5,8 +5,8 @@
 
 #include "fc_error.h"
 
-static const char *const job_parts[FC_JOB_NKEYS] = {"meta", "confirmed", "outcome", "failed", "stats", "retry"};
-static const char *const limit_parts[FC_LIMIT_NKEYS] = {"calls", "tokens", "pause"};
+static const char *const job_parts[FC_JOB_NKEYS] = {"meta", "confirmed", "outcome", "failed", "stats", "retry", "budget"};
+static const char *const limit_parts[FC_LIMIT_NKEYS] = {"calls", "tokens", "pause", "rate"};
 
 static int fits(int n, size_t outlen) { return n >= 0 && (size_t)n < outlen ? FC_OK : FC_ETOOBIG; }
 

@@ -20,11 +20,20 @@ enum fc_job_key {
     FC_JOB_STATS,     /* hash: api_calls, prompt_tokens, completion_tokens, cache_hits,
                        * first_outcome_ms, last_outcome_ms */
     FC_JOB_RETRY,     /* hash: position -> attempt, items waiting in a retry queue */
+    FC_JOB_BUDGET,    /* hash: tokens, uusd (spent, micro-USD), exhausted_ms (when a call was first
+                       * refused for the budget); written by the limiter (fc_limiter_settle), 7 days */
     FC_JOB_NKEYS
 };
 
 /* The parts of an API's limiter state: P:rl:{api}:<part>. */
-enum fc_limit_key { FC_LIMIT_CALLS, FC_LIMIT_TOKENS, FC_LIMIT_PAUSE, FC_LIMIT_NKEYS };
+enum fc_limit_key {
+    FC_LIMIT_CALLS,  /* string: the calls bucket's tat (us) */
+    FC_LIMIT_TOKENS, /* string: the tokens bucket's tat (us) */
+    FC_LIMIT_PAUSE,  /* string: the fleet pause deadline (us) */
+    FC_LIMIT_RATE,   /* hash: rate (calls/s), changed (us), epoch, mode (aimd | advice): the adapted
+                      * calls rate (absent = the configured one), 1 h after its last change */
+    FC_LIMIT_NKEYS
+};
 
 /* Each fc_key_* writes one key into out (outlen bytes, at least FC_KEY_MAX fits every key) and
  * returns 0, or FC_ETOOBIG when it does not fit (out then holds a truncated, unusable key). */

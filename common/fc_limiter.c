@@ -18,22 +18,36 @@
 #define BACKOFF_MIN_US 100000LL  /* first reconnect attempt 100 ms after a failure */
 #define BACKOFF_MAX_US 5000000LL /* then doubling, capped at 5 s */
 #define DEFAULT_MAX_WAIT_MS 30000L
+#define FC_STR_(x) #x
+#define FC_STR(x) FC_STR_(x) /* a plain integer constant, quoted into the script */
 
 enum { LIM_CALLS, LIM_TOKENS, LIM_N };
 
-/* The script, one for the three operations (one SHA, one NOSCRIPT path). Integer microseconds
- * throughout; the C mirror is fc_gcra_reserve / fc_gcra_adjust. KEYS[1] is the pause key.
- *   'r' reserve: ARGV[2] max_wait_us, then (tau_us, inc_us) per limit key KEYS[2..]
- *                -> {0, wait_us} reserved, {1, wait_us} refused (wait > max_wait)
- *   'c' correct: KEYS[2] token key, ARGV[2] delta_us, ARGV[3] cap_us -> {0, tat - now}, the
- *                tat kept within cap_us of now (FC_GCRA_AHEAD_MAX_US: corrections add up)
+/* The script, one for every operation (one SHA, one NOSCRIPT path). Integer microseconds
+ * throughout; the C mirror is fc_gcra_reserve / fc_gcra_adjust / fc_adapt_*. Every call passes
+ * the same keys: KEYS[1] pause, [2] calls, [3] tokens, [4] adapted rate, [5] a job's budget
+ * (only when one applies). Adaptive values: conf, floor, add (calls/s) as ARGV[a..a+2].
+ *   'r' reserve: ARGV[2] max_wait_us; [3] calls tau_us, [4] calls inc_us, [5], [6] the same for
+ *                tokens ('' = unlimited, skipped); [7] conf ('' = not adaptive: the calls limit
+ *                as given), [8] floor, [9] add, [10] calls burst; [11] cost tokens, [12] est
+ *                uusd, [13] limit tokens, [14] limit uusd (0 = none; read with KEYS[5])
+ *                -> {flag, wait_us, pause left, effective milli-calls/s (-1 not adaptive), epoch}
+ *                flag 0 reserved, 1 refused (wait > max_wait), 2 over the budget
+ *   's' settle:  ARGV[2] delta_us on the token key ('' = none), [3] cap_us (the tat kept
+ *                within cap_us of now: corrections add up), [4] tokens, [5] uusd added to
+ *                KEYS[5] if given (PX 7 days) -> {0, tat - now}
  *   'p' pause:   ARGV[2] ms -> {0, deadline - now}
  *   'q' query:   -> {0, max(0, pause deadline - now)}
- *   'u' usage:   KEYS[2] a limit key -> {0, tat - now} (how far ahead of now it is reserved)
- * A reserve also answers the pause left, as a third element, so callers can hold calls they
- * reserved before another process's 429. 
- * Values are written with %.0f (exact for integers below 2^53) and expire once idle:
- * PX max(60 s, tat - now + 1 s). */
+ *   'u' usage:   -> {0, calls tat - now} (how far ahead of now it is reserved)
+ *   'b' backoff: ARGV[2] epoch, [3..5] conf floor add, [6] beta -> {0, cut 0|1, milli-calls/s,
+ *                epoch}: cut only when ARGV[2] is the current epoch
+ *   'a' advice:  ARGV[2..4] conf floor add, [5] rate, [6] pause ms (0 none) -> {0, pause left,
+ *                milli-calls/s, epoch}
+ *   'k' rate:    ARGV[2..4] conf floor add -> {0, advised 0|1, milli-calls/s, epoch}
+ *   'j' spent:   -> {0, tokens, uusd, exhausted_ms} of KEYS[5]
+ * A reserve also answers the pause left, so callers can hold calls they reserved before
+ * another process's 429. Values are written with %.0f (exact for integers below 2^53) and
+ * expire once idle: PX max(60 s, tat - now + 1 s). */
 static const char script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
@@ -42,39 +56,120 @@ static const char script[] =
     "  local ttl = math.max(60000, math.floor((v - now) / 1000) + 1000)\n"
     "  redis.call('SET', k, string.format('%.0f', v), 'PX', string.format('%.0f', ttl))\n"
     "end\n"
-    "local mode = ARGV[1]\n"
-    "if mode == 'p' then\n"
-    "  local p = now + tonumber(ARGV[2]) * 1000\n"
+    "local function milli(r) return math.floor(r * 1000 + 0.5) end\n"
+    "local function adapted(i)\n"
+    "  local conf, floor, add = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])\n"
+    "  local h = redis.call('HMGET', KEYS[4], 'rate', 'changed', 'epoch', 'mode')\n"
+    "  local r, since = tonumber(h[1]), tonumber(h[2]) or now\n"
+    "  if not r then return conf, tonumber(h[3]) or 0, false, floor end\n"
+    "  if h[4] == 'advice' then since = since + " FC_STR(FC_ADAPT_ADVICE_HOLD_US) " end\n"
+    "  r = math.min(conf, r + add * math.max(0, now - since) / 1000000)\n"
+    "  return math.max(floor, r), tonumber(h[3]) or 0, h[4] == 'advice', floor\n"
+    "end\n"
+    "local function set_rate(r, epoch, mode)\n"
+    "  redis.call('HSET', KEYS[4], 'rate', string.format('%.6f', r), 'changed', string.format('%.0f', now),\n"
+    "             'epoch', epoch, 'mode', mode)\n"
+    "  redis.call('PEXPIRE', KEYS[4], " FC_STR(FC_ADAPT_TTL_MS) ")\n"
+    "end\n"
+    "local function pause_for(ms)\n"
+    "  local p = now + ms * 1000\n"
     "  local old = get(KEYS[1])\n"
     "  if p > old then put(KEYS[1], p) else p = old end\n"
-    "  return {0, p - now}\n"
+    "  return p - now\n"
     "end\n"
+    "local mode = ARGV[1]\n"
+    "if mode == 'p' then return {0, pause_for(tonumber(ARGV[2]))} end\n"
     "if mode == 'q' then return {0, math.max(0, get(KEYS[1]) - now)} end\n"
     "if mode == 'u' then return {0, get(KEYS[2]) - now} end\n"
-    "if mode == 'c' then\n"
-    "  local tat = math.max(math.max(get(KEYS[2]), now) + tonumber(ARGV[2]), now)\n"
-    "  tat = math.min(tat, now + tonumber(ARGV[3]))\n"
-    "  put(KEYS[2], tat)\n"
-    "  return {0, tat - now}\n"
+    "if mode == 'j' then\n"
+    "  local h = redis.call('HMGET', KEYS[5], 'tokens', 'uusd', 'exhausted_ms')\n"
+    "  return {0, tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0}\n"
+    "end\n"
+    "if mode == 's' then\n"
+    "  local ahead = 0\n"
+    "  if ARGV[2] ~= '' then\n"
+    "    local tat = math.max(math.max(get(KEYS[3]), now) + tonumber(ARGV[2]), now)\n"
+    "    tat = math.min(tat, now + tonumber(ARGV[3]))\n"
+    "    put(KEYS[3], tat)\n"
+    "    ahead = tat - now\n"
+    "  end\n"
+    "  if KEYS[5] then\n"
+    "    redis.call('HINCRBY', KEYS[5], 'tokens', ARGV[4])\n"
+    "    redis.call('HINCRBY', KEYS[5], 'uusd', ARGV[5])\n"
+    "    redis.call('PEXPIRE', KEYS[5], " FC_STR(FC_BUDGET_TTL_MS) ")\n"
+    "  end\n"
+    "  return {0, ahead}\n"
+    "end\n"
+    "if mode == 'k' then\n"
+    "  local eff, epoch, advised = adapted(2)\n"
+    "  return {0, advised and 1 or 0, milli(eff), epoch}\n"
+    "end\n"
+    "if mode == 'b' then\n"
+    "  local eff, epoch, _, floor = adapted(3)\n"
+    "  if tonumber(ARGV[2]) ~= epoch then return {0, 0, milli(eff), epoch} end\n"
+    "  eff, epoch = math.max(floor, eff * tonumber(ARGV[6])), epoch + 1\n"
+    "  set_rate(eff, epoch, 'aimd')\n"
+    "  return {0, 1, milli(eff), epoch}\n"
+    "end\n"
+    "if mode == 'a' then\n"
+    "  local eff, epoch, _, floor = adapted(2)\n"
+    "  local r = math.max(floor, math.min(tonumber(ARGV[2]), tonumber(ARGV[5])))\n"
+    "  if r < eff then epoch = epoch + 1 end\n"
+    "  set_rate(r, epoch, 'advice')\n"
+    "  local left = 0\n"
+    "  if tonumber(ARGV[6]) > 0 then left = pause_for(tonumber(ARGV[6])) end\n"
+    "  return {0, left, milli(r), epoch}\n"
     "end\n"
     "local pause = get(KEYS[1])\n"
+    "local left = math.max(0, pause - now)\n"
+    "local tau = {tonumber(ARGV[3]), tonumber(ARGV[5])}\n"
+    "local inc = {tonumber(ARGV[4]), tonumber(ARGV[6])}\n"
+    "local eff, epoch = -1, 0\n"
+    "if ARGV[7] ~= '' then\n"
+    "  local conf = tonumber(ARGV[7])\n"
+    "  local rate\n"
+    "  rate, epoch = adapted(7)\n"
+    "  local T = 1000000 / rate\n"
+    "  tau[1] = math.floor((math.max(1, tonumber(ARGV[10]) * rate / conf) - 1) * T + 0.5)\n"
+    "  inc[1] = math.floor(T + 0.5)\n"
+    "  eff = milli(rate)\n"
+    "end\n"
+    "if KEYS[5] then\n"
+    "  local h = redis.call('HMGET', KEYS[5], 'tokens', 'uusd')\n"
+    "  local lt, lu = tonumber(ARGV[13]), tonumber(ARGV[14])\n"
+    "  if (lt > 0 and (tonumber(h[1]) or 0) + tonumber(ARGV[11]) > lt) or\n"
+    "     (lu > 0 and (tonumber(h[2]) or 0) + tonumber(ARGV[12]) > lu) then\n"
+    "    redis.call('HSETNX', KEYS[5], 'exhausted_ms', string.format('%.0f', math.floor(now / 1000)))\n"
+    "    redis.call('PEXPIRE', KEYS[5], " FC_STR(FC_BUDGET_TTL_MS) ")\n"
+    "    return {2, 0, left, eff, epoch}\n"
+    "  end\n"
+    "end\n"
     "local start = math.max(now, pause)\n"
     "local tat = {}\n"
-    "for i = 2, #KEYS do\n"
-    "  tat[i] = get(KEYS[i])\n"
-    "  start = math.max(start, tat[i] - tonumber(ARGV[2 * i - 1]))\n"
+    "for i = 1, 2 do\n"
+    "  if tau[i] then\n"
+    "    tat[i] = get(KEYS[i + 1])\n"
+    "    start = math.max(start, tat[i] - tau[i])\n"
+    "  end\n"
     "end\n"
     "local wait = start - now\n"
-    "if wait > tonumber(ARGV[2]) then return {1, wait} end\n"
-    "for i = 2, #KEYS do\n"
-    "  put(KEYS[i], math.max(tat[i], start) + tonumber(ARGV[2 * i]))\n"
+    "if wait > tonumber(ARGV[2]) then return {1, wait, left, eff, epoch} end\n"
+    "for i = 1, 2 do\n"
+    "  if tau[i] then put(KEYS[i + 1], math.max(tat[i], start) + inc[i]) end\n"
     "end\n"
-    "return {0, wait, math.max(0, pause - now)}\n";
+    "return {0, wait, left, eff, epoch}\n";
 
 struct fc_limiter {
     fc_redis *redis;              /* borrowed; NULL = always down */
+    char prefix[FC_KEY_MAX / 2 + 1]; /* for the job keys */
     char key_pause[FC_KEY_MAX];
     char key_limit[LIM_N][FC_KEY_MAX]; /* calls, tokens */
+    char key_rate[FC_KEY_MAX];    /* the adapted calls rate */
+    int adaptive;                 /* conf.adaptive, and a calls limit to adapt */
+    fc_adapt adapt;               /* its parameters */
+    double eff_rate;              /* effective calls/s as last seen */
+    long long epoch;              /* the adapted rate's epoch as last seen */
+    int64_t advised_at;           /* when advice last reached Redis, monotonic us; -1 never */
     char sha[41];                 /* SHA-1 of script, for EVALSHA */
     fc_gcra fleet[LIM_N];         /* fleet-wide limits (interval 0 = unlimited) */
     fc_gcra local[LIM_N];         /* this instance's share for FC_LIMITER_LOCAL */
@@ -334,6 +429,20 @@ static fc_limit share(fc_limit lim, int divisor) {
     return (fc_limit){lim.per_sec / divisor, burst < 1 ? 1 : burst};
 }
 
+/* adapt_check returns 0 when c's adaptive settings are usable, else FC_ERANGE with why. */
+static int adapt_check(const fc_limiter_conf *c, char *err, size_t errlen) {
+    if (!isfinite(c->adapt_floor) || c->adapt_floor < 0 || !isfinite(c->adapt_add) || c->adapt_add < 0) {
+        snprintf(err, errlen, "adapt_floor %g and adapt_add %g must be finite numbers >= 0", c->adapt_floor,
+                 c->adapt_add);
+        return FC_ERANGE;
+    }
+    if (!(c->adapt_beta >= 0 && c->adapt_beta < 1)) {
+        snprintf(err, errlen, "adapt_beta %g must be in [0, 1) (0: the default %g)", c->adapt_beta, FC_ADAPT_BETA);
+        return FC_ERANGE;
+    }
+    return FC_OK;
+}
+
 /* conf_check returns 0 when c is usable, else FC_EINVAL or FC_ERANGE with why in err. */
 static int conf_check(const fc_limiter_conf *c, char *err, size_t errlen) {
     if (!c || !c->prefix || !c->api || !api_name_ok(c->api, strlen(c->api)) || strlen(c->prefix) > FC_KEY_MAX / 2) {
@@ -355,7 +464,24 @@ static int conf_check(const fc_limiter_conf *c, char *err, size_t errlen) {
         int rc = fc_limit_validate(lims[i], names[i], err, errlen);
         if (rc != FC_OK) return rc;
     }
-    return FC_OK;
+    return adapt_check(c, err, errlen);
+}
+
+/* adapt_init fills l's adaptive parameters from c (defaults in fc_limiter.h). The floor is
+ * kept at or below the configured rate, and at or above FC_ADAPT_FLOOR_MIN so that the interval
+ * it gives stays within FC_LIMIT_SPAN_MAX_US. */
+#define FC_ADAPT_FLOOR_MIN 0.001
+static void adapt_init(fc_limiter *l, const fc_limiter_conf *c) {
+    fc_adapt *a = &l->adapt;
+    a->conf = c->calls.per_sec;
+    a->burst = c->calls.burst;
+    a->floor = c->adapt_floor > 0 ? c->adapt_floor : fmax(0.05, a->conf / 100);
+    a->floor = fmin(fmax(a->floor, FC_ADAPT_FLOOR_MIN), a->conf);
+    a->add = c->adapt_add > 0 ? c->adapt_add : fmax(0.01, a->conf / 300);
+    a->beta = c->adapt_beta > 0 ? c->adapt_beta : FC_ADAPT_BETA;
+    l->adaptive = c->adaptive && a->conf > 0;
+    l->eff_rate = a->conf;
+    l->advised_at = -1;
 }
 
 fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c) {
@@ -367,9 +493,11 @@ fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c) {
     fc_limiter *l = calloc(1, sizeof(*l));
     if (!l) return NULL;
     l->redis = r;
+    snprintf(l->prefix, sizeof(l->prefix), "%s", c->prefix);
     if (fc_key_limit(l->key_pause, FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_PAUSE) != FC_OK ||
         fc_key_limit(l->key_limit[LIM_CALLS], FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_CALLS) != FC_OK ||
-        fc_key_limit(l->key_limit[LIM_TOKENS], FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_TOKENS) != FC_OK) {
+        fc_key_limit(l->key_limit[LIM_TOKENS], FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_TOKENS) != FC_OK ||
+        fc_key_limit(l->key_rate, FC_KEY_MAX, c->prefix, c->api, FC_LIMIT_RATE) != FC_OK) {
         fc_error("rate limiter %s: key names too long", c->api);
         free(l);
         return NULL;
@@ -380,6 +508,7 @@ fc_limiter *fc_limiter_new(fc_redis *r, const fc_limiter_conf *c) {
     fc_gcra_init(&l->fleet[LIM_TOKENS], c->tokens, 1);
     fc_gcra_init(&l->local[LIM_CALLS], c->calls, fleet);
     fc_gcra_init(&l->local[LIM_TOKENS], c->tokens, fleet);
+    adapt_init(l, c);
     l->fallback = c->fallback;
     l->max_wait_us = (int64_t)(c->max_wait_ms > 0 ? c->max_wait_ms : DEFAULT_MAX_WAIT_MS) * 1000;
     fc_limiter_set_clock(l, NULL, NULL);
@@ -402,30 +531,122 @@ static void mark_down(fc_limiter *l, int64_t now, const char *why) {
     l->stats.redis_failures++;
 }
 
-/* eval sends the script (EVALSHA, EVAL on NOSCRIPT) and parses the {flag, value} answer.
- * argv[0..1] are filled here; argv[2..argc) hold numkeys, keys and args. */
-static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, long long *value) {
+/* ---- Script arguments ------------------------------------------------------------- */
+
+/* args_str appends s (borrowed: it must outlive the call) to a. */
+static void args_str(fc_limiter_args *a, const char *s) {
+    if (a->argc < FC_LIMITER_ARGS_MAX) a->argv[a->argc++] = s;
+}
+
+/* args_int and args_dbl append a number, written into a's own buffer. */
+static void args_int(fc_limiter_args *a, long long v) {
+    if (a->argc >= FC_LIMITER_ARGS_MAX) return;
+    snprintf(a->num[a->argc], sizeof(a->num[0]), "%lld", v);
+    a->argv[a->argc] = a->num[a->argc];
+    a->argc++;
+}
+
+static void args_dbl(fc_limiter_args *a, double v) {
+    if (a->argc >= FC_LIMITER_ARGS_MAX) return;
+    snprintf(a->num[a->argc], sizeof(a->num[0]), "%.9g", v);
+    a->argv[a->argc] = a->num[a->argc];
+    a->argc++;
+}
+
+/* args_begin starts a call of mode: the command slots, the keys (with a->key_budget when
+ * budget, which the caller filled) and the mode. */
+static void args_begin(const fc_limiter *l, fc_limiter_args *a, int budget, const char *mode) {
+    a->argc = 2;
+    a->argv[0] = a->argv[1] = NULL;
+    args_int(a, budget ? 5 : 4);
+    args_str(a, l->key_pause);
+    args_str(a, l->key_limit[LIM_CALLS]);
+    args_str(a, l->key_limit[LIM_TOKENS]);
+    args_str(a, l->key_rate);
+    if (budget) args_str(a, a->key_budget);
+    args_str(a, mode);
+}
+
+/* args_adapt appends the adapted rate's conf, floor and add. */
+static void args_adapt(const fc_limiter *l, fc_limiter_args *a) {
+    args_dbl(a, l->adapt.conf);
+    args_dbl(a, l->adapt.floor);
+    args_dbl(a, l->adapt.add);
+}
+
+/* budget_on says whether b asks for a budget check: a job and at least one limit. */
+static int budget_on(const fc_budget *b) {
+    return b && b->job_id && b->job_id[0] && (b->limit_tokens > 0 || b->limit_uusd > 0);
+}
+
+static int job_named(const fc_budget *b) { return b && b->job_id && b->job_id[0]; }
+
+/* args_job writes job's budget key into a->key_budget: 0 or FC_ETOOBIG. */
+static int args_job(const fc_limiter *l, fc_limiter_args *a, const char *job) {
+    return fc_key_job(a->key_budget, sizeof(a->key_budget), l->prefix, job, FC_JOB_BUDGET);
+}
+
+/* args_limit appends one limit's (tau_us, inc_us) for cost, or ('', '') when unlimited. */
+static void args_limit(fc_limiter_args *a, const fc_gcra *g, double cost) {
+    if (g->interval_us <= 0) {
+        args_str(a, "");
+        args_str(a, "");
+        return;
+    }
+    args_int(a, g->tau_us);
+    args_int(a, fc_gcra_cost_us(g, cost));
+}
+
+int fc_limiter_reserve_args(const fc_limiter *l, long cost_tokens, long long est_uusd, const fc_budget *b,
+                            fc_limiter_args *a) {
+    int budget = budget_on(b);
+    if (budget && args_job(l, a, b->job_id) != FC_OK) return FC_ETOOBIG;
+    args_begin(l, a, budget, "r");
+    args_int(a, l->max_wait_us);
+    args_limit(a, &l->fleet[LIM_CALLS], 1);
+    args_limit(a, &l->fleet[LIM_TOKENS], (double)cost_tokens);
+    if (l->adaptive) {
+        args_adapt(l, a);
+        args_dbl(a, l->adapt.burst);
+    } else {
+        for (int i = 0; i < 4; i++) args_str(a, "");
+    }
+    args_int(a, cost_tokens);
+    args_int(a, est_uusd);
+    args_int(a, budget ? b->limit_tokens : 0);
+    args_int(a, budget ? b->limit_uusd : 0);
+    return FC_OK;
+}
+
+/* ---- Script calls ----------------------------------------------------------------- */
+
+/* What the script answered: v[0] the flag, then up to 4 integers; n of them in all. */
+typedef struct answer {
+    long long v[5];
+    size_t n;
+} answer;
+
+/* eval sends the script (EVALSHA, EVAL on NOSCRIPT) and parses its array of integers (at
+ * least two) into ans. */
+static int eval(fc_limiter *l, fc_limiter_args *a, answer *ans) {
     fc_reply rep;
-    argv[0] = "EVALSHA";
-    argv[1] = l->sha;
+    a->argv[0] = "EVALSHA";
+    a->argv[1] = l->sha;
     l->stats.redis_calls++;
-    int rc = fc_redis_command(l->redis, &rep, argc, argv, NULL);
+    int rc = fc_redis_command(l->redis, &rep, a->argc, a->argv, NULL);
     if (rc == FC_ENOSCRIPT) {
         fc_reply_free(&rep);
-        argv[0] = "EVAL";
-        argv[1] = script;
+        a->argv[0] = "EVAL";
+        a->argv[1] = script;
         l->stats.redis_calls++;
         l->stats.eval_fallbacks++;
-        rc = fc_redis_command(l->redis, &rep, argc, argv, NULL);
+        rc = fc_redis_command(l->redis, &rep, a->argc, a->argv, NULL);
     }
-    if (rc == FC_OK && (rep.type != FC_REPLY_ARRAY || rep.nelem < 2 || rep.elem[0].type != FC_REPLY_INT ||
-                        rep.elem[1].type != FC_REPLY_INT))
-        rc = FC_EPARSE;
-    if (rc == FC_OK) *flag = rep.elem[0].integer, *value = rep.elem[1].integer;
-    if (rc == FC_OK && rep.nelem > 2 && rep.elem[2].type == FC_REPLY_INT) {
-        int64_t now = now_us(l);
-        l->fleet_pause = now + rep.elem[2].integer;
-        l->pause_checked = now;
+    if (rc == FC_OK && (rep.type != FC_REPLY_ARRAY || rep.nelem < 2)) rc = FC_EPARSE;
+    memset(ans, 0, sizeof(*ans));
+    for (size_t i = 0; rc == FC_OK && i < rep.nelem && i < 5; i++) {
+        if (rep.elem[i].type != FC_REPLY_INT) rc = FC_EPARSE;
+        else ans->v[ans->n++] = rep.elem[i].integer;
     }
     fc_reply_free(&rep);
     return rc;
@@ -438,8 +659,8 @@ static int eval(fc_limiter *l, int argc, const char **argv, long long *flag, lon
  * clients, BUSY, a script error...). Letting calls go on an error would turn the fleet's
  * limit off exactly when Redis is in trouble. Only an answer to a writing operation (writes
  * set) marks Redis available again: a Redis out of memory still answers the read-only
- * queries ('q', 'u') but refuses every reservation. */
-static int redis_eval(fc_limiter *l, int writes, int argc, const char **argv, long long *flag, long long *value) {
+ * queries ('q', 'u', 'k', 'j') but refuses every reservation. */
+static int redis_eval(fc_limiter *l, int writes, fc_limiter_args *a, answer *ans) {
     int64_t now = now_us(l);
     if (l->down && now < l->next_try_us) return FC_ECONN;
     if (!l->redis) {
@@ -447,7 +668,7 @@ static int redis_eval(fc_limiter *l, int writes, int argc, const char **argv, lo
         return FC_ECONN;
     }
     if (l->down) l->stats.reconnect_tries++;
-    int rc = eval(l, argc, argv, flag, value);
+    int rc = eval(l, a, ans);
     if (rc != FC_OK) {
         mark_down(l, now, rc == FC_EPARSE ? "unexpected answer from the script" : fc_redis_errstr(l->redis));
         return FC_ECONN;
@@ -457,6 +678,13 @@ static int redis_eval(fc_limiter *l, int writes, int argc, const char **argv, lo
         l->down = 0;
     }
     return FC_OK;
+}
+
+/* learn_rate keeps the effective rate (milli-calls/s, < 0: none) and epoch an answer carried. */
+static void learn_rate(fc_limiter *l, long long milli, long long epoch) {
+    if (milli < 0 || !l->adaptive) return;
+    l->eff_rate = (double)milli / 1000.0;
+    l->epoch = epoch;
 }
 
 static int unlimited(const fc_limiter *l) {
@@ -476,30 +704,27 @@ static int acquire_local(fc_limiter *l, const double costs[], int64_t *wait_us) 
     return rc;
 }
 
-static int acquire_redis(fc_limiter *l, const double costs[], int64_t *wait_us) {
-    const char *argv[3 + 1 + LIM_N + 2 + 2 * LIM_N];
-    char nbuf[3 + 2 * LIM_N][24];
-    int nkeys = 1, argc = 3;
-    argv[argc++] = l->key_pause;
-    for (int i = 0; i < LIM_N; i++)
-        if (l->fleet[i].interval_us > 0) argv[argc++] = l->key_limit[i], nkeys++;
-    snprintf(nbuf[0], sizeof(nbuf[0]), "%d", nkeys);
-    argv[2] = nbuf[0];
-    argv[argc++] = "r";
-    snprintf(nbuf[1], sizeof(nbuf[1]), "%lld", (long long)l->max_wait_us);
-    argv[argc++] = nbuf[1];
-    for (int i = 0, b = 2; i < LIM_N; i++) {
-        if (l->fleet[i].interval_us <= 0) continue;
-        snprintf(nbuf[b], sizeof(nbuf[b]), "%lld", (long long)l->fleet[i].tau_us);
-        argv[argc++] = nbuf[b++];
-        snprintf(nbuf[b], sizeof(nbuf[b]), "%lld", (long long)fc_gcra_cost_us(&l->fleet[i], costs[i]));
-        argv[argc++] = nbuf[b++];
-    }
-    long long flag = 0, value = 0;
-    int rc = redis_eval(l, 1, argc, argv, &flag, &value);
+/* acquire_redis reserves through the script: 0, FC_EBUSY, FC_EBUDGET, FC_ECONN (or FC_ETOOBIG
+ * for a job id too long for a key). */
+static int acquire_redis(fc_limiter *l, long cost_tokens, long long est_uusd, const fc_budget *b,
+                         int64_t *wait_us) {
+    fc_limiter_args a;
+    int rc = fc_limiter_reserve_args(l, cost_tokens, est_uusd, b, &a);
+    answer ans;
+    if (rc == FC_OK) rc = redis_eval(l, 1, &a, &ans);
     if (rc != FC_OK) return rc;
-    *wait_us = value;
-    return flag ? FC_EBUSY : FC_OK;
+    if (ans.n > 2) {
+        int64_t now = now_us(l);
+        l->fleet_pause = now + ans.v[2];
+        l->pause_checked = now;
+    }
+    if (ans.n > 4) learn_rate(l, ans.v[3], ans.v[4]);
+    *wait_us = ans.v[1];
+    if (ans.v[0] == 2) {
+        l->stats.budget_refusals++;
+        return FC_EBUDGET;
+    }
+    return ans.v[0] ? FC_EBUSY : FC_OK;
 }
 
 /* pause_query reads the fleet pause from Redis at most every PAUSE_POLL_US. */
@@ -508,19 +733,21 @@ static void pause_query(fc_limiter *l) {
     int64_t now = now_us(l);
     if (now - l->pause_checked < PAUSE_POLL_US) return;
     l->pause_checked = now;
-    const char *argv[] = {NULL, NULL, "1", l->key_pause, "q"};
-    long long flag, value;
-    if (redis_eval(l, 0, 5, argv, &flag, &value) == FC_OK) l->fleet_pause = now + value;
+    fc_limiter_args a;
+    args_begin(l, &a, 0, "q");
+    answer ans;
+    if (redis_eval(l, 0, &a, &ans) == FC_OK) l->fleet_pause = now + ans.v[1];
 }
 
 int fc_limiter_usage(fc_limiter *l, double *usage) {
     const fc_gcra *g = &l->fleet[LIM_CALLS];
     *usage = 0;
     if (g->interval_us <= 0) return FC_EINVAL;
-    const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_CALLS], "u"};
-    long long flag, ahead;
-    int rc = redis_eval(l, 0, 6, argv, &flag, &ahead);
-    if (rc == FC_OK && ahead > 0) *usage = (double)ahead / (double)(g->tau_us + g->interval_us);
+    fc_limiter_args a;
+    args_begin(l, &a, 0, "u");
+    answer ans;
+    int rc = redis_eval(l, 0, &a, &ans);
+    if (rc == FC_OK && ans.v[1] > 0) *usage = (double)ans.v[1] / (double)(g->tau_us + g->interval_us);
     return rc;
 }
 
@@ -530,20 +757,26 @@ int64_t fc_limiter_pause_left_us(fc_limiter *l, int refresh) {
     return until > 0 ? until : 0;
 }
 
-int fc_limiter_acquire_us(fc_limiter *l, long cost_tokens, int64_t *wait_us) {
+int fc_limiter_acquire_job(fc_limiter *l, long cost_tokens, long long est_uusd, const fc_budget *b,
+                           int64_t *wait_us) {
     *wait_us = 0;
-    if (cost_tokens < 0) return FC_EINVAL;
-    if (unlimited(l)) {
+    if (cost_tokens < 0 || est_uusd < 0) return FC_EINVAL;
+    int budget = budget_on(b);
+    if (unlimited(l) && !budget) {
         /* No bucket to charge, but a 429 still pauses the fleet. */
         *wait_us = fc_limiter_pause_left_us(l, 1);
         return FC_OK;
     }
-    const double costs[LIM_N] = {1, (double)cost_tokens};
-    int rc = acquire_redis(l, costs, wait_us);
+    int rc = acquire_redis(l, cost_tokens, est_uusd, b, wait_us);
     if (rc != FC_ECONN) return rc;
-    if (l->fallback == FC_LIMITER_LOCAL) return acquire_local(l, costs, wait_us);
     *wait_us = wait_until_retry(l);
-    return FC_ECONN;
+    if (budget || l->fallback != FC_LIMITER_LOCAL) return FC_ECONN;
+    const double costs[LIM_N] = {1, (double)cost_tokens};
+    return acquire_local(l, costs, wait_us);
+}
+
+int fc_limiter_acquire_us(fc_limiter *l, long cost_tokens, int64_t *wait_us) {
+    return fc_limiter_acquire_job(l, cost_tokens, 0, NULL, wait_us);
 }
 
 int fc_limiter_acquire(fc_limiter *l, long cost_tokens, long *wait_ms) {
@@ -576,30 +809,146 @@ int fc_limiter_acquire_blocking(fc_limiter *l, long cost_tokens, long timeout_ms
     }
 }
 
-int fc_limiter_correct(fc_limiter *l, long delta_tokens) {
+int fc_limiter_settle(fc_limiter *l, long delta_tokens, const fc_budget *b, long long tokens, long long uusd) {
     const fc_gcra *g = &l->fleet[LIM_TOKENS];
-    if (g->interval_us <= 0 || delta_tokens == 0) return FC_OK;
-    char delta[24];
-    snprintf(delta, sizeof(delta), "%lld", (long long)fc_gcra_cost_us(g, (double)delta_tokens));
-    char cap[24];
-    snprintf(cap, sizeof(cap), "%lld", (long long)FC_GCRA_AHEAD_MAX_US);
-    const char *argv[] = {NULL, NULL, "2", l->key_pause, l->key_limit[LIM_TOKENS], "c", delta, cap};
-    long long flag, value;
-    int rc = redis_eval(l, 1, 8, argv, &flag, &value);
-    if (rc == FC_ECONN && l->fallback == FC_LIMITER_LOCAL) {
+    int correct = g->interval_us > 0 && delta_tokens != 0, job = job_named(b);
+    if (!correct && !job) return FC_OK;
+    fc_limiter_args a;
+    if (job && args_job(l, &a, b->job_id) != FC_OK) return FC_ETOOBIG;
+    args_begin(l, &a, job, "s");
+    if (correct) args_int(&a, fc_gcra_cost_us(g, (double)delta_tokens));
+    else args_str(&a, "");
+    args_int(&a, FC_GCRA_AHEAD_MAX_US);
+    args_int(&a, job ? tokens : 0);
+    args_int(&a, job ? uusd : 0);
+    answer ans;
+    int rc = redis_eval(l, 1, &a, &ans);
+    if (rc == FC_ECONN && correct && l->fallback == FC_LIMITER_LOCAL) {
         const fc_gcra *lg = &l->local[LIM_TOKENS];
         fc_gcra_adjust(&l->local_tat[LIM_TOKENS], now_us(l), fc_gcra_cost_us(lg, (double)delta_tokens));
-        return FC_OK;
+        if (!job) return FC_OK;
     }
+    return rc;
+}
+
+int fc_limiter_correct(fc_limiter *l, long delta_tokens) { return fc_limiter_settle(l, delta_tokens, NULL, 0, 0); }
+
+int fc_limiter_job_spent(fc_limiter *l, const char *job, long long *tokens, long long *uusd,
+                         int64_t *exhausted_ms) {
+    long long zero[3] = {0, 0, 0};
+    if (tokens) *tokens = 0;
+    if (uusd) *uusd = 0;
+    if (exhausted_ms) *exhausted_ms = 0;
+    if (!job || !job[0]) return FC_EINVAL;
+    fc_limiter_args a;
+    if (args_job(l, &a, job) != FC_OK) return FC_EINVAL;
+    args_begin(l, &a, 1, "j");
+    answer ans;
+    int rc = redis_eval(l, 0, &a, &ans);
+    const long long *v = rc == FC_OK && ans.n >= 4 ? &ans.v[1] : zero;
+    if (tokens) *tokens = v[0];
+    if (uusd) *uusd = v[1];
+    if (exhausted_ms) *exhausted_ms = v[2];
     return rc;
 }
 
 int fc_limiter_pause(fc_limiter *l, long ms) {
     if (ms <= 0) return FC_OK;
     l->local_pause = max64(l->local_pause, now_us(l) + (int64_t)ms * 1000);
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%ld", ms);
-    const char *argv[] = {NULL, NULL, "1", l->key_pause, "p", buf};
-    long long flag, value;
-    return redis_eval(l, 1, 6, argv, &flag, &value);
+    fc_limiter_args a;
+    args_begin(l, &a, 0, "p");
+    args_int(&a, ms);
+    answer ans;
+    return redis_eval(l, 1, &a, &ans);
+}
+
+/* ---- Adaptive calls rate ----------------------------------------------------------- */
+
+double fc_adapt_effective(const fc_adapt *a, double stored, int64_t changed_us, int advice, int64_t now_us) {
+    if (stored < 0) return a->conf;
+    int64_t since = changed_us + (advice ? FC_ADAPT_ADVICE_HOLD_US : 0);
+    double grown = stored + a->add * (double)max64(0, now_us - since) / (double)US_PER_SEC;
+    return fmax(a->floor, fmin(a->conf, grown));
+}
+
+void fc_adapt_gcra(fc_gcra *g, const fc_adapt *a, double eff) {
+    double interval = (double)US_PER_SEC / eff;
+    g->interval_us = floor(interval + 0.5);
+    g->tau_us = (int64_t)floor((fmax(1, a->burst * eff / a->conf) - 1) * interval + 0.5);
+}
+
+int fc_rate_advice_eval(const fc_rate_advice *a, double conf, double *rate, long *pause_ms) {
+    double used = a->limit - a->remaining;
+    if (!(a->limit > 0 && a->remaining >= 0 && used > 0 && a->reset_ms > 0) || !isfinite(a->limit) ||
+        !isfinite(a->reset_ms))
+        return 0;
+    double r = used / (a->reset_ms / 1000.0) * FC_ADAPT_ADVICE_SHARE;
+    *rate = fmin(conf, r);
+    *pause_ms = a->remaining <= 1 ? (long)ceil(fmin(a->reset_ms / used, (double)FC_LIMIT_SPAN_MAX_US / 1000)) : 0;
+    return 1;
+}
+
+double fc_limiter_rate(const fc_limiter *l) { return l->eff_rate; }
+
+long long fc_limiter_epoch(const fc_limiter *l) { return l->epoch; }
+
+int fc_limiter_backoff(fc_limiter *l, long long epoch) {
+    if (!l->adaptive) return FC_OK;
+    fc_limiter_args a;
+    args_begin(l, &a, 0, "b");
+    args_int(&a, epoch);
+    args_adapt(l, &a);
+    args_dbl(&a, l->adapt.beta);
+    answer ans;
+    int rc = redis_eval(l, 1, &a, &ans);
+    if (rc != FC_OK || ans.n < 4) return rc;
+    if (ans.v[1]) l->stats.backoffs++;
+    learn_rate(l, ans.v[2], ans.v[3]);
+    return FC_OK;
+}
+
+/* advice_urgent says whether advice must reach Redis now, throttle or not: the provider's
+ * bucket is (nearly) empty, or the rate moved by more than 10 % from the one last seen. */
+static int advice_urgent(const fc_limiter *l, double rate, long pause_ms) {
+    return pause_ms > 0 || fabs(rate - l->eff_rate) > 0.1 * l->eff_rate;
+}
+
+int fc_limiter_advise(fc_limiter *l, const fc_rate_advice *adv) {
+    double rate;
+    long pause_ms;
+    if (!l->adaptive || !fc_rate_advice_eval(adv, l->adapt.conf, &rate, &pause_ms)) return FC_OK;
+    rate = fmax(rate, l->adapt.floor);
+    int64_t now = now_us(l);
+    if (!advice_urgent(l, rate, pause_ms) && l->advised_at >= 0 && now - l->advised_at < FC_ADAPT_ADVICE_EVERY_US)
+        return FC_OK;
+    l->advised_at = now;
+    if (pause_ms > 0) l->local_pause = max64(l->local_pause, now + (int64_t)pause_ms * 1000);
+    fc_limiter_args a;
+    args_begin(l, &a, 0, "a");
+    args_adapt(l, &a);
+    args_dbl(&a, rate);
+    args_int(&a, pause_ms);
+    answer ans;
+    int rc = redis_eval(l, 1, &a, &ans);
+    if (rc != FC_OK || ans.n < 4) return rc;
+    l->stats.advice_sent++;
+    if (pause_ms > 0) l->fleet_pause = now + ans.v[1];
+    learn_rate(l, ans.v[2], ans.v[3]);
+    return FC_OK;
+}
+
+int fc_limiter_rate_read(fc_limiter *l, double *effective, int *advised) {
+    if (effective) *effective = l->adapt.conf;
+    if (advised) *advised = 0;
+    if (!l->adaptive) return FC_OK;
+    fc_limiter_args a;
+    args_begin(l, &a, 0, "k");
+    args_adapt(l, &a);
+    answer ans;
+    int rc = redis_eval(l, 0, &a, &ans);
+    if (rc != FC_OK || ans.n < 4) return rc;
+    learn_rate(l, ans.v[2], ans.v[3]);
+    if (effective) *effective = l->eff_rate;
+    if (advised) *advised = ans.v[1] != 0;
+    return FC_OK;
 }

@@ -9,6 +9,32 @@
  * at the same instant get waits 0, T, 2T, ... (after the burst). Time is Redis's TIME,
  * read once at the top of the script, never a worker's clock.
  *
+ * Adaptive calls rate (conf.adaptive): providers may enforce less than RATE_LIMIT. The fleet
+ * keeps one adapted calls rate in Redis (FC_LIMIT_RATE) that every reservation reads:
+ *   - a 429 without rate headers cuts it to BETA x the effective rate (fc_limiter_backoff), at
+ *     most once per "epoch": a call carries the epoch it was granted under, and only a call
+ *     granted after the last decrease may decrease again (TCP's once per window), since the
+ *     fleet reserves 1-2 s ahead and those calls, already on their way, would all see 429s;
+ *   - between cuts it grows by ADD calls/s every second, never above calls.per_sec;
+ *   - the provider's x-ratelimit-* headers set it directly (fc_limiter_advise), and the
+ *     growth then waits until advice stops for FC_ADAPT_ADVICE_HOLD_US.
+ * Why BETA 0.8 and ADD = max(0.01, calls.per_sec / 300) per second (the target: a provider
+ * token bucket of 30/s, depth 30, behind RATE_LIMIT 60/s, 48 calls in flight): past the
+ * provider's rate R the fleet drains the provider's bucket at ADD*t per second, so it runs
+ * dry after t = sqrt(2*30/ADD) s, ADD*t = sqrt(60*ADD) calls/s over R. The 429s then come from
+ * the calls already reserved (about 1.5 s at ~R/s): 1.5 * sqrt(60*ADD) of them, ~5 with
+ * ADD 0.2 (60/300). A cut to 0.8 leaves the fleet ~3.3/s under R, and ADD brings it back over
+ * R in ~17 s while the provider's bucket refills by ~28 calls (less than its 30: almost no
+ * capacity wasted); a cycle is ~33 s, ~1000 calls, so ~0.5 % 429s and ~98 % of R on average.
+ * A deeper cut (0.5) wastes capacity every cycle (the bucket fills up and overflows), a
+ * shallower one (0.9) or a faster ADD makes cycles shorter with the same 429s per cycle.
+ * The floor (conf.adapt_floor) bounds the cuts; with the adaptive rate off, nothing changes.
+ *
+ * Per-job budgets (fc_limiter_acquire_job, fc_limiter_settle): the reservation script also
+ * reads the job's spend (FC_JOB_BUDGET, slot {job}) and refuses a call that would pass the
+ * budget. That script touches keys of two hash slots ({api} and {job}): fine on one Redis or a
+ * Sentinel setup (the project's supported deployments), refused by a Redis Cluster.
+ *
  * Not thread-safe: use one limiter (and one fc_redis) per thread. */
 #ifndef FC_LIMITER_H
 #define FC_LIMITER_H
@@ -16,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fc_keys.h"
 #include "fc_redis.h"
 
 /* One limit. per_sec == 0 means unlimited. burst is the bucket capacity in units of cost
@@ -122,7 +149,24 @@ typedef struct fc_limiter_conf {
     int fallback;         /* enum fc_limiter_fallback */
     int fleet_size;       /* limiter instances in the fleet, for FC_LIMITER_LOCAL; 0 -> 1 */
     long max_wait_ms;     /* longest wait acquire reserves; 0 -> 30000 */
+    int adaptive;         /* 1: the calls rate adapts, fleet-wide: never above calls.per_sec */
+    double adapt_floor;   /* lowest adapted calls/s; 0 -> max(0.05, calls.per_sec / 100) */
+    double adapt_beta;    /* multiplicative decrease after a 429, in (0, 1); 0 -> FC_ADAPT_BETA */
+    double adapt_add;     /* additive increase, calls/s per second; 0 -> max(0.01, calls.per_sec / 300) */
 } fc_limiter_conf;
+
+#define FC_ADAPT_BETA 0.8
+/* How long advice holds the rate before the additive increase resumes from it (us). */
+#define FC_ADAPT_ADVICE_HOLD_US 10000000
+/* The share of the provider's refill rate advice sets (a margin for rounding and lag). */
+#define FC_ADAPT_ADVICE_SHARE 0.97
+/* At most one advice round trip per this many us, unless urgent (see fc_limiter_advise). */
+#define FC_ADAPT_ADVICE_EVERY_US 200000
+/* The adapted rate's key expires this long after its last change (ms). */
+#define FC_ADAPT_TTL_MS 3600000
+/* A job's budget key expires this long after its last write (ms): 7 days. */
+#define FC_BUDGET_TTL_MS 604800000
+/* (Plain integers: the script quotes them.) */
 
 typedef struct fc_limiter fc_limiter;
 
@@ -133,6 +177,9 @@ typedef struct fc_limiter_stats {
     long redis_failures;  /* calls that found Redis down, refusing AUTH or answering an error */
     long reconnect_tries; /* calls attempted while marked down */
     long local_grants;    /* acquires served by the local fallback */
+    long backoffs;        /* fc_limiter_backoff calls that cut the rate */
+    long advice_sent;     /* fc_limiter_advise calls that reached Redis */
+    long budget_refusals; /* acquires refused with FC_EBUDGET */
 } fc_limiter_stats;
 
 /* fc_limiter_new creates a limiter for one API. r is borrowed (not owned; may be NULL:
@@ -184,6 +231,120 @@ int fc_limiter_pause(fc_limiter *l, long ms);
 /* fc_limiter_pause_left_us returns how long the fleet stays paused after a 429, as last seen
  * (every acquire learns it); with refresh it asks Redis, at most every 100 ms. 0 = not paused. */
 int64_t fc_limiter_pause_left_us(fc_limiter *l, int refresh);
+
+/* ---- Adaptive calls rate ----------------------------------------------------------- */
+
+/* What a provider said about its request bucket (OpenAI's x-ratelimit-limit-requests,
+ * -remaining-requests, -reset-requests); -1 = the header was absent. */
+typedef struct fc_rate_advice {
+    double limit;     /* the bucket's capacity, calls */
+    double remaining; /* calls left in it now */
+    double reset_ms;  /* time until it is full again, ms */
+} fc_rate_advice;
+
+/* The adapted rate's parameters as the script applies them (calls/s, calls/s per s). */
+typedef struct fc_adapt {
+    double conf;  /* calls.per_sec, the ceiling */
+    double burst; /* calls.burst at the configured rate */
+    double floor; /* lowest rate, <= conf */
+    double add;   /* additive increase per second */
+    double beta;  /* multiplicative decrease */
+} fc_adapt;
+
+/* fc_adapt_effective mirrors the script: the calls rate in force at now_us given the stored
+ * rate (stored < 0: none stored, the configured rate), when it last changed (changed_us) and
+ * whether it came from advice (the increase then starts FC_ADAPT_ADVICE_HOLD_US later):
+ * min(conf, stored + add * seconds since), at least floor. */
+double fc_adapt_effective(const fc_adapt *a, double stored, int64_t changed_us, int advice, int64_t now_us);
+
+/* fc_adapt_gcra mirrors the script: the calls limit at rate eff, its burst scaled by
+ * eff / conf (at least 1). */
+void fc_adapt_gcra(fc_gcra *g, const fc_adapt *a, double eff);
+
+/* fc_rate_advice_eval turns a's headers into a rate: the provider's refill rate is
+ * r = (limit - remaining) / reset_s when 0 <= remaining < limit and reset_ms > 0 (a bucket
+ * refilling continuously, full at reset). Sets *rate = min(conf, r * FC_ADAPT_ADVICE_SHARE)
+ * and *pause_ms = the time one call takes to refill, reset_ms / (limit - remaining), rounded
+ * up, when remaining <= 1 (else 0). Returns 1, or 0 when the headers give no rate (then
+ * nothing is set). */
+int fc_rate_advice_eval(const fc_rate_advice *a, double conf, double *rate, long *pause_ms);
+
+/* fc_limiter_rate returns the effective calls/s as last seen by an acquire, backoff or advice
+ * (the configured rate before any, and always when not adaptive). */
+double fc_limiter_rate(const fc_limiter *l);
+
+/* fc_limiter_epoch returns the adapted rate's epoch as last seen by an acquire (0 before
+ * any): read it right after the acquire that granted a call, pass it to fc_limiter_backoff
+ * if that call gets a 429. */
+long long fc_limiter_epoch(const fc_limiter *l);
+
+/* fc_limiter_backoff reports a 429 without rate advice for a call granted under epoch: when
+ * epoch is still the fleet's, the rate becomes max(floor, beta * effective) and the epoch
+ * moves on; otherwise (a decrease since) nothing changes. One round trip. Returns 0 (also
+ * when not adaptive: nothing done) or FC_ECONN (Redis unavailable: nothing done). */
+int fc_limiter_backoff(fc_limiter *l, long long epoch);
+
+/* fc_limiter_advise applies the provider's headers (fc_rate_advice_eval): stores the rate
+ * (mode "advice"; a lower rate than the effective one moves the epoch on) and, when
+ * remaining <= 1, pauses the fleet for the time one call takes to refill (as
+ * fc_limiter_pause, the local pause too). At most one round trip per
+ * FC_ADAPT_ADVICE_EVERY_US per limiter, unless remaining <= 1 or the rate differs from
+ * fc_limiter_rate by more than 10 %; headers without a rate are ignored. Returns 0 (also when
+ * not adaptive, ignored, or throttled) or FC_ECONN. */
+int fc_limiter_advise(fc_limiter *l, const fc_rate_advice *a);
+
+/* fc_limiter_rate_read reads the fleet's effective calls rate from Redis into *effective
+ * (calls/s) and whether it came from provider advice into *advised (either may be NULL).
+ * When not adaptive: the configured rate and 0, without Redis. Returns 0 or FC_ECONN. */
+int fc_limiter_rate_read(fc_limiter *l, double *effective, int *advised);
+
+/* ---- Per-job budgets --------------------------------------------------------------- */
+
+typedef struct fc_budget {
+    const char *job_id;     /* NULL or "" = no budget */
+    long long limit_tokens; /* 0 = no token budget */
+    long long limit_uusd;   /* micro-USD; 0 = no USD budget */
+} fc_budget;
+
+/* fc_limiter_acquire_job is fc_limiter_acquire_us, but when b names a job with a limit the
+ * same script first reads the job's spend (P:job:{job}:budget) and refuses with FC_EBUDGET
+ * when spent tokens + cost_tokens > limit_tokens or spent uusd + est_uusd > limit_uusd:
+ * nothing is reserved, the key's exhausted_ms is set (Redis time, first refusal only) and
+ * *wait_us is 0. Nothing of the estimate is held in Redis (a crash would leak it): the
+ * overshoot is at most the calls in flight when the budget ran out times the largest
+ * call's cost. With a budget, Redis unavailable is FC_ECONN in both fallback modes (a budget
+ * cannot be enforced locally). FC_EINVAL when cost_tokens or est_uusd < 0. */
+int fc_limiter_acquire_job(fc_limiter *l, long cost_tokens, long long est_uusd, const fc_budget *b,
+                           int64_t *wait_us);
+
+/* fc_limiter_settle records a finished call in one round trip: the token bucket's
+ * correction by delta_tokens (as fc_limiter_correct; skipped when 0) and, when b names a
+ * job, its spend (HINCRBY tokens, uusd; the key kept 7 days). Returns 0 or FC_ECONN (Redis
+ * unavailable: the spend is lost; the correction is applied to the local bucket in
+ * FC_LIMITER_LOCAL mode, and without a job that is then a success, as fc_limiter_correct). */
+int fc_limiter_settle(fc_limiter *l, long delta_tokens, const fc_budget *b, long long tokens, long long uusd);
+
+/* fc_limiter_job_spent reads a job's spend: tokens, micro-USD and when it was first refused
+ * (unix ms, 0 = never); any pointer may be NULL, absent fields read 0. Returns 0, FC_EINVAL
+ * (no job) or FC_ECONN. */
+int fc_limiter_job_spent(fc_limiter *l, const char *job, long long *tokens, long long *uusd,
+                         int64_t *exhausted_ms);
+
+/* The arguments of one script call as fc_limiter builds them (exposed for tests). argv[0]
+ * and argv[1] are EVALSHA and the SHA, filled when sent; then numkeys, the keys (pause,
+ * calls, tokens, rate and, with a budget, the job's budget key), the mode and its values. */
+#define FC_LIMITER_ARGS_MAX 24
+typedef struct fc_limiter_args {
+    int argc;
+    const char *argv[FC_LIMITER_ARGS_MAX];
+    char num[FC_LIMITER_ARGS_MAX][32]; /* numbers written here */
+    char key_budget[FC_KEY_MAX];
+} fc_limiter_args;
+
+/* fc_limiter_reserve_args builds the reservation of one call (mode 'r'); b as for
+ * fc_limiter_acquire_job (NULL: none). Returns 0 or FC_ETOOBIG (the job id makes too long a key). */
+int fc_limiter_reserve_args(const fc_limiter *l, long cost_tokens, long long est_uusd, const fc_budget *b,
+                            fc_limiter_args *a);
 
 /* fc_limiter_stats_get copies the counters. */
 void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out);
