@@ -6,6 +6,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,6 +350,101 @@ static long retry_after(transfer *t) {
     return s;
 }
 
+/* decimal_read reads digits with an optional fraction ("12", "0.25"; not ".5" or "1.") at *p, before e. Returns
+ * 0 with the number as *whole + *fnum / *fden (the first 9 fraction digits kept, so that *fnum times a unit in ms
+ * stays exact in a double), *p moved past it; -1 when *p holds no such number. *whole is inf past 308 digits. */
+static int decimal_read(const char **p, const char *e, double *whole, double *fnum, double *fden) {
+    const char *q = *p;
+    *whole = 0;
+    *fnum = 0;
+    *fden = 1;
+    if (q == e || *q < '0' || *q > '9') return -1;
+    for (; q < e && *q >= '0' && *q <= '9'; q++) *whole = *whole * 10 + (*q - '0');
+    if (q < e && *q == '.') {
+        if (++q == e || *q < '0' || *q > '9') return -1;
+        for (int kept = 0; q < e && *q >= '0' && *q <= '9'; q++, kept++)
+            if (kept < 9) *fnum = *fnum * 10 + (*q - '0'), *fden *= 10;
+    }
+    *p = q;
+    return 0;
+}
+
+/* duration_unit reads a unit at *p (ms before m); returns its rank, 0 for h to 3 for ms, moving *p past it, or
+ * -1. unit_ms gets its length in ms. */
+static int duration_unit(const char **p, const char *e, double *unit_ms) {
+    static const struct {
+        char name[3];
+        size_t len;
+        double ms;
+    } units[] = {{"h", 1, 3600000.0}, {"m", 1, 60000.0}, {"s", 1, 1000.0}, {"ms", 2, 1.0}};
+    for (int i = 3; i >= 0; i--) {
+        if ((size_t)(e - *p) < units[i].len || memcmp(*p, units[i].name, units[i].len) != 0) continue;
+        *p += units[i].len;
+        *unit_ms = units[i].ms;
+        return i;
+    }
+    return -1;
+}
+
+int fc_http_duration_parse(const char *value, size_t len, double *ms) {
+    const char *b = value ? value : "", *e = b + (value ? len : 0);
+    double total = 0, whole, fnum, fden, unit;
+    int last = -1;
+    *ms = -1;
+    while (b < e && is_ows(*b)) b++;
+    while (e > b && is_ows(e[-1])) e--;
+    if (b == e) return FC_EPARSE;
+    while (b < e) {
+        if (decimal_read(&b, e, &whole, &fnum, &fden) != 0) return FC_EPARSE;
+        int rank = 2;
+        unit = 1000.0; /* a plain number alone: seconds */
+        if (b < e || last >= 0) rank = duration_unit(&b, e, &unit);
+        if (rank <= last) return FC_EPARSE; /* no unit, or a unit out of order */
+        last = rank;
+        total += whole * unit + fnum * unit / fden;
+    }
+    *ms = total < FC_HTTP_DURATION_MAX_MS ? total : FC_HTTP_DURATION_MAX_MS;
+    return FC_OK;
+}
+
+/* header_value returns the value of the last answer's header name (case-insensitive), borrowed from curl until
+ * the handle's next transfer, or NULL when absent. */
+static const char *header_value(transfer *t, const char *name) {
+    struct curl_header *hd = NULL;
+    if (curl_easy_header(t->easy, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK || !hd) return NULL;
+    return hd->value;
+}
+
+/* rl_count reads a count header (a non-negative decimal, finite); -1 when absent or anything else. */
+static double rl_count(transfer *t, const char *name) {
+    const char *b = header_value(t, name), *e;
+    double whole, fnum, fden;
+    if (!b) return -1;
+    for (e = b + strlen(b); e > b && is_ows(e[-1]);) e--;
+    while (b < e && is_ows(*b)) b++;
+    if (decimal_read(&b, e, &whole, &fnum, &fden) != 0 || b != e || !isfinite(whole)) return -1;
+    return whole + fnum / fden;
+}
+
+/* rl_duration reads a reset header in ms; -1 when absent or unreadable. */
+static double rl_duration(transfer *t, const char *name) {
+    const char *v = header_value(t, name);
+    double ms = -1;
+    if (v) fc_http_duration_parse(v, strlen(v), &ms);
+    return ms;
+}
+
+/* fill_ratelimit reads the provider's x-ratelimit-* headers into d; after a transport failure (answered is 0)
+ * whatever headers came before it do not count, and every field is -1. */
+static void fill_ratelimit(transfer *t, int answered, fc_http_done *d) {
+    d->rl_limit_requests = answered ? rl_count(t, "x-ratelimit-limit-requests") : -1;
+    d->rl_remaining_requests = answered ? rl_count(t, "x-ratelimit-remaining-requests") : -1;
+    d->rl_reset_requests_ms = answered ? rl_duration(t, "x-ratelimit-reset-requests") : -1;
+    d->rl_limit_tokens = answered ? rl_count(t, "x-ratelimit-limit-tokens") : -1;
+    d->rl_remaining_tokens = answered ? rl_count(t, "x-ratelimit-remaining-tokens") : -1;
+    d->rl_reset_tokens_ms = answered ? rl_duration(t, "x-ratelimit-reset-tokens") : -1;
+}
+
 static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     long status = 0;
     curl_off_t total_us = 0;
@@ -360,8 +456,10 @@ static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
     d->elapsed_ms = (double)total_us / 1000.0;
     if (t->too_big || (res == CURLE_FILESIZE_EXCEEDED && t->max_body)) {
         fill_too_big(t, status, d);
+        fill_ratelimit(t, 1, d); /* an answer, only too long */
         return;
     }
+    fill_ratelimit(t, res == CURLE_OK, d);
     d->status = res == CURLE_OK ? (int)status : 0;
     d->err = res == CURLE_OK ? 0 : res == CURLE_OPERATION_TIMEDOUT ? FC_ETIMEOUT : FC_ECONN;
     d->body = t->response.data ? t->response.data : "";

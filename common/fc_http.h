@@ -38,6 +38,11 @@ typedef struct fc_http_done {
     long retry_after_s;         /* Retry-After in seconds, 0 if absent */
     double elapsed_ms;
     char error[200];            /* error text ("" if none), e.g. "answer larger than 1048576 bytes" */
+    /* The provider's rate-limit headers of this answer, 2xx or error (OpenAI's x-ratelimit-* names, any case):
+     * limits and remaining counts as sent, reset times in ms (see fc_http_duration_parse). Each is -1 when its
+     * header is absent or unreadable, and all are -1 after a transport failure (FC_ETIMEOUT, FC_ECONN). */
+    double rl_limit_requests, rl_remaining_requests, rl_reset_requests_ms;
+    double rl_limit_tokens, rl_remaining_tokens, rl_reset_tokens_ms;
 } fc_http_done;
 
 /* fc_http_global_init/cleanup wrap libcurl's process-wide setup: call once from main. */
@@ -80,6 +85,16 @@ void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg);
  * cut to whole seconds) or an HTTP-date, which counts from now_s (unix seconds). Returns 0 with *seconds in
  * 0..FC_HTTP_RETRY_AFTER_MAX_S (a date in the past gives 0), or FC_EPARSE with *seconds 0. */
 int fc_http_retry_after_parse(const char *value, size_t len, long long now_s, long *seconds);
+
+/* The longest duration taken from a rate-limit reset header, in ms (a day); a longer one is cut to this. */
+#define FC_HTTP_DURATION_MAX_MS 86400000.0
+
+/* fc_http_duration_parse reads a duration as OpenAI sends it in x-ratelimit-reset-* (value[0..len), any bytes,
+ * need not be NUL-terminated; spaces and tabs around it ignored): components of digits, an optional fraction
+ * and a unit, the units h, m, s, ms each at most once and in that order ("20ms", "1s", "0.5s", "6m0s",
+ * "1h2m3s", "41.724s"), or a plain number of seconds ("2", "0.25"). No sign, exponent or other unit. Returns 0
+ * with *ms in 0..FC_HTTP_DURATION_MAX_MS (a longer duration is cut to it), or FC_EPARSE with *ms -1. */
+int fc_http_duration_parse(const char *value, size_t len, double *ms);
 
 /* ---- one-off requests, for operator tools (never inside the worker's loop: it blocks) ---- */
 

@@ -1,7 +1,12 @@
-/* Fuzz target of the Retry-After parser (fc_http_retry_after_parse in fc_http.c): any bytes as the header's
- * value. A parsed delay is within 0..FC_HTTP_RETRY_AFTER_MAX_S and agrees with a plain reference reading
- * (digits: the number, cut at the cap; otherwise libcurl's date parser, counted from now); later "now"s never
- * give a longer delay; a refused value gives 0. */
+/* Fuzz target of the response-header parsers of fc_http.c; every input is handed to both, as a header's value.
+ * Retry-After (fc_http_retry_after_parse): a parsed delay is within 0..FC_HTTP_RETRY_AFTER_MAX_S and agrees
+ * with a plain reference reading (digits: the number, cut at the cap; otherwise libcurl's date parser, counted
+ * from now); later "now"s never give a longer delay; a refused value gives 0.
+ * x-ratelimit-reset-* (fc_http_duration_parse): an accepted duration is finite and within
+ * 0..FC_HTTP_DURATION_MAX_MS; it survives spaces around it, never a stray byte after it; written again as OpenAI
+ * writes durations ("1h2m3.5s", whole ms) or as "<ms>.<6 decimals>ms", it parses back to the same ms; a plain
+ * number is that many seconds; a refused value gives -1. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +44,65 @@ static long reference(const char *s, size_t n) {
     return a <= 0 ? 0 : a > FC_HTTP_RETRY_AFTER_MAX_S ? FC_HTTP_RETRY_AFTER_MAX_S : (long)a;
 }
 
+/* go_style writes a whole number of ms as OpenAI (Go's time.Duration) does: "0s", "250ms", "1h2m3.5s". */
+static void go_style(long long t, char *out, size_t len) {
+    long long h = t / 3600000, m = t / 60000 % 60, s = t / 1000 % 60, frac = t % 1000;
+    int n = 0, digits = 3;
+    if (t < 1000) {
+        snprintf(out, len, t ? "%lldms" : "0s", t);
+        return;
+    }
+    for (; frac && frac % 10 == 0; digits--) frac /= 10;
+    if (h) n = snprintf(out, len, "%lldh", h);
+    if (h || m) n += snprintf(out + n, len - (size_t)n, "%lldm", m);
+    snprintf(out + n, len - (size_t)n, frac ? "%lld.%0*llds" : "%llds", s, digits, frac);
+}
+
+/* parse_text runs fc_http_duration_parse over a NUL-terminated text; returns its ms, or -1 if refused. */
+static double parse_text(const char *text) {
+    double ms = -2;
+    int rc = fc_http_duration_parse(text, strlen(text), &ms);
+    FUZZ_CHECK(rc == FC_OK || (rc == FC_EPARSE && ms == -1), "'%s': rc %d, %g ms", text, rc, ms);
+    return rc == FC_OK ? ms : -1;
+}
+
+/* check_duration checks the invariants of fc_http_duration_parse on v[0..size). */
+static void check_duration(const char *v, size_t size) {
+    double ms = -2;
+    int rc = fc_http_duration_parse(v, size, &ms);
+    char text[96];
+    if (rc != FC_OK) {
+        FUZZ_CHECK(rc == FC_EPARSE && ms == -1, "refused: rc %d, %g ms", rc, ms);
+        return;
+    }
+    FUZZ_CHECK(isfinite(ms) && ms >= 0 && ms <= FC_HTTP_DURATION_MAX_MS, "%g ms", ms);
+    char *w = malloc(size + 4);
+    FUZZ_CHECK(w != NULL, "out of memory");
+    memcpy(w + 2, v, size);
+    w[0] = ' ', w[1] = '\t', w[size + 2] = ' ';
+    double again = -2;
+    FUZZ_CHECK(fc_http_duration_parse(w, size + 3, &again) == FC_OK && again == ms, "spaced: %g, bare %g", again, ms);
+    memcpy(w, v, size);
+    w[size] = 'x';
+    FUZZ_CHECK(fc_http_duration_parse(w, size + 1, &again) == FC_EPARSE, "a stray byte after it was taken");
+    free(w);
+    if (ms == floor(ms)) {
+        go_style((long long)ms, text, sizeof text);
+        FUZZ_CHECK(parse_text(text) == ms, "'%s' gives %g, was %g ms", text, parse_text(text), ms);
+    }
+    snprintf(text, sizeof text, "%.6fms", ms);
+    FUZZ_CHECK(fabs(parse_text(text) - ms) <= 1e-6, "'%s' gives %.9f, was %.9f ms", text, parse_text(text), ms);
+    size_t i = 0;
+    while (i < size && strchr(" \t0123456789.", v[i])) i++;
+    if (i == size) { /* no unit: seconds, less the fraction digits past the ninth (under 1e-6 ms) */
+        char *z = strndup(v, size);
+        FUZZ_CHECK(z != NULL, "out of memory");
+        double want = fmin(strtod(z, NULL) * 1000.0, FC_HTTP_DURATION_MAX_MS);
+        FUZZ_CHECK(fabs(ms - want) <= 2e-6 * (want > 1 ? want : 1), "'%s': %.9f ms, strtod %.9f ms", z, ms, want);
+        free(z);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *v = malloc(size ? size : 1);
     FUZZ_CHECK(v != NULL, "out of memory");
@@ -56,6 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(rc == FC_EPARSE && s == 0, "rc %d, delay %ld", rc, s);
         FUZZ_CHECK(want == -1, "refused, reference %ld", want);
     }
+    check_duration(v, size);
     free(v);
     return 0;
 }

@@ -21,7 +21,13 @@
  *     utf8     invalid UTF-8 (0xff, overlong 0xc0 0xaf, a lone continuation 0x80, a truncated 3-byte sequence)
  *              as raw bytes inside field values, so the HTTP body is JSON around invalid bytes in a string.
  * reject_mod rejects positions divisible by it with a permanent 400. /stats counts each fault and hostile kind;
- * the request log's last column names the fault of each answer. */
+ * the request log's last column names the fault of each answer.
+ *
+ * A hidden provider rate limit (hidden_rate calls/s, hidden_burst): one token bucket for the whole process, taken
+ * by every chat request before anything else; a request that finds it empty gets an immediate 429
+ * (rate_limit_exceeded, no Retry-After), counted as hidden_429 in /stats and named so in the request log. With
+ * ratelimit_headers, every chat answer carries OpenAI's x-ratelimit-* headers describing that bucket (and a
+ * token-per-minute budget that is reported, never enforced). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -71,6 +77,9 @@ typedef struct mock_config {
     long long port;         /* 0 = any free port */
     long long threads;      /* MHD worker threads; 0 = one per CPU */
     long long max_connections; /* MHD's connection limit; 0 = what the open-files limit allows */
+    double hidden_rate;          /* the hidden limit's refill, calls/s; 0 = off */
+    long long hidden_burst;      /* its bucket's capacity, calls; 0 = hidden_rate rounded up (at least 1) */
+    long long ratelimit_headers; /* 0/1: x-ratelimit-* headers on every chat answer (needs hidden_rate) */
     double fail_500, fail_429, malformed, bad_content, timeout, nul_content; /* per-request probabilities */
     double fail_429_bare, reset, truncated, header_only, hostile;            /* per-request probabilities */
     char hostile_kind[16]; /* "mix" or one of mock_hostile_names */
@@ -82,7 +91,7 @@ typedef struct mock_config {
     char tls_key[1024];  /* PEM private key file of tls_cert */
 } mock_config;
 
-enum mock_opt_type { MOCK_INT, MOCK_RATE, MOCK_BOOL, MOCK_STR };
+enum mock_opt_type { MOCK_INT, MOCK_RATE, MOCK_BOOL, MOCK_STR, MOCK_NUM }; /* NUM: a double in min..max */
 
 typedef struct mock_opt {
     const char *name; /* the /control key; the flag is --name with '_' -> '-' */
@@ -100,12 +109,15 @@ typedef struct mock_opt {
 #define OPT_R(f, d, h) {#f, MOCK_RATE, offsetof(mock_config, f), 0, 0, 0, 1, d, h}
 #define OPT_B(f, h) {#f, MOCK_BOOL, offsetof(mock_config, f), 0, 0, 1, 1, "0", h}
 #define OPT_S(f, rt, d, h) {#f, MOCK_STR, offsetof(mock_config, f), MOCK_FIELD_SIZE(f), 0, 0, rt, d, h}
+#define OPT_N(f, lo, hi, d, h) {#f, MOCK_NUM, offsetof(mock_config, f), 0, lo, hi, 1, d, h}
 
 static const mock_opt mock_opts[] = {
     OPT_I(port, 0, 65535, 0, "0", "TCP port; 0 picks a free one"),
     OPT_S(bind, 0, "127.0.0.1", "numeric address to listen on"),
     OPT_S(port_file, 0, "", "write the chosen port to this file once listening"),
-    OPT_S(log, 0, "", "append one line per chat request: arrival_ms status stage position user_agent elapsed_ms elapsed_us"),
+    OPT_S(log, 0, "",
+          "append one line per chat request: arrival_ms status stage position user_agent elapsed_ms elapsed_us "
+          "fault ('-' for none, hidden_429 for the hidden limit)"),
     OPT_I(threads, 0, 64, 0, "0", "worker threads (0 = one per CPU)"),
     OPT_I(max_connections, 0, 1000000, 0, "0",
           "connections held at once (0 = the open-files limit, raised to its hard limit, less 64)"),
@@ -138,6 +150,11 @@ static const mock_opt mock_opts[] = {
     OPT_R(header_only, "0", "probability of a stage-2 content holding only the TSV header line (stage 1: normal)"),
     OPT_R(hostile, "0", "probability of a 200 whose content is hostile (kinds below)"),
     OPT_S(hostile_kind, 1, "mix", "kind of a hostile answer: control, tabs, huge, columns, deep, utf8, or mix (dice)"),
+    OPT_N(hidden_rate, 0, 1000000, "0",
+          "hidden provider limit: calls/s refilling one token bucket; an empty bucket answers 429 (0 = off)"),
+    OPT_I(hidden_burst, 0, 100000000, 1, "0", "capacity of the hidden limit's bucket, calls (0 = hidden-rate)"),
+    OPT_I(ratelimit_headers, 0, 1, 1, "0",
+          "1: send OpenAI's x-ratelimit-* headers with every chat answer (needs --hidden-rate); 0: none"),
 };
 #define MOCK_NOPTS (sizeof mock_opts / sizeof mock_opts[0])
 
@@ -151,7 +168,7 @@ static const mock_opt mock_opts[] = {
     X(NONE, "none") X(TIMEOUT, "timeout") X(500, "fail_500") X(429, "fail_429") X(MALFORMED, "malformed")             \
     X(BAD_CONTENT, "bad_content") X(NUL_CONTENT, "nul_content") X(429_BARE, "fail_429_bare") X(RESET, "reset")       \
     X(TRUNCATED, "truncated") X(HEADER_ONLY, "header_only") X(HOSTILE, "hostile") X(REJECT, "reject")              \
-    X(STATUS, "fail_all_status")
+    X(STATUS, "fail_all_status") X(HIDDEN_429, "hidden_429")
 #define MOCK_FAULT_ENUM(n, s) FAULT_##n,
 #define MOCK_NAME(n, s) s,
 enum mock_fault { MOCK_FAULTS(MOCK_FAULT_ENUM) FAULT_COUNT };
@@ -189,6 +206,7 @@ static struct {
     atomic_ullong by_status[MOCK_STATUS_MAX];
     atomic_ullong by_fault[FAULT_COUNT];     /* answers per fault (FAULT_NONE: normal ones), counted when planned */
     atomic_ullong by_hostile[HOSTILE_COUNT]; /* hostile answers per kind */
+    atomic_ullong hidden_ok, hidden_429; /* chat requests the hidden limit let through / answered 429 */
     atomic_ullong seq;   /* chat request ids */
     atomic_ullong draws; /* index into the fault dice sequence */
 } g_stats;
@@ -300,6 +318,11 @@ static int mock_opt_set(mock_config *cfg, const mock_opt *o, const char *v, char
         double x = strtod(v, &end);
         if (*v && !*end && !errno && isfinite(x) && x >= 0 && x <= 1) return memcpy(field, &x, sizeof x), 0;
         snprintf(err, errlen, "%s: expected a probability in 0..1, got '%s'", o->name, v);
+    } else if (o->type == MOCK_NUM) {
+        double x = strtod(v, &end);
+        if (*v && !*end && !errno && isfinite(x) && x >= (double)o->min && x <= (double)o->max)
+            return memcpy(field, &x, sizeof x), 0;
+        snprintf(err, errlen, "%s: expected a number in %lld..%lld, got '%s'", o->name, o->min, o->max, v);
     } else if (o->type == MOCK_BOOL) {
         long long x;
         if (mock_parse_bool(v, &x) == 0) return memcpy(field, &x, sizeof x), 0;
@@ -333,6 +356,10 @@ static int mock_config_rules(const mock_config *cfg, char *err, size_t errlen) {
                  cfg->hostile_kind);
         return FC_EINVAL;
     }
+    if (cfg->ratelimit_headers && cfg->hidden_rate <= 0) {
+        snprintf(err, errlen, "ratelimit_headers: the headers describe the hidden limit; set hidden_rate too");
+        return FC_EINVAL;
+    }
     if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
         snprintf(err, errlen, "tls_cert and tls_key: give both (HTTPS) or neither (plain HTTP)");
         return FC_EINVAL;
@@ -351,6 +378,8 @@ static void mock_stats_reset(void) {
     for (int i = 0; i < MOCK_STATUS_MAX; i++) atomic_store(&g_stats.by_status[i], 0);
     for (int i = 0; i < FAULT_COUNT; i++) atomic_store(&g_stats.by_fault[i], 0);
     for (int i = 0; i < HOSTILE_COUNT; i++) atomic_store(&g_stats.by_hostile[i], 0);
+    atomic_store(&g_stats.hidden_ok, 0);
+    atomic_store(&g_stats.hidden_429, 0);
     atomic_store(&g_stats.connections, 0);
     atomic_store(&g_stats.connections_max, atomic_load(&g_stats.connections_open));
 }
@@ -411,6 +440,7 @@ static int mock_config_json(fc_buf *b) {
             rc = fc_buf_printf(b, "\"%s\":\"%s\",", o->name, f); /* validated: a plain word */
         else if (o->type == MOCK_STR) rc = fc_buf_printf(b, "\"%s_set\":%s,", o->name, *f ? "true" : "false");
         else if (o->type == MOCK_RATE) rc = fc_buf_printf(b, "\"%s\":%g,", o->name, *(const double *)(const void *)f);
+        else if (o->type == MOCK_NUM) rc = fc_buf_printf(b, "\"%s\":%.10g,", o->name, *(const double *)(const void *)f);
         else if (o->type == MOCK_BOOL)
             rc = fc_buf_printf(b, "\"%s\":%s,", o->name, *(const long long *)(const void *)f ? "true" : "false");
         else rc = fc_buf_printf(b, "\"%s\":%lld,", o->name, *(const long long *)(const void *)f);
@@ -658,6 +688,103 @@ static void mock_error_body(fc_buf *b, const char *msg, const char *type, const 
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
+ * The hidden rate limit: one continuous token bucket per process, as a provider keeps per API key.
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define MOCK_TOKEN_LIMIT 1000000LL /* the reported token budget, tokens per minute (never enforced) */
+
+/* What the x-ratelimit-* headers of one answer say, as the bucket stood after that request. */
+typedef struct mock_rl {
+    int set;                      /* send the headers */
+    long long limit_requests;     /* the bucket's capacity, calls */
+    long long remaining_requests; /* whole calls left after this request */
+    double reset_requests_ms;     /* until the bucket is full again */
+    long long remaining_tokens;   /* of MOCK_TOKEN_LIMIT, after this answer's usage */
+    double reset_tokens_ms;       /* until the token budget is full again */
+} mock_rl;
+
+static struct {
+    pthread_mutex_t mu;
+    double rate, cap;   /* the settings the state below was filled for; a change refills the bucket */
+    double calls;       /* calls left, 0..cap */
+    double tokens;      /* API tokens left, 0..MOCK_TOKEN_LIMIT */
+    uint64_t last_ns;   /* monotonic time both were last brought up to date */
+} g_bucket = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* mock_bucket_cap returns the capacity of the hidden limit's bucket for cfg, in calls. */
+static double mock_bucket_cap(const mock_config *cfg) {
+    if (cfg->hidden_burst > 0) return (double)cfg->hidden_burst;
+    return cfg->hidden_rate > 1 ? ceil(cfg->hidden_rate) : 1;
+}
+
+/* mock_bucket_refill brings the bucket up to now (g_bucket.mu held): full after a change of settings, else
+ * refilled continuously at rate calls/s and MOCK_TOKEN_LIMIT tokens per minute. */
+static void mock_bucket_refill(double rate, double cap, uint64_t now) {
+    double dt = (double)(now - g_bucket.last_ns) / 1e9;
+    if (rate != g_bucket.rate || cap != g_bucket.cap) {
+        g_bucket.rate = rate;
+        g_bucket.cap = cap;
+        g_bucket.calls = cap;
+        g_bucket.tokens = (double)MOCK_TOKEN_LIMIT;
+    } else {
+        g_bucket.calls = fmin(cap, g_bucket.calls + dt * rate);
+        g_bucket.tokens = fmin((double)MOCK_TOKEN_LIMIT, g_bucket.tokens + dt * (double)MOCK_TOKEN_LIMIT / 60.0);
+    }
+    g_bucket.last_ns = now;
+}
+
+/* mock_bucket_snapshot fills rl from the bucket (g_bucket.mu held). */
+static void mock_bucket_snapshot(mock_rl *rl) {
+    rl->limit_requests = (long long)g_bucket.cap;
+    rl->remaining_requests = (long long)floor(g_bucket.calls);
+    rl->reset_requests_ms = (g_bucket.cap - g_bucket.calls) / g_bucket.rate * 1000.0;
+    rl->remaining_tokens = (long long)floor(g_bucket.tokens);
+    rl->reset_tokens_ms = ((double)MOCK_TOKEN_LIMIT - g_bucket.tokens) / (double)MOCK_TOKEN_LIMIT * 60000.0;
+}
+
+/* mock_bucket_take takes one call from the hidden limit's bucket; returns 1 if there was one, else 0 with
+ * *wait_ms set to the time until there is. rl gets the bucket as it stands after this request. */
+static int mock_bucket_take(const mock_config *cfg, mock_rl *rl, double *wait_ms) {
+    pthread_mutex_lock(&g_bucket.mu);
+    mock_bucket_refill(cfg->hidden_rate, mock_bucket_cap(cfg), mock_mono_ns());
+    int ok = g_bucket.calls >= 1;
+    if (ok) g_bucket.calls -= 1;
+    *wait_ms = ok ? 0 : (1 - g_bucket.calls) / g_bucket.rate * 1000.0;
+    mock_bucket_snapshot(rl);
+    pthread_mutex_unlock(&g_bucket.mu);
+    rl->set = cfg->ratelimit_headers != 0;
+    return ok;
+}
+
+/* mock_bucket_charge takes an answer's usage from the token budget and refreshes rl (which must have been
+ * filled by mock_bucket_take) with what is left. The budget is only reported: it may run dry, never refuses. */
+static void mock_bucket_charge(unsigned long long tokens, mock_rl *rl) {
+    pthread_mutex_lock(&g_bucket.mu);
+    mock_bucket_refill(g_bucket.rate, g_bucket.cap, mock_mono_ns());
+    g_bucket.tokens = fmax(0, g_bucket.tokens - (double)tokens);
+    rl->remaining_tokens = (long long)floor(g_bucket.tokens);
+    rl->reset_tokens_ms = ((double)MOCK_TOKEN_LIMIT - g_bucket.tokens) / (double)MOCK_TOKEN_LIMIT * 60000.0;
+    pthread_mutex_unlock(&g_bucket.mu);
+}
+
+/* mock_duration_text writes ms as OpenAI writes its reset durations (Go's time.Duration): whole ms below a
+ * second ("0s" for none, "250ms"), else h, m and s with up to three decimals ("1s", "1.5s", "6m0s", "1h2m3.25s").
+ * ms is rounded up to a whole ms, so that waiting that long is always enough. */
+static void mock_duration_text(double ms, char *out, size_t outlen) {
+    long long t = (long long)ceil(ms > 0 ? ms : 0), h = t / 3600000, m = t / 60000 % 60, sec = t / 1000 % 60;
+    int frac = (int)(t % 1000), n = 0, digits = 3;
+    if (t < 1000) {
+        snprintf(out, outlen, t ? "%lldms" : "0s", t);
+        return;
+    }
+    for (; digits > 0 && frac % 10 == 0 && frac; digits--) frac /= 10;
+    if (h) n = snprintf(out, outlen, "%lldh", h);
+    if (h || m) n += snprintf(out + n, outlen - (size_t)n, "%lldm", m);
+    if (frac) snprintf(out + n, outlen - (size_t)n, "%lld.%0*ds", sec, digits, frac);
+    else snprintf(out + n, outlen - (size_t)n, "%llds", sec);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
  * Requests.
  * ------------------------------------------------------------------------------------------------------------- */
 
@@ -682,6 +809,7 @@ typedef struct mock_req {
     int hostile;           /* enum mock_hostile of a hostile answer, else -1 */
     size_t cut;            /* reset/truncated: bytes of the body sent before the connection ends */
     unsigned long long pt, ct;
+    mock_rl rl;            /* the x-ratelimit-* headers of the answer (rl.set: send them) */
     fc_buf answer;         /* planned response body */
     char ua[160];          /* User-Agent, spaces replaced by '_', "-" if absent */
 } mock_req;
@@ -903,13 +1031,30 @@ static void mock_plan_item(mock_req *r, const mock_config *cfg, const mock_promp
     }
 }
 
+/* mock_plan_hidden_429 answers a request the hidden limit refused: at once, as a provider's limiter does, with
+ * OpenAI's error body and no Retry-After (the reset header, when sent, says when). */
+static void mock_plan_hidden_429(mock_req *r, double wait_ms) {
+    char msg[160], wait[48];
+    mock_duration_text(wait_ms, wait, sizeof wait);
+    snprintf(msg, sizeof msg, "Rate limit reached for requests (mock hidden limit). Please try again in %s.", wait);
+    r->fault = FAULT_HIDDEN_429;
+    atomic_fetch_add(&g_stats.by_fault[FAULT_HIDDEN_429], 1);
+    atomic_fetch_add(&g_stats.hidden_429, 1);
+    mock_plan_error(r, 429, msg, "rate_limit_exceeded", "rate_limit_exceeded");
+}
+
+/* mock_plan_chat decides the answer to a chat request whose body has arrived: the hidden limit first (a refused
+ * request draws no dice, so the others see the sequence they would without it), then mock_plan_item. */
 static void mock_plan_chat(struct MHD_Connection *c, mock_req *r) {
     mock_config cfg;
     mock_prompt p;
     const char *why = "";
+    double wait_ms;
     mock_config_get(&cfg);
-    uint64_t n = atomic_fetch_add(&g_stats.draws, 1);
     r->planned = 1;
+    if (cfg.hidden_rate > 0 && !mock_bucket_take(&cfg, &r->rl, &wait_ms)) return mock_plan_hidden_429(r, wait_ms);
+    if (cfg.hidden_rate > 0) atomic_fetch_add(&g_stats.hidden_ok, 1);
+    uint64_t n = atomic_fetch_add(&g_stats.draws, 1);
     r->delay_ms = cfg.latency_ms + (cfg.jitter_ms ? (long long)(mock_dice(cfg.seed, n, 1) * (cfg.jitter_ms + 1)) : 0);
     if (!mock_auth_ok(c, &cfg)) {
         mock_plan_error(r, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
@@ -923,6 +1068,7 @@ static void mock_plan_chat(struct MHD_Connection *c, mock_req *r) {
         mock_plan_item(r, &cfg, &p, n);
         mock_prompt_free(&p);
     }
+    if (r->rl.set) mock_bucket_charge(r->usage_ok ? r->pt + r->ct : 0, &r->rl);
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -1039,13 +1185,34 @@ static void mock_timer_stop(void) {
  * HTTP glue.
  * ------------------------------------------------------------------------------------------------------------- */
 
-/* mock_send queues status with body (taken from b, which is emptied) as application/json. */
-static enum MHD_Result mock_send(struct MHD_Connection *c, int status, fc_buf *b, long long retry_after) {
+/* mock_add_rl_headers adds OpenAI's x-ratelimit-* headers from rl, when rl is set. */
+static void mock_add_rl_headers(struct MHD_Response *resp, const mock_rl *rl) {
+    char v[48];
+    if (!rl || !rl->set) return;
+    snprintf(v, sizeof v, "%lld", rl->limit_requests);
+    MHD_add_response_header(resp, "x-ratelimit-limit-requests", v);
+    snprintf(v, sizeof v, "%lld", rl->remaining_requests);
+    MHD_add_response_header(resp, "x-ratelimit-remaining-requests", v);
+    mock_duration_text(rl->reset_requests_ms, v, sizeof v);
+    MHD_add_response_header(resp, "x-ratelimit-reset-requests", v);
+    snprintf(v, sizeof v, "%lld", MOCK_TOKEN_LIMIT);
+    MHD_add_response_header(resp, "x-ratelimit-limit-tokens", v);
+    snprintf(v, sizeof v, "%lld", rl->remaining_tokens);
+    MHD_add_response_header(resp, "x-ratelimit-remaining-tokens", v);
+    mock_duration_text(rl->reset_tokens_ms, v, sizeof v);
+    MHD_add_response_header(resp, "x-ratelimit-reset-tokens", v);
+}
+
+/* mock_send_rl queues status with body (taken from b, which is emptied) as application/json, with a Retry-After
+ * of retry_after seconds (-1: none) and the x-ratelimit-* headers of rl (NULL or unset: none). */
+static enum MHD_Result mock_send_rl(struct MHD_Connection *c, int status, fc_buf *b, long long retry_after,
+                                    const mock_rl *rl) {
     size_t len = b->len;
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, fc_buf_steal(b), MHD_RESPMEM_MUST_FREE);
     char ra[32];
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    mock_add_rl_headers(resp, rl);
     if (retry_after >= 0) {
         snprintf(ra, sizeof ra, "%lld", retry_after);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
@@ -1054,6 +1221,11 @@ static enum MHD_Result mock_send(struct MHD_Connection *c, int status, fc_buf *b
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+/* mock_send queues an answer without rate-limit headers (see mock_send_rl). */
+static enum MHD_Result mock_send(struct MHD_Connection *c, int status, fc_buf *b, long long retry_after) {
+    return mock_send_rl(c, status, b, retry_after, NULL);
 }
 
 /* A body sent in part: cut bytes of data, then the connection ends, with an RST when rst is set. */
@@ -1099,6 +1271,7 @@ static enum MHD_Result mock_send_partial(struct MHD_Connection *c, mock_req *r) 
         MHD_create_response_from_callback(len, 16 * 1024, mock_partial_read, p, mock_partial_free);
     if (!resp) return mock_partial_free(p), MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    mock_add_rl_headers(resp, &r->rl);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -1117,7 +1290,7 @@ static enum MHD_Result mock_handle_chat(struct MHD_Connection *c, mock_req *r) {
     }
     mock_req_finish(r, r->status);
     if (r->cut > 0) return mock_send_partial(c, r);
-    return mock_send(c, r->status, &r->answer, r->retry_after);
+    return mock_send_rl(c, r->status, &r->answer, r->retry_after, &r->rl);
 }
 
 static enum MHD_Result mock_handle_control(struct MHD_Connection *c, mock_req *r, const char *method) {
@@ -1151,7 +1324,9 @@ static enum MHD_Result mock_handle_stats(struct MHD_Connection *c) {
     sep = "},\"hostile\":{";
     for (int k = 0; k < HOSTILE_COUNT; k++, sep = ",")
         fc_buf_printf(&b, "%s\"%s\":%llu", sep, mock_hostile_names[k], atomic_load(&g_stats.by_hostile[k]));
-    fc_buf_printf(&b, "},\"connections\":%llu,\"connections_open\":%llu,\"connections_max\":%llu}",
+    fc_buf_printf(&b, "},\"hidden_ok\":%llu,\"hidden_429\":%llu", atomic_load(&g_stats.hidden_ok),
+                  atomic_load(&g_stats.hidden_429));
+    fc_buf_printf(&b, ",\"connections\":%llu,\"connections_open\":%llu,\"connections_max\":%llu}",
                   atomic_load(&g_stats.connections), atomic_load(&g_stats.connections_open),
                   atomic_load(&g_stats.connections_max));
     if (!b.data) return MHD_NO;
@@ -1244,7 +1419,17 @@ static void mock_usage(FILE *f) {
                "               holding [[[...]]] 5000 deep\n"
                "    utf8       invalid UTF-8 bytes (0xff, overlong 0xc0 0xaf, lone 0x80, a cut 3-byte sequence) raw\n"
                "               inside field values, so the HTTP body carries them inside a JSON string\n"
-               "    mix        one of the above per answer, by the dice\n");
+               "    mix        one of the above per answer, by the dice\n"
+               "Hidden rate limit (--hidden-rate R, --hidden-burst B): one token bucket for the process, capacity\n"
+               "B (default R rounded up), refilled continuously at R calls/s and taken by every chat request before\n"
+               "anything else. An empty bucket answers at once 429 {\"error\":{\"type\":\"rate_limit_exceeded\",\n"
+               "\"code\":\"rate_limit_exceeded\",...}} without Retry-After (like fail_429_bare), counted as\n"
+               "hidden_429 in /stats (hidden_ok: let through) and named hidden_429 in the request log. With\n"
+               "--ratelimit-headers 1 every chat answer carries OpenAI's headers: x-ratelimit-limit-requests (B),\n"
+               "-remaining-requests (whole calls left after it), -reset-requests (until the bucket is full:\n"
+               "\"250ms\", \"1.5s\", \"6m0s\"), x-ratelimit-limit-tokens (1000000 a minute, reported, never\n"
+               "enforced), -remaining-tokens (less the answers' usage) and -reset-tokens. Changing R or B through\n"
+               "/control refills the bucket.\n");
 }
 
 static void mock_on_signal(int sig) {

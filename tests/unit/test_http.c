@@ -43,7 +43,8 @@ static int listen_loopback(int *port) {
 
 typedef struct server {
     int fd;
-    int requests; /* answered on one kept-alive connection */
+    int requests;         /* answered on one kept-alive connection */
+    const char *response; /* the answer to each, whole; NULL: a 429 with Retry-After: 3 */
     char first_request[4096];
 } server;
 
@@ -68,7 +69,8 @@ static char *read_request(int c, char *buf, size_t size) {
     return NULL;
 }
 
-/* serve accepts one connection and answers `requests` requests on it with a 429 and a small body. */
+/* serve accepts one connection and answers `requests` requests on it with s->response (default: a 429 and a
+ * small body). */
 static void *serve(void *arg) {
     server *s = arg;
     int c = accept(s->fd, NULL, NULL);
@@ -76,8 +78,9 @@ static void *serve(void *arg) {
         char buf[4096];
         read_request(c, buf, sizeof(buf));
         if (i == 0) snprintf(s->first_request, sizeof(s->first_request), "%s", buf);
-        const char *resp = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Type: application/json\r\n"
-                           "Content-Length: 16\r\n\r\n{\"error\":\"slow\"}";
+        const char *resp = s->response ? s->response
+                                       : "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Type: "
+                                         "application/json\r\nContent-Length: 16\r\n\r\n{\"error\":\"slow\"}";
         if (write(c, resp, strlen(resp)) < 0) break;
     }
     if (c >= 0) close(c);
@@ -144,6 +147,8 @@ static void test_timeout_alone(void **state) {
     long long took = now_ms() - t0;
     assert_int_equal(d.err, FC_ETIMEOUT);
     assert_int_equal(d.status, 0);
+    assert_true(d.rl_limit_requests == -1 && d.rl_remaining_requests == -1 && d.rl_reset_requests_ms == -1);
+    assert_true(d.rl_limit_tokens == -1 && d.rl_remaining_tokens == -1 && d.rl_reset_tokens_ms == -1);
     assert_true(d.error[0] != '\0');
     if (took < 250 || took > 5000) fail_msg("timed out after %lld ms, API timeout 300 ms", took);
     fc_http_free(h);
@@ -346,6 +351,129 @@ static void test_retry_after_parse(void **state) {
     (void)state;
 }
 
+/* fc_http_duration_parse: OpenAI's reset durations and plain seconds, capped at a day; anything else refused. */
+static void test_duration_parse(void **state) {
+    static const struct {
+        const char *value;
+        int rc;
+        double ms;
+    } cases[] = {
+        {"1s", FC_OK, 1000},
+        {"20ms", FC_OK, 20},
+        {"1m30s", FC_OK, 90000},
+        {"6m0s", FC_OK, 360000},
+        {"1h2m3s", FC_OK, 3723000},
+        {"1h", FC_OK, 3600000},
+        {"2m", FC_OK, 120000},
+        {"0.5s", FC_OK, 500},
+        {"1.5s", FC_OK, 1500},
+        {"41.724s", FC_OK, 41724},
+        {"1.5ms", FC_OK, 1.5},
+        {"1m0.25s", FC_OK, 60250},
+        {"1s250ms", FC_OK, 1250},
+        {"0s", FC_OK, 0},
+        {"2", FC_OK, 2000},
+        {"0.25", FC_OK, 250},
+        {"0", FC_OK, 0},
+        {" \t12ms \t", FC_OK, 12},
+        {"24h", FC_OK, FC_HTTP_DURATION_MAX_MS},
+        {"25h", FC_OK, FC_HTTP_DURATION_MAX_MS},
+        {"86401", FC_OK, FC_HTTP_DURATION_MAX_MS},
+        {"99999999999999999999999999999h", FC_OK, FC_HTTP_DURATION_MAX_MS},
+        {"", FC_EPARSE, -1},
+        {"  ", FC_EPARSE, -1},
+        {"s", FC_EPARSE, -1},
+        {"ms", FC_EPARSE, -1},
+        {"-1s", FC_EPARSE, -1},
+        {"+1s", FC_EPARSE, -1},
+        {"1e3ms", FC_EPARSE, -1},
+        {".5s", FC_EPARSE, -1},
+        {"1.s", FC_EPARSE, -1},
+        {"1.", FC_EPARSE, -1},
+        {"1 s", FC_EPARSE, -1},
+        {"1s 2ms", FC_EPARSE, -1},
+        {"1d", FC_EPARSE, -1},
+        {"1us", FC_EPARSE, -1},
+        {"1S", FC_EPARSE, -1},
+        {"1s1m", FC_EPARSE, -1},  /* out of order */
+        {"1s1s", FC_EPARSE, -1},  /* twice */
+        {"1m2", FC_EPARSE, -1},   /* a number without its unit after a component */
+        {"inf", FC_EPARSE, -1},
+        {"nan", FC_EPARSE, -1},
+        {"0x10", FC_EPARSE, -1},
+        {"soon", FC_EPARSE, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        double ms = -2;
+        int rc = fc_http_duration_parse(cases[i].value, strlen(cases[i].value), &ms);
+        if (rc != cases[i].rc || ms != cases[i].ms)
+            fail_msg("'%s': rc %d, %g ms (expected %d, %g ms)", cases[i].value, rc, ms, cases[i].rc, cases[i].ms);
+    }
+    double ms = -2; /* not NUL-terminated: only len bytes are read */
+    assert_int_equal(fc_http_duration_parse("25sX", 3, &ms), FC_OK);
+    assert_true(ms == 25000);
+    assert_int_equal(fc_http_duration_parse("1s\0", 3, &ms), FC_EPARSE); /* a NUL inside the value */
+    assert_true(ms == -1);
+    assert_int_equal(fc_http_duration_parse(NULL, 0, &ms), FC_EPARSE);
+    (void)state;
+}
+
+/* transfer_one posts once to a server answering with response; returns the finished request in *d. */
+static void transfer_one(const char *response, fc_http_done *d) {
+    int port;
+    server s = {.fd = listen_loopback(&port), .requests = 1, .response = response};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, serve, &s), 0);
+    fc_http_conf conf = {.user_agent = "ua-test", .timeout_ms = 5000, .connect_timeout_ms = 2000};
+    fc_http *h = fc_http_new(&conf);
+    assert_non_null(h);
+    char url[64];
+    int tag;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
+    assert_int_equal(fc_http_post(h, url, "{}", 2, &tag), FC_OK);
+    assert_true(run(h, d, 5000));
+    d->body = NULL; /* borrowed: gone with h */
+    fc_http_free(h);
+    pthread_join(t, NULL);
+    close(s.fd);
+}
+
+/* The x-ratelimit-* headers of a 200 and of a 429 reach fc_http_done whatever their case; absent or unreadable
+ * ones are -1; an answer cut short after its headers is a transport failure, and its headers do not count. */
+static void test_ratelimit_headers(void **state) {
+    fc_http_done d;
+    transfer_one("HTTP/1.1 200 OK\r\nX-RateLimit-Limit-Requests: 30\r\nx-ratelimit-remaining-requests: 29\r\n"
+                 "X-RATELIMIT-RESET-REQUESTS: 33ms\r\nx-ratelimit-limit-tokens: 150000000\r\n"
+                 "x-ratelimit-remaining-tokens: 149999.5\r\nx-ratelimit-reset-tokens: 6m0s\r\n"
+                 "Content-Length: 2\r\n\r\n{}", &d);
+    assert_int_equal(d.err, 0);
+    assert_int_equal(d.status, 200);
+    assert_true(d.rl_limit_requests == 30 && d.rl_remaining_requests == 29 && d.rl_reset_requests_ms == 33);
+    assert_true(d.rl_limit_tokens == 150000000 && d.rl_remaining_tokens == 149999.5);
+    assert_true(d.rl_reset_tokens_ms == 360000);
+
+    transfer_one("HTTP/1.1 429 Too Many Requests\r\nx-ratelimit-limit-requests: 30\r\n"
+                 "x-ratelimit-remaining-requests: 0\r\nx-ratelimit-reset-requests: 1m0.5s\r\n"
+                 "x-ratelimit-limit-tokens: -5\r\nx-ratelimit-remaining-tokens: 1e6\r\n"
+                 "x-ratelimit-reset-tokens: 5 minutes\r\nContent-Length: 2\r\n\r\n{}", &d);
+    assert_int_equal(d.err, 0);
+    assert_int_equal(d.status, 429);
+    assert_int_equal(d.retry_after_s, 0);
+    assert_true(d.rl_limit_requests == 30 && d.rl_remaining_requests == 0 && d.rl_reset_requests_ms == 60500);
+    assert_true(d.rl_limit_tokens == -1 && d.rl_remaining_tokens == -1 && d.rl_reset_tokens_ms == -1);
+
+    transfer_one("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", &d);
+    assert_int_equal(d.status, 200);
+    assert_true(d.rl_limit_requests == -1 && d.rl_remaining_requests == -1 && d.rl_reset_requests_ms == -1);
+    assert_true(d.rl_limit_tokens == -1 && d.rl_remaining_tokens == -1 && d.rl_reset_tokens_ms == -1);
+
+    transfer_one("HTTP/1.1 200 OK\r\nx-ratelimit-limit-requests: 30\r\nx-ratelimit-reset-requests: 1s\r\n"
+                 "Content-Length: 100\r\n\r\n{\"cut", &d);
+    assert_int_equal(d.err, FC_ECONN);
+    assert_true(d.rl_limit_requests == -1 && d.rl_reset_requests_ms == -1);
+    (void)state;
+}
+
 int main(void) {
     fc_http_global_init();
     const struct CMUnitTest tests[] = {
@@ -355,6 +483,8 @@ int main(void) {
         cmocka_unit_test(test_body_cap),
         cmocka_unit_test(test_body_uncapped),
         cmocka_unit_test(test_retry_after_parse),
+        cmocka_unit_test(test_duration_parse),
+        cmocka_unit_test(test_ratelimit_headers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fc_http_global_cleanup();
