@@ -48,8 +48,9 @@ const char *fc_delivery_header(const fc_delivery *d, const char *key);
 /* fc_delivery_header_num returns the integer value of header key of d, or dflt. */
 long long fc_delivery_header_num(const fc_delivery *d, const char *key, long long dflt);
 
-/* Consumers one connection can hold at once (fc_amqp_consume on several queues). */
-#define FC_AMQP_CONSUMERS_MAX 4
+/* Consumers one connection can hold at once (fc_amqp_consume on several queues): the work queue, the
+ * crashed queue and one per job the worker follows (see fc_jobs.h). */
+#define FC_AMQP_CONSUMERS_MAX 72
 
 /* Callbacks of fc_amqp_poll. They may ack, nack and publish, but must not close the connection
  * (fc_amqp_close, fc_amqp_connect, fc_amqp_free): note what happened and close after fc_amqp_poll
@@ -58,9 +59,9 @@ typedef struct fc_amqp_handler {
     void (*delivery)(void *ud, const fc_delivery *d);
     /* confirm reports the broker's verdict on publish seq: 0, FC_ENACK or FC_EUNROUTABLE. */
     void (*confirm)(void *ud, uint64_t seq, int status);
-    /* cancelled is called when the broker cancels the consumer (queue deleted); fc_amqp_consuming
-     * is 0 from then on. */
-    void (*cancelled)(void *ud);
+    /* cancelled is called when the broker cancels the consumer of queue (the queue was deleted);
+     * fc_amqp_consuming_queue(queue) is 0 from then on. */
+    void (*cancelled)(void *ud, const char *queue);
     void *ud;
 } fc_amqp_handler;
 
@@ -140,6 +141,11 @@ int fc_amqp_exchange_exists(fc_amqp *a, const char *name);
  * probe channel). FC_ENOTFOUND if it does not exist. */
 int fc_amqp_queue_depth(fc_amqp *a, const char *queue, long *messages, long *consumers);
 int fc_amqp_delete_queue(fc_amqp *a, const char *queue);
+/* fc_amqp_delete_queue_if_empty deletes queue unless it holds messages, on the probe channel (a refusal
+ * closes only that one): 0 (deleted, or it did not exist), FC_EBUSY (not empty), FC_EACCESS (this user may
+ * not delete it), FC_EBROKER or FC_ECONN. Not atomic (quorum queues refuse if-empty): the depth is read
+ * first, so a message published meanwhile goes with the queue: only for queues nothing is published to. */
+int fc_amqp_delete_queue_if_empty(fc_amqp *a, const char *queue);
 
 /* fc_amqp_publish publishes a persistent, mandatory message; *seq receives its confirm
  * sequence number. Returns 0, FC_ENOMEM (nothing sent) or FC_ECONN. While the broker blocks the connection
@@ -154,6 +160,10 @@ int fc_amqp_publish(fc_amqp *a, const char *exchange, const char *key, const fc_
 int fc_amqp_consume(fc_amqp *a, const char *queue, int prefetch);
 /* fc_amqp_cancel cancels every consumer; held deliveries stay held (ack or nack them). */
 int fc_amqp_cancel(fc_amqp *a);
+/* fc_amqp_cancel_queue cancels the consumer of queue, if any; 0 or FC_ECONN. */
+int fc_amqp_cancel_queue(fc_amqp *a, const char *queue);
+/* fc_amqp_consuming_queue returns 1 while a consumer of queue is active. */
+int fc_amqp_consuming_queue(const fc_amqp *a, const char *queue);
 int fc_amqp_ack(fc_amqp *a, uint64_t tag);
 /* fc_amqp_ack_upto acks every delivery up to and including tag. */
 int fc_amqp_ack_upto(fc_amqp *a, uint64_t tag);

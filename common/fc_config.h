@@ -73,6 +73,10 @@ typedef struct fc_config {
     char *columns;
     char *job_id;
     int resume;
+    int priority;            /* --priority: the job's weight in the fleet's fair share, 1..10 */
+    double budget_usd;       /* --budget-usd: the most the job may spend; 0 = no limit */
+    long budget_tokens;      /* --budget-tokens: the most API tokens the job may use; 0 = no limit */
+    int rate_adapt;          /* RATE_ADAPT: the fleet's calls rate adapts to the provider (1) or not (0) */
     int strict;
     int wait;
     long wait_timeout_ms;    /* 0 = no timeout */

@@ -176,7 +176,7 @@ static size_t count_selected(const fc_dead_letter *dl, const unsigned char *sel,
 
 int fc_dead_letter_replacement(const fc_dead_letter *dl, const unsigned char *sel, fc_buf *out) {
     if (count_selected(dl, sel, 1) == 0) return FC_EINVAL;
-    fc_batch_hdr h = {{0}, dl->batch, 1, 0};
+    fc_batch_hdr h = {{0}, dl->batch, 1, 0, 0};
     snprintf(h.job_id, sizeof(h.job_id), "%s", dl->job_id);
     int rc = fc_message_batch_open(out, &h), first = 1;
     for (size_t i = 0; rc == FC_OK && i < dl->nitems; i++) {

@@ -78,6 +78,7 @@ int fc_message_batch_open(fc_buf *out, const fc_batch_hdr *h) {
     if (rc == FC_OK) rc = fc_json_str(out, h->job_id);
     if (rc == FC_OK) rc = fc_buf_printf(out, ",\"batch\":%ld,\"attempt\":%d", h->batch, h->attempt);
     if (rc == FC_OK && h->not_before_ms) rc = fc_buf_printf(out, ",\"not_before\":%lld", h->not_before_ms);
+    if (rc == FC_OK && h->priority) rc = fc_buf_printf(out, ",\"priority\":%d", h->priority);
     if (rc == FC_OK) rc = fc_buf_puts(out, ",\"items\":[");
     return rc;
 }
@@ -209,6 +210,11 @@ static int decode_header(json_object *root, fc_batch_hdr *h, char *why, size_t w
     if (json_object_object_get_ex(root, "not_before", NULL) &&
         get_int64(root, "not_before", 0, FC_NOT_BEFORE_MAX, &h->not_before_ms, why, whylen, "") != FC_OK)
         return FC_EPARSE;
+    h->priority = 0;
+    if (json_object_object_get_ex(root, "priority", NULL)) {
+        if (get_int64(root, "priority", 1, FC_PRIORITY_MAX, &v, why, whylen, "") != FC_OK) return FC_EPARSE;
+        h->priority = (int)v;
+    }
     return FC_OK;
 }
 

@@ -21,7 +21,11 @@ typedef struct fc_batch_hdr {
     long batch;               /* batch number within the job, >= 0 */
     int attempt;              /* 1 for the first attempt */
     long long not_before_ms;  /* unix ms before which the batch must not start (retry jitter); 0 = now */
+    int priority;             /* the job's weight in the fair share, 1..FC_PRIORITY_MAX; 0 = absent (default) */
 } fc_batch_hdr;
+
+#define FC_PRIORITY_DEFAULT 5
+#define FC_PRIORITY_MAX 10
 
 /* A decoded batch message. Owns its items and errors. */
 typedef struct fc_batch_msg {

@@ -10,6 +10,7 @@
 #include "fc_log.h"
 
 #define RESULTS_QUEUE_EXPIRES_MS (7LL * 86400 * 1000)
+#define JOB_QUEUE_EXPIRES_MS (7LL * 86400 * 1000)
 /* Redeliveries of a batch in P.crashed (settling one makes no API call): a constant, so that
  * changing DELIVERY_LIMIT leaves that queue's arguments alone. */
 #define CRASHED_DELIVERY_LIMIT 5
@@ -22,6 +23,10 @@ void fc_topology_delay_key(char *out, size_t outlen, long ms) {
     if (ms % 60000 == 0) snprintf(out, outlen, "%ldm", ms / 60000);
     else if (ms % 1000 == 0) snprintf(out, outlen, "%lds", ms / 1000);
     else snprintf(out, outlen, "%ldms", ms);
+}
+
+void fc_topology_job_queue(char *out, const char *prefix, const char *job_id) {
+    snprintf(out, FC_NAME_MAX, "%s.job.%s", prefix, job_id);
 }
 
 void fc_topology_results_queue(char *out, const char *prefix, const char *job_id) {
@@ -60,18 +65,26 @@ static int queue(declarer *d, const char *name, const fc_amqp_field *args, size_
     return rc == FC_EACCESS ? FC_OK : rc;
 }
 
-/* declare_work_queue declares a quorum work queue with its own exchange: redelivered more than
- * delivery_limit times, a message is dead-lettered (at least once) to dlx. */
-static int declare_work_queue(declarer *d, const char *name, long delivery_limit, const char *dlx) {
+/* work_queue declares a quorum work queue bound to exchange with key: redelivered more than
+ * delivery_limit times, a message is dead-lettered (at least once) to dlx; expires_ms > 0 deletes it
+ * after that long without a consumer. */
+static int work_queue(declarer *d, const char *name, long delivery_limit, const char *dlx, const char *exchange,
+                      const char *key, long long expires_ms) {
     fc_amqp_field args[] = {
         {"x-queue-type", "quorum", 0, 0},
         {"x-delivery-limit", NULL, delivery_limit, 1},
         {"x-dead-letter-exchange", dlx, 0, 0},
         {"x-dead-letter-strategy", "at-least-once", 0, 0},
         {"x-overflow", "reject-publish", 0, 0},
+        {"x-expires", NULL, expires_ms, 1},
     };
+    return queue(d, name, args, expires_ms > 0 ? 6 : 5, exchange, key);
+}
+
+/* declare_work_queue declares a work queue with a fanout exchange of its own name. */
+static int declare_work_queue(declarer *d, const char *name, long delivery_limit, const char *dlx) {
     int rc = exchange(d, name, "fanout", NULL, 0);
-    if (rc == FC_OK) rc = queue(d, name, args, 5, name, "");
+    if (rc == FC_OK) rc = work_queue(d, name, delivery_limit, dlx, name, "", 0);
     return rc;
 }
 
@@ -87,6 +100,9 @@ static int declare_work(declarer *d, const fc_topology *t) {
     int rc = exchange(d, dead, "fanout", NULL, 0);
     if (rc == FC_OK) rc = declare_work_queue(d, crashed, CRASHED_DELIVERY_LIMIT, dead);
     if (rc == FC_OK) rc = declare_work_queue(d, batches, t->delivery_limit, crashed);
+    char jobs[FC_NAME_MAX];
+    fc_topology_name(jobs, t->prefix, "jobs");
+    if (rc == FC_OK) rc = exchange(d, jobs, "direct", NULL, 0);
     return rc;
 }
 
@@ -146,6 +162,16 @@ int fc_topology_declare(fc_amqp *a, const fc_topology *t) {
         fc_info("topology: this broker user may not declare; %d exchanges and queues checked to exist (broker "
                 "definitions manage them, and their arguments, such as DELIVERY_LIMIT, are the definitions')",
                 d.checked);
+    return explain(&d, rc);
+}
+
+int fc_topology_declare_job(fc_amqp *a, const fc_topology *t, const char *job_id) {
+    char name[FC_NAME_MAX], jobs[FC_NAME_MAX], crashed[FC_NAME_MAX];
+    fc_topology_job_queue(name, t->prefix, job_id);
+    fc_topology_name(jobs, t->prefix, "jobs");
+    fc_topology_name(crashed, t->prefix, "crashed");
+    declarer d = {a, 0};
+    int rc = work_queue(&d, name, t->delivery_limit, crashed, jobs, job_id, JOB_QUEUE_EXPIRES_MS);
     return explain(&d, rc);
 }
 

@@ -45,6 +45,7 @@ typedef struct producer {
     job_stats st;
     char key[FC_JOB_NKEYS][FC_KEY_MAX]; /* the job's Redis keys, by enum fc_job_key */
     double t0;
+    int own_queue;           /* the job's batches go to its own queue (fc_jobs.h), not the shared one */
 } producer;
 
 double mono_s(void);

@@ -11,6 +11,7 @@
 #include "fc_batcher.h"
 #include "fc_dataset.h"
 #include "fc_error.h"
+#include "fc_jobs.h"
 #include "fc_keys.h"
 #include "fc_log.h"
 #include "fc_message.h"
@@ -49,6 +50,23 @@ typedef struct pub {
     int redis_failed;          /* a confirmed batch could not be recorded: exit 3 */
 } pub;
 
+/* declare_job_queue declares the job's own queue, which the fleet shares fairly with other jobs' (fc_jobs.h).
+ * A broker user without the permission to declare it publishes to the shared work queue instead: the job is
+ * processed as before, first in first out behind the jobs published before it. */
+static int declare_job_queue(producer *p) {
+    fc_topology t = {p->cfg->queue_prefix, p->cfg->retry_delays, p->cfg->nretry_delays, p->cfg->delivery_limit};
+    int rc = fc_topology_declare_job(p->amqp, &t, p->st.job_id);
+    if (rc == FC_EACCESS && p->own_queue)
+        fc_warn("job %s: this broker user may no longer declare the job's queue: the shared work queue takes the rest",
+                p->st.job_id);
+    else if (rc == FC_EACCESS)
+        fc_warn("job %s: this broker user may not declare %s.job.%s (configure permission): its batches go to the "
+                "shared work queue, first in first out, without a fair share beside other jobs",
+                p->st.job_id, p->cfg->queue_prefix, p->st.job_id);
+    p->own_queue = rc == FC_OK;
+    return rc == FC_EACCESS ? FC_OK : rc;
+}
+
 /* producer_connect connects and declares the topology, retrying with backoff (0.5 s doubling, at most 4 s)
  * for at most CONNECT_TRIES attempts or about CONNECT_BUDGET_S seconds, whichever comes first; it never sleeps
  * after the last attempt. Returns 0, FC_EBROKER (the broker refused twice) or FC_ECONN. */
@@ -60,6 +78,7 @@ int producer_connect(producer *p) {
         int rc = fc_amqp_connect(p->amqp);
         if (rc == FC_OK) rc = fc_topology_declare(p->amqp, &t);
         if (rc == FC_OK) rc = fc_topology_declare_results(p->amqp, p->cfg->queue_prefix, p->st.job_id);
+        if (rc == FC_OK) rc = declare_job_queue(p);
         if (rc == FC_OK) return FC_OK;
         fc_warn("broker: %s (attempt %d of %d)", fc_amqp_errstr(p->amqp), i + 1, CONNECT_TRIES);
         if (rc == FC_EBROKER && i > 0) return rc;
@@ -133,9 +152,10 @@ static int send_one(pub *u, inflight *f) {
     h.batch = f->batch;
     h.attempt = 1;
     fc_message_batch_id(mid, sizeof(mid), &h, NULL);
-    fc_topology_name(exchange, u->p->cfg->queue_prefix, "batches");
+    fc_topology_name(exchange, u->p->cfg->queue_prefix, u->p->own_queue ? "jobs" : "batches");
     fc_amqp_props props = {mid, NULL, NULL, 0};
-    return fc_amqp_publish(u->p->amqp, exchange, "", &props, f->body, f->len, &f->seq);
+    return fc_amqp_publish(u->p->amqp, exchange, u->p->own_queue ? u->p->st.job_id : "", &props, f->body, f->len,
+                           &f->seq);
 }
 
 /* recover reconnects after a lost connection and re-publishes every unconfirmed batch. */
@@ -293,13 +313,17 @@ static int auto_batch_size(const fc_config *cfg) {
     return (int)(n < 1 ? 1 : n > 100 ? 100 : n);
 }
 
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /* list_job notes when the job was created, and lists it in P:jobs, where flashcard-admin finds it
  * (a resumed job keeps its first date). */
 static int list_job(producer *p) {
     char jobs[FC_KEY_MAX];
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long long now = (long long)(wall_s() * 1000);
     if (fc_key_jobs(jobs, sizeof(jobs), p->cfg->queue_prefix) != FC_OK) return FC_EINVAL;
     int rc = fc_redis_cmd(p->redis, NULL, "HSETNX %s created_ms %lld", p->key[FC_JOB_META], now);
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "ZADD %s NX %lld %s", jobs, now, p->st.job_id);
@@ -331,8 +355,14 @@ static int load_job(pub *u) {
         r.str = NULL;
     }
     fc_reply_free(&r);
-    rc = fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld", p->key[FC_JOB_META],
-                      u->b.max_items, u->b.max_bytes);
+    rc = fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld priority %d", p->key[FC_JOB_META],
+                      u->b.max_items, u->b.max_bytes, p->cfg->priority);
+    /* The budget: a resumed run given one replaces the earlier (a higher one lets the job go on). */
+    long long uusd = (long long)(p->cfg->budget_usd * 1e6 + 0.5);
+    if (rc == FC_OK && (!p->cfg->resume || p->cfg->budget_tokens > 0))
+        rc = fc_redis_cmd(p->redis, NULL, "HSET %s budget_tokens %ld", p->key[FC_JOB_META], p->cfg->budget_tokens);
+    if (rc == FC_OK && (!p->cfg->resume || uusd > 0))
+        rc = fc_redis_cmd(p->redis, NULL, "HSET %s budget_uusd %lld", p->key[FC_JOB_META], uusd);
     return rc == FC_OK ? list_job(p) : rc;
 }
 
@@ -373,6 +403,7 @@ static int publish(producer *p, FILE *in, int format) {
     u.b.max_bytes = p->cfg->batch_max_bytes;
     snprintf(u.b.hdr.job_id, sizeof(u.b.hdr.job_id), "%s", p->st.job_id);
     u.b.hdr.attempt = 1;
+    u.b.hdr.priority = p->cfg->priority != FC_PRIORITY_DEFAULT ? p->cfg->priority : 0;
     fc_columns cols;
     fc_columns_default(&cols);
     if (p->cfg->columns && fc_columns_parse(p->cfg->columns, &cols, err, sizeof(err)) != FC_OK) {
@@ -418,7 +449,14 @@ static int publish(producer *p, FILE *in, int format) {
         snprintf(what, sizeof(what), "cannot reach the broker (%s)", fc_amqp_errstr(p->amqp));
         return infra_exit(p, what);
     }
-    fc_info("job %s: publishing %s in batches of %ld", p->st.job_id, p->cfg->args[0], u.b.max_items);
+    if (p->own_queue && fc_jobs_list(p->redis, p->cfg->queue_prefix, p->st.job_id, (long long)(wall_s() * 1000)) != FC_OK) {
+        fc_dataset_close(u.ds);
+        free(u.confirmed);
+        fprintf(stderr, "flashcard-producer: Redis: %s\n", fc_redis_errstr(p->redis));
+        return infra_exit(p, "Redis is unreachable or refused the credentials");
+    }
+    fc_info("job %s: publishing %s in batches of %ld (priority %d)", p->st.job_id, p->cfg->args[0], u.b.max_items,
+            p->cfg->priority);
     fc_dataset_set_wait(u.ds, wait_input, &u);
     rc = read_all(&u, 0);
     fc_closed_batch last;

@@ -133,7 +133,12 @@ static void start(worker *w, batch *b) {
 static int make_tasks(batch *b) {
     b->tasks = calloc(b->msg.nitems ? b->msg.nitems : 1, sizeof(*b->tasks));
     if (!b->tasks) return FC_ENOMEM;
-    for (size_t i = 0; i < b->msg.nitems; i++) task_init(&b->tasks[i], &b->msg.items[i], b, &b->open);
+    int priority = b->msg.hdr.priority ? b->msg.hdr.priority : FC_PRIORITY_DEFAULT;
+    for (size_t i = 0; i < b->msg.nitems; i++) {
+        task_init(&b->tasks[i], &b->msg.items[i], b, &b->open);
+        b->tasks[i].job_id = b->msg.hdr.job_id;
+        b->tasks[i].priority = priority;
+    }
     return FC_OK;
 }
 
@@ -331,7 +336,7 @@ static int build_outcomes(worker *w, batch *b) {
 }
 
 static int build_poison(worker *w, batch *b) {
-    outkind k = {OUT_NONE, "dead", "", 1, {{0}, 0, 0, 0}, ""};
+    outkind k = {OUT_NONE, "dead", "", 1, {{0}, 0, 0, 0, 0}, ""};
     snprintf(k.id, sizeof(k.id), "poison-%llx", (unsigned long long)b->tag ^ (unsigned long long)now_ms());
     b->out = calloc(1, sizeof(*b->out));
     if (!b->out) return FC_ENOMEM;

@@ -13,30 +13,63 @@
 #define REDIS_RETRY_MS 500
 #define DEFAULT_429_PAUSE_MS 5000
 
+/* lane_of returns the lane of t's job, opening one (at the current pass, so that a job arriving
+ * takes turns from now on, with no credit for the time it had no work) when it has none. */
+static lane *lane_of(sched *s, const task *t) {
+    const char *job = t->job_id ? t->job_id : "";
+    for (int i = 0; i < s->nlanes; i++)
+        if (strcmp(s->lanes[i].job_id, job) == 0) return &s->lanes[i];
+    if (s->nlanes == LANES_MAX) return &s->lanes[LANES_MAX - 1];
+    lane *l = &s->lanes[s->nlanes++];
+    memset(l, 0, sizeof(*l));
+    snprintf(l->job_id, sizeof(l->job_id), "%s", job);
+    l->weight = t->priority > 0 ? t->priority : FC_PRIORITY_DEFAULT;
+    l->pass = s->vtime;
+    return l;
+}
+
 void calls_enqueue(worker *w, task *t, int front) {
     sched *s = &w->sched;
+    lane *l = lane_of(s, t);
     t->state = TASK_QUEUED;
     t->next = NULL;
     if (front) {
-        t->next = s->runq;
-        s->runq = t;
-        if (!s->runq_tail) s->runq_tail = t;
+        t->next = l->head;
+        l->head = t;
+        if (!l->tail) l->tail = t;
     } else {
-        if (s->runq_tail) s->runq_tail->next = t;
-        else s->runq = t;
-        s->runq_tail = t;
+        if (l->tail) l->tail->next = t;
+        else l->head = t;
+        l->tail = t;
     }
+    s->queued++;
 }
 
-static task *runq_pop(sched *s) {
-    task *t = s->runq;
-    if (!t) return NULL;
-    s->runq = t->next;
-    if (!s->runq) s->runq_tail = NULL;
+/* lane_close drops lane i, now empty. */
+static void lane_close(sched *s, int i) {
+    s->lanes[i] = s->lanes[--s->nlanes];
+}
+
+task *calls_take(worker *w) {
+    sched *s = &w->sched;
+    int best = -1;
+    for (int i = 0; i < s->nlanes; i++)
+        if (s->lanes[i].head && (best < 0 || s->lanes[i].pass < s->lanes[best].pass)) best = i;
+    if (best < 0) return NULL;
+    lane *l = &s->lanes[best];
+    task *t = l->head;
+    l->head = t->next;
+    if (!l->head) l->tail = NULL;
+    s->vtime = l->pass;
+    l->pass += 1.0 / l->weight;
+    if (!l->head) lane_close(s, best);
+    s->queued--;
     t->next = NULL;
     t->state = TASK_IDLE;
     return t;
 }
+
+int calls_queued(const worker *w) { return w->sched.queued > 0; }
 
 /* expected_completion estimates a stage's completion tokens for the limiter: 1.2 x the mean
  * seen so far (a quarter of MAX_TOKENS until an answer came), so the token bucket is not drained by
@@ -141,10 +174,10 @@ static int reserve(worker *w, task *t, int64_t now, long *wait) {
 void calls_schedule(worker *w) {
     sched *s = &w->sched;
     int64_t now = now_ms();
-    while (s->runq && s->inflight < w->cfg->worker_count) {
+    while (s->queued && s->inflight < w->cfg->worker_count) {
         int probe, verdict = gate_acquire(&w->gate, now, &s->wake_ms, &probe);
         if (verdict != GATE_GO) return; /* GATE_HAND_BACK: the batches hand their items back */
-        task *t = runq_pop(s);
+        task *t = calls_take(w);
         t->probe = probe;
         if (probe & GATE_PROBE_AUTH) fc_info("probing the API credentials again");
         if (task_prepare(t, &w->proc, w->cfg->cache_ttl_ms > 0) != FC_OK) {
@@ -187,7 +220,7 @@ int calls_next_timeout(worker *w, int max_ms) {
     const sched *s = &w->sched;
     int64_t now = now_ms(), next = now + max_ms;
     if (s->timers && s->timers->ready_at_ms < next) next = s->timers->ready_at_ms;
-    if (s->runq && s->wake_ms > now && s->wake_ms < next) next = s->wake_ms;
+    if (s->queued && s->wake_ms > now && s->wake_ms < next) next = s->wake_ms;
     return next > now ? (int)(next - now) : 0;
 }
 
@@ -339,8 +372,9 @@ void calls_on_done(worker *w, const fc_http_done *d) {
     }
 }
 
-/* unlink_owned takes the tasks of owner out of the list at *pp; returns how many. */
-static int unlink_owned(worker *w, task **pp, task **tail, const void *owner) {
+/* unlink_owned takes the tasks of owner out of the list at *pp; returns how many were queued (in a
+ * lane) or waiting (on the timers). */
+static int unlink_owned(worker *w, task **pp, task **tail, const void *owner, int queued) {
     int n = 0;
     task *last = NULL;
     while (*pp) {
@@ -352,7 +386,7 @@ static int unlink_owned(worker *w, task **pp, task **tail, const void *owner) {
         }
         *pp = t->next;
         t->next = NULL;
-        if (t->state == TASK_WAITING) n++;
+        if (t->state == (queued ? TASK_QUEUED : TASK_WAITING)) n++;
         t->state = TASK_IDLE;
         end_grant(w, t);
     }
@@ -363,8 +397,12 @@ static int unlink_owned(worker *w, task **pp, task **tail, const void *owner) {
 void calls_cancel(worker *w, task *v, size_t n, int inflight_too) {
     sched *s = &w->sched;
     if (n == 0) return;
-    unlink_owned(w, &s->runq, &s->runq_tail, v[0].owner);
-    s->inflight -= unlink_owned(w, &s->timers, NULL, v[0].owner);
+    for (int i = s->nlanes - 1; i >= 0; i--) {
+        lane *l = &s->lanes[i];
+        s->queued -= unlink_owned(w, &l->head, &l->tail, v[0].owner, 1);
+        if (!l->head) lane_close(s, i);
+    }
+    s->inflight -= unlink_owned(w, &s->timers, NULL, v[0].owner, 0);
     for (size_t i = 0; inflight_too && i < n; i++) {
         if (v[i].state != TASK_INFLIGHT) continue;
         fc_http_cancel(w->http, &v[i]);
@@ -384,6 +422,7 @@ void calls_cancel_all(worker *w) {
         s->timers = t->next;
         end_grant(w, t);
     }
-    s->runq = s->runq_tail = NULL;
+    s->nlanes = 0;
+    s->queued = 0;
     s->inflight = 0;
 }

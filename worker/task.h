@@ -24,6 +24,8 @@ enum task_outcome { OUT_NONE, OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED, OUT_N
 typedef struct task {
     fc_item *item;                /* borrowed from the delivery's message */
     const void *owner;            /* the delivery holding it: the scheduler cancels by owner */
+    const char *job_id;           /* its job (borrowed from the delivery): the scheduler's lane */
+    int priority;                 /* its job's weight in the fair share, 1..FC_PRIORITY_MAX */
     size_t *open;                 /* the owner's count of tasks not yet TASK_DONE */
     int stage;                    /* 1..nstages (flashcards: 1 = analysis, 2 = cards) */
     int state;                    /* enum task_state */

@@ -25,10 +25,17 @@ int64_t now_ms(void) {
 
 static void on_delivery(void *ud, const fc_delivery *d) { batch_on_delivery(ud, d); }
 static void on_confirm(void *ud, uint64_t seq, int status) { batch_on_confirm(ud, seq, status); }
-/* on_cancelled only notes it: the loop re-declares the topology and consumes again. */
-static void on_cancelled(void *ud) { ((worker *)ud)->cancelled = 1; }
+/* on_cancelled only notes it: the loop re-declares the topology and consumes again. A job's queue
+ * deleted once the job completed is only forgotten. */
+static void on_cancelled(void *ud, const char *queue) {
+    worker *w = ud;
+    char prefix[FC_NAME_MAX];
+    fc_topology_job_queue(prefix, w->cfg->queue_prefix, "");
+    if (strncmp(queue, prefix, strlen(prefix)) == 0) fc_info("the broker cancelled the consumer of %s (job done)", queue);
+    else w->cancelled = 1;
+}
 
-static int prefetch(const worker *w) {
+int worker_prefetch(const worker *w) {
     if (w->cfg->prefetch > 0) return w->cfg->prefetch;
     return w->cfg->worker_count / w->cfg->batch_size + 2;
 }
@@ -178,7 +185,7 @@ static int consume(worker *w) {
     char crashed[FC_NAME_MAX];
     fc_topology_name(crashed, w->cfg->queue_prefix, "crashed");
     fc_amqp_cancel(w->amqp); /* a consumer the broker did not cancel is started again below */
-    int rc = fc_amqp_consume(w->amqp, w->queue, prefetch(w));
+    int rc = fc_amqp_consume(w->amqp, w->queue, worker_prefetch(w));
     if (rc == FC_OK) rc = fc_amqp_consume(w->amqp, crashed, 1);
     w->consuming = rc == FC_OK;
     return rc;
@@ -190,7 +197,7 @@ static int declare(worker *w) {
 }
 
 /* wants_deliveries asks the gate whether to consume now. */
-static int wants_deliveries(worker *w) { return gate_wants_deliveries(&w->gate, now_ms(), w->sched.runq != NULL); }
+static int wants_deliveries(worker *w) { return gate_wants_deliveries(&w->gate, now_ms(), calls_queued(w)); }
 
 /* connect_broker (re)connects, declares the topology and starts consuming if the gate says so
  * (update_consuming starts it later otherwise). */
@@ -225,7 +232,7 @@ static void ensure_broker(worker *w) {
         fc_amqp_broker(w->amqp, at, sizeof(at));
         if (w->connected_before)
             fc_info("reconnected to the broker %s after %d failed attempts", at, w->reconnect_attempt);
-        else fc_info("consuming %s on %s (prefetch %d, %d calls in flight, %s pipeline)", w->queue, at, prefetch(w),
+        else fc_info("consuming %s on %s (prefetch %d, %d calls in flight, %s pipeline)", w->queue, at, worker_prefetch(w),
                      w->cfg->worker_count, w->proc.name);
         w->connected_before = w->link_up = 1;
         w->reconnect_attempt = 0;
@@ -433,6 +440,7 @@ int worker_run(worker *w) {
         {"rate-limit usage", 1000, 1, poll_usage, 0},
         {"queue depth", 5000, 1, poll_depth, 0},
         {"cancelled jobs", 1000, 0, batch_check_cancelled, 0},
+        {"followed jobs", 1000, 0, jobs_follow, 0},
         {"registration", 5000, 0, registry_update, 0},
     };
     int64_t busy = now_ms(), polled = 0;

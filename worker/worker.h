@@ -19,6 +19,7 @@
 #include "fc_config.h"
 #include "fc_http.h"
 #include "fc_item.h"
+#include "fc_jobs.h"
 #include "fc_limiter.h"
 #include "fc_message.h"
 #include "fc_pipeline.h"
@@ -86,9 +87,25 @@ typedef struct token_mean {
     long n;
 } token_mean;
 
+/* The calls of one job waiting for their turn. Jobs take turns by stride scheduling: the lane with
+ * the lowest pass goes next, and each call it starts adds 1/weight to its pass, so that jobs with work
+ * waiting share the calls in proportion to their priorities (a job alone takes all of them). */
+typedef struct lane {
+    char job_id[FC_JOB_ID_MAX + 1];
+    int weight;                /* the job's priority, 1..FC_PRIORITY_MAX */
+    task *head, *tail;         /* FIFO of its tasks ready to call */
+    double pass;
+} lane;
+
+/* Jobs one worker shares its calls between; the tasks of any more wait in the last lane together. */
+#define LANES_MAX 64
+
 /* The scheduler's state; calls.c alone changes it. */
 typedef struct sched {
-    task *runq, *runq_tail;    /* FIFO of tasks ready to call */
+    lane lanes[LANES_MAX];     /* the jobs with tasks ready to call, lanes[0..nlanes) */
+    int nlanes;
+    double vtime;              /* the pass of the last lane served: a new lane starts there */
+    long queued;               /* tasks in the lanes */
     task *timers;              /* TASK_WAITING, ordered by ready_at_ms */
     int inflight;              /* TASK_WAITING + TASK_INFLIGHT */
     int64_t wake_ms;           /* the gate said wait until then */
@@ -149,9 +166,12 @@ typedef struct worker {
     int registry_down;          /* the last registration failed: Redis away or refusing */
     cancel_answer cancel_cache[CANCEL_CACHE];
     int64_t redis_quiet_until_ms; /* Redis was unreachable: questions that can wait are not asked till then */
+    char followed[FC_JOBS_FOLLOWED_MAX][FC_JOB_ID_MAX + 1]; /* jobs whose own queue it consumes */
+    int nfollowed;
 } worker;
 
 int64_t now_ms(void);
+int worker_prefetch(const worker *w);
 
 /* worker.c */
 int worker_init(worker *w, fc_config *cfg, int sigfd);
@@ -168,6 +188,8 @@ void batch_check_cancelled(worker *w, int64_t now);
 
 /* calls.c: API calls under the gate and the limiter. */
 void calls_enqueue(worker *w, task *t, int front);
+task *calls_take(worker *w);
+int calls_queued(const worker *w);
 void calls_schedule(worker *w);
 void calls_fire_timers(worker *w);
 void calls_on_done(worker *w, const fc_http_done *d);
@@ -181,6 +203,9 @@ int calls_next_timeout(worker *w, int max_ms);
  * cannot say). */
 int record_batch(worker *w, batch *b);
 int record_job_cancelled(worker *w, const char *job_id, int64_t now);
+
+/* jobs.c: the jobs with a queue of their own that the worker consumes (fc_jobs.h), once a second. */
+void jobs_follow(worker *w, int64_t now);
 
 /* registry.c: the worker's registration in Redis, for flashcard-admin status. */
 void registry_update(worker *w, int64_t now);

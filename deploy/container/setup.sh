@@ -38,5 +38,5 @@ put redis_url "redis://flashcard:$(secret redis_password)@redis:6379/0"
 # project's commands on its key prefix. The password is stored as its SHA-256.
 put redis_users.acl "$(printf '%s\n' \
     "user default on nopass resetchannels -@all +ping" \
-    "user flashcard on #$(printf '%s' "$(secret redis_password)" | sha256sum | cut -d' ' -f1) ~flashcard:* resetchannels -@all +evalsha +eval +time +get +set +mget +pttl +hset +hincrby +expire +hmget +setbit +hlen +hgetall +hvals +hdel +hsetnx +hexists +zadd +zrem +zremrangebyscore +multi +exec +select")"
+    "user flashcard on #$(printf '%s' "$(secret redis_password)" | sha256sum | cut -d' ' -f1) ~flashcard:* resetchannels -@all +evalsha +eval +time +get +set +mget +pttl +hset +hincrby +expire +hmget +setbit +hlen +hgetall +hvals +hdel +hsetnx +hexists +zadd +zrem +zrange +zremrangebyscore +multi +exec +select")"
 echo "setup: secrets in $(pwd)/secrets, output in $(pwd)/out" >&2

@@ -17,7 +17,7 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 #   producer: HMGET, HSET, HSETNX, EXPIRE, GET, SETBIT, ZADD (job record), HLEN, HGETALL, HVALS, HEXISTS (--wait)
 # AUTH needs no permission. With REDIS_SENTINELS the client also sends ROLE (+role).
 FC_COMMANDS="+evalsha +eval +time +get +set +mget +pttl +hset +hincrby +expire +hmget +setbit +hlen +hgetall +hvals
-    +hdel +hsetnx +hexists +zadd +zrem +zremrangebyscore +multi +exec
+    +hdel +hsetnx +hexists +zadd +zrem +zrange +zremrangebyscore +multi +exec
     +select"
 
 N=60

@@ -12,7 +12,7 @@
 #include "fc_message.h"
 
 static void encode_one(fc_buf *b, const fc_item *it, int attempt) {
-    fc_batch_hdr h = {"job-1", 3, attempt, 0};
+    fc_batch_hdr h = {"job-1", 3, attempt, 0, 0};
     assert_int_equal(fc_message_batch_open(b, &h), FC_OK);
     assert_int_equal(fc_message_item(b, it, attempt > 1 ? "HTTP 500: boom" : NULL), FC_OK);
     assert_int_equal(fc_message_batch_close(b), FC_OK);
@@ -175,7 +175,7 @@ static void test_oversized(void **state) {
 
 static void test_message_ids(void **state) {
     char id[128];
-    fc_batch_hdr h = {"job-1", 7, 1, 0};
+    fc_batch_hdr h = {"job-1", 7, 1, 0, 0};
     fc_message_batch_id(id, sizeof(id), &h, NULL);
     assert_string_equal(id, "job-1-7");
     h.attempt = 3;

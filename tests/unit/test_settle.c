@@ -185,7 +185,7 @@ static int teardown(void **state) {
  * text) of the given attempt, on its delivery_count-th redelivery. */
 static void deliver(int n, int attempt, long delivery_count, long long not_before_ms, size_t extra_bytes) {
     fc_buf b = {0};
-    fc_batch_hdr h = {"job-1", 7, attempt, not_before_ms};
+    fc_batch_hdr h = {"job-1", 7, attempt, not_before_ms, 0};
     char *extra = calloc(extra_bytes + 1, 1);
     memset(extra, 'x', extra_bytes);
     fc_message_batch_open(&b, &h);
@@ -231,7 +231,7 @@ static void given_up_batch_never_runs(void **state) {
     batch_tick(&W);
     batch_tick(&W);
     assert_int_equal(F.mgets, 0);
-    assert_null(W.sched.runq);
+    assert_false(calls_queued(&W));
     batch_settle(&W);
     assert_int_equal(F.npubs, 1);
     assert_string_equal(F.pubs[0].exchange, "t.dead");
@@ -249,7 +249,7 @@ static void given_up_batch_never_runs(void **state) {
 static void broker_dead_letter_is_given_up(void **state) {
     (void)state;
     fc_buf b = {0};
-    fc_batch_hdr h = {"job-1", 7, 1, 0};
+    fc_batch_hdr h = {"job-1", 7, 1, 0, 0};
     fc_item it = {5, (char *)"term", (char *)"", NULL, 0, 0};
     fc_message_batch_open(&b, &h);
     fc_message_item(&b, &it, NULL);
@@ -299,16 +299,14 @@ static void hold_limit_checkpoints_in_two_steps(void **state) {
     batch *b = W.batches;
     assert_int_equal(b->state, BATCH_RUNNING);
     assert_int_equal(F.mgets, 1); /* all missed: queued */
-    task *flying = W.sched.runq;
-    W.sched.runq = flying->next; /* as calls_schedule would have started it */
-    flying->next = NULL;
+    task *flying = calls_take(&W); /* as calls_schedule would have started it */
     flying->state = TASK_INFLIGHT;
     W.sched.inflight = 1;
     b->received_ms = now_ms() - (300000 - 120000);
     batch_tick(&W);
     assert_int_equal(b->open, 1);
     assert_int_equal(flying->state, TASK_INFLIGHT);
-    assert_null(W.sched.runq);
+    assert_false(calls_queued(&W));
     batch_settle(&W);
     assert_int_equal(F.npubs, 0); /* not while a call is in flight */
     b->received_ms = now_ms() - 300000;
@@ -339,7 +337,7 @@ static void refused_message_alone_is_published_again(void **state) {
     task_fail(dead, FC_CLASS_PERMANENT, 400, "HTTP 400: bad request");
     assert_int_equal(task_finish(dead, OUT_DEAD), FC_OK);
     assert_int_equal(task_finish(dead, OUT_OK), FC_EINVAL); /* an outcome is never overwritten */
-    W.sched.runq = W.sched.runq_tail = NULL;
+    assert_false(calls_queued(&W));
     batch_settle(&W);
     assert_int_equal(F.npubs, 2);
     assert_string_equal(F.pubs[0].exchange, "t.results");
@@ -490,7 +488,7 @@ static void cancelled_job_is_skipped(void **state) {
     F.cancelled = 1;
     deliver(3, 1, 0, 0, 0);
     assert_int_equal(F.mgets, 0);
-    assert_null(W.sched.runq);
+    assert_false(calls_queued(&W));
     assert_int_equal(W.batches->open, 0);
     batch_settle(&W);
     assert_int_equal(F.npubs, 1);
@@ -509,21 +507,19 @@ static void cancel_while_running(void **state) {
     (void)state;
     deliver(2, 1, 0, 0, 0);
     batch *b = W.batches;
-    task *flying = W.sched.runq;
-    W.sched.runq = flying->next; /* as calls_schedule would have started it */
-    flying->next = NULL;
+    task *flying = calls_take(&W); /* as calls_schedule would have started it */
     flying->state = TASK_INFLIGHT;
     W.sched.inflight = 1;
     F.cancelled = 1;
     batch_check_cancelled(&W, now_ms() + CANCEL_ASK_MS); /* its last answer, "no", is old by then */
     assert_int_equal(b->open, 1);
-    assert_null(W.sched.runq);
+    assert_false(calls_queued(&W));
     const char *answer = "{\"choices\":[{\"message\":{\"content\":\"{}\"}}]}";
-    fc_http_done d = {flying, 200, 0, answer, strlen(answer), 0, 1.0, ""};
+    fc_http_done d = {.ud = flying, .status = 200, .body = answer, .len = strlen(answer), .elapsed_ms = 1.0};
     assert_non_null(flying->request); /* built when the batch started (the cache lookup) */
     calls_on_done(&W, &d); /* stage 1 answered: stage 2 is not started */
     assert_int_equal(b->open, 0);
-    assert_null(W.sched.runq);
+    assert_false(calls_queued(&W));
     assert_int_equal(flying->outcome, OUT_DEAD);
     assert_int_equal(flying->err_class, FC_CLASS_CANCELLED);
     batch_settle(&W);
