@@ -1052,7 +1052,10 @@ static void mock_plan_chat(struct MHD_Connection *c, mock_req *r) {
     double wait_ms;
     mock_config_get(&cfg);
     r->planned = 1;
-    if (cfg.hidden_rate > 0 && !mock_bucket_take(&cfg, &r->rl, &wait_ms)) return mock_plan_hidden_429(r, wait_ms);
+    if (cfg.hidden_rate > 0 && !mock_bucket_take(&cfg, &r->rl, &wait_ms)) {
+        mock_plan_hidden_429(r, wait_ms);
+        return;
+    }
     if (cfg.hidden_rate > 0) atomic_fetch_add(&g_stats.hidden_ok, 1);
     uint64_t n = atomic_fetch_add(&g_stats.draws, 1);
     r->delay_ms = cfg.latency_ms + (cfg.jitter_ms ? (long long)(mock_dice(cfg.seed, n, 1) * (cfg.jitter_ms + 1)) : 0);
