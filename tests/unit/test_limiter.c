@@ -580,6 +580,209 @@ static void test_sha1(void **state) {
     assert_string_equal(hex, "291e9a6c66994949b57ba5e650361e98fc36b1ba");
 }
 
+/* ---- Adaptive rate, advice, budgets ------------------------------------------------- */
+
+static void test_advice_math(void **state) {
+    (void)state;
+    double rate = -1;
+    long pause = -1;
+    /* Empty bucket of 30 full again in 1 s: refills 30/s; 97 % of it; one call in 34 ms. */
+    assert_int_equal(fc_rate_advice_eval(&(fc_rate_advice){30, 0, 1000}, 60, &rate, &pause), 1);
+    assert_float_equal(rate, 29.1, 1e-9);
+    assert_int_equal(pause, 34);
+    /* 20 used, full in 500 ms: 40/s -> 38.8; remaining 10: no pause. */
+    assert_int_equal(fc_rate_advice_eval(&(fc_rate_advice){30, 10, 500}, 60, &rate, &pause), 1);
+    assert_float_equal(rate, 38.8, 1e-9);
+    assert_int_equal(pause, 0);
+    /* Never above the configured rate; remaining 1 still pauses (1 s / 29 used). */
+    assert_int_equal(fc_rate_advice_eval(&(fc_rate_advice){30, 1, 1000}, 20, &rate, &pause), 1);
+    assert_float_equal(rate, 20, 1e-9);
+    assert_int_equal(pause, 35);
+    /* No information: full bucket, no reset, absent headers, nonsense. */
+    const fc_rate_advice none[] = {{30, 30, 0}, {30, 5, 0}, {-1, 5, 100}, {30, -1, 100}, {30, 5, -1},
+                                   {NAN, 5, 100}, {30, 40, 100}, {INFINITY, 0, 100}, {30, 0, INFINITY}};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        rate = -1;
+        assert_int_equal(fc_rate_advice_eval(&none[i], 60, &rate, &pause), 0);
+        assert_true(rate == -1);
+    }
+}
+
+static void test_adapt_effective(void **state) {
+    (void)state;
+    fc_adapt a = {.conf = 60, .burst = 60, .floor = 0.6, .add = 0.2, .beta = 0.8};
+    int64_t now = 1000 * SEC;
+    assert_float_equal(fc_adapt_effective(&a, -1, 0, 0, now), 60, 1e-9);         /* none stored */
+    assert_float_equal(fc_adapt_effective(&a, 30, now - 5 * SEC, 0, now), 31, 1e-9); /* + 0.2/s */
+    assert_float_equal(fc_adapt_effective(&a, 59, now - 60 * SEC, 0, now), 60, 1e-9); /* capped */
+    assert_float_equal(fc_adapt_effective(&a, 0.1, now, 0, now), 0.6, 1e-9);      /* floored */
+    assert_float_equal(fc_adapt_effective(&a, 30, now + SEC, 0, now), 30, 1e-9);  /* clock skew: no decrease */
+    /* Advice holds the rate for 10 s, then it grows from the advised rate. */
+    assert_float_equal(fc_adapt_effective(&a, 29.1, now - 9 * SEC, 1, now), 29.1, 1e-9);
+    assert_float_equal(fc_adapt_effective(&a, 29.1, now - 15 * SEC, 1, now), 30.1, 1e-9);
+}
+
+static void test_adapt_gcra(void **state) {
+    (void)state;
+    fc_adapt a = {.conf = 60, .burst = 60, .floor = 0.6, .add = 0.2};
+    fc_gcra g;
+    /* At the configured rate: what fc_gcra_init gives. */
+    fc_gcra ref = make(60, 60);
+    fc_adapt_gcra(&g, &a, 60);
+    assert_true(fabs(g.interval_us - ref.interval_us) < 0.5);
+    assert_int_equal(g.tau_us, ref.tau_us);
+    /* Half the rate: interval doubles, burst halves (30): tau = 29 intervals. */
+    fc_adapt_gcra(&g, &a, 30);
+    assert_true(g.interval_us == 33333);
+    assert_int_equal(g.tau_us, 966667);
+    /* At the floor the burst is 1 call: no tolerance. */
+    fc_adapt_gcra(&g, &a, 0.6);
+    assert_int_equal(g.tau_us, 0);
+}
+
+static fc_limiter *adaptive_limiter(fc_redis *r, int fallback, double calls, double tokens) {
+    fc_limiter_conf c = {.prefix = "p", .api = "api", .calls = {calls, fc_limit_default_burst(calls)},
+                         .tokens = {tokens, fc_limit_default_burst(tokens)}, .fallback = fallback, .adaptive = 1};
+    fc_limiter *l = fc_limiter_new(r, &c);
+    assert_non_null(l);
+    fc_limiter_set_clock(l, fake_clock, NULL);
+    return l;
+}
+
+static void test_reserve_args(void **state) {
+    (void)state;
+    fc_limiter_conf c = {.prefix = "p", .api = "api", .calls = {10, 2}};
+    fc_limiter *l = fc_limiter_new(NULL, &c);
+    fc_limiter_args a;
+    /* Not adaptive, no budget: 4 keys, the calls limit as configured, tokens unlimited (''). */
+    assert_int_equal(fc_limiter_reserve_args(l, 7, 0, NULL, &a), FC_OK);
+    const char *want[] = {NULL, NULL, "4", "p:rl:{api}:pause", "p:rl:{api}:calls", "p:rl:{api}:tokens",
+                          "p:rl:{api}:rate", "r", "30000000", "100000", "100000", "", "", "", "", "", "",
+                          "7", "0", "0", "0"};
+    assert_int_equal(a.argc, (int)(sizeof(want) / sizeof(want[0])));
+    for (int i = 2; i < a.argc; i++) assert_string_equal(a.argv[i], want[i]);
+    /* A job without limits is no budget; with one, a 5th key and its limits. */
+    assert_int_equal(fc_limiter_reserve_args(l, 7, 5, &(fc_budget){"j1", 0, 0}, &a), FC_OK);
+    assert_string_equal(a.argv[2], "4");
+    assert_int_equal(fc_limiter_reserve_args(l, 7, 5, &(fc_budget){"j1", 1000, 20}, &a), FC_OK);
+    assert_string_equal(a.argv[2], "5");
+    assert_string_equal(a.argv[7], "p:job:{j1}:budget");
+    assert_string_equal(a.argv[8], "r");
+    assert_string_equal(a.argv[a.argc - 4], "7");
+    assert_string_equal(a.argv[a.argc - 3], "5");
+    assert_string_equal(a.argv[a.argc - 2], "1000");
+    assert_string_equal(a.argv[a.argc - 1], "20");
+    char longjob[300];
+    memset(longjob, 'x', sizeof(longjob) - 1);
+    longjob[sizeof(longjob) - 1] = '\0';
+    assert_int_equal(fc_limiter_reserve_args(l, 1, 0, &(fc_budget){longjob, 1, 0}, &a), FC_ETOOBIG);
+    fc_limiter_free(l);
+    /* Adaptive: conf, default floor (max(0.05, 60/100)), default add (60/300), burst. */
+    l = adaptive_limiter(NULL, FC_LIMITER_PAUSE, 60, 0);
+    assert_int_equal(fc_limiter_reserve_args(l, 0, 0, NULL, &a), FC_OK);
+    assert_string_equal(a.argv[13], "60");
+    assert_string_equal(a.argv[14], "0.6");
+    assert_string_equal(a.argv[15], "0.2");
+    assert_string_equal(a.argv[16], "60");
+    assert_float_equal(fc_limiter_rate(l), 60, 1e-9);
+    assert_int_equal(fc_limiter_epoch(l), 0);
+    fc_limiter_free(l);
+}
+
+/* A fault counting EVALSHA commands and failing them (Redis error reply). */
+static int count_and_fail(void *arg, const char *cmd, char *text, size_t textlen) {
+    if (strcmp(cmd, "EVALSHA") == 0) (*(int *)arg)++;
+    snprintf(text, textlen, "ERR test");
+    return FC_EREDIS;
+}
+
+static void test_advise_throttle(void **state) {
+    (void)state;
+    char err[128];
+    int sent = 0;
+    fc_redis *r = fc_redis_new("redis://127.0.0.1:1", 200, err, sizeof(err));
+    fc_redis_set_fault(r, count_and_fail, &sent);
+    fake_now = 100 * SEC;
+    fc_limiter *l = adaptive_limiter(r, FC_LIMITER_PAUSE, 60, 0);
+    /* 58.2/s: within 10 % of the rate last seen (60), no pause: not urgent. */
+    const fc_rate_advice calm = {60, 30, 500}, empty = {60, 0, 1000}, useless = {60, 60, 0};
+    assert_int_equal(fc_limiter_advise(l, &calm), FC_ECONN); /* the first one goes */
+    assert_int_equal(sent, 1);
+    fake_now += 150 * MS; /* past the 100 ms reconnect backoff, within 200 ms of the last advice */
+    assert_int_equal(fc_limiter_advise(l, &calm), FC_OK);
+    assert_int_equal(fc_limiter_advise(l, &useless), FC_OK);
+    assert_int_equal(sent, 1);
+    /* remaining 0: urgent, sent despite the throttle, and the fleet pauses locally (1000/60 ms). */
+    assert_int_equal(fc_limiter_advise(l, &empty), FC_ECONN);
+    assert_int_equal(sent, 2);
+    assert_int_equal(fc_limiter_pause_left_us(l, 0), 17 * MS);
+    /* 200 ms after the last one (and past the 200 ms backoff), calm advice goes again. */
+    fake_now += 250 * MS;
+    assert_int_equal(fc_limiter_advise(l, &calm), FC_ECONN);
+    assert_int_equal(sent, 3);
+    fc_limiter_free(l);
+    /* Not adaptive: advice and backoff are no-ops without Redis. */
+    fc_limiter_conf c = {.prefix = "p", .api = "api", .calls = {60, 60}};
+    l = fc_limiter_new(r, &c);
+    assert_int_equal(fc_limiter_advise(l, &empty), FC_OK);
+    assert_int_equal(fc_limiter_backoff(l, 0), FC_OK);
+    double eff = 0;
+    int advised = -1;
+    assert_int_equal(fc_limiter_rate_read(l, &eff, &advised), FC_OK);
+    assert_float_equal(eff, 60, 1e-9);
+    assert_int_equal(advised, 0);
+    assert_int_equal(sent, 3);
+    fc_limiter_free(l);
+    fc_redis_free(r);
+}
+
+static void test_budget_without_redis(void **state) {
+    (void)state;
+    fake_now = 500 * SEC;
+    const fc_budget job = {"j", 1000, 0}, nolimit = {"j", 0, 0};
+    int64_t w;
+    /* Local mode: a call with a budget gets no grant; one without (or a job without limits) does. */
+    fc_limiter *l = adaptive_limiter(NULL, FC_LIMITER_LOCAL, 10, 0);
+    assert_int_equal(fc_limiter_acquire_job(l, 10, 0, &job, &w), FC_ECONN);
+    assert_int_equal(w, 100 * MS); /* the next attempt */
+    assert_int_equal(fc_limiter_acquire_job(l, 10, 0, &nolimit, &w), FC_OK);
+    assert_int_equal(fc_limiter_acquire_job(l, 10, 0, NULL, &w), FC_OK);
+    assert_int_equal(fc_limiter_acquire_job(l, 10, -1, NULL, &w), FC_EINVAL);
+    assert_int_equal(fc_limiter_acquire_job(l, -1, 0, NULL, &w), FC_EINVAL);
+    /* Settle: no token limit and no job is nothing to do; a job's spend cannot be recorded. */
+    assert_int_equal(fc_limiter_settle(l, 50, NULL, 0, 0), FC_OK);
+    assert_int_equal(fc_limiter_settle(l, 0, &job, 10, 5), FC_ECONN);
+    long long t = -1, u = -1;
+    int64_t ex = -1;
+    assert_int_equal(fc_limiter_job_spent(l, "", &t, &u, &ex), FC_EINVAL);
+    assert_true(t == 0 && u == 0 && ex == 0);
+    fc_limiter_stats st;
+    fc_limiter_stats_get(l, &st);
+    assert_int_equal(st.local_grants, 2);
+    fc_limiter_free(l);
+    /* Unlimited needs no Redis, but a budget does. */
+    l = adaptive_limiter(NULL, FC_LIMITER_LOCAL, 0, 0);
+    assert_int_equal(fc_limiter_acquire_job(l, 10, 0, NULL, &w), FC_OK);
+    assert_int_equal(fc_limiter_acquire_job(l, 10, 0, &job, &w), FC_ECONN);
+    fc_limiter_free(l);
+    /* Local mode with a token limit: settle corrects the local bucket (0) unless a job's spend is lost. */
+    l = adaptive_limiter(NULL, FC_LIMITER_LOCAL, 10, 100);
+    assert_int_equal(fc_limiter_settle(l, 50, NULL, 0, 0), FC_OK);
+    assert_int_equal(fc_limiter_settle(l, 50, &job, 50, 0), FC_ECONN);
+    fc_limiter_free(l);
+    assert_string_equal(fc_strerror(FC_EBUDGET), "budget exhausted");
+}
+
+static void test_adaptive_conf_checked(void **state) {
+    (void)state;
+    const double bad[][3] = {{-1, 0, 0}, {NAN, 0, 0}, {0, 1, 0}, {0, -0.5, 0}, {0, 0, -1}, {0, 0, INFINITY}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fc_limiter_conf c = {.prefix = "p", .api = "a", .calls = {60, 60}, .adaptive = 1,
+                             .adapt_floor = bad[i][0], .adapt_beta = bad[i][1], .adapt_add = bad[i][2]};
+        assert_null(fc_limiter_new(NULL, &c));
+    }
+}
+
 int main(void) {
     fc_log_setup(FC_LOG_OFF, FC_LOG_TEXT, "test_limiter");
     const struct CMUnitTest tests[] = {
@@ -605,6 +808,13 @@ int main(void) {
         cmocka_unit_test(test_new_refuses_extreme_limits),
         cmocka_unit_test(test_extreme_costs_stay_defined),
         cmocka_unit_test(test_sha1),
+        cmocka_unit_test(test_advice_math),
+        cmocka_unit_test(test_adapt_effective),
+        cmocka_unit_test(test_adapt_gcra),
+        cmocka_unit_test(test_reserve_args),
+        cmocka_unit_test(test_advise_throttle),
+        cmocka_unit_test(test_budget_without_redis),
+        cmocka_unit_test(test_adaptive_conf_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
