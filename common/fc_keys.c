@@ -5,7 +5,7 @@
 
 #include "fc_error.h"
 
-static const char *const job_parts[FC_JOB_NKEYS] = {"meta", "confirmed", "outcome", "failed", "stats", "retry", "budget"};
+static const char *const job_parts[FC_JOB_NKEYS] = {"meta", "confirmed", "outcome", "failed", "stats", "retry", "budget", "redo", "timeline"};
 static const char *const limit_parts[FC_LIMIT_NKEYS] = {"calls", "tokens", "pause", "rate"};
 
 static int fits(int n, size_t outlen) { return n >= 0 && (size_t)n < outlen ? FC_OK : FC_ETOOBIG; }
@@ -24,6 +24,10 @@ int fc_key_breaker(char *out, size_t outlen, const char *prefix, const char *api
 
 int fc_key_cache(char *out, size_t outlen, const char *prefix, int stage, const char *hash) {
     return fits(snprintf(out, outlen, "%s:cache:s%d:%s", prefix, stage, hash), outlen);
+}
+
+int fc_key_timeline(char *out, size_t outlen, const char *prefix, long long unix_hour) {
+    return fits(snprintf(out, outlen, "%s:timeline:%lld", prefix, unix_hour), outlen);
 }
 
 int fc_key_jobs(char *out, size_t outlen, const char *prefix) {

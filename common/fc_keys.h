@@ -15,13 +15,15 @@ enum fc_job_key {
     FC_JOB_META,      /* hash: items, batches, published, created_ms, batch_size, batch_max_bytes,
                        * cancelled_ms (set by `flashcard-admin cancel`) */
     FC_JOB_CONFIRMED, /* bitmap: batches the broker confirmed (the producer's --resume) */
-    FC_JOB_OUTCOME,   /* hash: position -> ok | dead, each item's final outcome */
+    FC_JOB_OUTCOME,   /* hash: position -> ok | dead | budget, each item's final outcome */
     FC_JOB_FAILED,    /* hash: position -> the failed item as JSON (term, error, attempts) */
     FC_JOB_STATS,     /* hash: api_calls, prompt_tokens, completion_tokens, cache_hits,
                        * first_outcome_ms, last_outcome_ms */
     FC_JOB_RETRY,     /* hash: position -> attempt, items waiting in a retry queue */
     FC_JOB_BUDGET,    /* hash: tokens, uusd (spent, micro-USD), exhausted_ms (when a call was first
                        * refused for the budget); written by the limiter (fc_limiter_settle), 7 days */
+    FC_JOB_REDO,      /* set: positions whose "budget" outcome --resume took back, until republished */
+    FC_JOB_TIMELINE,  /* hash: unix time / 10 s -> the job's API calls settled in those 10 s */
     FC_JOB_NKEYS
 };
 
@@ -41,6 +43,9 @@ int fc_key_job(char *out, size_t outlen, const char *prefix, const char *job_id,
 int fc_key_limit(char *out, size_t outlen, const char *prefix, const char *api, enum fc_limit_key part);
 /* P:breaker:{api}: the fleet's open circuit breaker (PX = the cooldown left). */
 int fc_key_breaker(char *out, size_t outlen, const char *prefix, const char *api);
+/* P:timeline:<unix hour>: hash: unix time / 10 s -> the fleet's API calls settled in those 10 s
+ * (with FC_JOB_TIMELINE, a job's share of the fleet over time); 8 days. */
+int fc_key_timeline(char *out, size_t outlen, const char *prefix, long long unix_hour);
 /* P:jobs: sorted set of job ids, scored by creation (unix ms); a job whose meta is gone expired. */
 int fc_key_jobs(char *out, size_t outlen, const char *prefix);
 /* P:workers: sorted set of live worker ids, scored by when their registration expires (unix ms). */

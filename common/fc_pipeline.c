@@ -762,6 +762,8 @@ const char *fc_class_name(int cls) {
         return "crashed";
     case FC_CLASS_CANCELLED:
         return "cancelled";
+    case FC_CLASS_BUDGET:
+        return "budget";
     default:
         return "unknown";
     }

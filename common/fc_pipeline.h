@@ -128,16 +128,19 @@ int fc_pipeline_stage2_parse(const char *content, size_t len, fc_card **cards, s
 void fc_cards_free(fc_card *cards, size_t n);
 
 /* How a request outcome should be handled. */
-/* FC_CLASS_CRASHED and FC_CLASS_CANCELLED are not HTTP classes: the batch kept coming back unsettled (its
- * workers died), or an operator cancelled the item's job. */
-enum fc_class { FC_CLASS_OK, FC_CLASS_RETRY, FC_CLASS_PERMANENT, FC_CLASS_AUTH, FC_CLASS_CRASHED, FC_CLASS_CANCELLED };
+/* FC_CLASS_CRASHED, FC_CLASS_CANCELLED and FC_CLASS_BUDGET are not HTTP classes: the batch kept coming back
+ * unsettled (its workers died), an operator cancelled the item's job, or the job's budget was spent. */
+enum fc_class {
+    FC_CLASS_OK, FC_CLASS_RETRY, FC_CLASS_PERMANENT, FC_CLASS_AUTH, FC_CLASS_CRASHED, FC_CLASS_CANCELLED,
+    FC_CLASS_BUDGET
+};
 
 /* fc_pipeline_classify maps an HTTP status to an fc_class. Pass 0 for a transport error or timeout and a
  * negative value (e.g. FC_EPARSE) for an invalid answer: both are FC_CLASS_RETRY, as are 408, 409, 425, 429 and
  * 5xx. 401 and 403 are FC_CLASS_AUTH, other 3xx/4xx FC_CLASS_PERMANENT, 2xx FC_CLASS_OK. */
 int fc_pipeline_classify(int http_status);
 
-/* fc_class_name returns "ok", "retryable", "permanent", "auth", "crashed" or "cancelled" (static; "unknown" for other values). */
+/* fc_class_name returns "ok", "retryable", "permanent", "auth", "crashed", "cancelled" or "budget" (static; "unknown" for other values). */
 const char *fc_class_name(int cls);
 
 /* fc_pipeline_estimate_tokens returns the tokens to reserve for a request: body_len / 4 + max_tokens. */

@@ -457,7 +457,15 @@ int producer_wait(producer *p) {
     p->st.succeeded = (long)c.n;
     p->st.failed = failed;
     load_stats(p);
-    int complete = rc == EXIT_DONE; /* every outcome known and every result spooled */
+    producer_load_spend(p);
+    if (p->st.items_budget > 0)
+        fprintf(stderr, "flashcard-producer: the job's budget stopped %ld items (spent %lld tokens, $%.4f); to go on, "
+                        "run again with --job-id %s --resume and a larger --budget-usd or --budget-tokens\n",
+                p->st.items_budget, p->st.spent_tokens, (double)p->st.spent_uusd / 1e6, p->st.job_id);
+    /* Every outcome known and every result spooled. A job the budget stopped is not complete: its spool and
+     * results queue stay for the --resume with a larger budget, which collects the rest beside them. */
+    int stopped = p->st.items_budget > 0;
+    int complete = rc == EXIT_DONE && !stopped;
     int written = !p->cfg->output || write_output(&c, p->cfg->output) == FC_OK;
     if (!written) rc = EXIT_INCOMPLETE;
     if (rc == EXIT_DONE && failed > 0) rc = EXIT_INCOMPLETE;
@@ -472,7 +480,7 @@ int producer_wait(producer *p) {
     if (p->st.cancelled && c.spool_path)
         fprintf(stderr, "flashcard-producer: the %zu results collected are in %s\n", c.n,
                 written ? p->cfg->output : c.spool_path);
-    if ((!complete || !written) && !lost_results && !p->st.cancelled) {
+    if ((!complete || !written) && !lost_results && !p->st.cancelled && !stopped) {
         fprintf(stderr, "flashcard-producer: to go on waiting, run again with --job-id %s --resume --wait", p->st.job_id);
         if (c.spool_path) fprintf(stderr, " --output %s (%zu results collected so far are in %s)", p->cfg->output, c.n,
                                   c.spool_path);
@@ -561,6 +569,7 @@ int producer_write_report(producer *p, const char *path) {
                 s->api_calls, s->cache_hits, s->prompt_tokens, s->completion_tokens,
                 (s->prompt_tokens * p->cfg->price_input + s->completion_tokens * p->cfg->price_output) / 1e6,
                 s->timed_out ? "true" : "false", s->cancelled ? "true" : "false");
+        producer_report_spend(p, f);
     }
     fprintf(f, "  \"elapsed_seconds\": %.3f\n}\n", s->elapsed_s);
     /* ferror too: a write that failed in an implicit flush is not reported by fclose */

@@ -70,6 +70,10 @@ static void summary(const producer *p) {
                 "  tokens           %ld in, %ld out (about $%.4f)\n",
                 s->succeeded, s->failed, s->api_calls, s->cache_hits, s->prompt_tokens, s->completion_tokens,
                 (s->prompt_tokens * p->cfg->price_input + s->completion_tokens * p->cfg->price_output) / 1e6);
+    if (p->cfg->wait && (s->budget_tokens > 0 || s->budget_uusd > 0))
+        fprintf(stderr, "  budget           spent %lld tokens of %lld, $%.4f of $%.4f%s\n", s->spent_tokens,
+                s->budget_tokens, (double)s->spent_uusd / 1e6, (double)s->budget_uusd / 1e6,
+                s->items_budget ? ": stopped the job" : "");
     fprintf(stderr, "  elapsed          %.1f s\n\n", s->elapsed_s);
 }
 
@@ -142,6 +146,7 @@ int main(int argc, char **argv) {
     if (in && in != stdin) fclose(in);
     for (size_t i = 0; i < p.st.nbad; i++) free(p.st.bad[i].reason);
     free(p.st.bad);
+    producer_free_spend(&p);
     if (p.amqp) fc_amqp_close(p.amqp);
     fc_amqp_free(p.amqp);
     fc_redis_free(p.redis);

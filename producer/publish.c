@@ -31,6 +31,7 @@ typedef struct inflight {
     uint64_t seq;
     long batch;
     long items;
+    int redo;   /* items of confirmed batches published again (--resume after the budget stopped them) */
     char *body; /* kept until confirmed, to re-publish after a reconnect */
     size_t len;
 } inflight;
@@ -46,6 +47,9 @@ typedef struct pub {
     long win_bytes;
     long unrecorded[WINDOW_MSGS]; /* confirmed batches not yet recorded in Redis (record_confirmed) */
     int nunrecorded;
+    long long *redo;           /* resume: sorted positions the budget stopped, to publish again */
+    size_t nredo, redo_found;
+    fc_batcher rb;             /* the batch of such items being built */
     int failed;                /* a nack or return: exit 3 */
     int redis_failed;          /* a confirmed batch could not be recorded: exit 3 */
 } pub;
@@ -125,6 +129,8 @@ static void on_confirm(void *ud, uint64_t seq, int status) {
         if (status != FC_OK) {
             fc_error("broker refused batch %ld: %s", u->win[i].batch, fc_strerror(status));
             u->failed = 1;
+        } else if (u->win[i].redo) { /* its batch is confirmed already */
+            u->p->st.items_redone += u->win[i].items;
         } else {
             if (u->nunrecorded == WINDOW_MSGS) record_confirmed(u);
             u->unrecorded[u->nunrecorded++] = u->win[i].batch;
@@ -151,7 +157,7 @@ static int send_one(pub *u, inflight *f) {
     fc_batch_hdr h = u->b.hdr;
     h.batch = f->batch;
     h.attempt = 1;
-    fc_message_batch_id(mid, sizeof(mid), &h, NULL);
+    fc_message_batch_id(mid, sizeof(mid), &h, f->redo ? "resumed" : NULL);
     fc_topology_name(exchange, u->p->cfg->queue_prefix, u->p->own_queue ? "jobs" : "batches");
     fc_amqp_props props = {mid, NULL, NULL, 0};
     return fc_amqp_publish(u->p->amqp, exchange, u->p->own_queue ? u->p->st.job_id : "", &props, f->body, f->len,
@@ -215,10 +221,11 @@ static int is_confirmed(const pub *u, long batch) {
     return byte < u->confirmed_len && (u->confirmed[byte] >> (7 - batch % 8)) & 1;
 }
 
-/* publish_batch publishes a closed batch (unless an earlier run got it confirmed). */
-static int publish_batch(pub *u, fc_closed_batch *c) {
-    u->p->st.batches_total++;
-    if (is_confirmed(u, c->batch)) {
+/* publish_batch publishes a closed batch (unless an earlier run got it confirmed; redo: a batch of the
+ * items of confirmed batches the budget stopped, published again whatever the bitmap says). */
+static int publish_batch(pub *u, fc_closed_batch *c, int redo) {
+    if (!redo) u->p->st.batches_total++;
+    if (!redo && is_confirmed(u, c->batch)) {
         u->p->st.batches_skipped++;
         u->p->st.items_skipped += c->items;
         fc_buf_free(&c->body);
@@ -235,6 +242,7 @@ static int publish_batch(pub *u, fc_closed_batch *c) {
     inflight *f = &u->win[u->nwin];
     f->batch = c->batch;
     f->items = c->items;
+    f->redo = redo;
     f->len = c->body.len;
     if (!(f->body = fc_buf_steal(&c->body))) return FC_ENOMEM;
     u->nwin++;
@@ -261,6 +269,24 @@ static int reject(producer *p, long line, const char *reason) {
     return FC_OK;
 }
 
+static int cmp_pos(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* add_redo adds it, just added to a batch an earlier run got confirmed, to the batch of items published
+ * again when the budget stopped it (a resumed run). */
+static int add_redo(pub *u, const fc_item *it) {
+    long batch = u->b.hdr.batch;
+    if (!u->nredo || !is_confirmed(u, batch) || !bsearch(&it->position, u->redo, u->nredo, sizeof(*u->redo), cmp_pos))
+        return FC_OK;
+    u->redo_found++;
+    fc_closed_batch c;
+    if (u->rb.items == 0) u->rb.hdr.batch = batch; /* a label: the bitmap does not record these */
+    int rc = fc_batcher_add(&u->rb, it, &c);
+    return rc == 1 ? publish_batch(u, &c, 1) : rc;
+}
+
 /* add appends one item to the batch being built, publishing that batch first when it is full.
  * In dry mode (--strict's first pass) it only checks that the item fits in a batch. */
 static int add(pub *u, const fc_item *it, int dry) {
@@ -276,7 +302,8 @@ static int add(pub *u, const fc_item *it, int dry) {
         }
         return reject(u->p, it->line, why);
     }
-    return rc == 1 ? publish_batch(u, &c) : rc;
+    if (rc == 1 && (rc = publish_batch(u, &c, 0)) != FC_OK) return rc;
+    return rc == FC_OK ? add_redo(u, it) : rc;
 }
 
 /* read_all streams every row; in dry mode (--strict's first pass) nothing is published. */
@@ -330,6 +357,38 @@ static int list_job(producer *p) {
     return rc;
 }
 
+/* The script that takes back, on --resume, the outcomes of the items the budget stopped: it moves them
+ * from the outcome and failure records to the redo set in one step (a kill then leaves them in the set,
+ * where the next --resume finds them) and answers every position of the set. */
+static const char redo_script[] =
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #h, 2 do\n"
+    "  if h[i + 1] == 'budget' then\n"
+    "    redis.call('HDEL', KEYS[1], h[i]); redis.call('HDEL', KEYS[2], h[i]); redis.call('SADD', KEYS[3], h[i])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[3], 604800)\n"
+    "return redis.call('SMEMBERS', KEYS[3])\n";
+
+/* load_redo takes back the items the budget stopped into u->redo (sorted); 0 or an fc_redis error. */
+static int load_redo(pub *u) {
+    producer *p = u->p;
+    fc_reply r;
+    const char *argv[] = {"EVAL", redo_script, "3", p->key[FC_JOB_OUTCOME], p->key[FC_JOB_FAILED],
+                          p->key[FC_JOB_REDO]};
+    int rc = fc_redis_command(p->redis, &r, 6, argv, NULL);
+    if (rc != FC_OK) return rc;
+    if (r.type == FC_REPLY_ARRAY && r.nelem > 0 && (u->redo = malloc(r.nelem * sizeof(*u->redo)))) {
+        for (size_t i = 0; i < r.nelem; i++)
+            if (r.elem[i].type == FC_REPLY_STR) u->redo[u->nredo++] = atoll(r.elem[i].str);
+        qsort(u->redo, u->nredo, sizeof(*u->redo), cmp_pos);
+    }
+    rc = r.type == FC_REPLY_ARRAY && r.nelem > 0 && !u->redo ? FC_ENOMEM : FC_OK;
+    fc_reply_free(&r);
+    if (u->nredo) fc_info("job %s: %zu items the budget stopped are published again", p->st.job_id, u->nredo);
+    return rc;
+}
+
 /* load_job reads or creates the job record; on --resume it loads the confirmed bitmap. */
 static int load_job(pub *u) {
     producer *p = u->p;
@@ -355,6 +414,7 @@ static int load_job(pub *u) {
         r.str = NULL;
     }
     fc_reply_free(&r);
+    if (p->cfg->resume && (rc = load_redo(u)) != FC_OK) return rc;
     rc = fc_redis_cmd(p->redis, NULL, "HSET %s batch_size %ld batch_max_bytes %ld priority %d", p->key[FC_JOB_META],
                       u->b.max_items, u->b.max_bytes, p->cfg->priority);
     /* The budget: a resumed run given one replaces the earlier (a higher one lets the job go on). */
@@ -377,6 +437,11 @@ static int finish_job(pub *u) {
                           p->st.items_total, p->st.batches_total);
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key[FC_JOB_META]);
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key[FC_JOB_CONFIRMED]);
+    /* Every item taken back is in a confirmed batch again: the set has done its work. */
+    if (rc == FC_OK && u->nredo && u->redo_found >= u->nredo) rc = fc_redis_cmd(p->redis, NULL, "DEL %s", p->key[FC_JOB_REDO]);
+    else if (rc == FC_OK && u->nredo)
+        fc_warn("job %s: %zu of the %zu items the budget stopped are not in this dataset any more", p->st.job_id,
+                u->nredo - u->redo_found, u->nredo);
     if (rc == FC_OK) p->st.published = 1;
     return rc == FC_OK ? FC_OK : FC_EREDIS;
 }
@@ -445,13 +510,18 @@ static int publish(producer *p, FILE *in, int format) {
     if (producer_connect(p) != FC_OK) {
         fc_dataset_close(u.ds);
         free(u.confirmed);
+        free(u.redo);
         char what[400];
         snprintf(what, sizeof(what), "cannot reach the broker (%s)", fc_amqp_errstr(p->amqp));
         return infra_exit(p, what);
     }
+    u.rb.max_items = u.b.max_items;
+    u.rb.max_bytes = u.b.max_bytes;
+    u.rb.hdr = u.b.hdr;
     if (p->own_queue && fc_jobs_list(p->redis, p->cfg->queue_prefix, p->st.job_id, (long long)(wall_s() * 1000)) != FC_OK) {
         fc_dataset_close(u.ds);
         free(u.confirmed);
+        free(u.redo);
         fprintf(stderr, "flashcard-producer: Redis: %s\n", fc_redis_errstr(p->redis));
         return infra_exit(p, "Redis is unreachable or refused the credentials");
     }
@@ -462,13 +532,18 @@ static int publish(producer *p, FILE *in, int format) {
     fc_closed_batch last;
     int closed = rc == FC_OK ? fc_batcher_finish(&u.b, &last) : 0;
     if (closed < 0) rc = closed;
-    else if (closed) rc = publish_batch(&u, &last);
+    else if (closed) rc = publish_batch(&u, &last, 0);
+    closed = rc == FC_OK ? fc_batcher_finish(&u.rb, &last) : 0;
+    if (closed < 0) rc = closed;
+    else if (closed) rc = publish_batch(&u, &last, 1);
     if (rc == FC_OK) rc = drain(&u, 0, 0);
     if (rc == FC_OK) rc = finish_job(&u);
     fc_dataset_close(u.ds);
     free(u.confirmed);
+    free(u.redo);
     for (int i = 0; i < u.nwin; i++) free(u.win[i].body);
     fc_batcher_free(&u.b);
+    fc_batcher_free(&u.rb);
     if (rc == FC_ENACK) return infra_exit(p, "the broker refused some batches");
     if (rc == FC_ETIMEOUT || rc == FC_ECONN) return infra_exit(p, "lost the broker while publishing");
     if (rc == FC_EREDIS) return infra_exit(p, "lost Redis while publishing");

@@ -418,6 +418,7 @@ static void count_outcomes(worker *w, const batch *b) {
         if (t->outcome == OUT_RETRY) atomic_fetch_add(&w->m->items_retried[t->retry_reason], 1);
         if (t->outcome == OUT_DEAD) atomic_fetch_add(&w->m->items_dead[dead_class(t->err_class)], 1);
         if (t->outcome == OUT_UNFINISHED) atomic_fetch_add(&w->m->items_unfinished, 1);
+        if (t->outcome == OUT_BUDGET) atomic_fetch_add(&w->m->items_budget, 1);
     }
 }
 

@@ -155,20 +155,42 @@ static void note_limiter(worker *w, int down) {
     w->sched.limiter_down = down;
 }
 
-/* reserve asks the limiter for t's call; returns 1 when reserved (the call waits *wait ms), 0
- * when there is no grant: t is back in the queue and the gate holds calls until asked again. */
+/* reserve asks the limiter for t's call, within its job's budget, in one step; returns 1 when
+ * reserved (the call waits *wait ms), 0 when there is no grant (the gate holds calls until asked
+ * again; the caller puts t back in its lane), or -1 when the job's budget is spent. */
 static int reserve(worker *w, task *t, int64_t now, long *wait) {
-    t->est_tokens = fc_pipeline_estimate_tokens(strlen(t->request), 0) + expected_completion(w, t->stage);
-    *wait = 0;
-    int rc = fc_limiter_acquire(w->limiter, t->est_tokens, wait);
+    long prompt = fc_pipeline_estimate_tokens(strlen(t->request), 0), completion = expected_completion(w, t->stage);
+    t->est_tokens = prompt + completion;
+    fc_budget b;
+    jobs_budget(w, t->job_id, now, &b);
+    int64_t wait_us = 0;
+    long long est_uusd = jobs_cost_uusd(w, prompt, completion);
+    int rc = fc_limiter_acquire_job(w->limiter, t->est_tokens, est_uusd, &b, &wait_us);
+    /* Refused: the budget may have been raised since it was read (a --resume); read it once more. */
+    if (rc == FC_EBUDGET && jobs_budget_aged(w, t->job_id, now, BUDGET_RECHECK_MS, &b))
+        rc = fc_limiter_acquire_job(w->limiter, t->est_tokens, est_uusd, &b, &wait_us);
+    *wait = (long)((wait_us + 999) / 1000);
+    if (rc == FC_EBUDGET) return -1;
     if (rc != FC_OK) { /* busy, Redis away or refusing: anything but a grant is no grant */
         gate_limiter_refused(&w->gate, now + (*wait > 0 ? *wait : REDIS_RETRY_MS));
         if (rc != FC_EBUSY) note_limiter(w, 1);
         return 0;
     }
     note_limiter(w, 0);
+    t->rate_epoch = fc_limiter_epoch(w->limiter);
     /* A slot after a pause another process started: ask again when it ends. */
     return !(*wait > 0 && w->sched.timers && apply_fleet_pause(w, now, 0));
+}
+
+/* over_budget ends t, whose job's budget is spent: calls in flight finish, no new one starts. Said
+ * once per job (the last job said is remembered). */
+static void over_budget(worker *w, task *t) {
+    task_fail(t, FC_CLASS_BUDGET, 0, "the job's budget is spent (--budget-usd / --budget-tokens)");
+    task_finish(t, OUT_BUDGET);
+    if (strcmp(w->sched.budget_said, t->job_id ? t->job_id : "") == 0) return;
+    snprintf(w->sched.budget_said, sizeof(w->sched.budget_said), "%s", t->job_id ? t->job_id : "");
+    fc_warn("job %s: its budget is spent: its remaining items end as failed (budget); --resume with a larger "
+            "budget goes on", t->job_id);
 }
 
 void calls_schedule(worker *w) {
@@ -187,8 +209,13 @@ void calls_schedule(worker *w) {
             continue;
         }
         long wait;
-        if (!reserve(w, t, now, &wait)) {
-            end_grant(w, t);
+        int reserved = reserve(w, t, now, &wait);
+        if (reserved <= 0) end_grant(w, t);
+        if (reserved < 0) {
+            over_budget(w, t);
+            continue;
+        }
+        if (reserved == 0) {
             calls_enqueue(w, t, 1);
             return;
         }
@@ -240,8 +267,13 @@ static int finish_stage(worker *w, task *t, const fc_http_done *d) {
         t->completion_tokens += ctok;
         learn_completion(w, t->stage, ctok);
         /* Charge what the estimate missed. An over-estimate is not refunded: calls reserved
-         * meanwhile still hold their slots, so a refund would let a burst overlap them. */
-        if (ptok + ctok > t->est_tokens) fc_limiter_correct(w->limiter, ptok + ctok - t->est_tokens);
+         * meanwhile still hold their slots, so a refund would let a burst overlap them. The job's
+         * budget is charged what the call cost, in the same round trip. */
+        long over = ptok + ctok > t->est_tokens ? ptok + ctok - t->est_tokens : 0;
+        fc_budget b;
+        if (jobs_budget(w, t->job_id, now_ms(), &b))
+            fc_limiter_settle(w->limiter, over, &b, ptok + ctok, jobs_cost_uusd(w, ptok, ctok));
+        else if (over) fc_limiter_correct(w->limiter, over);
         rc = w->proc.answer(w->proc.self, t->stage, content, strlen(content), &result, why, sizeof(why));
     }
     if (rc == FC_OK) {
@@ -264,8 +296,42 @@ static void log_gate_event(worker *w, int ev, int status) {
         fc_info("API credentials accepted again: resuming");
 }
 
-/* on_throttled pauses the fleet after a 429 for its Retry-After, capped at RETRY_AFTER_MAX. */
-static void on_throttled(worker *w, const fc_http_done *d) {
+/* advice_of reads the provider's request limit from an answer's x-ratelimit-* headers; 1 if it has one. */
+static int advice_of(const fc_http_done *d, fc_rate_advice *a) {
+    if (d->rl_limit_requests < 0 || d->rl_remaining_requests < 0 || d->rl_reset_requests_ms < 0) return 0;
+    a->limit = d->rl_limit_requests;
+    a->remaining = d->rl_remaining_requests;
+    a->reset_ms = d->rl_reset_requests_ms;
+    return 1;
+}
+
+static int adapts(const worker *w) { return w->cfg->rate_adapt && atomic_load(&w->m->rate_limit_milli) > 0; }
+
+/* adapt_rate tells the fleet's adapted rate what an answer says: the provider's headers when it sends
+ * them, else, for a 429, a multiplicative decrease (once per epoch). Returns 1 when a 429 needs no fleet
+ * pause: it had no Retry-After, and the rate adapts instead. */
+static int adapt_rate(worker *w, const task *t, const fc_http_done *d) {
+    fc_rate_advice a;
+    if (!adapts(w)) return 0;
+    if (advice_of(d, &a)) fc_limiter_advise(w->limiter, &a);
+    else if (d->status == 429) fc_limiter_backoff(w->limiter, t->rate_epoch);
+    if (d->status != 429 || d->retry_after_s > 0) return 0;
+    int64_t now = now_ms();
+    sched *s = &w->sched;
+    s->throttled_unlogged++;
+    if (now - s->throttled_logged_ms >= 5000) {
+        fc_warn("API throttled (429) %ld times: the fleet's rate adapts, now %.2f calls/s", s->throttled_unlogged,
+                fc_limiter_rate(w->limiter));
+        s->throttled_logged_ms = now;
+        s->throttled_unlogged = 0;
+    }
+    return 1;
+}
+
+/* on_throttled pauses the fleet after a 429 for its Retry-After, capped at RETRY_AFTER_MAX; with
+ * RATE_ADAPT and no Retry-After, the adapted rate slows the fleet instead. */
+static void on_throttled(worker *w, const task *t, const fc_http_done *d) {
+    if (adapt_rate(w, t, d)) return;
     long pause = gate_pause_ms(d->retry_after_s, DEFAULT_429_PAUSE_MS, w->cfg->retry_after_max_ms);
     fc_limiter_pause(w->limiter, pause);
     gate_pause(&w->gate, now_ms() + pause);
@@ -339,7 +405,7 @@ static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int
     }
     if (d->err && d->err != FC_ETOOBIG) note_transport_failure(w, t, why, now);
     gate_call_done(&w->gate, probe, r, now);
-    if (d->status == 429) on_throttled(w, d);
+    if (d->status == 429) on_throttled(w, t, d);
     task_fail(t, cls, d->status, why);
     snprintf(w->last_error, sizeof(w->last_error), "%s", why);
     w->last_error_ms = now;
@@ -358,6 +424,7 @@ void calls_on_done(worker *w, const fc_http_done *d) {
     count_call(w, t, d);
     if (!d->err && d->status >= 200 && d->status < 300) {
         log_gate_event(w, gate_call_done(&w->gate, probe, GATE_CALL_OK, now), d->status);
+        adapt_rate(w, t, d);
         if (finish_stage(w, t, d) == FC_OK) return;
         snprintf(w->last_error, sizeof(w->last_error), "%s", t->error);
         w->last_error_ms = now;

@@ -107,3 +107,54 @@ void jobs_follow(worker *w, int64_t now) {
     }
     check_done(w, ids, n);
 }
+
+/* ---- budgets ----------------------------------------------------------------------- */
+
+/* budget_slot returns the cached budget of job, read again from its record when older than
+ * BUDGET_ASK_MS (a --resume may raise it); the oldest entry makes room for a new job. */
+static job_budget *budget_slot(worker *w, const char *job, int64_t now, long max_age_ms) {
+    job_budget *slot = &w->budgets[0];
+    for (int i = 0; i < BUDGET_CACHE; i++) {
+        job_budget *b = &w->budgets[i];
+        if (strcmp(b->job_id, job) == 0) {
+            if (now - b->asked_ms < max_age_ms) return b;
+            slot = b;
+            break;
+        }
+        if (b->asked_ms < slot->asked_ms) slot = b;
+    }
+    char key[FC_KEY_MAX];
+    fc_reply r;
+    if (fc_key_job(key, sizeof(key), w->cfg->queue_prefix, job, FC_JOB_META) != FC_OK) return NULL;
+    const char *argv[] = {"HMGET", key, "budget_tokens", "budget_uusd"};
+    if (fc_redis_command(w->redis, &r, 4, argv, NULL) != FC_OK) {
+        /* Redis away: the limiter gives no grant either; a known budget is kept meanwhile. */
+        return strcmp(slot->job_id, job) == 0 ? slot : NULL;
+    }
+    snprintf(slot->job_id, sizeof(slot->job_id), "%s", job);
+    slot->asked_ms = now;
+    slot->tokens = r.type == FC_REPLY_ARRAY && r.nelem == 2 && r.elem[0].str ? atoll(r.elem[0].str) : 0;
+    slot->uusd = r.type == FC_REPLY_ARRAY && r.nelem == 2 && r.elem[1].str ? atoll(r.elem[1].str) : 0;
+    fc_reply_free(&r);
+    return slot;
+}
+
+int jobs_budget(worker *w, const char *job_id, int64_t now, fc_budget *out) {
+    return jobs_budget_aged(w, job_id, now, BUDGET_ASK_MS, out);
+}
+
+int jobs_budget_aged(worker *w, const char *job_id, int64_t now, long max_age_ms, fc_budget *out) {
+    memset(out, 0, sizeof(*out));
+    if (!job_id || !job_id[0]) return 0;
+    const job_budget *b = budget_slot(w, job_id, now, max_age_ms);
+    if (!b || (b->tokens <= 0 && b->uusd <= 0)) return 0;
+    out->job_id = b->job_id;
+    out->limit_tokens = b->tokens;
+    out->limit_uusd = b->uusd;
+    return 1;
+}
+
+long long jobs_cost_uusd(const worker *w, long prompt_tokens, long completion_tokens) {
+    /* PRICE_INPUT and PRICE_OUTPUT are USD per million tokens: micro-USD per token. */
+    return (long long)(prompt_tokens * w->cfg->price_input + completion_tokens * w->cfg->price_output + 0.5);
+}

@@ -99,6 +99,8 @@ static void render_items(metrics *m, fc_buf *b) {
              DEAD_NCLASSES);
     one(b, "items_continued_total", "counter", "Items re-published unfinished (checkpoint, shutdown).",
         atomic_load(&m->items_unfinished));
+    one(b, "items_over_budget_total", "counter", "Items not done because their job's budget was spent.",
+        atomic_load(&m->items_budget));
     one(b, "batches_acked_total", "counter", "Batch deliveries settled and acked.", atomic_load(&m->batches_done));
     one(b, "batches_poison_total", "counter", "Unreadable messages dead-lettered.", atomic_load(&m->batches_poison));
 }
@@ -125,6 +127,10 @@ static void render_api(metrics *m, fc_buf *b) {
         fc_buf_printf(b, "flashcard_rate_limit_usage %.3f\n", (double)usage / 1000.0);
         head(b, "rate_limit_per_second", "gauge", "The fleet's API call limit.");
         fc_buf_printf(b, "flashcard_rate_limit_per_second %.3f\n", (double)atomic_load(&m->rate_limit_milli) / 1000.0);
+        head(b, "rate_limit_adapted_per_second", "gauge",
+             "The fleet's call rate as adapted to the provider (RATE_ADAPT), at most the limit.");
+        fc_buf_printf(b, "flashcard_rate_limit_adapted_per_second %.3f\n",
+                      (double)atomic_load(&m->rate_adapted_milli) / 1000.0);
     }
 }
 

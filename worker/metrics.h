@@ -52,7 +52,7 @@ typedef struct queue_gauge {
 } queue_gauge;
 
 typedef struct metrics {
-    atomic_long items_ok, items_unfinished;
+    atomic_long items_ok, items_unfinished, items_budget;
     atomic_long items_retried[RETRY_NREASONS];
     atomic_long items_dead[DEAD_NCLASSES];
     atomic_long batches_done, batches_poison;
@@ -63,6 +63,7 @@ typedef struct metrics {
     atomic_long inflight, capacity, held_batches;
     atomic_long rate_usage_milli;                 /* fc_limiter_usage x 1000, last seen; -1 = no call limit */
     atomic_long rate_limit_milli;                 /* the fleet's call limit per second x 1000; 0 = none */
+    atomic_long rate_adapted_milli;               /* the fleet's adapted call rate x 1000, last seen */
     atomic_long breaker_state, breaker_opens;
     atomic_int not_ready;                         /* enum metrics_not_ready bits; 0 = ready */
     histogram call_seconds[METRICS_STAGES];       /* API call duration by stage */

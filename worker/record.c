@@ -13,7 +13,7 @@
 #include "worker.h"
 
 #define JOB_KEY_TTL_S (7 * 86400)
-#define RECORD_CMDS 20
+#define RECORD_CMDS 24
 
 /* The commands of one record, built one after another into one argv array. */
 typedef struct record {
@@ -47,7 +47,7 @@ static void end(record *r) {
 /* One item of the record: its position, final state, and failure as JSON (owned) when dead. */
 typedef struct entry {
     char pos[24];
-    const char *state; /* "ok", "dead", "retry" or NULL (unfinished: a continuation carries it) */
+    const char *state; /* "ok", "dead", "budget", "retry" or NULL (unfinished: a continuation carries it) */
     char *failed;
 } entry;
 
@@ -89,8 +89,8 @@ static int collect(batch *b, entry **v, size_t *n, long sums[4]) {
         snprintf(e->pos, sizeof(e->pos), "%lld", t->item->position);
         if (t->outcome == OUT_OK) e->state = "ok";
         if (t->outcome == OUT_RETRY) e->state = "retry";
-        if (t->outcome != OUT_DEAD) continue;
-        e->state = "dead";
+        if (t->outcome != OUT_DEAD && t->outcome != OUT_BUDGET) continue;
+        e->state = t->outcome == OUT_DEAD ? "dead" : "budget";
         fc_item_error err = {fc_class_name(t->err_class), t->http_status, b->msg.hdr.attempt, t->error};
         if (!(e->failed = failed_json(t->item, &err))) {
             (*n)++;
@@ -101,12 +101,14 @@ static int collect(batch *b, entry **v, size_t *n, long sums[4]) {
 }
 
 static int is(const entry *e, const char *state) { return e->state && strcmp(e->state, state) == 0; }
-static int is_final(const entry *e) { return is(e, "ok") || is(e, "dead"); }
+static int is_failed(const entry *e) { return is(e, "dead") || is(e, "budget"); }
+static int is_final(const entry *e) { return is(e, "ok") || is_failed(e); }
 
 /* build adds the record's commands: each final outcome; the failures (and, for an item that
  * succeeded after a replay, the failure it had before taken away); the items now in a retry
  * queue, with their next attempt; the usage counters; when outcomes came; the TTLs. */
-static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size_t n, char strs[8][24]) {
+static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], const char *fleet_timeline, entry *v, size_t n,
+                  char strs[8][24]) {
     int finals = 0;
     begin(r, "HSET", keys[FC_JOB_OUTCOME]);
     for (size_t i = 0; i < n; i++)
@@ -114,7 +116,7 @@ static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size
     end(r);
     begin(r, "HSET", keys[FC_JOB_FAILED]);
     for (size_t i = 0; i < n; i++)
-        if (is(&v[i], "dead")) arg(r, v[i].pos), arg(r, v[i].failed);
+        if (is_failed(&v[i])) arg(r, v[i].pos), arg(r, v[i].failed);
     end(r);
     begin(r, "HDEL", keys[FC_JOB_FAILED]);
     for (size_t i = 0; i < n; i++)
@@ -130,12 +132,18 @@ static void build(record *r, char keys[FC_JOB_NKEYS][FC_KEY_MAX], entry *v, size
     end(r);
     static const char *names[4] = {"api_calls", "prompt_tokens", "completion_tokens", "cache_hits"};
     for (int k = 0; k < 4; k++) begin(r, "HINCRBY", keys[FC_JOB_STATS]), arg(r, names[k]), arg(r, strs[k]);
+    /* The calls by 10 s, the job's and the fleet's: the job's share of the fleet over time. */
+    if (strcmp(strs[0], "0") != 0) {
+        begin(r, "HINCRBY", keys[FC_JOB_TIMELINE]), arg(r, strs[7]), arg(r, strs[0]);
+        begin(r, "HINCRBY", fleet_timeline), arg(r, strs[7]), arg(r, strs[0]);
+        begin(r, "EXPIRE", fleet_timeline), arg(r, "691200");
+    }
     if (finals) {
         begin(r, "HSETNX", keys[FC_JOB_STATS]), arg(r, "first_outcome_ms"), arg(r, strs[4]);
         begin(r, "HSET", keys[FC_JOB_STATS]), arg(r, "last_outcome_ms"), arg(r, strs[4]);
     }
-    static const int expiring[] = {FC_JOB_OUTCOME, FC_JOB_FAILED, FC_JOB_STATS, FC_JOB_RETRY};
-    for (int k = 0; k < 4; k++) begin(r, "EXPIRE", keys[expiring[k]]), arg(r, strs[6]);
+    static const int expiring[] = {FC_JOB_OUTCOME, FC_JOB_FAILED, FC_JOB_STATS, FC_JOB_RETRY, FC_JOB_TIMELINE};
+    for (int k = 0; k < 5; k++) begin(r, "EXPIRE", keys[expiring[k]]), arg(r, strs[6]);
     r->argv[r->ncmd] = r->args + r->nargs;
     r->args[r->nargs++] = "EXEC";
     r->argc[r->ncmd++] = 1;
@@ -152,9 +160,16 @@ static int transact(worker *w, record *r) {
     return FC_EREDIS;
 }
 
+static int has_state(const entry *v, size_t n, const char *state) {
+    for (size_t i = 0; i < n; i++)
+        if (is(&v[i], state)) return 1;
+    return 0;
+}
+
 /* keep_successes drops from a poison message's entries the positions its job already records as
  * succeeded: a malformed copy (or a forgery) naming them must not turn a delivered card into a
- * failure. A Redis error leaves the entries as they are (the transaction then meets the same). */
+ * failure; nor may a copy of an item published again by --resume that met the budget. A Redis error
+ * leaves the entries as they are (the transaction then meets the same). */
 static void keep_successes(worker *w, const char *outcome_key, entry *v, size_t n) {
     const char **argv = calloc(n + 2, sizeof(*argv));
     fc_reply r = {0};
@@ -179,18 +194,21 @@ int record_batch(worker *w, batch *b) {
         char keys[FC_JOB_NKEYS][FC_KEY_MAX], strs[8][24];
         for (int k = 0; k < FC_JOB_NKEYS; k++)
             fc_key_job(keys[k], FC_KEY_MAX, w->cfg->queue_prefix, b->msg.hdr.job_id, (enum fc_job_key)k);
-        if (b->kind == BATCH_POISON) keep_successes(w, keys[FC_JOB_OUTCOME], v, n);
+        if (b->kind == BATCH_POISON || has_state(v, n, "budget")) keep_successes(w, keys[FC_JOB_OUTCOME], v, n);
         for (int k = 0; k < 4; k++) snprintf(strs[k], sizeof(strs[k]), "%ld", sums[k]);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         snprintf(strs[4], sizeof(strs[4]), "%lld", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
         snprintf(strs[5], sizeof(strs[5]), "%d", b->msg.hdr.attempt + 1);
         snprintf(strs[6], sizeof(strs[6]), "%d", JOB_KEY_TTL_S);
+        snprintf(strs[7], sizeof(strs[7]), "%lld", (long long)ts.tv_sec / 10);
+        char fleet_timeline[FC_KEY_MAX];
+        fc_key_timeline(fleet_timeline, sizeof(fleet_timeline), w->cfg->queue_prefix, (long long)ts.tv_sec / 3600);
         record r = {0};
         r.args = calloc(8 * n + 80, sizeof(*r.args));
         if (!r.args) rc = FC_ENOMEM;
         else {
-            build(&r, keys, v, n, strs);
+            build(&r, keys, fleet_timeline, v, n, strs);
             rc = transact(w, &r);
         }
         free(r.args);

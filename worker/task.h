@@ -19,7 +19,9 @@ enum task_state {
     TASK_DONE      /* has its final outcome */
 };
 
-enum task_outcome { OUT_NONE, OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED, OUT_NKINDS };
+/* OUT_BUDGET: its job's budget was spent before it was done; recorded as failed (class budget), not
+ * dead-lettered, so that --resume with a larger budget can publish it again. */
+enum task_outcome { OUT_NONE, OUT_OK, OUT_RETRY, OUT_DEAD, OUT_UNFINISHED, OUT_BUDGET, OUT_NKINDS };
 
 typedef struct task {
     fc_item *item;                /* borrowed from the delivery's message */
@@ -35,6 +37,7 @@ typedef struct task {
     char *request;                /* body of the current stage's call, owned; NULL until prepared */
     char cache_key[65];           /* cache key of the current stage ("" when the cache is off) */
     long est_tokens;              /* the limiter's charge for the current call */
+    long long rate_epoch;         /* the adapted rate's epoch its call was granted under (fc_limiter_epoch) */
     long prompt_tokens, completion_tokens;
     int calls, cache_hits;
     int64_t ready_at_ms;          /* TASK_WAITING: when its reserved slot comes */

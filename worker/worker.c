@@ -81,8 +81,10 @@ static int make_limiter(worker *w, char *err, size_t errlen) {
         return FC_EINVAL;
     lc.fallback = strcmp(w->cfg->rate_limit_fallback, "local") == 0 ? FC_LIMITER_LOCAL : FC_LIMITER_PAUSE;
     lc.fleet_size = w->cfg->fleet_size;
+    lc.adaptive = w->cfg->rate_adapt;
     w->limiter = fc_limiter_new(w->redis, &lc);
     atomic_store(&w->m->rate_limit_milli, (long)(lc.calls.per_sec * 1000.0 + 0.5));
+    atomic_store(&w->m->rate_adapted_milli, (long)(lc.calls.per_sec * 1000.0 + 0.5));
     atomic_store(&w->m->rate_usage_milli, lc.calls.per_sec > 0 ? 0 : -1);
     if (!w->limiter) snprintf(err, errlen, "cannot create the rate limiter");
     return w->limiter ? FC_OK : FC_EINVAL;
@@ -323,6 +325,9 @@ static void poll_usage(worker *w, int64_t now) {
     int rc = fc_limiter_usage(w->limiter, &u);
     if (rc == FC_OK) atomic_store(&w->m->rate_usage_milli, (long)(u * 1000.0 + 0.5));
     else if (rc == FC_EINVAL) atomic_store(&w->m->rate_usage_milli, -1);
+    double rate;
+    if (rc == FC_OK && fc_limiter_rate_read(w->limiter, &rate, NULL) == FC_OK)
+        atomic_store(&w->m->rate_adapted_milli, (long)(rate * 1000.0 + 0.5));
 }
 
 /* poll_depth samples the depth of every queue of the prefix for the metrics (a passive declare

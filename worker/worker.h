@@ -113,6 +113,9 @@ typedef struct sched {
     int64_t failure_logged_ms; /* last call failure without an HTTP answer logged */
     long failures_unlogged;    /* such failures since, not logged */
     token_mean completion[FC_STAGES_MAX];
+    char budget_said[FC_JOB_ID_MAX + 1]; /* the last job whose spent budget was logged */
+    int64_t throttled_logged_ms;         /* 429s answered by adapting the rate: logged at most every 5 s */
+    long throttled_unlogged;
 } sched;
 
 /* Cache writes waiting for the next pipelined flush. */
@@ -128,6 +131,16 @@ typedef struct cache_write {
 /* A recent answer to "is this job cancelled?". */
 #define CANCEL_CACHE 8
 #define CANCEL_ASK_MS 1000
+/* A job's budget as last read from its record (0: none). */
+#define BUDGET_CACHE 16
+#define BUDGET_ASK_MS 2000
+#define BUDGET_RECHECK_MS 200 /* a refusal reads a budget older than this again */
+typedef struct job_budget {
+    char job_id[FC_JOB_ID_MAX + 1];
+    int64_t asked_ms;
+    long long tokens, uusd;
+} job_budget;
+
 typedef struct cancel_answer {
     char job_id[FC_JOB_ID_MAX + 1];
     int64_t asked_ms;
@@ -165,6 +178,7 @@ typedef struct worker {
     int64_t started_unix_ms;
     int registry_down;          /* the last registration failed: Redis away or refusing */
     cancel_answer cancel_cache[CANCEL_CACHE];
+    job_budget budgets[BUDGET_CACHE];
     int64_t redis_quiet_until_ms; /* Redis was unreachable: questions that can wait are not asked till then */
     char followed[FC_JOBS_FOLLOWED_MAX][FC_JOB_ID_MAX + 1]; /* jobs whose own queue it consumes */
     int nfollowed;
@@ -206,6 +220,13 @@ int record_job_cancelled(worker *w, const char *job_id, int64_t now);
 
 /* jobs.c: the jobs with a queue of their own that the worker consumes (fc_jobs.h), once a second. */
 void jobs_follow(worker *w, int64_t now);
+/* jobs_budget fills *out with the budget of job_id (read from its record at most every BUDGET_ASK_MS);
+ * returns 1 when it has one, 0 when not (out then names no job). jobs_cost_uusd prices a call's tokens at
+ * PRICE_INPUT / PRICE_OUTPUT, in micro-USD. */
+int jobs_budget(worker *w, const char *job_id, int64_t now, fc_budget *out);
+/* jobs_budget_aged is jobs_budget reading the record again when the budget known is older than max_age_ms. */
+int jobs_budget_aged(worker *w, const char *job_id, int64_t now, long max_age_ms, fc_budget *out);
+long long jobs_cost_uusd(const worker *w, long prompt_tokens, long completion_tokens);
 
 /* registry.c: the worker's registration in Redis, for flashcard-admin status. */
 void registry_update(worker *w, int64_t now);

@@ -200,6 +200,7 @@ static volatile sig_atomic_t g_stop;
 
 static struct {
     atomic_ullong requests, in_flight, stage1, stage2, prompt_tokens, completion_tokens;
+    atomic_ullong max_call_tokens; /* the most tokens (prompt + completion) one answer reported */
     atomic_ullong connections;      /* accepted (with TLS: one handshake each) */
     atomic_ullong connections_open; /* open now */
     atomic_ullong connections_max;  /* most open at once */
@@ -375,6 +376,7 @@ static void mock_stats_reset(void) {
     atomic_store(&g_stats.stage2, 0);
     atomic_store(&g_stats.prompt_tokens, 0);
     atomic_store(&g_stats.completion_tokens, 0);
+    atomic_store(&g_stats.max_call_tokens, 0);
     for (int i = 0; i < MOCK_STATUS_MAX; i++) atomic_store(&g_stats.by_status[i], 0);
     for (int i = 0; i < FAULT_COUNT; i++) atomic_store(&g_stats.by_fault[i], 0);
     for (int i = 0; i < HOSTILE_COUNT; i++) atomic_store(&g_stats.by_hostile[i], 0);
@@ -870,6 +872,9 @@ static void mock_req_finish(mock_req *r, int status) {
     if (r->usage_ok) {
         atomic_fetch_add(&g_stats.prompt_tokens, r->pt);
         atomic_fetch_add(&g_stats.completion_tokens, r->ct);
+        unsigned long long seen = atomic_load(&g_stats.max_call_tokens), mine = r->pt + r->ct;
+        while (mine > seen && !atomic_compare_exchange_weak(&g_stats.max_call_tokens, &seen, mine)) {
+        }
     }
     atomic_fetch_sub(&g_stats.in_flight, 1);
     if (g_log_fd < 0) return;
@@ -1321,6 +1326,7 @@ static enum MHD_Result mock_handle_stats(struct MHD_Connection *c) {
     fc_buf_printf(&b, "},\"stage1\":%llu,\"stage2\":%llu,\"prompt_tokens\":%llu,\"completion_tokens\":%llu,",
                   atomic_load(&g_stats.stage1), atomic_load(&g_stats.stage2), atomic_load(&g_stats.prompt_tokens),
                   atomic_load(&g_stats.completion_tokens));
+    fc_buf_printf(&b, "\"max_call_tokens\":%llu,", atomic_load(&g_stats.max_call_tokens));
     sep = "\"faults\":{";
     for (int f = 0; f < FAULT_COUNT; f++, sep = ",")
         fc_buf_printf(&b, "%s\"%s\":%llu", sep, mock_fault_names[f], atomic_load(&g_stats.by_fault[f]));
