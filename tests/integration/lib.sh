@@ -108,6 +108,57 @@ queue_depth() {
     echo "${n:-absent}"
 }
 
+# job_queue JOB: the suffix (for queue_depth, take_messages) of JOB's own work queue,
+# $QUEUE_PREFIX.job.JOB, where the producer publishes the job's batches (common/fc_jobs.h); the
+# shared work queue, batches, carries retries, continuations and replays.
+job_queue() { echo "job.$1"; }
+
+# job_queue_empty JOB: true when JOB's queue is gone (the worker that saw the job complete deleted
+# it) or holds no message, ready or unacked (its depth: poll it with wait_until).
+job_queue_empty() {
+    local n
+    n=$(queue_depth "$(job_queue "$1")") || return 1
+    [ "$n" = 0 ] || [ "$n" = absent ]
+}
+
+# job_queues_depth: the messages (ready + unacked) of every job's queue ($QUEUE_PREFIX.job.*) still
+# there, summed (0 when there is none); returns 1, printing nothing, if rabbitmqctl fails.
+job_queues_depth() {
+    local out
+    out=$($SUDO rabbitmqctl list_queues -q --no-table-headers name messages 2>/dev/null) || return 1
+    awk -v p="$QUEUE_PREFIX.job." 'index($1, p) == 1 { n += $2 } END { print n + 0 }' <<<"$out"
+}
+
+# queue_peek SUFFIX: the ready messages a get finds at once in $QUEUE_PREFIX.SUFFIX (0 or 1; the one
+# seen is requeued), or "absent" for a queue that does not exist (the get answers 404); returns 1,
+# printing nothing, on any other answer. Not for polling a queue that may hold messages: a requeue
+# counts as a delivery in a quorum queue, and enough of them dead-letter the message.
+queue_peek() {
+    local code
+    code=$(curl -sS -u guest:guest -o "$TMP/peek.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
+        -d '{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}' "$MGMT/queues/%2F/$QUEUE_PREFIX.$1/get") ||
+        return 1
+    case $code in
+    200) jq length "$TMP/peek.json" ;;
+    404) echo absent ;;
+    *) return 1 ;;
+    esac
+}
+
+# assert_work_done JOB: nothing of JOB is left to do in the work queues once --wait has ended: a get
+# finds nothing ready, at once, in the shared queue nor in the job's (or the job's is gone), and
+# their depths (ready + unacked; a quorum queue's figures lag a few seconds) reach 0 within 30 s.
+assert_work_done() {
+    [ "$(queue_peek batches)" = 0 ] || fail "the work queue still holds messages"
+    case $(queue_peek "$(job_queue "$1")") in
+    0 | absent) ;;
+    *) fail "the queue of job $1 still holds messages" ;;
+    esac
+    batches_depth_zero() { [ "$(queue_depth batches)" = 0 ]; }
+    wait_until 30 batches_depth_zero || fail "the work queue depth stays $(queue_depth batches)"
+    wait_until 30 job_queue_empty "$1" || fail "the depth of the queue of job $1 stays $(queue_depth "$(job_queue "$1")")"
+}
+
 # dead_messages: every message in the dead-letter queue (peeked, requeued), as a JSON array.
 dead_messages() {
     mgmt -X POST -H 'content-type: application/json' \
@@ -130,7 +181,8 @@ wait_until() {
 }
 
 # assert_accounted N RESULTS_POSITIONS_FILE: positions 1..N each appear exactly once, either
-# in the results or in the dead-letter queue; the work and retry queues are empty.
+# in the results or in the dead-letter queue; the work queues (the shared one and every job's
+# still there) are empty.
 assert_accounted() {
     local n=$1 results=$2
     dead_positions | sort -n >"$TMP/dead.pos"
@@ -142,8 +194,9 @@ assert_accounted() {
         fail "not every item accounted once (< missing, > extra): $(seq 1 "$n" | diff - "$TMP/all.pos" |
             grep '^[<>]' | head -5 | tr '\n' ' ')"
     # The last ack follows the last outcome record by a moment: give it a few seconds.
-    work_empty() { [ "$(queue_depth batches)" = 0 ]; }
-    wait_until 15 work_empty || fail "work queue not empty: $(queue_depth batches) messages"
+    work_empty() { [ "$(queue_depth batches)" = 0 ] && [ "$(job_queues_depth)" = 0 ]; }
+    wait_until 15 work_empty ||
+        fail "work queues not empty: $(queue_depth batches) messages in the shared one, $(job_queues_depth) in the jobs'"
     log "accounted: $(wc -l <"$results") in results, $(wc -l <"$TMP/dead.pos") dead-lettered, of $n"
 }
 

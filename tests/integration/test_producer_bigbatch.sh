@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A batch bigger than the producer's confirm window budget (4 MiB) is still published, alone,
 # and confirmed: with BATCH_MAX_BYTES=16777216, small batch, ~7 MiB batch, small batch are all in
-# P.batches with the right items, the run exits 0 in seconds (it used to wait 30 s for a confirm
+# the job's work queue (P.job.<job>) with the right items, the run exits 0 in seconds (it used to wait 30 s for a confirm
 # budget that could never be met and exit 3 saying the broker was lost).
 . "$(dirname "$0")/lib.sh"
 
@@ -24,10 +24,11 @@ took=$((SECONDS - t0))
 [ "$(jq .items_published "$TMP/report.json")" = 180 ] || fail "report: items_published"
 
 # The quorum queue's counters lag: wait for the three messages, then peek at them.
-three() { [ "$(queue_depth batches)" = 3 ]; }
-wait_until 20 three || fail "work queue holds $(queue_depth batches) messages, want 3"
+Q=$(job_queue big-$$)
+three() { [ "$(queue_depth "$Q")" = 3 ]; }
+wait_until 20 three || fail "the job's work queue holds $(queue_depth "$Q") messages, want 3"
 mgmt -X POST -H 'content-type: application/json' -d '{"count":10,"ackmode":"ack_requeue_true","encoding":"auto"}' \
-    "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/get" >"$TMP/peek.json"
+    "$MGMT/queues/%2F/$QUEUE_PREFIX.$Q/get" >"$TMP/peek.json"
 jq -c '[.[] | .payload | fromjson | [.batch, (.items | length), .items[0].position, .items[-1].position]] | sort' \
     "$TMP/peek.json" >"$TMP/got"
 [ "$(cat "$TMP/got")" = '[[0,60,1,60],[1,60,61,120],[2,60,121,180]]' ] || fail "batches (batch, items, first, last): $(cat "$TMP/got")"

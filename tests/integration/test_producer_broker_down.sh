@@ -29,7 +29,7 @@ grep -q "attempt 2 of" "$TMP/closed.log" || fail "the producer did not retry"
 timeout 60 "$PRODUCER" "$TMP/small.csv" --job-id down-$$ --resume --report "$TMP/closed-resume.json" \
     >"$TMP/closed-resume.log" 2>&1 || fail "resume after a closed port: exit $?"
 [ "$(jq .items_total "$TMP/closed-resume.json")" = 1000 ] || fail "resume after a closed port: items_total"
-take_batches batches "$TMP/closed.batches"
+take_batches "$(job_queue down-$$)" "$TMP/closed.batches"
 sort -n "$TMP/closed.batches" | diff -q - <(seq 0 99) >/dev/null || fail "closed port: batches not 0..99 once each"
 
 # 2. The broker lost mid-publish: a TCP proxy in front of RabbitMQ, killed while publishing.
@@ -66,6 +66,6 @@ timeout 60 "$PRODUCER" "$TMP/big.csv" --job-id $JOB --resume --report "$TMP/lost
     >"$TMP/lost-resume.log" 2>&1 || fail "resume after losing the broker: exit $?"
 [ "$(jq .batches_skipped "$TMP/lost-resume.json")" = "$confirmed" ] || fail "resume: batches_skipped"
 [ "$(jq .items_total "$TMP/lost-resume.json")" = 50000 ] || fail "resume: items_total"
-take_batches batches "$TMP/lost.batches"
+take_batches "$(job_queue $JOB)" "$TMP/lost.batches"
 sort -n "$TMP/lost.batches" | uniq | diff -q - <(seq 0 4999) >/dev/null || fail "batches missing after resume"
 log "ok: closed port gave up after ${took}s; lost broker after $confirmed confirmed batches, resumed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resume after a crash: the producer is killed with SIGKILL while publishing 200,000 rows in
 # batches of 10; a re-run of the same job id without --resume is refused (exit 2); --resume
-# then publishes the rest. In the work queue every batch is present with exactly its 10
+# then publishes the rest. In the job's work queue every batch is present with exactly its 10
 # positions; a batch confirmed before the kill is there exactly once; the only duplicates are
 # batches that were in flight (published, not yet confirmed) at the kill, at most one publish
 # window of them (at-least-once: the workers deduplicate by position). Then --resume --wait
@@ -68,8 +68,8 @@ r=$TMP/report.json
 [ "$(redis-cli hget "$META_KEY" items)" = $ROWS ] || fail "job record: items $(redis-cli hget "$META_KEY" items)"
 [ "$(bitcount)" = $BATCHES ] || fail "after resume $(bitcount) of $BATCHES batches are marked confirmed"
 
-# 4. The work queue: every batch, with its own 10 positions.
-take_ids batches "$TMP/ids.tsv"
+# 4. The job's work queue: every batch, with its own 10 positions.
+take_ids "$(job_queue "$JOB")" "$TMP/ids.tsv"
 total=$(wc -l <"$TMP/ids.tsv")
 awk -v job="$JOB" '$1 != job "-" $2' "$TMP/ids.tsv" | head -3 >"$TMP/badid"
 [ ! -s "$TMP/badid" ] || fail "message ids not <job>-<batch>: $(cat "$TMP/badid")"
@@ -116,11 +116,6 @@ timeout 100 "$PRODUCER" "$TMP/small.csv" --job-id $JOB2 --resume --wait --timeou
 [ "$(jq .items_total "$TMP/wait.json")" = 1000 ] || fail "resume --wait: items_total $(jq .items_total "$TMP/wait.json")"
 [ "$(jq .items_succeeded "$TMP/wait.json")" = 1000 ] || fail "resume --wait: items_succeeded $(jq .items_succeeded "$TMP/wait.json")"
 tsv_positions "$TMP/out.tsv" >"$TMP/results.pos"
-# Nothing left in the work queue: a get answers [] at once; the management API's depth (read by
-# assert_accounted) lags up to a stats interval behind, so give it time to catch up.
-[ "$(mgmt -X POST -H 'content-type: application/json' -d '{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}' \
-    "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/get" | jq length)" = 0 ] || fail "the work queue still holds messages"
-batches_depth_zero() { [ "$(queue_depth batches)" = 0 ]; }
-wait_until 30 batches_depth_zero || fail "the work queue depth stays $(queue_depth batches)"
+assert_work_done $JOB2
 assert_accounted 1000 "$TMP/results.pos"
 log "ok: resumed --wait collected all 1,000 items"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The producer on the 10,000-row TOPIK list (19 columns, RFC 4180 quoting, commas and quotes
-# inside fields) with a column mapping: no workers; the work queue is drained through the
+# inside fields) with a column mapping: no workers; the job's work queue is drained through the
 # management API and must hold exactly the 100 batches, positions 1..10,000 each once, with the
 # unmapped columns travelling in each item's "extra", quoted commas intact.
 . "$(dirname "$0")/lib.sh"
@@ -20,7 +20,7 @@ BATCH_SIZE=100 timeout 60 "$PRODUCER" "$DATA" --columns 'position=Position, term
 [ "$(jq .batches_published "$TMP/report.json")" = 100 ] || fail "report: batches_published"
 [ "$(jq .rows_rejected "$TMP/report.json")" = 0 ] || fail "report: rows rejected: $(jq -c .rejected "$TMP/report.json")"
 
-take_all batches "$TMP/batches.jsonl"
+take_all "$(job_queue topik-$$)" "$TMP/batches.jsonl"
 [ "$(wc -l <"$TMP/batches.jsonl")" = 100 ] || fail "expected 100 batch messages, got $(wc -l <"$TMP/batches.jsonl")"
 [ "$(jq -r .batch "$TMP/batches.jsonl" | sort -n | uniq | wc -l)" = 100 ] || fail "batch numbers not distinct"
 [ "$(jq -s 'map(.items | length) | add' "$TMP/batches.jsonl")" = 10000 ] || fail "items in the messages != 10,000"

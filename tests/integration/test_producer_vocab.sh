@@ -27,12 +27,7 @@ seq 1 1000 | diff -q - "$TMP/results.pos" >/dev/null || fail "positions are not 
 want=$(sed -n 2p "$DATA" | tr -d '\r' | cut -d, -f2)
 got=$(awk -F'\t' '$1 == 1 { print $2; exit }' "$TMP/out.tsv")
 [ "$want" = "$got" ] || fail "term of position 1: want '$want', got '$got'"
-# Nothing left in the work queue: a get answers [] at once; the management API's depth (read by
-# assert_accounted) lags up to a stats interval behind, so give it time to catch up.
-[ "$(mgmt -X POST -H 'content-type: application/json' -d '{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}' \
-    "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/get" | jq length)" = 0 ] || fail "the work queue still holds messages"
-batches_depth_zero() { [ "$(queue_depth batches)" = 0 ]; }
-wait_until 30 batches_depth_zero || fail "the work queue depth stays $(queue_depth batches)"
+assert_work_done "vocab-$$"
 assert_accounted 1000 "$TMP/results.pos"
 
 r=$TMP/report.json
