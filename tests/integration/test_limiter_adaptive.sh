@@ -1,6 +1,5 @@
 #!/bin/bash
-# Integration test of the limiter's adaptive calls rate and per-job budgets against its own
-# redis-server.
+# Integration test of the limiter's adaptive calls rate and per-job budgets against Redis.
 # (1) Simulation (limiter-driver sim): 3 processes with 16 calls in flight each, 20 ms latency,
 #     RATE_LIMIT 60/s, against a simulated provider token bucket of 30/s (capacity 30) that
 #     answers 429 when empty. Without rate headers (AIMD: fc_limiter_backoff on each 429) and
@@ -10,61 +9,33 @@
 #     advice (rate, mode, pause), the adapted rate applied to reservations and only when
 #     adaptive, the key's expiry; a job's budget refusing without reserving, exhausted_ms set
 #     once, settle's spend and token correction in one call, the budget key's expiry.
-# Needs FC_BUILD_DIR holding bench/limiter-driver, and /usr/bin/redis-server. About 55 s.
-set -euo pipefail
-. "$(dirname "$0")/ports.sh"
+# Needs FC_BUILD_DIR holding bench/limiter-driver, and the Redis of deploy/local/services.sh (keys
+# under this test's prefix). About 55 s.
+. "$(dirname "$0")/lib.sh"
 
-BUILD=${FC_BUILD_DIR:-$(dirname "$0")/../../build}
-DRIVER=""
-for d in "$BUILD/bench/limiter-driver" "$BUILD/tests/limiter-driver"; do
-    [ -x "$d" ] && DRIVER=$d && break
-done
-[ -n "$DRIVER" ] || { echo "FAIL: limiter-driver not built under $BUILD"; exit 1; }
-REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
-REDIS_CLI=${REDIS_CLI:-/usr/bin/redis-cli}
-
+DRIVER=$BUILD/bench/limiter-driver
+[ -x "$DRIVER" ] || fail "limiter-driver not built under $BUILD"
 SIM_S=50 WARMUP_S=20 PROV_RATE=30
-TMP=$(mktemp -d /tmp/fc-limiter-adaptive.XXXXXX)
-REDIS_PID=""
 SIM_PIDS=()
-
-cleanup() {
-    for p in "${SIM_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-    ports_release
-}
-trap cleanup EXIT
-
-FAILS=0
-fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
-pass() { echo "ok: $*"; }
-
-PORT=$(free_port)
-"$REDIS_SERVER" --port "$PORT" --bind 127.0.0.1 --dir "$TMP" --save '' --appendonly no --logfile "$TMP/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 1 100); do
-    "$REDIS_CLI" -p "$PORT" ping >/dev/null 2>&1 && break
-    sleep 0.05
-done
-"$REDIS_CLI" -p "$PORT" ping >/dev/null 2>&1 || { echo "FAIL: redis-server did not start"; cat "$TMP/redis.log"; exit 1; }
-URL="redis://127.0.0.1:$PORT"
-rcli() { "$REDIS_CLI" -p "$PORT" "$@"; }
+URL=$REDIS_URL
+P=$QUEUE_PREFIX
+rcli() { redis-cli -u "$REDIS_URL" "$@"; }
+pass() { log "ok: $*"; }
 
 # ---- (1) the simulations, in the background while (2) runs ----------------------------
 for h in 0 1; do
-    "$DRIVER" sim "$URL" "sim$h" api 60 60 "$SIM_S" 3 16 "$PROV_RATE" 30 20 "$h" "$WARMUP_S" \
+    "$DRIVER" sim "$URL" "$P" "sim$h" 60 60 "$SIM_S" 3 16 "$PROV_RATE" 30 20 "$h" "$WARMUP_S" \
         >"$TMP/sim$h.out" 2>"$TMP/sim$h.err" &
     SIM_PIDS+=($!)
+    PIDS+=($!)
 done
 
 # ---- (2) the script's paths -------------------------------------------------------------
-# ops NAME RATE BURST ADAPTIVE [TOKENS] < commands: runs them on one limiter (namespace ops),
+# ops NAME RATE BURST ADAPTIVE [TOKENS] < commands: runs them on one limiter (API "api"),
 # answers in $TMP/NAME.out.
 ops() {
     local name=$1; shift
-    "$DRIVER" ops "$URL" ops api "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" || fail "$name: driver exit $?"
+    "$DRIVER" ops "$URL" "$P" api "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" || fail "$name: driver exit $?"
 }
 # line NAME N: the Nth answer of ops NAME.
 line() { sed -n "$2p" "$TMP/$1.out"; }
@@ -75,7 +46,7 @@ expect() { # expect NAME N WANT WHAT
 }
 # near A B TOL: |A - B| <= TOL
 near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t) }'; }
-RATE_KEY="ops:rl:{api}:rate"
+RATE_KEY="$P:rl:{api}:rate"
 
 # Backoff: once per epoch; a stale epoch changes nothing; the floor (max(0.05, 10/100) = 0.1) holds.
 ops aimd 10 1 1 <<'C'
@@ -100,11 +71,11 @@ ttl=$(rcli pttl "$RATE_KEY")
 
 # The adapted rate paces reservations (burst 1): 2nd call 1/6.4 s = 156 ms after the first;
 # a limiter that is not adaptive ignores it (100 ms).
-rcli del "ops:rl:{api}:calls" >/dev/null
+rcli del "$P:rl:{api}:calls" >/dev/null
 printf 'acq 0\nacq 0\n' | ops paced 10 1 1
 w=$(line paced 2 | awk '{print $2}')
 [ "$w" -ge 150 ] && [ "$w" -le 157 ] && pass "adaptive reservations at 6.4/s (wait $w ms)" || fail "adaptive wait $w ms, want ~156"
-rcli del "ops:rl:{api}:calls" >/dev/null
+rcli del "$P:rl:{api}:calls" >/dev/null
 printf 'acq 0\nacq 0\nbackoff 0\nrate\n' | ops fixed 10 1 0
 w=$(line fixed 2 | awk '{print $2}')
 [ "$w" -ge 95 ] && [ "$w" -le 100 ] && pass "non-adaptive reservations at 10/s (wait $w ms)" || fail "non-adaptive wait $w ms, want ~100"
@@ -133,7 +104,7 @@ grep -q "advice_sent=1 " "$TMP/advice.err" && pass "calm advice (the same rate) 
 
 # Budgets: refusals reserve nothing and set exhausted_ms once; settle adds the spend (7 days)
 # and corrects the token bucket in the same call.
-rcli del "ops:rl:{api}:calls" "ops:rl:{api}:tokens" "ops:rl:{api}:pause" >/dev/null
+rcli del "$P:rl:{api}:calls" "$P:rl:{api}:tokens" "$P:rl:{api}:pause" >/dev/null
 ops budget 10 1 0 1000 <<'C'
 job j1 100 0 60 0
 settle 0 j1 60 1500
@@ -166,10 +137,10 @@ first() { line "$1" "$2" | awk '{print $1}'; }
 [ "$(first budget 9)" = ok ] && pass "uusd: 0 + 500 <= 500 granted" || fail "uusd 500 of 500: $(line budget 9)"
 expect budget 10 "budget 0" "uusd: 0 + 501 > 500 refused"
 [ "$(first budget 11)" = ok ] && pass "a job without limits is not checked" || fail "job without limits: $(line budget 11)"
-ttl=$(rcli pttl "ops:job:{j1}:budget")
+ttl=$(rcli pttl "$P:job:{j1}:budget")
 [ "$ttl" -gt 604000000 ] && [ "$ttl" -le 604800000 ] && pass "budget key expires in 7 days" || fail "budget key pttl $ttl"
 # Settle without a job: the token bucket's correction alone, 2000 tokens at 1000/s = 2 s more.
-tokens_ahead() { echo $(( $(rcli get "ops:rl:{api}:tokens") / 1000 - $(rcli time | head -1) * 1000 )); }
+tokens_ahead() { echo $(( $(rcli get "$P:rl:{api}:tokens") / 1000 - $(rcli time | head -1) * 1000 )); }
 before=$(tokens_ahead)
 echo "settle 2000 - 0 0" | ops settle 10 1 0 1000
 after=$(tokens_ahead)
@@ -180,10 +151,10 @@ expect settle 1 "ok" "settle without a job"
 # And with a job: spend and correction in one call.
 echo "settle -1000 j3 7 9" | ops settle2 10 1 0 1000
 after2=$(tokens_ahead)
-[ "$(rcli hget "ops:job:{j3}:budget" tokens) $(rcli hget "ops:job:{j3}:budget" uusd)" = "7 9" ] &&
+[ "$(rcli hget "$P:job:{j3}:budget" tokens) $(rcli hget "$P:job:{j3}:budget" uusd)" = "7 9" ] &&
     [ $((after - after2)) -ge 1000 ] && [ $((after - after2)) -le 1100 ] &&
     pass "settle with a job: spend recorded and 1000 tokens refunded in one call" ||
-    fail "settle with a job: $(rcli hgetall "ops:job:{j3}:budget" | tr '\n' ' '), bucket $after -> $after2 ms"
+    fail "settle with a job: $(rcli hgetall "$P:job:{j3}:budget" | tr '\n' ' '), bucket $after -> $after2 ms"
 grep -q "redis_calls=1 " "$TMP/settle2.err" || fail "settle with a job took more than one round trip: $(cat "$TMP/settle2.err")"
 
 # ---- (1) results ------------------------------------------------------------------------
@@ -206,5 +177,4 @@ stat_sum() { grep -o "$2=[0-9]*" "$TMP/$1.err" | cut -d= -f2 | awk '{s += $1} EN
 [ "$(stat_sum sim1 advice_sent)" -ge 10 ] && pass "advice: $(stat_sum sim1 advice_sent) sent" || fail "advice: none sent"
 [ "$(stat_sum sim0 redis_failures)" = 0 ] && [ "$(stat_sum sim1 redis_failures)" = 0 ] || fail "sim: redis failures"
 
-if [ "$FAILS" -gt 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi
-echo "all adaptive limiter checks passed"
+log "all adaptive limiter checks passed"

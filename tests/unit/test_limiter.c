@@ -148,13 +148,18 @@ static int64_t fake_clock(void *arg) {
     return fake_now;
 }
 
-static fc_limiter *local_limiter(fc_redis *r, int fallback, double calls, double burst, int fleet) {
-    fc_limiter_conf c = {.prefix = "test", .api = "api", .calls = {calls, burst}, .fallback = fallback,
-                         .fleet_size = fleet};
-    fc_limiter *l = fc_limiter_new(r, &c);
+/* clocked_limiter creates a limiter from c on the fake clock. */
+static fc_limiter *clocked_limiter(fc_redis *r, const fc_limiter_conf *c) {
+    fc_limiter *l = fc_limiter_new(r, c);
     assert_non_null(l);
     fc_limiter_set_clock(l, fake_clock, NULL);
     return l;
+}
+
+static fc_limiter *local_limiter(fc_redis *r, int fallback, double calls, double burst, int fleet) {
+    fc_limiter_conf c = {.prefix = "test", .api = "api", .calls = {calls, burst}, .fallback = fallback,
+                         .fleet_size = fleet};
+    return clocked_limiter(r, &c);
 }
 
 static void test_local_fallback_rate_per_fleet(void **state) {
@@ -643,10 +648,7 @@ static void test_adapt_gcra(void **state) {
 static fc_limiter *adaptive_limiter(fc_redis *r, int fallback, double calls, double tokens) {
     fc_limiter_conf c = {.prefix = "p", .api = "api", .calls = {calls, fc_limit_default_burst(calls)},
                          .tokens = {tokens, fc_limit_default_burst(tokens)}, .fallback = fallback, .adaptive = 1};
-    fc_limiter *l = fc_limiter_new(r, &c);
-    assert_non_null(l);
-    fc_limiter_set_clock(l, fake_clock, NULL);
-    return l;
+    return clocked_limiter(r, &c);
 }
 
 static void test_reserve_args(void **state) {
