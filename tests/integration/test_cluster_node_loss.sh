@@ -30,9 +30,11 @@ log "n1 holds: $(tr '\n' ';' <"$TMP/n1.clients") n2 holds: $(rn_clients n2 | tr 
 
 under_way() { [ "$(done_items)" -ge 100 ]; }
 wait_until 60 under_way || fail "the job did not get going: $(done_items) items done"
+# held_count: the batches the workers hold (unacked) of the job's queue and the shared one.
 held_count() {
     rn_ctl n2 list_queues --no-table-headers name messages_unacknowledged 2>/dev/null |
-        awk -v q="$QUEUE_PREFIX.batches" '$1 == q { print $2 }'
+        awk -v q="$QUEUE_PREFIX.batches" -v j="$QUEUE_PREFIX.$(job_queue "$JOB")" '$1 == q || $1 == j { n += $2; seen++ }
+            END { if (seen) print n }'
 }
 held() { [ "$(held_count)" -gt 0 ] 2>/dev/null; }
 wait_until 15 held || fail "no batch held by the workers"

@@ -4,7 +4,7 @@
 #    exchange go to the dead letters as they were, with an x-error header; the worker logs
 #    them and carries on (a normal job completes).
 # 2. Rejected credentials: the API answers 401. Nothing is dead-lettered; the worker logs one
-#    clear error, stops consuming (its batches stay in the work queue) and reports not ready
+#    clear error, stops consuming (its batches stay in the work queues) and reports not ready
 #    on /readyz, and hands back the batches it holds; it probes every AUTH_RETRY (taking
 #    deliveries for the probe if it holds none), and once the key is accepted the job completes.
 # 3. A worker with a wrong key next to one with a good key does not hold up the job.
@@ -33,7 +33,8 @@ collect() {
     tsv_positions "$TMP/$job.tsv" >"$out"
     [ "$(tail -n +2 "$TMP/$job.tsv" | wc -l)" = $((2 * N)) ] || fail "$job: duplicate or missing cards"
 }
-work_drained() { [ "$(queue_depth batches)" = 0 ]; }
+# work_drained JOB: the shared work queue is empty, and JOB's own is empty or gone.
+work_drained() { [ "$(queue_depth batches)" = 0 ] && job_queue_empty "$1"; }
 
 # ---- 1. poison messages -------------------------------------------------------------
 API_KEY=good start_worker poison
@@ -55,7 +56,7 @@ done
 kill -0 $W1 || fail "the worker died on a poison message"
 # The worker carries on.
 collect poison-$$ "$TMP/job1.pos"
-wait_until 15 work_drained || fail "work queue not empty"
+wait_until 15 work_drained poison-$$ || fail "work queue not empty"
 # Take the two poison messages out, so the accounting below sees only the job's items.
 mgmt -X POST -H 'content-type: application/json' -d '{"count":2,"ackmode":"ack_requeue_false","encoding":"auto"}' \
     "$MGMT/queues/%2F/$QUEUE_PREFIX.dead/get" >/dev/null
@@ -85,12 +86,15 @@ grep -q "stopped taking deliveries (API credentials rejected)" "$TMP/worker-auth
 count_consumers() {
     local out
     out=$($SUDO rabbitmqctl -q list_consumers -p / queue_name consumer_tag 2>/dev/null) || return 1
-    consumers=$(awk -v q="$QUEUE_PREFIX.batches" '$1 == q' <<<"$out" | wc -l)
+    consumers=$(awk -v q="$QUEUE_PREFIX.batches" -v j="$QUEUE_PREFIX.$(job_queue $JOB)" '$1 == q || $1 == j' <<<"$out" |
+        wc -l)
 }
 wait_until 30 count_consumers || fail "rabbitmqctl list_consumers did not answer"
 [ "$consumers" = 0 ] || fail "the worker still consumes ($consumers consumers)"
-held3() { [ "$(queue_depth batches)" = 3 ]; }
-wait_until 15 held3 || fail "expected the 3 batches in the work queue, got $(queue_depth batches)"
+# The 3 batches are in the job's queue, or in the shared one once handed back (as continuations).
+held() { echo $(($(queue_depth batches) + $(queue_depth "$(job_queue $JOB)"))); }
+held3() { [ "$(held)" = 3 ] 2>/dev/null; }
+wait_until 15 held3 || fail "expected the 3 batches in the work queues, got $(queue_depth batches) in the shared one and $(queue_depth "$(job_queue $JOB)") in the job's"
 [ "$(dead_messages | jq length)" = 0 ] || fail "something was dead-lettered on a 401"
 # While blocked, the worker makes one call per probe, not one per item.
 calls401=$(awk '$2 == 401' "$TMP/mock-requests.log" | wc -l)
@@ -103,7 +107,7 @@ collect $JOB "$TMP/job2.pos" --resume
 grep -q "credentials accepted again" "$TMP/worker-auth.log" || fail "no recovery message"
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/readyz")" = 200 ]; }
 wait_until 10 ready || fail "/readyz did not return to 200"
-wait_until 15 work_drained || fail "work queue not empty"
+wait_until 15 work_drained $JOB || fail "work queue not empty"
 assert_accounted $N "$TMP/job2.pos"
 grep -q "handing back" "$TMP/worker-auth.log" || fail "the worker did not hand its batches back"
 kill -TERM $W2
@@ -119,7 +123,7 @@ JOB3=fleet-$$
 wait_until 20 grep -q "handing back" "$TMP/worker-wrong.log" || fail "the wrong-key worker kept its batches"
 API_KEY=bad CACHE_TTL=0 start_worker good # the key the mock accepts since part 2
 collect $JOB3 "$TMP/job3.pos" --resume
-wait_until 15 work_drained || fail "work queue not empty"
+wait_until 15 work_drained $JOB3 || fail "work queue not empty"
 assert_accounted $N "$TMP/job3.pos"
 [ "$(grep -c "probing the API credentials" "$TMP/worker-wrong.log")" = 0 ] || fail "probed before AUTH_RETRY"
 log "ok: $calls401 calls answered 401; a wrong-key worker did not hold the fleet's work"
