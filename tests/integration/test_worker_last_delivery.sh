@@ -2,7 +2,7 @@
 # Every item that enters the system gets exactly one final outcome, whatever path it takes:
 # 1. Last delivery: the worker holding a batch on its last allowed delivery (x-delivery-count =
 #    DELIVERY_LIMIT) dies before it can record the items (its Redis is unreachable, so it holds
-#    the delivery). The work queue's x-delivery-limit dead-letters the batch to P.crashed, where
+#    the delivery). The job's work queue's x-delivery-limit dead-letters the batch to P.crashed, where
 #    another worker records its items as failed and dead-letters them to P.dead: --wait ends at
 #    once with exit 1 and the items named as failed, instead of waiting until --timeout.
 # 2. Poison naming a job: a batch of a real job corrupted so that it cannot be read (schema 99)
@@ -39,27 +39,51 @@ assert_all_failed() {
     other=$(jq -c --arg c "$2" '[.failed[] | select(.error.class != $c) | .position]' "$r")
     [ "$other" = "[]" ] || fail "$1: failed items not of class $2: $other"
 }
-work_drained() { [ "$(queue_depth batches)" = 0 ]; }
+# work_drained JOB: the shared work queue is empty, and JOB's own is empty or gone.
+work_drained() { [ "$(queue_depth batches)" = 0 ] && job_queue_empty "$1"; }
+work_left() { echo "$(queue_depth batches) in the shared work queue, $(queue_depth "$(job_queue "$1")") in the job's"; }
 crashed_drained() { [ "$(queue_depth crashed)" = 0 ]; }
 
 # ---- 1. the worker holding the last delivery dies ------------------------------------------
 JOB=last-$$
 "$PRODUCER" "$TMP/items.csv" --job-id $JOB >"$TMP/producer-publish.log" 2>&1 || fail "publish failed"
-# Deliveries 0 and 1: a worker takes the batch (it calls the API for it), then dies.
-for w in A B; do
+# take_batch NAME: starts worker NAME and waits until it takes the batch: it has made its
+# WORKER_COUNT calls for it (which never end), so that the count of calls stays put after.
+take_batch() {
+    local before
     before=$(mock_requests)
-    start_worker "$w"
-    calling() { [ "$(mock_requests)" -gt "$before" ]; }
-    wait_until 20 calling || fail "worker $w never took the batch"
-    kill -9 "$LAST_PID"
-    wait "$LAST_PID" 2>/dev/null || true
-    log "worker $w killed holding the batch"
-done
+    start_worker "$1"
+    calling() { [ "$(mock_requests)" -ge $((before + WORKER_COUNT)) ]; }
+    wait_until 20 calling || fail "worker $1 never took the batch"
+}
+# kill_holder PID NAME: the worker holding the batch dies.
+kill_holder() {
+    kill -9 "$1"
+    wait "$1" 2>/dev/null || true
+    log "worker $2 killed holding the batch"
+}
+# Deliveries 0 and 1: a worker takes the batch, then dies.
+take_batch A
+kill_holder "$LAST_PID" A
+take_batch B
+WB=$LAST_PID
 # Delivery 2 (= DELIVERY_LIMIT) goes to a worker whose Redis is unreachable: it gives the batch up
-# but cannot record its items, so it holds the delivery, retrying; it dies holding it.
+# but cannot record its items, so it holds the delivery, retrying; it dies holding it. A worker
+# learns of a job's queue from Redis (P:active), so worker C reaches Redis through a proxy until it
+# follows the job (worker B holds the batch meanwhile), and the proxy is gone before B dies.
+redis_port=$(sed -nE 's|^redis://([^@/]*@)?[^@/:]+:([0-9]+).*|\2|p' <<<"$REDIS_URL")
+[ -n "$redis_port" ] || fail "no host:port in REDIS_URL"
+perl "$(dirname "$0")/tcp_proxy.pl" "$TMP/redis-proxy.port" "$redis_port" 2>"$TMP/redis-proxy.log" &
+RPROXY=$!
+PIDS+=("$RPROXY")
+wait_until 10 test -s "$TMP/redis-proxy.port" || fail "the Redis proxy did not start"
 calls_before=$(mock_requests)
-REDIS_URL="redis://127.0.0.1:$(free_port)/0" start_worker C
+REDIS_URL=$(sed -E "s|^redis://([^@/]*@)?[^@/:]+:[0-9]+|redis://\1127.0.0.1:$(cat "$TMP/redis-proxy.port")|" <<<"$REDIS_URL") \
+    start_worker C
 WC=$LAST_PID
+wait_until 20 grep -q "following job $JOB " "$TMP/worker-C.log" || fail "worker C does not follow the job"
+{ kill -9 $RPROXY && wait $RPROXY; } 2>/dev/null || true
+kill_holder $WB B
 wait_until 20 grep -q "came back unsettled 2 times" "$TMP/worker-C.log" ||
     fail "worker C did not give the batch up on its last delivery"
 wait_until 20 grep -q "cannot record outcomes in Redis" "$TMP/worker-C.log" ||
@@ -87,7 +111,7 @@ dead_messages >"$TMP/dead-last.json"
     "$(seq -s ' ' 1 $N)" ] || fail "P.dead does not hold every item: $(jq -c '[.[].payload | fromjson | .items[].position]' "$TMP/dead-last.json")"
 [ "$(jq '[.[].payload | fromjson | .items[] | select(.error.class != "crashed")] | length' "$TMP/dead-last.json")" = 0 ] ||
     fail "dead items whose error class is not crashed"
-wait_until 15 work_drained || fail "work queue not empty: $(queue_depth batches)"
+wait_until 15 work_drained $JOB || fail "work queues not empty: $(work_left $JOB)"
 wait_until 15 crashed_drained || fail "P.crashed not empty: $(queue_depth crashed)"
 [ "$(tail -n +2 "$TMP/last.tsv" 2>/dev/null | wc -l)" = 0 ] || fail "results for items that failed"
 kill -TERM $WD
@@ -95,14 +119,16 @@ wait $WD || fail "worker D exit $? after SIGTERM"
 take_messages dead "$TMP/dead-last.ids" '.[].properties.message_id'
 
 # ---- 2. a poison message that names a job -----------------------------------------------------
-# A real job, published while no worker runs; its batch is taken out of the work queue, corrupted
-# into a schema the workers do not read (still naming the job and its items), and put back.
+# A real job, published while no worker runs; its batch is taken out of the job's work queue,
+# corrupted into a schema the workers do not read (still naming the job and its items), and put
+# back through the shared work exchange (every worker consumes the shared queue).
 JOB2=poison-$$
 "$PRODUCER" "$TMP/items.csv" --job-id $JOB2 >"$TMP/producer-publish2.log" 2>&1 || fail "publish 2 failed"
-one_batch() { [ "$(queue_depth batches)" = 1 ]; }
-wait_until 15 one_batch || fail "expected the job's batch in the work queue, got $(queue_depth batches)"
+Q2=$(job_queue $JOB2)
+one_batch() { [ "$(queue_depth "$Q2")" = 1 ]; }
+wait_until 15 one_batch || fail "expected the job's batch in its work queue, got $(queue_depth "$Q2")"
 mgmt -X POST -H 'content-type: application/json' -d '{"count":1,"ackmode":"ack_requeue_false","encoding":"auto"}' \
-    "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/get" >"$TMP/batch.json"
+    "$MGMT/queues/%2F/$QUEUE_PREFIX.$Q2/get" >"$TMP/batch.json"
 [ "$(jq length "$TMP/batch.json")" = 1 ] || fail "could not take the batch from the work queue"
 [ "$(jq -r '.[0].payload_encoding' "$TMP/batch.json")" = string ] || fail "the batch is not readable text"
 BODY=$(jq -r '.[0].payload | fromjson | .schema = 99 | tojson' "$TMP/batch.json")
@@ -128,7 +154,7 @@ dead_messages >"$TMP/dead-poison.json"
     fail "the dead letter is not the original body: $(jq -r '.[0].payload' "$TMP/dead-poison.json")"
 [ "$(jq -r '.[0].properties.headers["x-error-class"]' "$TMP/dead-poison.json")" = poison ] || fail "x-error-class"
 [ "$(jq -r '.[0].properties.headers["x-error"] | length' "$TMP/dead-poison.json")" -gt 0 ] || fail "no x-error"
-wait_until 15 work_drained || fail "work queue not empty: $(queue_depth batches)"
+wait_until 15 work_drained $JOB2 || fail "work queues not empty: $(work_left $JOB2)"
 [ "$(mock_requests)" = "$calls_before" ] || fail "API calls for items that were given up on"
 kill -0 $WE || fail "worker E died on a poison message"
 kill -TERM $WE
