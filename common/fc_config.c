@@ -137,6 +137,9 @@ static const setting settings[] = {
      "column mapping, e.g. position=Position,term=Hangul,type=Word_Type"},
     {"JOB_ID", "job-id", T_STR, FC_PRODUCER, 0, 0, NULL, OFF(job_id), "job id (default: generated)"},
     {NULL, "resume", T_BOOL, FC_PRODUCER, 0, 0, NULL, OFF(resume), "publish only batches not yet confirmed"},
+    {"FAIR_SHARE", "fair-share", T_INT, FC_PRODUCER, 0, 1, "1", OFF(fair_share),
+     "1: the job gets a work queue of its own, which the fleet shares fairly with other jobs' (workers of this "
+     "version or later); 0: the shared work queue, first in first out"},
     {"JOB_PRIORITY", "priority", T_INT, FC_PRODUCER, 1, 10, "5", OFF(priority),
      "the job's weight in the fleet's fair share between jobs with work waiting (1..10)"},
     {"JOB_BUDGET_USD", "budget-usd", T_DOUBLE, FC_PRODUCER, 0, 1e9, "0", OFF(budget_usd),

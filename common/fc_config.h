@@ -73,6 +73,7 @@ typedef struct fc_config {
     char *columns;
     char *job_id;
     int resume;
+    int fair_share;          /* FAIR_SHARE: the job gets a queue of its own (1) or uses the shared one (0) */
     int priority;            /* --priority: the job's weight in the fleet's fair share, 1..10 */
     double budget_usd;       /* --budget-usd: the most the job may spend; 0 = no limit */
     long budget_tokens;      /* --budget-tokens: the most API tokens the job may use; 0 = no limit */

@@ -15,6 +15,7 @@
  *     most once per "epoch": a call carries the epoch it was granted under, and only a call
  *     granted after the last decrease may decrease again (TCP's once per window), since the
  *     fleet reserves 1-2 s ahead and those calls, already on their way, would all see 429s;
+ *     and cuts come at least FC_ADAPT_CUT_GAP_US apart;
  *   - between cuts it grows by ADD calls/s every second, never above calls.per_sec;
  *   - the provider's x-ratelimit-* headers set it directly (fc_limiter_advise), and the
  *     growth then waits until advice stops for FC_ADAPT_ADVICE_HOLD_US.
@@ -162,6 +163,10 @@ typedef struct fc_limiter_conf {
 } fc_limiter_conf;
 
 #define FC_ADAPT_BETA 0.8
+/* Cuts come at least this far apart (us): the provider's bucket, empty when the first 429s come,
+ * takes about a second to show the effect of a cut; calls granted meanwhile under the new epoch
+ * would each cut again (latency, not the provider, sets the pace) and take the rate far below it. */
+#define FC_ADAPT_CUT_GAP_US 1000000
 /* How long advice holds the rate before the additive increase resumes from it (us). */
 #define FC_ADAPT_ADVICE_HOLD_US 10000000
 /* The share of the provider's refill rate advice sets (a margin for rounding and lag). */

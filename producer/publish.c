@@ -58,6 +58,7 @@ typedef struct pub {
  * A broker user without the permission to declare it publishes to the shared work queue instead: the job is
  * processed as before, first in first out behind the jobs published before it. */
 static int declare_job_queue(producer *p) {
+    if (!p->cfg->fair_share) return FC_OK;
     fc_topology t = {p->cfg->queue_prefix, p->cfg->retry_delays, p->cfg->nretry_delays, p->cfg->delivery_limit};
     int rc = fc_topology_declare_job(p->amqp, &t, p->st.job_id);
     if (rc == FC_EACCESS && p->own_queue)

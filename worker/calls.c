@@ -113,6 +113,7 @@ static void post(worker *w, task *t) {
         return;
     }
     t->calls++;
+    jobs_count_call(w, t);
 }
 
 static void timer_insert(sched *s, task *t) {
@@ -404,6 +405,7 @@ static void on_failure(worker *w, task *t, const fc_http_done *d, int probe, int
         snprintf(why, sizeof(why), "HTTP %d: %s", d->status, reason);
     }
     if (d->err && d->err != FC_ETOOBIG) note_transport_failure(w, t, why, now);
+    if (d->status == 429 && adapts(w) && d->retry_after_s <= 0) r = GATE_CALL_THROTTLED;
     gate_call_done(&w->gate, probe, r, now);
     if (d->status == 429) on_throttled(w, t, d);
     task_fail(t, cls, d->status, why);

@@ -31,7 +31,8 @@ enum gate_result {
     GATE_CALL_OK,           /* a 2xx answer (valid or not: the API works) */
     GATE_CALL_ITEM_FAULT,   /* the API answered, the item is at fault (400, 404, 422...) */
     GATE_CALL_API_FAULT,    /* 408, 429, 5xx, timeout, connection failure */
-    GATE_CALL_AUTH_REJECTED /* 401 or 403 */
+    GATE_CALL_AUTH_REJECTED,/* 401 or 403 */
+    GATE_CALL_THROTTLED     /* a 429 the adapted rate answers (no Retry-After): the API works, no breaker failure */
 };
 
 /* Events for the caller to log or count, returned by the functions that change the state. */

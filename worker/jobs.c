@@ -158,3 +158,51 @@ long long jobs_cost_uusd(const worker *w, long prompt_tokens, long completion_to
     /* PRICE_INPUT and PRICE_OUTPUT are USD per million tokens: micro-USD per token. */
     return (long long)(prompt_tokens * w->cfg->price_input + completion_tokens * w->cfg->price_output + 0.5);
 }
+
+/* ---- metrics --------------------------------------------------------------------------- */
+
+void jobs_count_call(worker *w, const task *t) {
+    if (!t->job_id || !t->job_id[0]) return;
+    pthread_mutex_lock(&w->m->jobs_lock);
+    job_gauge *g = metrics_job(w->m, t->job_id);
+    g->calls++;
+    g->priority = t->priority;
+    pthread_mutex_unlock(&w->m->jobs_lock);
+}
+
+void jobs_sample(worker *w, int64_t now) {
+    (void)now;
+    int n = w->nfollowed;
+    if (n == 0) return;
+    char keys[FC_JOBS_FOLLOWED_MAX][2][FC_KEY_MAX];
+    const char *argv[FC_JOBS_FOLLOWED_MAX * 2][5];
+    const char **argvs[FC_JOBS_FOLLOWED_MAX * 2];
+    int argcs[FC_JOBS_FOLLOWED_MAX * 2] = {0};
+    fc_reply rep[FC_JOBS_FOLLOWED_MAX * 2];
+    for (int i = 0; i < n; i++) {
+        fc_key_job(keys[i][0], FC_KEY_MAX, w->cfg->queue_prefix, w->followed[i], FC_JOB_META);
+        fc_key_job(keys[i][1], FC_KEY_MAX, w->cfg->queue_prefix, w->followed[i], FC_JOB_BUDGET);
+        const char *meta[] = {"HMGET", keys[i][0], "budget_tokens", "budget_uusd", "priority"};
+        const char *spent[] = {"HMGET", keys[i][1], "tokens", "uusd", NULL};
+        memcpy(argv[2 * i], meta, sizeof(meta));
+        memcpy(argv[2 * i + 1], spent, sizeof(spent));
+        argcs[2 * i] = 5, argcs[2 * i + 1] = 4;
+        argvs[2 * i] = argv[2 * i], argvs[2 * i + 1] = argv[2 * i + 1];
+    }
+    memset(rep, 0, sizeof(rep));
+    if (fc_redis_pipeline(w->redis, rep, (size_t)(2 * n), argcs, argvs, NULL) == FC_OK) {
+        pthread_mutex_lock(&w->m->jobs_lock);
+        for (int i = 0; i < n; i++) {
+            const fc_reply *m = &rep[2 * i], *s = &rep[2 * i + 1];
+            if (m->type != FC_REPLY_ARRAY || m->nelem != 3 || s->type != FC_REPLY_ARRAY || s->nelem != 2) continue;
+            job_gauge *g = metrics_job(w->m, w->followed[i]);
+            g->budget_tokens = m->elem[0].str ? atoll(m->elem[0].str) : 0;
+            g->budget_uusd = m->elem[1].str ? atoll(m->elem[1].str) : 0;
+            if (m->elem[2].str) g->priority = atoi(m->elem[2].str);
+            g->spent_tokens = s->elem[0].str ? atoll(s->elem[0].str) : 0;
+            g->spent_uusd = s->elem[1].str ? atoll(s->elem[1].str) : 0;
+        }
+        pthread_mutex_unlock(&w->m->jobs_lock);
+    }
+    for (int i = 0; i < 2 * n; i++) fc_reply_free(&rep[i]);
+}

@@ -218,8 +218,57 @@ static void render_process(fc_buf *b) {
                      "# TYPE process_max_fds gauge\nprocess_max_fds %ld\n", max_fds);
 }
 
+job_gauge *metrics_job(metrics *m, const char *job) {
+    job_gauge *free_slot = NULL, *least = &m->jobs[0];
+    for (int i = 0; i < METRICS_JOBS; i++) {
+        job_gauge *g = &m->jobs[i];
+        if (strcmp(g->job, job) == 0) return g;
+        if (!g->job[0] && !free_slot) free_slot = g;
+        if (g->calls < least->calls) least = g;
+    }
+    job_gauge *g = free_slot ? free_slot : least;
+    memset(g, 0, sizeof(*g));
+    snprintf(g->job, sizeof(g->job), "%s", job);
+    return g;
+}
+
+/* job_series writes one per-job series of every job known, as value() gives it (< 0: left out). */
+static void job_series(metrics *m, fc_buf *b, const char *name, const char *type, const char *help,
+                       double (*value)(const job_gauge *g)) {
+    int headed = 0;
+    for (int i = 0; i < METRICS_JOBS; i++) {
+        const job_gauge *g = &m->jobs[i];
+        double v = g->job[0] ? value(g) : -1;
+        if (v < 0) continue;
+        if (!headed++) head(b, name, type, help);
+        fc_buf_printf(b, "flashcard_%s{job=\"%s\"} %.6g\n", name, g->job, v);
+    }
+}
+
+static double job_calls(const job_gauge *g) { return (double)g->calls; }
+static double job_priority(const job_gauge *g) { return g->priority > 0 ? g->priority : -1; }
+static double job_limit_usd(const job_gauge *g) { return g->budget_uusd > 0 ? (double)g->budget_uusd / 1e6 : -1; }
+static double job_spent_usd(const job_gauge *g) { return g->budget_uusd > 0 ? (double)g->spent_uusd / 1e6 : -1; }
+static double job_limit_tokens(const job_gauge *g) { return g->budget_tokens > 0 ? (double)g->budget_tokens : -1; }
+static double job_spent_tokens(const job_gauge *g) { return g->budget_tokens > 0 ? (double)g->spent_tokens : -1; }
+
+/* render_jobs: per job, this worker's calls (their rates' ratios are the jobs' shares) and the budgets. */
+static void render_jobs(metrics *m, fc_buf *b) {
+    pthread_mutex_lock(&m->jobs_lock);
+    job_series(m, b, "job_calls_total", "counter", "API calls this worker started for each job it works on.", job_calls);
+    job_series(m, b, "job_priority", "gauge", "The job's weight in the fleet's fair share (--priority).", job_priority);
+    job_series(m, b, "job_budget_usd", "gauge", "The job's budget in USD (--budget-usd).", job_limit_usd);
+    job_series(m, b, "job_spent_usd", "gauge", "What the job's calls cost so far, fleet-wide, against its USD budget.",
+               job_spent_usd);
+    job_series(m, b, "job_budget_tokens", "gauge", "The job's budget in API tokens (--budget-tokens).", job_limit_tokens);
+    job_series(m, b, "job_spent_tokens", "gauge", "API tokens the job's calls used so far, fleet-wide, against its budget.",
+               job_spent_tokens);
+    pthread_mutex_unlock(&m->jobs_lock);
+}
+
 static void render(metrics *m, fc_buf *b) {
     render_items(m, b);
+    render_jobs(m, b);
     render_api(m, b);
     render_state(m, b);
     render_process(b);

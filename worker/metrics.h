@@ -4,6 +4,7 @@
 #ifndef METRICS_H
 #define METRICS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -51,6 +52,17 @@ typedef struct queue_gauge {
     atomic_long ready, consumers;
 } queue_gauge;
 
+/* One job's figures: this worker's calls for it, and its budget as the fleet spends it (read from Redis
+ * every few seconds for the jobs the worker follows). Written by the loop, read by the server, under
+ * metrics.jobs_lock. */
+#define METRICS_JOBS 16
+typedef struct job_gauge {
+    char job[72];              /* "" = free */
+    long calls;                /* calls this worker started for it */
+    int priority;
+    long long budget_tokens, budget_uusd, spent_tokens, spent_uusd; /* 0 = no such budget */
+} job_gauge;
+
 typedef struct metrics {
     atomic_long items_ok, items_unfinished, items_budget;
     atomic_long items_retried[RETRY_NREASONS];
@@ -73,7 +85,12 @@ typedef struct metrics {
     long long started_ms;
     char version[32], queue_prefix[128], api[128];  /* flashcard_build_info's labels, set before the server starts */
     void *server;                                 /* HTTP server, NULL if off */
+    pthread_mutex_t jobs_lock;                    /* guards jobs[] (metrics_start initialises it) */
+    job_gauge jobs[METRICS_JOBS];
 } metrics;
+
+/* metrics_job returns the gauge of job, taking the least busy slot for a new one; call under jobs_lock. */
+job_gauge *metrics_job(metrics *m, const char *job);
 
 /* metrics_observe adds one observation of seconds to h (the call and wait histograms share one
  * bucket layout, from 5 ms to 2 min). */

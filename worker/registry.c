@@ -65,6 +65,9 @@ static void describe(worker *w, int64_t now_unix, fc_buf *b) {
     fc_buf_printf(b, ",\"last_error_at\":\"%s\",\"ready\":%s,\"not_ready\":", err_at, not_ready ? "false" : "true");
     fc_json_str(b, why);
     fc_buf_printf(b, ",\"rate_limit_per_s\":%.3f,", (double)atomic_load(&m->rate_limit_milli) / 1000.0);
+    if (w->cfg->rate_adapt && atomic_load(&m->rate_limit_milli) > 0)
+        fc_buf_printf(b, "\"rate_adapted_per_s\":%.3f,", fc_limiter_rate(w->limiter));
+    fc_buf_printf(b, "\"jobs_followed\":%d,", w->nfollowed);
     if (usage >= 0) fc_buf_printf(b, "\"rate_usage\":%.3f", (double)usage / 1000.0);
     else fc_buf_puts(b, "\"rate_usage\":null");
     fc_buf_printf(b, ",\"breaker\":\"%s\"}", breaker_name(fc_breaker_state(w->gate.breaker)));

@@ -126,6 +126,7 @@ int worker_init(worker *w, fc_config *cfg, int sigfd) {
     w->cfg = cfg;
     w->sigfd = sigfd;
     w->m = calloc(1, sizeof(*w->m));
+    if (w->m) pthread_mutex_init(&w->m->jobs_lock, NULL);
     gethostname(host, sizeof(host) - 1);
     snprintf(w->name, sizeof(w->name), "%s:%d", host, (int)getpid());
     snprintf(w->url, sizeof(w->url), "%s/chat/completions", cfg->api_base_url);
@@ -446,6 +447,7 @@ int worker_run(worker *w) {
         {"queue depth", 5000, 1, poll_depth, 0},
         {"cancelled jobs", 1000, 0, batch_check_cancelled, 0},
         {"followed jobs", 1000, 0, jobs_follow, 0},
+        {"job budgets", 5000, 1, jobs_sample, 0},
         {"registration", 5000, 0, registry_update, 0},
     };
     int64_t busy = now_ms(), polled = 0;

@@ -48,20 +48,26 @@ expect() { # expect NAME N WANT WHAT
 near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t) }'; }
 RATE_KEY="$P:rl:{api}:rate"
 
-# Backoff: once per epoch; a stale epoch changes nothing; the floor (max(0.05, 10/100) = 0.1) holds.
+# Backoff: once per epoch, and cuts at least a second apart; a stale epoch changes nothing; the floor
+# (max(0.05, 10/100) = 0.1) holds.
 ops aimd 10 1 1 <<'C'
 read
 acq 0
 backoff 0
 backoff 0
 backoff cur
+sleep 1100
+backoff cur
 read
 C
 expect aimd 1 "ok 10.000 0" "no adapted rate yet: the configured one, not advised"
 expect aimd 3 "ok 8.000 1" "a 429 under the current epoch cuts the rate to 0.8x and moves the epoch on"
 expect aimd 4 "ok 8.000 1" "a 429 of a call granted before the cut changes nothing"
-expect aimd 5 "ok 6.400 2" "a 429 under the new epoch cuts again"
-read -r rc eff adv < <(line aimd 6)
+expect aimd 5 "ok 8.000 1" "a 429 under the new epoch within a second of the cut changes nothing"
+read -r rc eff ep < <(line aimd 6)
+{ [ "$rc" = ok ] && [ "$ep" = 2 ] && near "$eff" 6.43 0.02; } && pass "a 429 under the new epoch a second later cuts again" ||
+    fail "second cut: '$rc $eff $ep', want ok ~6.43 2"
+read -r rc eff adv < <(line aimd 7)
 { [ "$rc" = ok ] && [ "$adv" = 0 ] && near "$eff" 6.4 0.05; } && pass "rate read back: $eff/s (aimd)" ||
     fail "rate read: '$rc $eff $adv', want ok ~6.4 0"
 [ "$(rcli hget "$RATE_KEY" mode)" = aimd ] && [ "$(rcli hget "$RATE_KEY" epoch)" = 2 ] &&
@@ -82,12 +88,16 @@ w=$(line fixed 2 | awk '{print $2}')
 expect fixed 3 "ok 10.000 0" "backoff is a no-op when not adaptive"
 [ "$(rcli hget "$RATE_KEY" epoch)" = 2 ] || fail "a non-adaptive backoff changed the rate key"
 
-# The floor: a new process knows no epoch (0, stale: no cut); then 29 cuts from 6.4/s stop at 0.1/s.
-{ for _ in $(seq 1 30); do echo "backoff cur"; done; } | ops floor 10 1 1
+# The floor: a new process knows no epoch (0, stale: no cut); a cut from 0.1/s (0.05 a second ago)
+# stops at the floor, 0.1/s.
+echo "backoff cur" | ops floor 10 1 1
 read -r rc eff epoch < <(line floor 1)
-{ [ "$rc $epoch" = "ok 2" ] && near "$eff" 6.4 0.05; } && pass "a process that saw no grant yet cuts nothing (epoch 0 is stale)" ||
+{ [ "$rc $epoch" = "ok 2" ] && near "$eff" 6.43 0.05; } && pass "a process that saw no grant yet cuts nothing (epoch 0 is stale)" ||
     fail "first backoff of a new process: '$rc $eff $epoch', want ok ~6.4 2"
-expect floor 30 "ok 0.100 31" "29 cuts stop at the floor (0.1/s)"
+read -r secs usecs < <(rcli time | paste -sd' ')
+rcli hset "$RATE_KEY" rate 0.05 changed "$(((secs - 1) * 1000000 + usecs))" >/dev/null
+printf 'backoff cur\nbackoff cur\n' | ops floor 10 1 1
+expect floor 2 "ok 0.100 3" "a cut stops at the floor (0.1/s)"
 
 # Advice: empty bucket of 30 refilling in 1 s -> 29.1/s (ceiling 60), pause 1000/30 = 34 ms; a
 # lower rate than in force moves the epoch on; the rate is then read back as advised.

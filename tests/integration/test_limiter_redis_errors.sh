@@ -82,7 +82,9 @@ start_mock --latency-ms 5
 export API_KEY=sk-redis-errors WORKER_COUNT=8 CACHE_TTL=0 BATCH_SIZE=10 RETRY_DELAYS=200ms
 export RATE_LIMIT=60 RATE_BURST=$BURST FLEET_SIZE=1
 # The producer records the job in the normal Redis ($REDIS_URL); only the workers get the bad one.
-timeout 30 "$PRODUCER" "$TMP/items.csv" --job-id "rlerr-$$" >"$TMP/producer.log" 2>&1 || fail "producer exit $?"
+# The shared work queue: a worker learns of jobs with a queue of their own from Redis, which it cannot read here.
+FAIR_SHARE=0 timeout 30 "$PRODUCER" "$TMP/items.csv" --job-id "rlerr-$$" >"$TMP/producer.log" 2>&1 ||
+    fail "producer exit $?"
 
 # (a) Wrong password: AUTH fails at every (re)connect.
 start_bad_redis auth --requirepass "$PASSWORD"
