@@ -57,11 +57,14 @@ static void iso_now(char *out, size_t n) {
 
 /* came_back_too_often says whether the delivery is a batch that came back unsettled
  * DELIVERY_LIMIT times (the workers holding it died or lost their connection): on its last
- * allowed delivery, or dead-lettered by the work queue's own delivery limit (its backstop, when
- * the worker holding it on that last delivery died too). */
+ * allowed delivery, or dead-lettered by the delivery limit of the work queue or of its job's
+ * queue (their backstop, when the worker holding it on that last delivery died too). */
 static int came_back_too_often(worker *w, const fc_delivery *d) {
     if (d->delivery_count >= w->cfg->delivery_limit) return 1;
-    return strcmp(d->death_reason, "delivery_limit") == 0 && strcmp(d->death_queue, w->queue) == 0;
+    if (strcmp(d->death_reason, "delivery_limit") != 0) return 0;
+    char jobs[FC_NAME_MAX];
+    fc_topology_job_queue(jobs, w->cfg->queue_prefix, "");
+    return strcmp(d->death_queue, w->queue) == 0 || strncmp(d->death_queue, jobs, strlen(jobs)) == 0;
 }
 
 /* give_up_crashed dead-letters every item unprocessed, so its job counts them as failed. */
