@@ -75,6 +75,15 @@ static void check_done(worker *w, char ids[][FC_JOB_ID_MAX + 1], int n) {
         }
     }
     for (int i = 0; i < 2 * n; i++) fc_reply_free(&rep[i]);
+    for (int i = 0; i < n && fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp); i++) {
+        char queue[FC_NAME_MAX];
+        long ready = -1;
+        fc_topology_job_queue(queue, w->cfg->queue_prefix, w->followed[i]);
+        if (fc_amqp_queue_depth(w->amqp, queue, &ready, NULL) != FC_OK) ready = -1;
+        pthread_mutex_lock(&w->m->jobs_lock);
+        metrics_job(w->m, w->followed[i])->ready = ready;
+        pthread_mutex_unlock(&w->m->jobs_lock);
+    }
 }
 
 static int among(char ids[][FC_JOB_ID_MAX + 1], int n, const char *job) {

@@ -228,6 +228,7 @@ job_gauge *metrics_job(metrics *m, const char *job) {
     }
     job_gauge *g = free_slot ? free_slot : least;
     memset(g, 0, sizeof(*g));
+    g->ready = -1;
     snprintf(g->job, sizeof(g->job), "%s", job);
     return g;
 }
@@ -241,11 +242,12 @@ static void job_series(metrics *m, fc_buf *b, const char *name, const char *type
         double v = g->job[0] ? value(g) : -1;
         if (v < 0) continue;
         if (!headed++) head(b, name, type, help);
-        fc_buf_printf(b, "flashcard_%s{job=\"%s\"} %.6g\n", name, g->job, v);
+        fc_buf_printf(b, "flashcard_%s{job_id=\"%s\"} %.6g\n", name, g->job, v);
     }
 }
 
 static double job_calls(const job_gauge *g) { return (double)g->calls; }
+static double job_ready(const job_gauge *g) { return g->ready >= 0 ? (double)g->ready : -1; }
 static double job_priority(const job_gauge *g) { return g->priority > 0 ? g->priority : -1; }
 static double job_limit_usd(const job_gauge *g) { return g->budget_uusd > 0 ? (double)g->budget_uusd / 1e6 : -1; }
 static double job_spent_usd(const job_gauge *g) { return g->budget_uusd > 0 ? (double)g->spent_uusd / 1e6 : -1; }
@@ -256,6 +258,8 @@ static double job_spent_tokens(const job_gauge *g) { return g->budget_tokens > 0
 static void render_jobs(metrics *m, fc_buf *b) {
     pthread_mutex_lock(&m->jobs_lock);
     job_series(m, b, "job_calls_total", "counter", "API calls this worker started for each job it works on.", job_calls);
+    job_series(m, b, "job_queue_ready_messages", "gauge",
+               "Batches waiting in the job's own queue (sampled every 5 s by the workers following it).", job_ready);
     job_series(m, b, "job_priority", "gauge", "The job's weight in the fleet's fair share (--priority).", job_priority);
     job_series(m, b, "job_budget_usd", "gauge", "The job's budget in USD (--budget-usd).", job_limit_usd);
     job_series(m, b, "job_spent_usd", "gauge", "What the job's calls cost so far, fleet-wide, against its USD budget.",

@@ -61,6 +61,7 @@ typedef struct job_gauge {
     long calls;                /* calls this worker started for it */
     int priority;
     long long budget_tokens, budget_uusd, spent_tokens, spent_uusd; /* 0 = no such budget */
+    long ready;                /* messages ready in the job's queue, -1 = unknown */
 } job_gauge;
 
 typedef struct metrics {

@@ -228,7 +228,7 @@ int jobs_budget(worker *w, const char *job_id, int64_t now, fc_budget *out);
 int jobs_budget_aged(worker *w, const char *job_id, int64_t now, long max_age_ms, fc_budget *out);
 long long jobs_cost_uusd(const worker *w, long prompt_tokens, long completion_tokens);
 /* jobs_count_call counts a call started for t's job in the metrics; jobs_sample reads the followed jobs'
- * budgets and spend for them (one pipelined round trip). */
+ * budgets, spend and queue depths for them (one pipelined round trip, and a passive declare per job). */
 void jobs_count_call(worker *w, const task *t);
 void jobs_sample(worker *w, int64_t now);
 
