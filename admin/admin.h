@@ -12,7 +12,9 @@
 
 #include "fc_amqp.h"
 #include "fc_config.h"
+#include "fc_jobs.h"
 #include "fc_keys.h"
+#include "fc_message.h"
 #include "fc_redis.h"
 
 /* Reading what a queue held when a command began: no delivery for this long means the rest is held by
@@ -139,6 +141,25 @@ int admin_mgmt_queues(const fc_config *cfg, admin_queue_row **rows, size_t *n, c
 int admin_mgmt_location(const fc_config *cfg, char *out, size_t outlen);
 
 /* ---- jobs.c: a job's record ---- */
+
+/* The window over which a job's share of the fleet's calls is measured: the timelines' 10 s buckets
+ * (fc_keys.h) from ADMIN_SHARE_BUCKETS - 1 before the current one to the current one (which is still
+ * filling): the last 50 to 60 s. */
+#define ADMIN_SHARE_BUCKETS 6
+#define ADMIN_SHARE_WINDOW_S (ADMIN_SHARE_BUCKETS * 10)
+
+/* What the fleet is doing, read once for every job shown. */
+typedef struct admin_fleet {
+    size_t nfollowed;       /* jobs listed in P:active, the oldest FC_JOBS_FOLLOWED_MAX as the workers read it */
+    char followed[FC_JOBS_FOLLOWED_MAX][FC_JOB_ID_MAX + 1];
+    long priority_sum;      /* of the followed jobs not finished: the weights the workers share calls by */
+    long long t10_last;     /* the window's last bucket (unix time / 10 s) */
+    long calls;             /* the fleet's API calls settled in the window */
+} admin_fleet;
+
+/* admin_fleet_read reads *f in two round trips: 0, or an fc_redis error. */
+int admin_fleet_read(admin *ad, admin_fleet *f);
+
 typedef struct admin_job_view {
     char id[80];
     int exists;            /* its meta is there (not expired, not unknown) */
@@ -152,10 +173,22 @@ typedef struct admin_job_view {
     int64_t first_outcome_ms, last_outcome_ms;
     long api_calls, prompt_tokens, completion_tokens, cache_hits;
     long batch_size;
+    int priority;          /* --priority, FC_PRIORITY_DEFAULT when its meta has none */
+    int followed;          /* listed in P:active (among the jobs the workers follow) */
+    long long budget_tokens, budget_uusd; /* its limits (uusd = micro-USD), 0 = none */
+    long long spent_tokens, spent_uusd;   /* spent so far (P:job:{id}:budget) */
+    int64_t exhausted_ms;  /* when a call was first refused for the budget, 0 = never */
+    long items_stopped;    /* items whose outcome is "budget" */
+    long calls_window;     /* its API calls settled in the share window (ADMIN_SHARE_WINDOW_S) */
+    long fleet_calls_window; /* the fleet's, same window */
+    double fair_share;     /* priority / the fleet's priority_sum: what the schedulers aim at; -1 when
+                            * the job is not followed or finished */
 } admin_job_view;
 
-/* admin_job_read reads job_id's record: 0 (exists says whether there is one), or an fc_redis error. */
-int admin_job_read(admin *ad, const char *job_id, admin_job_view *j);
+/* admin_job_read reads job_id's record, in two round trips (three when some items failed, four when
+ * some wait for a retry): 0 (exists says whether there is one), or an fc_redis error. fleet is what
+ * admin_fleet_read gave (shared by the jobs of one command), or NULL to read it here (two more). */
+int admin_job_read(admin *ad, const char *job_id, const admin_fleet *fleet, admin_job_view *j);
 /* admin_job_finished: published and every item has an outcome. */
 int admin_job_finished(const admin_job_view *j);
 /* admin_job_state: "publishing", "running", "cancelled" or "finished". */
@@ -163,6 +196,14 @@ const char *admin_job_state(const admin_job_view *j);
 /* admin_job_rate returns items per second since the first outcome (until the last one once the job is finished
  * or cancelled), 0 when unknown or measured over less than a second. */
 double admin_job_rate(const admin_job_view *j);
+/* admin_job_eta returns the seconds left at the current rate, -1 when unknown. */
+double admin_job_eta(const admin_job_view *j);
+/* admin_job_share_text writes the job's measured and fair share of the fleet's calls, "48% (50%)"
+ * ("-" for either when unknown, "-" alone when both are). */
+void admin_job_share_text(const admin_job_view *j, char *out, size_t n);
+/* admin_job_budget_text writes its spend against its limits, "$0.41 of $0.36 STOPPED",
+ * "12.3k of 100k tokens", both joined by ", ", or "-" without a budget. */
+void admin_job_budget_text(const admin_job_view *j, char *out, size_t n);
 /* admin_job_json returns the job as a JSON object (caller puts). */
 json_object *admin_job_json(const admin_job_view *j);
 /* admin_job_ids returns the ids of P:jobs, newest first, at most max (caller frees each and the array);

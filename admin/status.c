@@ -1,5 +1,6 @@
-/* `status`: the queues of the prefix, the live workers (their registrations), each API's rate limit,
- * usage and breaker, and every job not finished. Reads only: it writes nothing to Redis or the broker. */
+/* `status`: the queues of the prefix, the live workers (their registrations), each API's rate limit
+ * (configured and adapted), usage and breaker, and every job not finished with its priority, its share
+ * of the fleet's calls and its budget. Reads only: it writes nothing to Redis or the broker. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,8 @@ typedef struct status {
     int queues_from_mgmt;
     json_object *workers;  /* array of registrations */
     json_object *apis;     /* array */
-    json_object *jobs;     /* array of unfinished jobs */
+    admin_job_view *jobs;  /* the unfinished jobs, newest first */
+    size_t njobs, jobs_cap;
 } status;
 
 /* ---- queues ---- */
@@ -40,7 +42,7 @@ static int passive_row(status *s, const char *name) {
 
 /* passive_queues reads the fixed queues of the topology, and the results queues of the unfinished jobs. */
 static int passive_queues(status *s) {
-    size_t njobs = json_object_array_length(s->jobs);
+    size_t njobs = s->njobs;
     const fc_config *c = s->ad->cfg;
     static const char *const fixed[] = {"batches", "crashed", "dead", "results.unrouted"};
     char name[FC_NAME_MAX + 40];
@@ -58,7 +60,7 @@ static int passive_queues(status *s) {
         rc = passive_row(s, name);
     }
     for (size_t i = 0; rc == FC_OK && i < njobs; i++) {
-        fc_topology_results_queue(name, c->queue_prefix, admin_json_str(json_object_array_get_idx(s->jobs, i), "job_id"));
+        fc_topology_results_queue(name, c->queue_prefix, s->jobs[i].id);
         rc = passive_row(s, name);
     }
     return rc;
@@ -152,6 +154,7 @@ static json_object *api_entry(status *s, const char *api) {
     json_object *a = json_object_new_object();
     admin_json_add(a, "api", json_object_new_string(api));
     admin_json_add(a, "rate_limit_per_s", NULL);
+    admin_json_add(a, "rate_adapted_per_s", NULL); /* null when no worker adapts it */
     admin_json_add(a, "rate_usage", NULL);
     admin_json_add(a, "workers", json_object_new_int(0));
     admin_json_add(a, "breaker", json_object_new_string("closed"));
@@ -166,14 +169,15 @@ static void take_max(json_object *a, const char *key, double v) {
     admin_json_add(a, key, json_object_new_double(v));
 }
 
-/* fold_worker adds one registration to its API's figures: the limit and the usage are the fleet's (every
- * worker reads the same bucket), so the largest reported is shown. */
+/* fold_worker adds one registration to its API's figures: the limit, the adapted rate and the usage are
+ * the fleet's (every worker reads the same bucket), so the largest reported is shown. */
 static void fold_worker(status *s, json_object *w) {
     const char *api = admin_json_str(w, "api");
     json_object *a = api_entry(s, api ? api : "?");
     if (!a) return;
     admin_json_add(a, "workers", json_object_new_int((int)wnum(a, "workers", 0) + 1));
     take_max(a, "rate_limit_per_s", wnum(w, "rate_limit_per_s", -1));
+    take_max(a, "rate_adapted_per_s", wnum(w, "rate_adapted_per_s", -1));
     take_max(a, "rate_usage", wnum(w, "rate_usage", -1));
     const char *b = admin_json_str(w, "breaker");
     if (b && strcmp(b, "closed") && strcmp(admin_json_str(a, "breaker"), "open"))
@@ -203,16 +207,25 @@ static int read_apis(status *s) {
 
 /* ---- jobs ---- */
 
-/* read_jobs reads every job of P:jobs whose record still exists and keeps those not finished. */
+/* read_jobs reads every job of P:jobs whose record still exists and keeps those not finished; what the
+ * fleet does is read once for all of them. */
 static int read_jobs(status *s, char **ids, size_t n) {
-    s->jobs = json_object_new_array();
-    for (size_t i = 0; i < n; i++) {
+    admin_fleet fleet;
+    int rc = admin_fleet_read(s->ad, &fleet);
+    for (size_t i = 0; rc == FC_OK && i < n; i++) {
         admin_job_view j;
-        int rc = admin_job_read(s->ad, ids[i], &j);
-        if (rc != FC_OK) return rc;
-        if (j.exists && !admin_job_finished(&j)) json_object_array_add(s->jobs, admin_job_json(&j));
+        rc = admin_job_read(s->ad, ids[i], &fleet, &j);
+        if (rc != FC_OK || !j.exists || admin_job_finished(&j)) continue;
+        rc = admin_grow((void **)&s->jobs, s->njobs, &s->jobs_cap, sizeof(*s->jobs));
+        if (rc == FC_OK) s->jobs[s->njobs++] = j;
     }
-    return FC_OK;
+    return rc;
+}
+
+static json_object *jobs_json(const status *s) {
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < s->njobs; i++) json_object_array_add(arr, admin_job_json(&s->jobs[i]));
+    return arr;
 }
 
 /* ---- output ---- */
@@ -266,21 +279,27 @@ static void print_workers(const status *s) {
     admin_table_free(t);
 }
 
+/* rate_cell writes a rate in calls/s, none for 0 (no limit), unknown (?) or absent (-) when negative. */
+static void rate_cell(char *out, size_t n, double v, const char *absent) {
+    if (v > 0) snprintf(out, n, "%.2f calls/s", v);
+    else snprintf(out, n, "%s", v == 0 ? "none" : absent);
+}
+
 static void print_apis(const status *s) {
-    static const char *const head[] = {"API", "WORKERS", "RATE LIMIT", "USAGE", "BREAKER"};
-    admin_table *t = admin_table_new(5, head);
+    static const char *const head[] = {"API", "WORKERS", "RATE LIMIT", "ADAPTED", "USAGE", "BREAKER"};
+    admin_table *t = admin_table_new(6, head);
     for (size_t i = 0; i < json_object_array_length(s->apis); i++) {
         json_object *a = json_object_array_get_idx(s->apis, i);
-        char workers[16], limit[48], usage[16], breaker[64];
-        double lim = wnum(a, "rate_limit_per_s", -1), use = wnum(a, "rate_usage", -1), left = wnum(a, "breaker_open_ms_left", -1);
+        char workers[16], limit[48], adapted[48], usage[16], breaker[64];
+        double use = wnum(a, "rate_usage", -1), left = wnum(a, "breaker_open_ms_left", -1);
         snprintf(workers, sizeof(workers), "%.0f", wnum(a, "workers", 0));
-        if (lim > 0) snprintf(limit, sizeof(limit), "%.2f calls/s", lim);
-        else snprintf(limit, sizeof(limit), "%s", lim == 0 ? "none" : "?");
+        rate_cell(limit, sizeof(limit), wnum(a, "rate_limit_per_s", -1), "?");
+        rate_cell(adapted, sizeof(adapted), wnum(a, "rate_adapted_per_s", -1), "-");
         if (use >= 0) snprintf(usage, sizeof(usage), "%.0f%%", use * 100);
         else snprintf(usage, sizeof(usage), "?");
         if (left >= 0) snprintf(breaker, sizeof(breaker), "open (%.1f s left)", left / 1000);
         else snprintf(breaker, sizeof(breaker), "%s", admin_json_str(a, "breaker"));
-        const char *row[] = {admin_json_str(a, "api"), workers, limit, usage, breaker};
+        const char *row[] = {admin_json_str(a, "api"), workers, limit, adapted, usage, breaker};
         admin_table_row(t, row);
     }
     printf("\nRate limits and breakers\n");
@@ -289,29 +308,33 @@ static void print_apis(const status *s) {
     admin_table_free(t);
 }
 
-static void print_job_row(admin_table *t, json_object *j) {
-    char published[48], done[32], ok[24], failed[24], retry[24], rate[24], eta[24];
-    double items = wnum(j, "items", -1), r = wnum(j, "rate_per_s", -1), e = wnum(j, "eta_s", -1);
-    if (items >= 0) snprintf(published, sizeof(published), "%.0f", items);
-    else snprintf(published, sizeof(published), "%.0f batches...", wnum(j, "batches_published", 0));
-    snprintf(done, sizeof(done), "%.0f", wnum(j, "done", 0));
-    snprintf(ok, sizeof(ok), "%.0f", wnum(j, "ok", 0));
-    snprintf(failed, sizeof(failed), "%.0f", wnum(j, "failed", 0));
-    snprintf(retry, sizeof(retry), "%.0f", wnum(j, "in_retry", 0));
-    if (r >= 0) snprintf(rate, sizeof(rate), "%.1f/s", r);
+static void print_job_row(admin_table *t, const admin_job_view *j) {
+    char published[48], done[32], ok[24], failed[24], retry[24], rate[24], eta[24], prio[16], share[48], budget[128];
+    double r = admin_job_rate(j), e = admin_job_eta(j);
+    if (j->items >= 0) snprintf(published, sizeof(published), "%ld", j->items);
+    else snprintf(published, sizeof(published), "%ld batches...", j->batches_published);
+    snprintf(done, sizeof(done), "%ld", j->done);
+    snprintf(ok, sizeof(ok), "%ld", j->done - j->failed);
+    snprintf(failed, sizeof(failed), "%ld", j->failed);
+    snprintf(retry, sizeof(retry), "%ld", j->in_retry);
+    if (r > 0) snprintf(rate, sizeof(rate), "%.1f/s", r);
     else snprintf(rate, sizeof(rate), "-");
     if (e >= 0) snprintf(eta, sizeof(eta), "%.0f s", e);
     else snprintf(eta, sizeof(eta), "-");
-    const char *row[] = {admin_json_str(j, "job_id"), admin_json_str(j, "state"), published, done, ok, failed, retry, rate, eta};
+    snprintf(prio, sizeof(prio), "%d", j->priority);
+    admin_job_share_text(j, share, sizeof(share));
+    admin_job_budget_text(j, budget, sizeof(budget));
+    const char *row[] = {j->id, admin_job_state(j), published, done, ok, failed, retry, rate, eta, prio, share, budget};
     admin_table_row(t, row);
 }
 
 static void print_jobs(const status *s) {
-    static const char *const head[] = {"JOB", "STATE", "PUBLISHED", "DONE", "OK", "FAILED", "IN RETRY", "RATE", "ETA"};
-    admin_table *t = admin_table_new(9, head);
-    for (int c = 2; c < 9; c++) admin_table_right(t, c);
-    for (size_t i = 0; i < json_object_array_length(s->jobs); i++) print_job_row(t, json_object_array_get_idx(s->jobs, i));
-    printf("\nJobs not finished (%zu)\n", json_object_array_length(s->jobs));
+    static const char *const head[] = {"JOB",      "STATE", "PUBLISHED", "DONE", "OK",    "FAILED",
+                                       "IN RETRY", "RATE",  "ETA",       "PRIO", "SHARE", "BUDGET"};
+    admin_table *t = admin_table_new(12, head);
+    for (int c = 2; c < 11; c++) admin_table_right(t, c);
+    for (size_t i = 0; i < s->njobs; i++) print_job_row(t, &s->jobs[i]);
+    printf("\nJobs not finished (%zu)\n", s->njobs);
     if (admin_table_rows(t)) admin_table_print(t);
     admin_table_free(t);
 }
@@ -324,7 +347,7 @@ static int print_status(status *s) {
         admin_json_add(o, "queues", queues_json(s));
         admin_json_add(o, "workers", json_object_get(s->workers));
         admin_json_add(o, "apis", json_object_get(s->apis));
-        admin_json_add(o, "jobs", json_object_get(s->jobs));
+        admin_json_add(o, "jobs", jobs_json(s));
         return admin_print_json(o) == FC_OK ? ADMIN_OK : ADMIN_NOTHING;
     }
     print_queues(s);
@@ -353,7 +376,7 @@ static int gather(status *s) {
 }
 
 int admin_status(admin *ad) {
-    status s = {ad, NULL, 0, 0, NULL, NULL, NULL};
+    status s = {ad, NULL, 0, 0, NULL, NULL, NULL, 0, 0};
     int rc = admin_connect_broker(ad);
     if (rc == ADMIN_OK) rc = admin_connect_redis(ad);
     if (rc == ADMIN_OK) rc = gather(&s);
@@ -361,6 +384,6 @@ int admin_status(admin *ad) {
     free(s.queues);
     json_object_put(s.workers);
     json_object_put(s.apis);
-    json_object_put(s.jobs);
+    free(s.jobs);
     return rc;
 }
