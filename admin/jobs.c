@@ -340,16 +340,17 @@ static void tokens_text(char *out, size_t n, long long v) {
     else snprintf(out, n, "%.1f%s", x, unit[u]);
 }
 
-/* usd_text writes micro-USD as dollars: cents, or four decimals below ten cents. */
-static void usd_text(char *out, size_t n, long long uusd) {
-    snprintf(out, n, uusd >= 100000 || uusd == 0 ? "$%.2f" : "$%.4f", (double)uusd / 1e6);
+/* usd_text writes micro-USD as dollars with the decimals given. */
+static void usd_text(char *out, size_t n, long long uusd, int decimals) {
+    snprintf(out, n, "$%.*f", decimals, (double)uusd / 1e6);
 }
 
 void admin_job_budget_text(const admin_job_view *j, char *out, size_t n) {
     char spent[24], limit[24], usd[64] = "", tok[64] = "";
     if (j->budget_uusd > 0) {
-        usd_text(spent, sizeof(spent), j->spent_uusd);
-        usd_text(limit, sizeof(limit), j->budget_uusd);
+        int decimals = j->budget_uusd >= 100000 ? 2 : 4; /* cents, or tenths of cents below ten cents */
+        usd_text(spent, sizeof(spent), j->spent_uusd, decimals);
+        usd_text(limit, sizeof(limit), j->budget_uusd, decimals);
         snprintf(usd, sizeof(usd), "%s of %s", spent, limit);
     }
     if (j->budget_tokens > 0) {

@@ -8,7 +8,13 @@
 #    longer lists the job.
 # 3. The management API unreachable: status falls back to the broker (one line says so, unacked unknown).
 #    The broker unreachable, or Redis: exit 3, one line, no password.
-# Run time: about 30 s.
+# 4. Two jobs at once on a rate-limited fleet (a prefix of its own, so that the fleet's calls of the last
+#    minute are theirs only; 2 workers, RATE_LIMIT 3000/min, mock latency 20 ms): A at --priority 10 with a
+#    token budget worth about half its items, B plain. While both run, `status --json` shows both followed,
+#    priorities 10 and 5, fair shares 2/3 and 1/3, measured shares that sum to about 1 and favour A, and the
+#    API's adapted rate; the table has the PRIO, SHARE, BUDGET and ADAPTED columns. Once the budget stopped
+#    A, `job` shows its budget stopped: spent >= limit, nothing left, the stopped items counted.
+# Run time: about 60 s.
 . "$(dirname "$0")/lib.sh"
 
 ADMIN=$BUILD/admin/flashcard-admin
@@ -102,4 +108,88 @@ for var in "AMQP_URL=amqp://guest:$SECRET@127.0.0.1:$CLOSED/%2f" "REDIS_URL=redi
     ! grep -q "$SECRET" "$TMP/down.err" "$TMP/down.out" || fail "the password is shown: $(cat "$TMP/down.err")"
     log "${var%%=*} unreachable: $(cat "$TMP/down.err")"
 done
-log "ok: status shows both workers, the job and the queues; job agrees with the accounting; exit 3 when unreachable"
+
+# ---- 4. two jobs sharing a rate-limited fleet -------------------------------------------------------
+P2=$QUEUE_PREFIX.fair # its queues match the cleanup's pattern; its Redis keys are deleted here
+fair_cleanup() {
+    local rc=$?
+    (exit $rc)
+    cleanup # stops the workers first
+    redis-cli --scan --pattern "$P2:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+    exit $rc
+}
+trap fair_cleanup EXIT
+kill "$W1" "$W2" "$MOCK_PID" 2>/dev/null || true
+# What a call costs at the mock (its tokens do not depend on the term's number): from the job above.
+PER_CALL=$(jq '(.stats.prompt_tokens + .stats.completion_tokens) / .stats.api_calls | floor' "$TMP/job.json")
+BUDGET=$((PER_CALL * 2 * 200)) # about 200 of A's 400 items
+start_mock --latency-ms 20
+export WORKER_COUNT=16 RATE_LIMIT=3000 BATCH_SIZE=5 MAX_ATTEMPTS=3 CACHE_TTL=0
+QUEUE_PREFIX=$P2 start_worker f1
+QUEUE_PREFIX=$P2 start_worker f2
+for w in f1 f2; do wait_until 20 grep -q "consuming" "$TMP/worker-$w.log" || fail "worker $w did not start"; done
+JA=fair-a-$$
+JB=fair-b-$$
+rows() { { echo "position,term,type"; seq "$1" "$2" | awk -v p="$3" '{printf "%d,%s%d,noun\n", $1, p, $1}'; } >"$4"; }
+rows 1 400 가 "$TMP/a.csv"
+rows 1001 1300 나 "$TMP/b.csv"
+admin2() { QUEUE_PREFIX=$P2 "$ADMIN" "$@"; }
+# B first: a head start of B's cannot make A's share look larger.
+QUEUE_PREFIX=$P2 timeout 100 "$PRODUCER" "$TMP/b.csv" --job-id $JB --wait --timeout 90s >"$TMP/producer-b.log" 2>&1 &
+PB=$!
+PIDS+=("$PB")
+QUEUE_PREFIX=$P2 timeout 100 "$PRODUCER" "$TMP/a.csv" --job-id $JA --priority 10 --budget-tokens $BUDGET --wait \
+    --timeout 90s >"$TMP/producer-a.log" 2>&1 &
+PA=$!
+PIDS+=("$PA")
+# both_run: status --json into fair.json; true once both jobs run, followed, A not yet stopped, and the
+# fleet made 300 calls (6 s at 50/s) over the window.
+both_run() {
+    admin2 status --json >"$TMP/fair.json" 2>"$TMP/fair.err" || return 1
+    jq -e --arg a $JA --arg b $JB '[.jobs[] | select((.job_id == $a or .job_id == $b) and .state == "running" and
+        .followed and .done > 0 and .share.fleet_calls >= 300 and .budget.stopped == false)] | length == 2' \
+        "$TMP/fair.json" >/dev/null
+}
+wait_until 40 both_run || fail "status never showed both jobs running: $(jq -c '[.jobs[] | {job_id, state, followed, done, share, budget}]' "$TMP/fair.json")"
+admin2 status >"$TMP/fair.txt" || fail "status (table) exit $?"
+log "$(grep -A1 "^API " "$TMP/fair.txt")"
+log "$(grep -A3 "^JOB " "$TMP/fair.txt")"
+job_of() { jq -c --arg j "$1" '.jobs[] | select(.job_id == $j) | {priority, followed, share, budget}' "$TMP/fair.json"; }
+log "A: $(job_of $JA)"
+log "B: $(job_of $JB)"
+jq -e --arg a $JA --arg b $JB --argjson budget $BUDGET '(.jobs[] | select(.job_id == $a)) as $A | (.jobs[] | select(.job_id == $b)) as $B |
+    $A.priority == 10 and $B.priority == 5 and
+    ($A.share.fair_share - 2 / 3 | fabs) <= 0.01 and ($B.share.fair_share - 1 / 3 | fabs) <= 0.01 and
+    ($A.share.share + $B.share.share - 1 | fabs) <= 0.1 and $A.share.share > $B.share.share and
+    $A.share.fleet_calls == $B.share.fleet_calls and
+    $A.budget.limit_tokens == $budget and $A.budget.limit_usd == null and $A.budget.left_tokens > 0 and
+    $B.budget.limit_tokens == null and $B.budget.left_tokens == null' "$TMP/fair.json" >/dev/null ||
+    fail "priorities, shares or budgets while both run: A $(job_of $JA), B $(job_of $JB)"
+jq -e '.apis | length == 1 and .[0].rate_limit_per_s == 50 and (.[0].rate_adapted_per_s | type) == "number" and
+    .[0].rate_adapted_per_s > 0 and .[0].rate_adapted_per_s <= 50' "$TMP/fair.json" >/dev/null ||
+    fail "the API's adapted rate: $(jq -c .apis "$TMP/fair.json")"
+grep -Eq "^JOB +STATE .* PRIO +SHARE +BUDGET$" "$TMP/fair.txt" || fail "jobs table header: $(cat "$TMP/fair.txt")"
+grep -Eq "^API +WORKERS +RATE LIMIT +ADAPTED +USAGE" "$TMP/fair.txt" || fail "APIs table header: $(cat "$TMP/fair.txt")"
+grep -Eq "^$JA .* 10 +[0-9]+% \(67%\) +[0-9.]+[kM]? of [0-9.]+[kM]? tokens$" "$TMP/fair.txt" || fail "A's row: $(grep "^$JA" "$TMP/fair.txt")"
+grep -Eq "^$JB .* 5 +[0-9]+% \(33%\) +-$" "$TMP/fair.txt" || fail "B's row: $(grep "^$JB" "$TMP/fair.txt")"
+grep -Eq "^[^ ]+ +2 +50.00 calls/s +[0-9.]+ calls/s " "$TMP/fair.txt" ||
+    fail "APIs row: $(grep -A2 "^API" "$TMP/fair.txt")"
+prc=0
+wait "$PA" || prc=$?
+[ $prc = 1 ] || fail "producer of A exit $prc, expected 1 (its budget stopped it)"
+wait "$PB" || fail "producer of B exit $?"
+admin2 job $JA --json >"$TMP/job-a.json" || fail "job A exit $?"
+log "A after: $(jq -c '{state, done, failed, budget}' "$TMP/job-a.json")"
+jq -e '.state == "finished" and .budget.stopped == true and .budget.spent_tokens >= .budget.limit_tokens and
+    .budget.left_tokens == 0 and .budget.items_stopped > 0 and .budget.items_stopped <= .failed and
+    .budget.exhausted_ms > 0 and .share.fair_share == null' "$TMP/job-a.json" >/dev/null ||
+    fail "A's budget once stopped: $(jq -c '{state, failed, budget, share}' "$TMP/job-a.json")"
+admin2 job $JA >"$TMP/job-a.txt" || fail "job A (table) exit $?"
+grep -Eq "^priority +10 " "$TMP/job-a.txt" && grep -Eq "^share +[0-9]+% of the fleet's calls" "$TMP/job-a.txt" &&
+    grep -Eq "^budget +[0-9.]+[kM]? of [0-9.]+[kM]? tokens STOPPED: [0-9]+ items stopped" "$TMP/job-a.txt" ||
+    fail "job A table: $(head -12 "$TMP/job-a.txt")"
+admin2 job $JB --json >"$TMP/job-b.json" || fail "job B exit $?"
+jq -e '.state == "finished" and .failed == 0 and .budget.stopped == false and .budget.items_stopped == 0' \
+    "$TMP/job-b.json" >/dev/null || fail "B: $(jq -c '{state, failed, budget}' "$TMP/job-b.json")"
+log "ok: status shows both workers, the job and the queues; job agrees with the accounting; exit 3 when unreachable;
+    two jobs' priorities, fair and measured shares, the budget that stopped one, the adapted rate"
