@@ -241,7 +241,7 @@ rn_clients() {
             .client_properties[] | select(.[0] == "connection_name") | .[2]'
 }
 
-# rn_checks_on NAME: lib.sh's queue_depth and dead_positions (and so assert_accounted and
+# rn_checks_on NAME: lib.sh's queue_depth, job_queues_depth and dead_positions (and so assert_accounted and
 # assert_all_succeeded) ask node NAME of this test's cluster instead of the machine's broker. The
 # nodes run no management plugin (it costs boot time), so dead letters are counted, not read:
 # dead_positions fails the test if the dead-letter queue holds anything.
@@ -252,6 +252,11 @@ rn_checks_on() {
         out=$(rn_depths "$RN_CHECK_NODE") || return 1
         n=$(awk -v q="$QUEUE_PREFIX.$1" '$1 == q { print $2 }' <<<"$out")
         echo "${n:-absent}"
+    }
+    job_queues_depth() {
+        local out
+        out=$(rn_depths "$RN_CHECK_NODE") || return 1
+        awk -v p="$QUEUE_PREFIX.job." 'index($1, p) == 1 { n += $2 } END { print n + 0 }' <<<"$out"
     }
     dead_positions() {
         local n

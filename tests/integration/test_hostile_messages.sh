@@ -127,7 +127,7 @@ wait_until 15 work_empty || fail "work queue not empty"
 # key one the worker or the producer always makes; the job registry names B alone.
 redis-cli --scan --pattern "$QUEUE_PREFIX:*" >"$TMP/keys"
 jobs="($B|hostile-(big|dup|many|pos|nb|ctype)-$$)"
-ok_re="^$QUEUE_PREFIX:(job:\\{$jobs\\}:[a-z]+|cache:s[0-9]+:[0-9a-f]{64}|jobs|workers|worker:[A-Za-z0-9._:-]+|rl:\\{[^{}*]*\\}:[a-z]+|breaker:\\{[^{}*]*\\})\$"
+ok_re="^$QUEUE_PREFIX:(job:\\{$jobs\\}:[a-z]+|cache:s[0-9]+:[0-9a-f]{64}|jobs|active|timeline:[0-9]+|workers|worker:[A-Za-z0-9._:-]+|rl:\\{[^{}*]*\\}:[a-z]+|breaker:\\{[^{}*]*\\})\$"
 bad=$(grep -vE "$ok_re" "$TMP/keys" | head -5 || true)
 [ -z "$bad" ] || fail "Redis keys of another job, or unexpected: $bad"
 case $(redis-cli type "$QUEUE_PREFIX:jobs") in
