@@ -3,9 +3,11 @@
 # small job (30 items, the mock API), then its page must pass `promtool check metrics` silently,
 # match deploy/prometheus/metrics.txt (every family documented with its type and labels, every
 # documented one served, enumerated labels complete, histograms cumulative), serve every series the
-# alert rules and the Grafana dashboard query, count the job's calls and items exactly, and carry
-# sane process_* figures. /readyz is 200 "ready"; a second worker given a Redis port nobody
-# listens on reports 503 naming Redis, and never shows the Redis password. About 10 s.
+# alert rules and the Grafana dashboard query (those documented "optional" may be absent: the
+# per-job budgets and queue depths of a small job without a budget), count the job's calls and
+# items exactly, per job too, and carry sane process_* figures. /readyz is 200 "ready"; a second
+# worker given a Redis port nobody listens on reports 503 naming Redis, and never shows the Redis
+# password. About 10 s.
 . "$(dirname "$0")/lib.sh"
 
 command -v promtool >/dev/null || fail "promtool is missing (Debian package prometheus; deploy/local/services.sh installs it)"
@@ -38,11 +40,15 @@ promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.out" 2>&1 || fail "pr
 # The documented list, both ways.
 "$PY" "$MON/monitoring.py" conventions "$MON/metrics.txt" "$TMP/metrics.txt" >"$TMP/conventions.out" 2>&1 ||
     fail "metrics.txt and the worker disagree: $(cat "$TMP/conventions.out")"
-# Every series the alert rules and the dashboard query is served.
+# Every series the alert rules and the dashboard query is served, but for the optional ones
+# (metrics.txt: "optional" after the type), which only some configurations or jobs have.
 "$PY" "$MON/monitoring.py" series "$MON/alerts.yml" "$SRC/deploy/grafana/flashcard.json" >"$TMP/series" ||
     fail "monitoring.py series"
 [ "$(wc -l <"$TMP/series")" -ge 10 ] || fail "only $(wc -l <"$TMP/series") series found in the rules and the dashboard"
-missing=$(while read -r s; do grep -qE "^$s[ {]" "$TMP/metrics.txt" || echo "$s"; done <"$TMP/series" | tr '\n' ' ')
+awk -F' [|] ' '!/^#/ && NF == 4 && $2 ~ / optional$/ { print $1 }' "$MON/metrics.txt" >"$TMP/optional"
+grep -qx flashcard_job_budget_usd "$TMP/optional" || fail "metrics.txt lists no optional family (its format changed?)"
+missing=$(while read -r s; do grep -qE "^$s[ {]" "$TMP/metrics.txt" || grep -qxF "$s" "$TMP/optional" || echo "$s"; done \
+    <"$TMP/series" | tr '\n' ' ')
 [ -z "$missing" ] || fail "queried by the rules or the dashboard but not served: $missing"
 
 # The job's figures: 2 calls per item, all answered 2xx and timed, none retried or dead.
@@ -56,14 +62,24 @@ calls=$(mock_answered)
 for s in 1 2; do
     [ "$(total "^flashcard_api_call_duration_seconds_count\\{stage=\"$s\"")" = $N ] || fail "stage $s calls timed != $N"
 done
-[ "$(total '^flashcard_items_(retried|dead)_total')" = 0 ] || fail "items retried or dead in a clean job"
+[ "$(total '^flashcard_items_(retried|dead|over_budget)_total')" = 0 ] || fail "items retried, dead or over budget in a clean job"
+# Per job: every call counted for the job, at the default priority; no budget series for a job
+# without a budget.
+[ "$(total "^flashcard_job_calls_total\\{job_id=\"conv-$$\"\\}")" = "$calls" ] ||
+    fail "job_calls_total of conv-$$: $(grep '^flashcard_job_calls_total' "$TMP/metrics.txt" | tr '\n' ' '), expected $calls"
+grep -qx "flashcard_job_priority{job_id=\"conv-$$\"} 5" "$TMP/metrics.txt" ||
+    fail "job_priority of conv-$$: $(grep '^flashcard_job_priority' "$TMP/metrics.txt" | tr '\n' ' '), expected 5 (the default)"
+! grep -qE '^flashcard_job_(budget|spent)_' "$TMP/metrics.txt" ||
+    fail "budget series for a job without a budget: $(grep -E '^flashcard_job_(budget|spent)_' "$TMP/metrics.txt" | tr '\n' ' ')"
 [ "$(value flashcard_batches_acked_total)" = $((N / 10)) ] || fail "batches_acked_total $(value flashcard_batches_acked_total)"
 [ "$(value flashcard_calls_in_flight)" = 0 ] && [ "$(value flashcard_calls_capacity)" = 4 ] &&
     [ "$(value flashcard_ready)" = 1 ] && [ "$(value flashcard_breaker_state)" = 0 ] ||
     fail "gauges: in flight $(value flashcard_calls_in_flight), capacity $(value flashcard_calls_capacity), ready $(value flashcard_ready), breaker $(value flashcard_breaker_state)"
-awk '$1 == "flashcard_rate_limit_per_second" && $2 != 100 { bad = 1 }
+# The limit, 6000/min, and without RATE_ADAPT the adapted rate is the limit.
+[ -n "$(value flashcard_rate_limit_adapted_per_second)" ] && awk '
+     $1 ~ /^flashcard_rate_limit_(adapted_)?per_second$/ && $2 != 100 { bad = 1 }
      $1 == "flashcard_rate_limit_usage" && !($2 >= 0 && $2 <= 1) { bad = 1 } END { exit bad }' "$TMP/metrics.txt" ||
-    fail "rate limit gauges: $(grep '^flashcard_rate_limit_[pu]' "$TMP/metrics.txt" | tr '\n' ' ')"
+    fail "rate limit gauges: $(grep '^flashcard_rate_limit_[apu]' "$TMP/metrics.txt" | tr '\n' ' ')"
 grep -qF "flashcard_build_info{version=\"" "$TMP/metrics.txt" && grep -qF "queue_prefix=\"$QUEUE_PREFIX\"" "$TMP/metrics.txt" ||
     fail "build_info does not name the queue prefix $QUEUE_PREFIX"
 grep -qE '^flashcard_queue_ready_messages\{queue="batches"\} [0-9]+$' "$TMP/metrics.txt" &&
