@@ -185,9 +185,10 @@ typedef struct admin_job_view {
                             * the job is not followed or finished */
 } admin_job_view;
 
-/* admin_job_read reads job_id's record, in two round trips (three when some items failed, four when
- * some wait for a retry): 0 (exists says whether there is one), or an fc_redis error. fleet is what
- * admin_fleet_read gave (shared by the jobs of one command), or NULL to read it here (two more). */
+/* admin_job_read reads job_id's record in one round trip (one more when it has a budget and some items
+ * failed, one more when some wait for a retry): 0 (exists says whether there is one), or an fc_redis
+ * error. fleet is what admin_fleet_read gave (shared by the jobs of one command), or NULL to read it
+ * here (two round trips more). */
 int admin_job_read(admin *ad, const char *job_id, const admin_fleet *fleet, admin_job_view *j);
 /* admin_job_finished: published and every item has an outcome. */
 int admin_job_finished(const admin_job_view *j);

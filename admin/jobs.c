@@ -20,19 +20,18 @@ typedef struct pipe_cmds {
     size_t n;
     int argc[PIPE_MAX];
     const char *argv[PIPE_MAX][PIPE_WORDS]; /* borrowed: the words live until pipe_send */
-    fc_reply r[PIPE_MAX + 1];               /* the last one stays nil: the reply of a command not taken */
+    fc_reply r[PIPE_MAX];                   /* the replies, in the commands' order */
     int err;                                /* sticky: FC_ETOOBIG once a command or word did not fit */
 } pipe_cmds;
 
-/* pipe_cmd starts a command (name key) and returns the index of its reply in p->r. */
-static size_t pipe_cmd(pipe_cmds *p, const char *name, const char *key) {
+/* pipe_cmd starts a command (name key); its reply will be p->r[its rank]. */
+static void pipe_cmd(pipe_cmds *p, const char *name, const char *key) {
     if (p->n == PIPE_MAX) {
         p->err = FC_ETOOBIG;
-        return PIPE_MAX;
+        return;
     }
     p->argv[p->n][0] = name, p->argv[p->n][1] = key;
-    p->argc[p->n] = 2;
-    return p->n++;
+    p->argc[p->n++] = 2;
 }
 
 /* pipe_arg adds a word to the command started last. */
@@ -96,7 +95,8 @@ static int priority_of(long long v) { return v >= 1 && v <= 1000 ? (int)v : FC_P
 typedef char bucket_field[24];
 
 static void window_fields(long long t10_last, bucket_field f[ADMIN_SHARE_BUCKETS]) {
-    for (int b = 0; b < ADMIN_SHARE_BUCKETS; b++) snprintf(f[b], sizeof(f[b]), "%lld", t10_last - ADMIN_SHARE_BUCKETS + 1 + b);
+    for (int b = 0; b < ADMIN_SHARE_BUCKETS; b++)
+        snprintf(f[b], sizeof(f[b]), "%lld", t10_last - ADMIN_SHARE_BUCKETS + 1 + b);
 }
 
 /* fleet_window_cmds appends the HMGETs of the fleet's timeline over the window: one per unix hour it
@@ -246,8 +246,8 @@ static int count_in_retry(admin *ad, const char *retry_key, const char *outcome_
     return rc;
 }
 
-/* count_stopped counts the items whose outcome is "budget" (HVALS of the outcomes: asked only when
- * some items failed, since the budget's are among them). */
+/* count_stopped counts the items whose outcome is "budget" (HVALS of the outcomes: asked only of a job
+ * with a budget some of whose items failed, since the budget's are among them). */
 static int count_stopped(admin *ad, const char *outcome_key, admin_job_view *j) {
     fc_reply r = {0};
     int rc = fc_redis_cmd(ad->redis, &r, "HVALS %s", outcome_key);
@@ -292,7 +292,8 @@ int admin_job_read(admin *ad, const char *job_id, const admin_fleet *fleet, admi
     admin_job_key(retry, ad, job_id, FC_JOB_RETRY);
     rc = read_record(ad, job_id, fleet->t10_last, j);
     if (rc == FC_OK) set_fleet(j, fleet);
-    if (rc == FC_OK && j->failed > 0) rc = count_stopped(ad, outcome, j);
+    if (rc == FC_OK && j->failed > 0 && (j->budget_tokens > 0 || j->budget_uusd > 0))
+        rc = count_stopped(ad, outcome, j);
     if (rc == FC_OK && j->in_retry > 0) rc = count_in_retry(ad, retry, outcome, j);
     return rc;
 }
@@ -369,11 +370,15 @@ static json_object *opt_double(double v) { return v < 0 ? NULL : json_object_new
 static json_object *opt_limit(long long v, double scale) {
     return v <= 0 ? NULL : scale == 1 ? json_object_new_int64(v) : json_object_new_double((double)v / scale);
 }
-static long long left_of(long long limit, long long spent) { return limit <= 0 ? -1 : spent >= limit ? 0 : limit - spent; }
+/* left_of is what a limit leaves: -1 without a limit, never below 0. */
+static long long left_of(long long limit, long long spent) {
+    return limit <= 0 ? -1 : spent >= limit ? 0 : limit - spent;
+}
 
 static json_object *budget_json(const admin_job_view *j) {
     json_object *b = json_object_new_object();
-    long long left_tokens = left_of(j->budget_tokens, j->spent_tokens), left_uusd = left_of(j->budget_uusd, j->spent_uusd);
+    long long left_tokens = left_of(j->budget_tokens, j->spent_tokens);
+    long long left_uusd = left_of(j->budget_uusd, j->spent_uusd);
     admin_json_add(b, "limit_tokens", opt_limit(j->budget_tokens, 1));
     admin_json_add(b, "limit_usd", opt_limit(j->budget_uusd, 1e6));
     admin_json_add(b, "spent_tokens", json_object_new_int64(j->spent_tokens));
@@ -501,7 +506,8 @@ static void print_fleet_lines(const admin_job_view *j) {
     printf("priority     %d (%s)\n", j->priority, j->followed ? "followed by the fleet" : "not followed");
     printf("share        %s of the fleet's calls over the last %d s (%ld of %ld); fair share %s\n", measured,
            ADMIN_SHARE_WINDOW_S, j->calls_window, j->fleet_calls_window, fair);
-    if (j->items_stopped > 0) printf("budget       %s: %ld items stopped, ran out at %s\n", budget, j->items_stopped, when);
+    if (j->items_stopped > 0)
+        printf("budget       %s: %ld items stopped, ran out at %s\n", budget, j->items_stopped, when);
     else printf("budget       %s\n", strcmp(budget, "-") ? budget : "none");
 }
 
