@@ -75,7 +75,7 @@ grep -qx "flashcard_job_priority{job_id=\"conv-$$\"} 5" "$TMP/metrics.txt" ||
 [ "$(value flashcard_calls_in_flight)" = 0 ] && [ "$(value flashcard_calls_capacity)" = 4 ] &&
     [ "$(value flashcard_ready)" = 1 ] && [ "$(value flashcard_breaker_state)" = 0 ] ||
     fail "gauges: in flight $(value flashcard_calls_in_flight), capacity $(value flashcard_calls_capacity), ready $(value flashcard_ready), breaker $(value flashcard_breaker_state)"
-# The limit, 6000/min, and without RATE_ADAPT the adapted rate is the limit.
+# The limit, 6000/min; the adapted rate (RATE_ADAPT=1, the default) is the limit: no 429, no rate headers.
 [ -n "$(value flashcard_rate_limit_adapted_per_second)" ] && awk '
      $1 ~ /^flashcard_rate_limit_(adapted_)?per_second$/ && $2 != 100 { bad = 1 }
      $1 == "flashcard_rate_limit_usage" && !($2 >= 0 && $2 <= 1) { bad = 1 } END { exit bad }' "$TMP/metrics.txt" ||
