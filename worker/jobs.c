@@ -102,6 +102,9 @@ void jobs_follow(worker *w, int64_t now) {
         if (among(ids, n, w->followed[i])) continue;
         fc_topology_job_queue(queue, w->cfg->queue_prefix, w->followed[i]);
         fc_amqp_cancel_queue(w->amqp, queue);
+        pthread_mutex_lock(&w->m->jobs_lock); /* its queue's depth is no longer sampled */
+        metrics_job(w->m, w->followed[i])->ready = -1;
+        pthread_mutex_unlock(&w->m->jobs_lock);
         memmove(w->followed[i], w->followed[w->nfollowed - 1], sizeof(w->followed[0]));
         w->nfollowed--;
     }

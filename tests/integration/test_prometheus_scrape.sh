@@ -4,7 +4,7 @@
 # outcome "ok" in the job record), Prometheus's HTTP API must show what happened:
 # sum(flashcard_items_succeeded_total) = 200, sum(flashcard_api_call_duration_seconds_count) =
 # 400 = the calls the mock answered (2 per item, the cache cold), both workers scraped and busy;
-# the five rules loaded, evaluated without error and none firing; and every query of the Grafana
+# the seven rules loaded, evaluated without error and none firing; and every query of the Grafana
 # dashboard returns data. Prometheus runs on loopback on a port of its own, with its own storage
 # in the test's temp dir, and is stopped by PID. About 15 s.
 . "$(dirname "$0")/lib.sh"
@@ -106,7 +106,7 @@ rules_ok() {
     curl -fsS "$PROM_URL/api/v1/rules" >"$TMP/rules.json" &&
         [ "$(jq '[.data.groups[] | select(.name == "flashcard") | .rules[]
                   | select(.health == "ok" and (.lastEvaluation | startswith("0001")) == false)] | length' \
-            "$TMP/rules.json")" = 5 ]
+            "$TMP/rules.json")" = 7 ]
 }
 wait_until 15 rules_ok ||
     fail "rules not all loaded and evaluated: $(jq -c '[.data.groups[].rules[] | {name, health, lastError}]' "$TMP/rules.json")"
@@ -132,5 +132,5 @@ done <"$TMP/queries.tsv"
 
 kill -TERM "$PROM_PID" 2>/dev/null
 wait_until 20 eval '! kill -0 "$PROM_PID" 2>/dev/null' || fail "Prometheus did not stop on SIGTERM"
-log "ok: Prometheus saw $N items ($split per worker) and $calls timed calls; 5 rules evaluated, none firing;" \
+log "ok: Prometheus saw $N items ($split per worker) and $calls timed calls; 7 rules evaluated, none firing;" \
     "$(wc -l <"$TMP/queries.tsv") dashboard queries with data"
