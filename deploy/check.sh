@@ -106,10 +106,12 @@ shutdown=$(k8s '[.[] | .object | select(.kind == "ConfigMap" and .metadata.name 
                    | select(.name == "SHUTDOWN_TIMEOUT") | .value] | map(select(.)) | last // "30s"')
 [ "$grace" -gt "$(secs "$shutdown")" ] ||
     fail "k8s: terminationGracePeriodSeconds $grace is not above SHUTDOWN_TIMEOUT $shutdown"
-# KEDA scales on the work queue's length; the HPA is the alternative (both target the worker).
-[ "$(k8s '.[] | .object | select(.kind == "ScaledObject") | .spec.triggers[]
-          | select(.type == "rabbitmq") | "\(.metadata.queueName) \(.metadata.mode)"')" = "flashcard.batches QueueLength" ] ||
-    fail "k8s: the ScaledObject does not scale on the length of flashcard.batches"
+# KEDA scales on the work waiting, in the shared queue and the jobs' own ones (a regular expression
+# over the http protocol, summed); the HPA is the alternative (both target the worker).
+[ "$(k8s '.[] | .object | select(.kind == "ScaledObject") | .spec.triggers[] | select(.type == "rabbitmq")
+          | "\(.metadata.queueName) \(.metadata.mode) \(.metadata.useRegex) \(.metadata.operation) \(.metadata.protocol)"')" = \
+  '^flashcard\.(batches|job\..+)$ QueueLength true sum http' ] ||
+    fail "k8s: the ScaledObject does not scale on the length of flashcard.batches and the jobs' queues"
 for kind in ScaledObject HorizontalPodAutoscaler PodDisruptionBudget; do
     [ "$(k8s "[.[] | .object | select(.kind == \"$kind\")] | length")" = 1 ] || fail "k8s: expected one $kind"
 done
