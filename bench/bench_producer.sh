@@ -27,8 +27,17 @@ RSS_LIMIT_KB=${RSS_LIMIT_KB:-20480}
 TARGET_RATIO=0.85
 export LOG_LEVEL=warn
 
-# purge: empties the work queue between runs, so RabbitMQ does not hold millions of items.
-purge() { mgmt -X DELETE "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/contents" >/dev/null 2>&1 || true; }
+# The producer publishes a job's batches to the job's own queue, $QUEUE_PREFIX.job.<job> (through the
+# exchange $QUEUE_PREFIX.jobs, common/fc_jobs.h), as it does by default (FAIR_SHARE=1): the path a user's
+# job takes. The minimal publisher also goes through an exchange to a quorum queue of its own.
+job_queue() { echo "$QUEUE_PREFIX.job.$1"; }
+
+# purge JOB: deletes JOB's queue (and empties the shared work queue, which a broker user without the
+# permission to declare job queues would publish to), so RabbitMQ does not hold millions of items.
+purge() {
+    mgmt -X DELETE "$MGMT/queues/%2F/$(job_queue "$1")" >/dev/null 2>&1 || true
+    mgmt -X DELETE "$MGMT/queues/%2F/$QUEUE_PREFIX.batches/contents" >/dev/null 2>&1 || true
+}
 
 # measure NAME CMD...: runs CMD with stdout/stderr in $TMP/NAME.*; sets WALL (s) and PEAK_KB, the
 # peak RSS: from /usr/bin/time -v (package time) when present, else the highest VmHWM read from
@@ -85,15 +94,15 @@ report_of() {
     jq .batches_published "$TMP/$1.json"
 }
 
-# batch_sample NAME BATCHES: writes the first batch in the work queue (peeked, requeued) to
+# batch_sample NAME BATCHES JOB: writes the first batch in JOB's queue (peeked, requeued) to
 # $TMP/NAME.body and sets MEAN_BYTES to the mean body size of the queue's BATCHES messages as the
 # management API counts them once its figures caught up (polled, at most ~30 s), else to that
 # batch's size (then the ceiling's bodies are a little smaller than the producer's).
 batch_sample() {
-    local name=$1 want=$2 q="$MGMT/queues/%2F/$QUEUE_PREFIX.batches" n=0 bytes=0
+    local name=$1 want=$2 q="$MGMT/queues/%2F/$(job_queue "$3")" n=0 bytes=0
     mgmt -X POST -H 'content-type: application/json' -d '{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}' \
         "$q/get" | jq -j '.[0].payload' >"$TMP/$name.body"
-    [ -s "$TMP/$name.body" ] || { echo "FAIL: no batch to sample in $QUEUE_PREFIX.batches" >&2; exit 1; }
+    [ -s "$TMP/$name.body" ] || { echo "FAIL: no batch to sample in $(job_queue "$3")" >&2; exit 1; }
     MEAN_BYTES=$(stat -c %s "$TMP/$name.body")
     for _ in $(seq 1 60); do
         read -r n bytes < <(mgmt "$q?columns=messages,message_bytes" | jq -r '(if type == "array" then .[0] else . end) | "\(.messages // 0) \(.message_bytes // 0)"')
@@ -140,8 +149,8 @@ bench_size() {
     # minimal publisher's do: the polite close after it (about 0.3 s) is left out of both.
     peak=$PEAK_KB wall=$(jq .elapsed_seconds "$TMP/file$n.json")
     echo "   to the last confirm: $wall s, $(awk -v r="$ROWS" -v b="$b" -v w="$wall" 'BEGIN { printf "%.0f rows/s, %.0f msgs/s", r / w, b / w }')"
-    batch_sample "file$n" "$b"
-    purge
+    batch_sample "file$n" "$b" "bench-file$n"
+    purge "bench-file$n"
     ceiling "file$n" "$b"
     echo "   ratio: $(awk -v b="$b" -v w="$wall" -v m="$MIN_RATE" 'BEGIN { printf "%.2f", b / w / m }') of the minimal publisher's msgs/s (target $TARGET_RATIO)"
     JSONS+=("$(scenario_json "producer$n" "$ROWS" "$b" "$wall" "$peak" "$MIN_RATE" "$MEAN_BYTES")")
@@ -151,7 +160,7 @@ bench_size() {
 head -n 10001 "$TMP/bench.csv" >"$TMP/small.csv"
 measure small "$PRODUCER" "$TMP/small.csv" --job-id bench-small --batch-size 100 --report "$TMP/small.json"
 SMALL_KB=$PEAK_KB
-purge
+purge bench-small
 
 bench_size 100
 bench_size 10
@@ -165,7 +174,7 @@ if [ -z "${BENCH_QUICK:-}" ]; then
     [ "$want" -ge 1 ] || want=1
     [ "$want" -le 100 ] || want=100
     [ "$b" = $(( (ROWS + want - 1) / want )) ] || { echo "FAIL: --batch-size auto: $b batches, want batches of $want" >&2; STATUS=1; }
-    purge
+    purge bench-stdin
 fi
 
 echo "   peak RSS of the 10,000-row run: $(awk -v k="$SMALL_KB" 'BEGIN { printf "%.1f MB", k / 1024 }')"

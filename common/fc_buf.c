@@ -22,7 +22,8 @@ int fc_buf_reserve(fc_buf *b, size_t extra) {
 }
 
 int fc_buf_append(fc_buf *b, const void *p, size_t n) {
-    if (fc_buf_reserve(b, n) != FC_OK) return FC_ENOMEM;
+    /* the room test first: most appends fit, and fc_buf_reserve is a call the compiler keeps out of line */
+    if ((b->err || b->cap - b->len <= n) && fc_buf_reserve(b, n) != FC_OK) return FC_ENOMEM;
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -30,6 +31,17 @@ int fc_buf_append(fc_buf *b, const void *p, size_t n) {
 }
 
 int fc_buf_puts(fc_buf *b, const char *s) { return fc_buf_append(b, s, strlen(s)); }
+
+int fc_buf_append_ll(fc_buf *b, long long v) {
+    char tmp[24]; /* 20 digits of 2^64 and a sign */
+    char *end = tmp + sizeof(tmp), *p = end;
+    /* unsigned, so that LLONG_MIN negates without overflow */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do *--p = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0) *--p = '-';
+    return fc_buf_append(b, p, (size_t)(end - p));
+}
 
 int fc_buf_printf(fc_buf *b, const char *fmt, ...) {
     va_list ap;

@@ -83,6 +83,18 @@ static size_t utf8_unit(const unsigned char *s, size_t n) {
  * ill-formed. */
 static int utf8_check(const unsigned char *s, size_t n) {
     for (size_t i = 0, k; i < n; i += k) {
+        /* Most bytes are ASCII: step over 8 at a time when none has its high bit set and none is 0 (the
+         * classic test: v - 0x01..01 borrows into a byte's high bit only where that byte was 0), then one at
+         * a time, without a call to utf8_unit each. */
+        uint64_t v;
+        if (n - i >= 8 && (memcpy(&v, s + i, 8), ((v | (v - 0x0101010101010101u)) & 0x8080808080808080u) == 0)) {
+            k = 8;
+            continue;
+        }
+        if (s[i] - 1u < 0x7Fu) {
+            k = 1;
+            continue;
+        }
         if (s[i] == 0) return 1;
         if (!(k = utf8_unit(s + i, n - i))) return -1;
     }
@@ -389,14 +401,53 @@ static int csv_step(fc_dataset *ds, char c, char **out) {
     return FC_OK;
 }
 
+/* byte_hits8 marks the bytes of v equal to c: a SWAR test, (x - 0x01..01) & ~x & 0x80..80 with x = v ^ (c in
+ * every byte) sets the high bit of each byte of x that is 0. Bytes above the first match may be marked
+ * wrongly (a borrow), the first one marked is always a match: only the lowest mark is used. */
+static uint64_t byte_hits8(uint64_t v, unsigned char c) {
+    uint64_t x = v ^ (0x0101010101010101u * c);
+    return (x - 0x0101010101010101u) & ~x & 0x8080808080808080u;
+}
+
 /* csv_scan decodes raw into the record's fields; returns 1 if the record goes on (inside quotes) on the next
  * physical line, 0 if it is complete, or FC_ENOMEM. */
 static int csv_scan(fc_dataset *ds) {
     /* each input byte yields at most one output byte; plus the last NUL and a newline inside quotes */
     if (fc_buf_reserve(&ds->fbuf, ds->raw.len + 2) != FC_OK) return FC_ENOMEM;
     char *out = ds->fbuf.data + ds->fbuf.len;
-    for (size_t i = 0; i < ds->raw.len; i++)
-        if (csv_step(ds, ds->raw.data[i], &out) != FC_OK) return FC_ENOMEM;
+    const char *s = ds->raw.data;
+    int st = ds->cstate; /* a local: the writes through out (a char *) would make the compiler reload ds->cstate */
+    for (size_t i = 0, n = ds->raw.len; i < n; i++) {
+        /* 8 bytes at a time up to the next quote, or comma outside quotes (the bytes in between are copied
+         * as they are). All 8 are stored, the bytes past the run written over next: as no input byte yields
+         * more than one output byte, out + 8 stays within the room reserved above while i + 8 <= n. */
+        while (n - i >= 8 && st != CSV_QUOTE) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            v = __builtin_bswap64(v); /* byte k of the text in bits 8k.., as below */
+#endif
+            uint64_t hits = byte_hits8(v, '"') | (st == CSV_QUOTED ? 0 : byte_hits8(v, ','));
+            size_t run = hits ? (size_t)__builtin_ctzll(hits) / 8 : 8; /* byte k of the text is bits 8k.. */
+            memcpy(out, s + i, 8);
+            out += run;
+            i += run;
+            if (run && st == CSV_START) st = CSV_PLAIN;
+            if (run < 8) break;
+        }
+        if (i == n) break;
+        char c = s[i];
+        /* Most bytes are copied as they are, inside a field: done here, as csv_step would. */
+        if (c != '"' && (st == CSV_QUOTED || (c != ',' && st != CSV_QUOTE))) {
+            *out++ = c;
+            if (st == CSV_START) st = CSV_PLAIN;
+            continue;
+        }
+        ds->cstate = st;
+        if (csv_step(ds, c, &out) != FC_OK) return FC_ENOMEM;
+        st = ds->cstate;
+    }
+    ds->cstate = st;
     int more = ds->cstate == CSV_QUOTED;
     if (more) *out++ = '\n';
     else if (ds_end_field(ds, &out) != FC_OK) return FC_ENOMEM;
@@ -542,12 +593,13 @@ static int parse_position(fc_dataset *ds, const char *s, size_t n, long long *po
         if (v <= FC_DATASET_POSITION_MAX) v = v * 10 + (s[i] - '0');
         i++;
     }
-    utf8_fit(q, sizeof(q), s, n);
+    if (i == n && v > 0 && v <= FC_DATASET_POSITION_MAX) {
+        *pos = v;
+        return FC_OK;
+    }
+    utf8_fit(q, sizeof(q), s, n); /* quoted only in a reason: a good row pays nothing for it */
     if (i < n || v == 0) return ds_bad(ds, "position '%s' is not a positive integer", q);
-    if (v > FC_DATASET_POSITION_MAX)
-        return ds_bad(ds, "position '%s' is out of range (1..%lld)", q, FC_DATASET_POSITION_MAX);
-    *pos = v;
-    return FC_OK;
+    return ds_bad(ds, "position '%s' is out of range (1..%lld)", q, FC_DATASET_POSITION_MAX);
 }
 
 static int seen_has(const fc_dataset *ds, long long pos) {
@@ -574,13 +626,22 @@ static int seen_add(fc_dataset *ds, long long pos) {
 
 /* ---- items ---- */
 
+/* A field's text and length (its bytes hold no NUL once check_field passed). */
+typedef struct ds_text {
+    const char *s;
+    size_t n;
+} ds_text;
+
+static ds_text text_of(const char *s) { return (ds_text){s, strlen(s)}; }
+
 /* item_fill checks position, term and type texts and sets them in it (which then owns copies); marks the
  * position seen. Returns 0, FC_EPARSE (nothing allocated in it) or FC_ENOMEM. */
-static int item_fill(fc_dataset *ds, const char *pos, const char *term, const char *type, fc_item *it) {
+static int item_fill(fc_dataset *ds, ds_text pos, ds_text term_t, ds_text type_t, fc_item *it) {
     long long p = 0;
-    int rc = parse_position(ds, pos, strlen(pos), &p);
+    int rc = parse_position(ds, pos.s, pos.n, &p);
     if (rc != FC_OK) return rc;
-    size_t tn = strlen(term), yn = strlen(type);
+    const char *term = term_t.s, *type = type_t.s;
+    size_t tn = term_t.n, yn = type_t.n;
     trim(&term, &tn);
     trim(&type, &yn);
     if (tn == 0) return ds_bad(ds, "empty term");
@@ -593,6 +654,9 @@ static int item_fill(fc_dataset *ds, const char *pos, const char *term, const ch
     return it->term && it->type ? FC_OK : FC_ENOMEM;
 }
 
+/* span_text returns field i of the record, its length known from its span (no strlen). */
+static ds_text span_text(const fc_dataset *ds, size_t i) { return (ds_text){field(ds, i), ds->span[i].len}; }
+
 /* row_build makes an item from the CSV/TSV record in span/fbuf; returns 0, FC_EPARSE or FC_ENOMEM. */
 static int row_build(fc_dataset *ds, fc_item *it) {
     if (ds->nspan != ds->nhdr) return ds_bad(ds, "expected %zu fields, got %zu", ds->nhdr, ds->nspan);
@@ -600,8 +664,8 @@ static int row_build(fc_dataset *ds, fc_item *it) {
         int rc = check_field(ds, field(ds, i), ds->span[i].len, ds->hdr[i]);
         if (rc != FC_OK) return rc;
     }
-    const char *type = ds->itype >= 0 ? field(ds, (size_t)ds->itype) : "";
-    int rc = item_fill(ds, field(ds, (size_t)ds->ipos), field(ds, (size_t)ds->iterm), type, it);
+    ds_text type = ds->itype >= 0 ? span_text(ds, (size_t)ds->itype) : text_of("");
+    int rc = item_fill(ds, span_text(ds, (size_t)ds->ipos), span_text(ds, (size_t)ds->iterm), type, it);
     for (size_t i = 0; rc == FC_OK && i < ds->nspan; i++) {
         if ((long)i == ds->ipos || (long)i == ds->iterm || (long)i == ds->itype) continue;
         rc = fc_item_add_extra(it, ds->hdr[i], field(ds, i));
@@ -656,7 +720,7 @@ static int json_item(fc_dataset *ds, struct json_object *obj, fc_item *it) {
     /* check every extra before marking the position seen, so a bad row never claims its position */
     fc_item tmp = {0};
     rc = json_extras(ds, obj, &tmp);
-    if (rc == FC_OK) rc = item_fill(ds, pos, term, type ? type : "", it);
+    if (rc == FC_OK) rc = item_fill(ds, text_of(pos), text_of(term), text_of(type ? type : ""), it);
     if (rc == FC_OK) {
         it->extra = tmp.extra;
         it->nextra = tmp.nextra;

@@ -2,6 +2,7 @@
 #include "fc_message.h"
 
 #include <json-c/json.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,70 +21,118 @@ int fc_job_id_valid(const char *id) {
     return 1;
 }
 
-int fc_json_str(fc_buf *out, const char *s) {
+/* json_escape returns the escape of c, a byte JSON strings may not hold as it is (a control character, '"' or
+ * '\\'), in esc (at least 7 bytes), and its length. */
+static size_t json_escape(unsigned char c, char *esc) {
     static const char hex[] = "0123456789abcdef";
-    if (fc_buf_reserve(out, strlen(s) + 2) != FC_OK) return FC_ENOMEM;
-    int rc = fc_buf_append(out, "\"", 1);
-    const char *run = s;
-    for (; *s && rc == FC_OK; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        rc = fc_buf_append(out, run, (size_t)(s - run));
-        run = s + 1;
-        char esc[7] = {'\\', (char)c, 0};
-        size_t n = 2;
-        if (c == '\n') esc[1] = 'n';
-        else if (c == '\t') esc[1] = 't';
-        else if (c == '\r') esc[1] = 'r';
-        else if (c == '\b') esc[1] = 'b';
-        else if (c == '\f') esc[1] = 'f';
-        else if (c < 0x20) {
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            n = 6;
-        }
-        if (rc == FC_OK) rc = fc_buf_append(out, esc, n);
+    esc[0] = '\\';
+    esc[1] = (char)c;
+    if (c == '\n') esc[1] = 'n';
+    else if (c == '\t') esc[1] = 't';
+    else if (c == '\r') esc[1] = 'r';
+    else if (c == '\b') esc[1] = 'b';
+    else if (c == '\f') esc[1] = 'f';
+    else if (c < 0x20) {
+        memcpy(esc, "\\u00", 4);
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 15];
+        return 6;
     }
-    if (rc == FC_OK) rc = fc_buf_append(out, run, (size_t)(s - run));
-    if (rc == FC_OK) rc = fc_buf_append(out, "\"", 1);
-    return rc;
+    return 2;
+}
+
+/* fc_json_str writes straight into the buffer, byte by byte, with room reserved for the string unescaped and
+ * more reserved at each escape (its extra bytes): no append call per run (the producer quotes three strings
+ * per item). */
+#define ONES 0x0101010101010101u
+#define HIGHS 0x8080808080808080u
+
+/* plain8 says whether none of the 8 bytes in v needs an escape: none below 0x20, none '"' or '\\'. SWAR tests,
+ * exact for whether any byte matches: (x - ONES) & ~x & HIGHS is non-zero iff a byte of x is 0, and
+ * (v - 0x20 * ONES) & ~v & HIGHS iff a byte of v is below 0x20. */
+static int plain8(uint64_t v) {
+    uint64_t q = v ^ ('"' * ONES), b = v ^ ('\\' * ONES);
+    uint64_t hit = ((v - 0x20 * ONES) & ~v) | ((q - ONES) & ~q) | ((b - ONES) & ~b);
+    return (hit & HIGHS) == 0;
+}
+
+int fc_json_str(fc_buf *out, const char *s) {
+    size_t n = strlen(s);
+    if (fc_buf_reserve(out, n + 2) != FC_OK) return FC_ENOMEM;
+    char *d = out->data + out->len;
+    *d++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        /* 8 bytes at a time while none needs an escape (most text), else byte by byte */
+        while (n - i >= 8 && (memcpy(&v, s + i, 8), plain8(v))) {
+            memcpy(d, &v, 8);
+            d += 8;
+            i += 8;
+        }
+        if (i == n) break;
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *d++ = (char)c;
+            continue;
+        }
+        char esc[7];
+        size_t k = json_escape(c, esc);
+        /* room for the rest, unescaped, and the closing quote was reserved; the escape takes k - 1 more */
+        out->len = (size_t)(d - out->data);
+        if (fc_buf_reserve(out, k + (n - i - 1) + 1) != FC_OK) return FC_ENOMEM;
+        d = out->data + out->len;
+        memcpy(d, esc, k);
+        d += k;
+    }
+    *d++ = '"';
+    out->len = (size_t)(d - out->data);
+    out->data[out->len] = '\0';
+    return FC_OK;
 }
 
 int fc_message_item(fc_buf *out, const fc_item *it, const char *last_error) {
-    int rc = fc_buf_printf(out, "{\"position\":%lld,\"term\":", it->position);
+    /* literals through FC_BUF_LIT and the position through fc_buf_append_ll: no printf, no strlen (the
+     * producer encodes every row here) */
+    int rc = FC_BUF_LIT(out, "{\"position\":");
+    if (rc == FC_OK) rc = fc_buf_append_ll(out, it->position);
+    if (rc == FC_OK) rc = FC_BUF_LIT(out, ",\"term\":");
     if (rc == FC_OK) rc = fc_json_str(out, it->term);
-    if (rc == FC_OK) rc = fc_buf_puts(out, ",\"type\":");
+    if (rc == FC_OK) rc = FC_BUF_LIT(out, ",\"type\":");
     if (rc == FC_OK) rc = fc_json_str(out, it->type ? it->type : "");
     if (rc == FC_OK && it->nextra) {
-        rc = fc_buf_puts(out, ",\"extra\":{");
+        rc = FC_BUF_LIT(out, ",\"extra\":{");
         for (size_t i = 0; rc == FC_OK && i < it->nextra; i++) {
-            if (i) rc = fc_buf_puts(out, ",");
+            if (i) rc = FC_BUF_LIT(out, ",");
             if (rc == FC_OK) rc = fc_json_str(out, it->extra[i].name);
-            if (rc == FC_OK) rc = fc_buf_puts(out, ":");
+            if (rc == FC_OK) rc = FC_BUF_LIT(out, ":");
             if (rc == FC_OK) rc = fc_json_str(out, it->extra[i].value);
         }
-        if (rc == FC_OK) rc = fc_buf_puts(out, "}");
+        if (rc == FC_OK) rc = FC_BUF_LIT(out, "}");
     }
     if (rc == FC_OK && last_error) {
-        rc = fc_buf_puts(out, ",\"last_error\":");
+        rc = FC_BUF_LIT(out, ",\"last_error\":");
         if (rc == FC_OK) rc = fc_json_str(out, last_error);
     }
-    if (rc == FC_OK) rc = fc_buf_puts(out, "}");
+    if (rc == FC_OK) rc = FC_BUF_LIT(out, "}");
     return rc;
 }
 
 int fc_message_batch_open(fc_buf *out, const fc_batch_hdr *h) {
-    int rc = fc_buf_printf(out, "{\"schema\":%d,\"job_id\":", FC_SCHEMA_VERSION);
+    int rc = FC_BUF_LIT(out, "{\"schema\":");
+    if (rc == FC_OK) rc = fc_buf_append_ll(out, FC_SCHEMA_VERSION);
+    if (rc == FC_OK) rc = FC_BUF_LIT(out, ",\"job_id\":");
     if (rc == FC_OK) rc = fc_json_str(out, h->job_id);
-    if (rc == FC_OK) rc = fc_buf_printf(out, ",\"batch\":%ld,\"attempt\":%d", h->batch, h->attempt);
+    if (rc == FC_OK) rc = FC_BUF_LIT(out, ",\"batch\":");
+    if (rc == FC_OK) rc = fc_buf_append_ll(out, h->batch);
+    if (rc == FC_OK) rc = FC_BUF_LIT(out, ",\"attempt\":");
+    if (rc == FC_OK) rc = fc_buf_append_ll(out, h->attempt);
     if (rc == FC_OK && h->not_before_ms) rc = fc_buf_printf(out, ",\"not_before\":%lld", h->not_before_ms);
     if (rc == FC_OK && h->priority) rc = fc_buf_printf(out, ",\"priority\":%d", h->priority);
     if (rc == FC_OK) rc = fc_buf_puts(out, ",\"items\":[");
     return rc;
 }
 
-int fc_message_batch_close(fc_buf *out) { return fc_buf_puts(out, "]}"); }
+int fc_message_batch_close(fc_buf *out) { return FC_BUF_LIT(out, "]}"); }
 
 int fc_message_result_open(fc_buf *out, const fc_batch_hdr *h, const char *worker) {
     fc_buf_printf(out, "{\"schema\":%d,\"job_id\":", FC_SCHEMA_VERSION);
