@@ -24,6 +24,7 @@ static int close_into(fc_batcher *b, fc_closed_batch *out) {
     out->batch = b->hdr.batch++;
     out->items = b->items;
     out->body = b->body;
+    b->last_len = b->body.len;
     b->body = (fc_buf){0};
     b->items = 0;
     return FC_OK;
@@ -47,7 +48,8 @@ int fc_batcher_add(fc_batcher *b, const fc_item *it, fc_closed_batch *out) {
     } else if (!b->items && (rc = fits_alone(b, n, b->hdr.batch)) != FC_OK) {
         return rc;
     }
-    rc = b->items ? fc_buf_puts(&b->body, ",") : fc_message_batch_open(&b->body, &b->hdr);
+    if (!b->items && b->last_len) fc_buf_reserve(&b->body, b->last_len); /* a hint: its failure is sticky */
+    rc = b->items ? FC_BUF_LIT(&b->body, ",") : fc_message_batch_open(&b->body, &b->hdr);
     if (rc == FC_OK) rc = fc_buf_append(&b->body, b->one.data, n);
     if (rc != FC_OK) {
         if (closed) fc_buf_free(&out->body); /* nothing is handed out with an error */
