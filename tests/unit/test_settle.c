@@ -204,6 +204,54 @@ static void deliver(int n, int attempt, long delivery_count, long long not_befor
     free(extra);
 }
 
+/* deliver_job hands the worker a first-attempt batch of job with priority (0: none given), n items from
+ * position first, as delivery tag. */
+static void deliver_job(const char *job, int priority, int n, long long first, uint64_t tag) {
+    fc_buf b = {0};
+    fc_batch_hdr h = {"", 0, 1, 0, priority};
+    snprintf(h.job_id, sizeof(h.job_id), "%s", job);
+    fc_message_batch_open(&b, &h);
+    for (int i = 0; i < n; i++) {
+        fc_item it = {first + i, (char *)"term", (char *)"noun", NULL, 0, 0};
+        if (i > 0) fc_buf_puts(&b, ",");
+        fc_message_item(&b, &it, NULL);
+    }
+    fc_message_batch_close(&b);
+    assert_int_equal(fc_buf_err(&b), 0);
+    fc_delivery d = {tag, b.data, b.len, job, "application/json", job, 0, 0, "", "", NULL, 0};
+    batch_on_delivery(&W, &d);
+    fc_buf_free(&b);
+}
+
+/* take counts, of n calls the scheduler starts, those of job. */
+static int take(int n, const char *job) {
+    int mine = 0;
+    for (int i = 0; i < n; i++) {
+        task *t = calls_take(&W);
+        assert_non_null(t);
+        mine += strcmp(t->job_id, job) == 0;
+        t->state = TASK_INFLIGHT; /* as if started: it stays out of the lanes */
+    }
+    return mine;
+}
+
+/* Jobs with work waiting take turns by priority (stride scheduling): 10 against 5 gets two calls in
+ * three; a job alone takes every call; a job that arrives gets its share from then on, no credit for
+ * the time it had no work. */
+static void jobs_take_turns_by_priority(void **state) {
+    (void)state;
+    deliver_job("job-a", 0, 60, 1, 1);       /* the default priority, 5 */
+    deliver_job("job-b", 10, 30, 1001, 2);
+    int b = take(30, "job-b");
+    assert_in_range(b, 19, 21);
+    assert_int_equal(take(20, "job-b"), 30 - b); /* b's last ones, two in three of these */
+    assert_int_equal(take(10, "job-a"), 10);     /* b has no work left: a alone takes all */
+    deliver_job("job-c", 5, 30, 2001, 3);    /* arrives late, same priority as a */
+    int c = take(20, "job-c");
+    assert_in_range(c, 9, 11);                /* half, not all 20 to catch up */
+    assert_true(calls_queued(&W));
+}
+
 static void confirm_all(int status) {
     for (int i = 0; i < F.npubs; i++) batch_on_confirm(&W, F.pubs[i].seq, status);
 }
@@ -561,6 +609,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(cancelled_job_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(retried_items_are_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(jobs_take_turns_by_priority, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
