@@ -22,7 +22,7 @@ enum fc_job_key {
     FC_JOB_RETRY,     /* hash: position -> attempt, items waiting in a retry queue */
     FC_JOB_BUDGET,    /* hash: tokens, uusd (spent, micro-USD), exhausted_ms (when a call was first
                        * refused for the budget); written by the limiter (fc_limiter_settle), 7 days */
-    FC_JOB_REDO,      /* set: positions whose "budget" outcome --resume took back, until republished */
+    FC_JOB_REDO,      /* hash: position -> 1, items whose "budget" outcome --resume took back, until republished */
     FC_JOB_TIMELINE,  /* hash: unix time / 10 s -> the job's API calls settled in those 10 s */
     FC_JOB_NKEYS
 };

@@ -173,10 +173,11 @@ typedef struct fc_limiter_conf {
 #define FC_ADAPT_ADVICE_SHARE 0.97
 /* At most one advice round trip per this many us, unless urgent (see fc_limiter_advise). */
 #define FC_ADAPT_ADVICE_EVERY_US 200000
-/* The adapted rate's key expires this long after its last change (ms). */
-#define FC_ADAPT_TTL_MS 3600000
-/* A job's budget key expires this long after its last write (ms): 7 days. */
-#define FC_BUDGET_TTL_MS 604800000
+/* The adapted rate's key expires this long after its last change (s; EXPIRE, which the project's ACL user
+ * has, not PEXPIRE). */
+#define FC_ADAPT_TTL_S 3600
+/* A job's budget key expires this long after its last write (s): 7 days. */
+#define FC_BUDGET_TTL_S 604800
 /* (Plain integers: the script quotes them.) */
 
 typedef struct fc_limiter fc_limiter;

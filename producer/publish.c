@@ -359,17 +359,24 @@ static int list_job(producer *p) {
 }
 
 /* The script that takes back, on --resume, the outcomes of the items the budget stopped: it moves them
- * from the outcome and failure records to the redo set in one step (a kill then leaves them in the set,
- * where the next --resume finds them) and answers every position of the set. */
+ * from the outcome and failure records to the redo record in one step (a kill then leaves them there,
+ * where the next --resume finds them) and answers the redo record (position, 1, ...). Hash commands
+ * only: the project's Redis ACL user has them (docs/redis.md). */
 static const char redo_script[] =
     "local h = redis.call('HGETALL', KEYS[1])\n"
     "for i = 1, #h, 2 do\n"
     "  if h[i + 1] == 'budget' then\n"
-    "    redis.call('HDEL', KEYS[1], h[i]); redis.call('HDEL', KEYS[2], h[i]); redis.call('SADD', KEYS[3], h[i])\n"
+    "    redis.call('HDEL', KEYS[1], h[i]); redis.call('HDEL', KEYS[2], h[i]); redis.call('HSET', KEYS[3], h[i], 1)\n"
     "  end\n"
     "end\n"
     "redis.call('EXPIRE', KEYS[3], 604800)\n"
-    "return redis.call('SMEMBERS', KEYS[3])\n";
+    "return redis.call('HGETALL', KEYS[3])\n";
+
+/* The script that empties the redo record once every item in it is published again. */
+static const char redo_done_script[] =
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #h, 2 do redis.call('HDEL', KEYS[1], h[i]) end\n"
+    "return 0\n";
 
 /* load_redo takes back the items the budget stopped into u->redo (sorted); 0 or an fc_redis error. */
 static int load_redo(pub *u) {
@@ -380,7 +387,7 @@ static int load_redo(pub *u) {
     int rc = fc_redis_command(p->redis, &r, 6, argv, NULL);
     if (rc != FC_OK) return rc;
     if (r.type == FC_REPLY_ARRAY && r.nelem > 0 && (u->redo = malloc(r.nelem * sizeof(*u->redo)))) {
-        for (size_t i = 0; i < r.nelem; i++)
+        for (size_t i = 0; i + 1 < r.nelem; i += 2)
             if (r.elem[i].type == FC_REPLY_STR) u->redo[u->nredo++] = atoll(r.elem[i].str);
         qsort(u->redo, u->nredo, sizeof(*u->redo), cmp_pos);
     }
@@ -439,7 +446,10 @@ static int finish_job(pub *u) {
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key[FC_JOB_META]);
     if (rc == FC_OK) rc = fc_redis_cmd(p->redis, NULL, "EXPIRE %s 604800", p->key[FC_JOB_CONFIRMED]);
     /* Every item taken back is in a confirmed batch again: the set has done its work. */
-    if (rc == FC_OK && u->nredo && u->redo_found >= u->nredo) rc = fc_redis_cmd(p->redis, NULL, "DEL %s", p->key[FC_JOB_REDO]);
+    if (rc == FC_OK && u->nredo && u->redo_found >= u->nredo) {
+        const char *argv[] = {"EVAL", redo_done_script, "1", p->key[FC_JOB_REDO]};
+        rc = fc_redis_command(p->redis, NULL, 4, argv, NULL);
+    }
     else if (rc == FC_OK && u->nredo)
         fc_warn("job %s: %zu of the %zu items the budget stopped are not in this dataset any more", p->st.job_id,
                 u->nredo - u->redo_found, u->nredo);

@@ -49,8 +49,9 @@ static void load_share(producer *p) {
     for (size_t i = 0; i < s->nshare; i++) {
         char key[FC_KEY_MAX];
         fc_key_timeline(key, sizeof(key), p->cfg->queue_prefix, s->share[i].t10 * 10 / 3600);
-        if (fc_redis_cmd(p->redis, &r, "HGET %s %lld", key, s->share[i].t10) == FC_OK && r.type == FC_REPLY_STR)
-            s->share[i].fleet_calls = atol(r.str);
+        if (fc_redis_cmd(p->redis, &r, "HMGET %s %lld", key, s->share[i].t10) == FC_OK && r.type == FC_REPLY_ARRAY &&
+            r.nelem == 1 && r.elem[0].type == FC_REPLY_STR)
+            s->share[i].fleet_calls = atol(r.elem[0].str);
         fc_reply_free(&r);
     }
 }

@@ -42,14 +42,15 @@ log "redis on $RPORT: requirepass, user $FC_USER: $(admin ACL LIST | grep "user 
 start_mock --latency-ms 5
 export API_KEY=sk-acl WORKER_COUNT=4 RATE_LIMIT=6000 BATCH_SIZE=10 CACHE_TTL=1h RETRY_DELAYS=200ms
 
-# run_job NAME CSV: a worker and a producer --wait with the REDIS_URL / REDIS_URL_FILE exported;
-# the job must complete with every item once in the output and nothing left queued.
+# run_job NAME CSV [PRODUCER ARGS...]: a worker and a producer --wait with the REDIS_URL / REDIS_URL_FILE
+# exported; the job must complete with every item once in the output and nothing left queued.
 run_job() {
     local name=$1 csv=$2 rc=0
+    shift 2
     start_worker "$name"
     local wpid=$LAST_PID
     wait_until 20 grep -q consuming "$TMP/worker-$name.log" || fail "worker $name did not start"
-    timeout 90 "$PRODUCER" "$csv" --job-id "acl-$name-$$" --wait --timeout 60s --output "$TMP/out-$name.tsv" \
+    timeout 90 "$PRODUCER" "$csv" --job-id "acl-$name-$$" --wait --timeout 60s --output "$TMP/out-$name.tsv" "$@" \
         >"$TMP/producer-$name.log" 2>&1 || rc=$?
     [ $rc = 0 ] || fail "producer ($name) exit $rc"
     assert_all_succeeded "$N" "$TMP/out-$name.tsv" "items dead-lettered in the $name run"
@@ -70,7 +71,15 @@ unset REDIS_URL
 printf 'redis://%s:%s@127.0.0.1:%s/3\n' "$FC_USER" "$FC_PW" "$RPORT" >"$TMP/redis-url"
 chmod 600 "$TMP/redis-url"
 export REDIS_URL_FILE=$TMP/redis-url
-run_job acl "$TMP/items2.csv"
+# With a budget (checked and settled in the limiter's script) and 429s without Retry-After (the adapted
+# rate's cuts), then a --resume (the script that takes back what a budget stopped): every path's commands.
+mock_control '{"fail_429_bare":0.1}'
+run_job acl "$TMP/items2.csv" --budget-tokens 100000000 --budget-usd 1000 --priority 7
+mock_control '{"fail_429_bare":0}'
+timeout 30 "$PRODUCER" "$TMP/items2.csv" --job-id "acl-acl-$$" --resume >"$TMP/producer-resume.log" 2>&1 ||
+    fail "--resume as the ACL user exit $?: $(tail -3 "$TMP/producer-resume.log")"
+[ "$(admin -n 3 hget "$QUEUE_PREFIX:job:{acl-acl-$$}:budget" tokens)" -gt 0 ] || fail "no spend recorded in db 3"
+grep -q "throttled (429)" "$TMP/worker-acl.log" || fail "the ACL run saw no 429: the adapted rate's cut was not exercised"
 denied=$(admin ACL LOG 100)
 [ -z "$denied" ] || fail "Redis denied the ACL user something: $(echo "$denied" | tr '\n' ' ' | head -c 600)"
 [ "$(admin -n 3 --scan --pattern "$QUEUE_PREFIX:job:{acl-acl-$$}:*" | wc -l)" -ge 3 ] || fail "no job record in db 3"
