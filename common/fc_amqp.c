@@ -469,6 +469,7 @@ void fc_amqp_close(fc_amqp *a) {
 }
 
 int fc_amqp_ok(const fc_amqp *a) { return a->conn && a->ok; }
+size_t fc_amqp_unconfirmed(const fc_amqp *a) { return a->pend_len - a->pend_head; }
 int fc_amqp_blocked(const fc_amqp *a) { return a->conn && a->blocked; }
 int fc_amqp_consuming(const fc_amqp *a) {
     for (int i = 0; fc_amqp_ok(a) && i < FC_AMQP_CONSUMERS_MAX; i++)

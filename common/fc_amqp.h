@@ -124,6 +124,11 @@ int fc_amqp_consuming(const fc_amqp *a);
 const char *fc_amqp_errstr(const fc_amqp *a);
 /* fc_amqp_fd returns the socket to poll for readability, or -1. */
 int fc_amqp_fd(const fc_amqp *a);
+/* fc_amqp_unconfirmed returns how many publishes await the broker's confirm. A synchronous method
+ * (declare, queue depth) sent while one does may never be answered: a broker in a resource alarm
+ * blocks a connection when it publishes, and then reads nothing more from it, possibly before its
+ * connection.blocked reaches us. Periodic queries wait until it is 0. */
+size_t fc_amqp_unconfirmed(const fc_amqp *a);
 /* fc_amqp_pending returns 1 if frames are already buffered (poll would not wake for them). */
 int fc_amqp_pending(const fc_amqp *a);
 

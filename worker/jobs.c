@@ -39,9 +39,9 @@ static void unlist(worker *w, const char *job, const char *why) {
     if (!removed) return;
     fc_topology_job_queue(queue, w->cfg->queue_prefix, job);
     fc_amqp_cancel_queue(w->amqp, queue);
-    int rc = fc_amqp_delete_queue_if_empty(w->amqp, queue);
+    int rc = worker_may_ask(w) ? fc_amqp_delete_queue_if_empty(w->amqp, queue) : FC_EBUSY; /* else it expires */
     fc_info("job %s %s: no longer followed%s", job, why,
-            rc == FC_OK ? ", its queue deleted" : rc == FC_EBUSY ? " (its queue is not empty: kept)" : "");
+            rc == FC_OK ? ", its queue deleted" : " (its queue kept: not empty, or not now; it expires after 7 days unused)");
 }
 
 /* check_done takes out of the list the jobs whose record says every item has its final outcome, and
@@ -75,7 +75,7 @@ static void check_done(worker *w, char ids[][FC_JOB_ID_MAX + 1], int n) {
         }
     }
     for (int i = 0; i < 2 * n; i++) fc_reply_free(&rep[i]);
-    for (int i = 0; i < n && fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp); i++) {
+    for (int i = 0; i < n && worker_may_ask(w); i++) {
         char queue[FC_NAME_MAX];
         long ready = -1;
         fc_topology_job_queue(queue, w->cfg->queue_prefix, w->followed[i]);
@@ -93,9 +93,15 @@ static int among(char ids[][FC_JOB_ID_MAX + 1], int n, const char *job) {
 }
 
 void jobs_follow(worker *w, int64_t now) {
-    (void)now;
     char ids[FC_JOBS_FOLLOWED_MAX][FC_JOB_ID_MAX + 1], queue[FC_NAME_MAX];
-    if (!w->consuming || w->gate.stopping || !fc_amqp_ok(w->amqp) || fc_amqp_blocked(w->amqp)) return;
+    if (!w->consuming || w->gate.stopping) return;
+    /* Publishes awaiting confirms (or the broker blocking us): ask next time, not now (worker_may_ask). */
+    if (!worker_may_ask(w)) {
+        w->jobs_due_ms = 0;
+        return;
+    }
+    if (now < w->jobs_due_ms) return;
+    w->jobs_due_ms = now + JOBS_FOLLOW_MS;
     int n = listed(w, ids);
     if (n < 0) return; /* Redis away: keep following what is followed */
     for (int i = w->nfollowed - 1; i >= 0; i--) {
@@ -108,7 +114,7 @@ void jobs_follow(worker *w, int64_t now) {
         memmove(w->followed[i], w->followed[w->nfollowed - 1], sizeof(w->followed[0]));
         w->nfollowed--;
     }
-    for (int i = 0; i < n && fc_amqp_ok(w->amqp); i++) {
+    for (int i = 0; i < n && worker_may_ask(w); i++) {
         fc_topology_job_queue(queue, w->cfg->queue_prefix, ids[i]);
         if (fc_amqp_consuming_queue(w->amqp, queue)) continue;
         if (fc_amqp_queue_depth(w->amqp, queue, NULL, NULL) != FC_OK) continue; /* not declared (yet) */

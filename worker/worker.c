@@ -35,6 +35,10 @@ static void on_cancelled(void *ud, const char *queue) {
     else w->cancelled = 1;
 }
 
+int worker_may_ask(const worker *w) {
+    return fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp) && fc_amqp_unconfirmed(w->amqp) == 0;
+}
+
 int worker_prefetch(const worker *w) {
     if (w->cfg->prefetch > 0) return w->cfg->prefetch;
     return w->cfg->worker_count / w->cfg->batch_size + 2;
@@ -336,7 +340,7 @@ static void poll_usage(worker *w, int64_t now) {
 static void poll_depth(worker *w, int64_t now) {
     (void)now;
     metrics *m = w->m;
-    for (int i = 0; i < m->nqueues && fc_amqp_ok(w->amqp) && !fc_amqp_blocked(w->amqp); i++) {
+    for (int i = 0; i < m->nqueues && worker_may_ask(w); i++) {
         char name[FC_NAME_MAX];
         long ready, consumers;
         fc_topology_name(name, w->cfg->queue_prefix, m->queues[i].name);
@@ -446,7 +450,7 @@ int worker_run(worker *w) {
         {"rate-limit usage", 1000, 1, poll_usage, 0},
         {"queue depth", 5000, 1, poll_depth, 0},
         {"cancelled jobs", 1000, 0, batch_check_cancelled, 0},
-        {"followed jobs", 1000, 0, jobs_follow, 0},
+        {"followed jobs", JOBS_TRY_MS, 0, jobs_follow, 0},
         {"job budgets", 5000, 1, jobs_sample, 0},
         {"registration", 5000, 0, registry_update, 0},
     };

@@ -182,10 +182,14 @@ typedef struct worker {
     int64_t redis_quiet_until_ms; /* Redis was unreachable: questions that can wait are not asked till then */
     char followed[FC_JOBS_FOLLOWED_MAX][FC_JOB_ID_MAX + 1]; /* jobs whose own queue it consumes */
     int nfollowed;
+    int64_t jobs_due_ms;        /* the next look at the followed jobs (JOBS_FOLLOW_MS apart) */
 } worker;
 
 int64_t now_ms(void);
 int worker_prefetch(const worker *w);
+/* worker_may_ask says whether a synchronous broker query (passive declare, consume, delete) may be sent
+ * now: connected, not blocked, and no publish awaiting its confirm (see fc_amqp_unconfirmed). */
+int worker_may_ask(const worker *w);
 
 /* worker.c */
 int worker_init(worker *w, fc_config *cfg, int sigfd);
@@ -218,7 +222,10 @@ int calls_next_timeout(worker *w, int max_ms);
 int record_batch(worker *w, batch *b);
 int record_job_cancelled(worker *w, const char *job_id, int64_t now);
 
-/* jobs.c: the jobs with a queue of their own that the worker consumes (fc_jobs.h), once a second. */
+/* jobs.c: the jobs with a queue of their own that the worker consumes (fc_jobs.h), once a second
+ * (tried every JOBS_TRY_MS until the connection is quiet enough to ask: worker_may_ask). */
+#define JOBS_FOLLOW_MS 1000
+#define JOBS_TRY_MS 100
 void jobs_follow(worker *w, int64_t now);
 /* jobs_budget fills *out with the budget of job_id (read from its record at most every BUDGET_ASK_MS);
  * returns 1 when it has one, 0 when not (out then names no job). jobs_cost_uusd prices a call's tokens at
