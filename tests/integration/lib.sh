@@ -172,6 +172,10 @@ dead_positions() { dead_messages | jq -r '.[].payload | fromjson | .items[].posi
 # tsv_positions FILE: the distinct item positions in an Anki TSV output.
 tsv_positions() { tail -n +2 "$1" | cut -f1 | sort -n | uniq; }
 
+# count_is FN N: whether FN prints N (for wait_until, which must run FN again each time: an argument
+# written "$(FN)" would be counted once, when wait_until is called).
+count_is() { [ "$("$1")" = "$2" ]; }
+
 # wait_until SECONDS CMD...: polls CMD until it succeeds or the time is up.
 wait_until() {
     local limit=$1; shift

@@ -35,7 +35,7 @@ make_csv 40 "$TMP/j.csv"
 prc=0
 timeout 90 "$PRODUCER" "$TMP/j.csv" --job-id $J --wait --timeout 80s --output "$TMP/j.tsv" >"$TMP/producer.log" 2>&1 || prc=$?
 [ $prc = 1 ] || fail "producer exit $prc, expected 1 (failed items)"
-wait_until 15 [ "$(dead_count)" = 8 ] || fail "expected 8 dead letters, got $(dead_count)"
+wait_until 15 count_is dead_count 8 || fail "expected 8 dead letters, got $(dead_count)"
 kill "$W1"
 wait "$W1" 2>/dev/null || true
 mock_control '{"reject_mod":0}'
@@ -59,7 +59,7 @@ rn_ctl n1 set_vm_memory_high_watermark 0.4 >/dev/null || fail "cannot clear the 
 wait_until 20 eval '! alarm_on' || fail "the memory alarm did not go off"
 admin_gone() { ! rn_clients n1 | grep -q "flashcard-admin"; }
 wait_until 20 admin_gone || fail "the admin's connections are still open: $(rn_clients n1 | tr '\n' ' ')"
-wait_until 20 [ "$(dead_count)" = 8 ] || fail "dead letters lost: $(dead_count) left"
+wait_until 20 count_is dead_count 8 || fail "dead letters lost: $(dead_count) left"
 start_worker w2
 wait_until 20 grep -q "consuming" "$TMP/worker-w2.log" || fail "worker 2 did not start"
 settled() { [ "$(queue_depth batches)" = 0 ] && [ "$(redis-cli hlen "$(key outcome)")" = 40 ]; }
@@ -67,7 +67,7 @@ wait_until 20 settled || fail "P.batches $(queue_depth batches), $(redis-cli hle
 "$ADMIN" dead replay --json >"$TMP/r2.json" 2>"$TMP/r2.err" || fail "replay run again exit $?: $(cat "$TMP/r2.err")"
 [ "$(jq -c '[.replayed_dead_letters, .failed]' "$TMP/r2.json")" = "[8,0]" ] || fail "replay run again: $(jq -c . "$TMP/r2.json")"
 wait_until 30 records_are 40 0 40 || fail "job not all ok: $(ok_count) ok"
-wait_until 15 [ "$(dead_count)" = 0 ] || fail "P.dead not empty: $(dead_count)"
+wait_until 15 count_is dead_count 0 || fail "P.dead not empty: $(dead_count)"
 tail -n +$((CALLS0 + 1)) "$TMP/mock-requests.log" | awk '$2 == 200 {print $4}' | sort -n | uniq -c >"$TMP/calls.txt"
 [ "$(wc -l <"$TMP/calls.txt")" = 40 ] || fail "$(wc -l <"$TMP/calls.txt") of 40 items were answered"
 awk '$1 != 2' "$TMP/calls.txt" >"$TMP/twice.txt"

@@ -45,7 +45,7 @@ make_csv 20 "$TMP/j.csv"
 prc=0
 timeout 90 "$PRODUCER" "$TMP/j.csv" --job-id $J --wait --timeout 80s --output "$TMP/j.tsv" >"$TMP/producer.log" 2>&1 || prc=$?
 [ $prc = 1 ] || fail "producer exit $prc, expected 1 (failed items)"
-wait_until 15 [ "$(dead_count)" = 4 ] || fail "expected 4 dead letters, got $(dead_count)"
+wait_until 15 count_is dead_count 4 || fail "expected 4 dead letters, got $(dead_count)"
 mock_control '{"reject_mod":0,"fail_500":0}'
 CALLS0=$(mock_answered)
 rcli ACL LOG RESET >/dev/null
@@ -55,7 +55,7 @@ rc=0
 admin_as fc-admin-noset dead replay --reason retryable >"$TMP/r1.out" 2>"$TMP/r1.err" || rc=$?
 [ $rc = 3 ] || fail "replay without SET exit $rc, expected 3: $(cat "$TMP/r1.out" "$TMP/r1.err")"
 grep -q "NOPERM" "$TMP/r1.err" || fail "the refused SET is not said: $(cat "$TMP/r1.err")"
-wait_until 30 [ "$(ok_count)" = 10 ] || fail "the replacements were not processed: $(ok_count) ok"
+wait_until 30 count_is ok_count 10 || fail "the replacements were not processed: $(ok_count) ok"
 [ "$(rcli ACL LOG 100 | grep -c '^set$')" -ge 1 ] || fail "no SET refused in the ACL LOG"
 rcli ACL LOG RESET >/dev/null
 log "stopped with the replacements and remainders out: $(dead_count) messages in P.dead"
@@ -79,7 +79,7 @@ admin_as fc-admin dead replay >"$TMP/r3.out" 2>&1 || fail "third replay exit $?:
 grep -q "replayed 10 items from 4 dead letters" "$TMP/r3.out" || fail "third replay: $(cat "$TMP/r3.out")"
 all_ok() { [ "$(ok_count)" = 20 ] && [ "$(rcli hlen "$(key failed)")" = 0 ]; }
 wait_until 30 all_ok || fail "job not all ok: $(ok_count) ok"
-wait_until 10 [ "$(dead_count)" = 0 ] || fail "P.dead not empty: $(dead_count)"
+wait_until 10 count_is dead_count 0 || fail "P.dead not empty: $(dead_count)"
 tail -n +$((CALLS0 + 1)) "$TMP/mock-requests.log" | awk '$2 == 200 {print $4}' | sort -n | uniq -c >"$TMP/calls.txt"
 [ "$(wc -l <"$TMP/calls.txt")" = 20 ] || fail "$(wc -l <"$TMP/calls.txt") of 20 items were answered"
 awk '$1 != 2' "$TMP/calls.txt" >"$TMP/twice.txt"
