@@ -80,6 +80,11 @@ void fc_buf_free(fc_buf *b) {
 
 char *fc_buf_steal(fc_buf *b) {
     char *p = b->data ? b->data : strdup("");
+    /* A stolen string is often kept (a request in flight, a stage's result): give back the doubling's slack. */
+    if (b->data && b->cap - b->len > 64) {
+        char *q = realloc(p, b->len + 1);
+        if (q) p = q;
+    }
     b->data = NULL;
     b->len = b->cap = 0;
     b->err = 0;

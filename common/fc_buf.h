@@ -45,7 +45,7 @@ void fc_buf_truncate(fc_buf *b, size_t len);
 /* fc_buf_reset empties the buffer, clears the error and keeps its memory; fc_buf_free releases it. */
 void fc_buf_reset(fc_buf *b);
 void fc_buf_free(fc_buf *b);
-/* fc_buf_steal returns the data (caller frees; "" if empty) and empties the buffer. */
+/* fc_buf_steal returns the data (caller frees; "" if empty), cut to its length, and empties the buffer. */
 char *fc_buf_steal(fc_buf *b);
 
 #endif

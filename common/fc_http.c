@@ -1,13 +1,22 @@
 /* HTTP client over libcurl's multi interface, driven by its socket API: curl tells us which
  * sockets to watch (an epoll set), we ask it when its next timeout falls, and we hand it only
  * the sockets that are ready. curl_multi_perform would instead visit every transfer on every
- * wake-up, each with its own poll() of its socket. */
+ * wake-up, each with its own poll() of its socket.
+ *
+ * The transfers are spread over several multi handles (shards) of at most FC_HTTP_SHARD transfers
+ * each. libcurl 7.88 does work linear in the connections of its multi handle on every request: it
+ * walks the host's connections for an idle one to reuse, and on removing a finished transfer it
+ * walks the whole connection cache (the connect-only check). At 4,096 calls in flight on one
+ * handle those walks took about a fifth of the worker's CPU; a shard keeps them to its own few
+ * dozen connections. The shards share one DNS cache and TLS session cache (a curl share handle,
+ * used from this one thread only) and one epoll set, whose events carry the shard's number. */
 #include "fc_http.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +27,14 @@
 #include "fc_buf.h"
 #include "fc_error.h"
 
+/* Transfers per multi handle: each shard keeps at most this many connections busy. */
+#define FC_HTTP_SHARD 64
+
 typedef struct transfer {
     CURL *easy;
     fc_buf response;
-    fc_buf request;
     void *ud;
+    int shard;                    /* index of its multi handle in fc_http.shards, for good */
     int active;
     int too_big;                  /* the body passed max_body: on_data refused it */
     size_t max_body;              /* bytes, 0 = no cap (fc_http_conf.max_body_bytes) */
@@ -31,8 +43,19 @@ typedef struct transfer {
     struct transfer *next_all;    /* every transfer ever created */
 } transfer;
 
-struct fc_http {
+typedef struct shard {
     CURLM *multi;
+    struct fc_http *h;
+    int index;
+    int running;                  /* its transfers in flight */
+} shard;
+
+struct fc_http {
+    shard *shards;                /* grown as transfers are created, FC_HTTP_SHARD transfers each */
+    int nshards;
+    int ntransfers;               /* transfers created: transfer i belongs to shard i / FC_HTTP_SHARD */
+    int next_shard;               /* fc_http_next looks for finished transfers from here */
+    CURLSH *share;                /* DNS and TLS sessions, shared by the shards */
     int epfd;                     /* the sockets curl asked us to watch */
     int dispatching;              /* inside the loop handing epoll events to curl */
     int nremoved;                 /* sockets curl let go of during that loop, */
@@ -49,9 +72,11 @@ struct fc_http {
     transfer *last_done;          /* returned by fc_http_next; recycled on the next call */
 };
 
-/* on_socket is curl's CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what it wants. */
+/* on_socket is curl's CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what it wants. An
+ * event carries the socket and its shard's number. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
-    fc_http *h = userp;
+    shard *sh = userp;
+    fc_http *h = sh->h;
     (void)easy;
     (void)socketp;
     if (what == CURL_POLL_REMOVE) {
@@ -64,7 +89,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     }
     struct epoll_event ev = {0};
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
-    ev.data.fd = s;
+    ev.data.u64 = (uint64_t)(uint32_t)sh->index << 32 | (uint32_t)s;
     if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
         return epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ? 0 : -1;
     return 0;
@@ -105,7 +130,7 @@ fc_http *fc_http_new(const fc_http_conf *c) {
     fc_http *h = calloc(1, sizeof(*h));
     if (!h) return NULL;
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
-    h->multi = curl_multi_init();
+    h->share = curl_share_init();
     h->user_agent = strdup(c->user_agent ? c->user_agent : "flashcard-worker");
     h->timeout_ms = c->timeout_ms;
     h->connect_timeout_ms = c->connect_timeout_ms;
@@ -127,13 +152,12 @@ fc_http *fc_http_new(const fc_http_conf *c) {
         snprintf(line, sizeof(line), "X-Title: %s", c->title);
         h->headers = curl_slist_append(h->headers, line);
     }
-    if (h->epfd < 0 || !h->multi || !h->user_agent || !h->headers) {
+    if (h->epfd < 0 || !h->share || !h->user_agent || !h->headers) {
         fc_http_free(h);
         return NULL;
     }
-    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 
     read_proxy_env(h);
     return h;
@@ -143,7 +167,6 @@ static void transfer_free(transfer *t) {
     if (!t) return;
     if (t->easy) curl_easy_cleanup(t->easy);
     fc_buf_free(&t->response);
-    fc_buf_free(&t->request);
     free(t);
 }
 
@@ -155,7 +178,9 @@ void fc_http_free(fc_http *h) {
         h->all = t->next_all;
         transfer_free(t);
     }
-    if (h->multi) curl_multi_cleanup(h->multi);
+    for (int i = 0; i < h->nshards; i++) curl_multi_cleanup(h->shards[i].multi);
+    free(h->shards);
+    if (h->share) curl_share_cleanup(h->share);
     if (h->epfd >= 0) close(h->epfd);
     if (h->headers) {
         /* The Authorization line holds the key: wipe it before freeing. */
@@ -174,6 +199,7 @@ void fc_http_free(fc_http *h) {
 static void setup_easy(fc_http *h, transfer *t) {
     CURL *e = t->easy;
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_SHARE, h->share);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
@@ -186,9 +212,10 @@ static void setup_easy(fc_http *h, transfer *t) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (h->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
-    /* The receive buffer is allocated per handle and there is one handle per call in flight: 16 KiB each
-     * (libcurl's default) is 64 MiB at 4,096 calls. Answers are a few KiB; 8 KiB reads them in one or two. */
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
+    /* curl allocates the receive buffer for each transfer, for as long as it runs, and there is one transfer per
+     * call in flight: 16 KiB (libcurl's default) is 64 MiB at 4,096 calls, 8 KiB was still a quarter of the
+     * worker's memory. 2 KiB reads an answer of a few KiB in a few reads of one wake-up. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 2048L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
@@ -200,12 +227,29 @@ static void setup_easy(fc_http *h, transfer *t) {
     if (h->max_body) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->max_body);
 }
 
+/* add_shard makes the next multi handle. Returns 0 or FC_ENOMEM. */
+static int add_shard(fc_http *h) {
+    shard *v = realloc(h->shards, (size_t)(h->nshards + 1) * sizeof(*v));
+    if (!v) return FC_ENOMEM;
+    h->shards = v;
+    shard *sh = &v[h->nshards];
+    *sh = (shard){.multi = curl_multi_init(), .h = h, .index = h->nshards};
+    if (!sh->multi) return FC_ENOMEM;
+    curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    h->nshards++;
+    for (int i = 0; i < h->nshards; i++) /* realloc may have moved them */
+        curl_multi_setopt(v[i].multi, CURLMOPT_SOCKETDATA, &v[i]);
+    return FC_OK;
+}
+
 static transfer *get_transfer(fc_http *h) {
     transfer *t = h->free_list;
     if (t) {
         h->free_list = t->next_free;
         return t;
     }
+    if (h->ntransfers / FC_HTTP_SHARD >= h->nshards && add_shard(h) != FC_OK) return NULL;
     t = calloc(1, sizeof(*t));
     if (!t) return NULL;
     t->easy = curl_easy_init();
@@ -213,6 +257,7 @@ static transfer *get_transfer(fc_http *h) {
         free(t);
         return NULL;
     }
+    t->shard = h->ntransfers++ / FC_HTTP_SHARD;
     setup_easy(h, t);
     t->next_all = h->all;
     h->all = t;
@@ -221,7 +266,6 @@ static transfer *get_transfer(fc_http *h) {
 
 static void recycle(fc_http *h, transfer *t) {
     fc_buf_reset(&t->response);
-    fc_buf_reset(&t->request);
     t->active = 0;
     t->too_big = 0;
     t->ud = NULL;
@@ -232,35 +276,56 @@ static void recycle(fc_http *h, transfer *t) {
 int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void *ud) {
     transfer *t = get_transfer(h);
     if (!t) return FC_ENOMEM;
-    if (fc_buf_append(&t->request, body, len) != FC_OK) {
-        recycle(h, t);
-        return FC_ENOMEM;
-    }
     t->errbuf[0] = '\0';
     t->ud = ud;
     curl_easy_setopt(t->easy, CURLOPT_URL, url);
     const char *proxy = strncmp(url, "https:", 6) == 0 ? h->proxy_https : h->proxy_http;
     curl_easy_setopt(t->easy, CURLOPT_PROXY, proxy ? proxy : "");
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request.data);
+    /* Borrowed, not copied (CURLOPT_COPYPOSTFIELDS would copy): curl may send it again, on a new connection,
+     * when a reused one turns out closed. */
+    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long)len);
-    if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+    if (curl_multi_add_handle(h->shards[t->shard].multi, t->easy) != CURLM_OK) {
         recycle(h, t);
         return FC_EIO;
     }
     t->active = 1;
     h->running++;
+    h->shards[t->shard].running++;
     return FC_OK;
 }
 
-/* run_timeout lets curl handle its due timeouts, which include starting newly added transfers.
- * curl_multi_timeout is asked each time rather than trusting a CURLMOPT_TIMERFUNCTION copy: curl
- * skips that callback when its next deadline is unchanged, so a copy cleared by a call made a
- * fraction of a millisecond early would lose the deadline (and with it API_TIMEOUT). */
+/* forget takes t, active, out of its multi handle and the counts of transfers in flight. */
+static void forget(fc_http *h, transfer *t) {
+    curl_multi_remove_handle(h->shards[t->shard].multi, t->easy);
+    h->running--;
+    h->shards[t->shard].running--;
+}
+
+/* run_timeout lets curl handle its due timeouts, which include starting newly added transfers, in every shard
+ * with transfers in flight (an idle one has no timer that matters). curl_multi_timeout is asked each time rather
+ * than trusting a CURLMOPT_TIMERFUNCTION copy: curl skips that callback when its next deadline is unchanged, so
+ * a copy cleared by a call made a fraction of a millisecond early would lose the deadline (and with it
+ * API_TIMEOUT). */
 static int run_timeout(fc_http *h) {
     long ms;
-    int still;
-    if (curl_multi_timeout(h->multi, &ms) != CURLM_OK || ms != 0) return FC_OK;
-    return curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &still) == CURLM_OK ? FC_OK : FC_EIO;
+    int still, rc = FC_OK;
+    for (int i = 0; i < h->nshards; i++) {
+        CURLM *m = h->shards[i].multi;
+        if (h->shards[i].running == 0 || curl_multi_timeout(m, &ms) != CURLM_OK || ms != 0) continue;
+        if (curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0, &still) != CURLM_OK) rc = FC_EIO;
+    }
+    return rc;
+}
+
+/* next_timeout returns the earliest of the shards' next timeouts in ms, -1 for none. */
+static long next_timeout(fc_http *h) {
+    long best = -1, ms;
+    for (int i = 0; i < h->nshards; i++)
+        if (h->shards[i].running > 0 && curl_multi_timeout(h->shards[i].multi, &ms) == CURLM_OK && ms >= 0 &&
+            (best < 0 || ms < best))
+            best = ms;
+    return best;
 }
 
 static int was_removed(const fc_http *h, int fd) {
@@ -272,9 +337,8 @@ static int was_removed(const fc_http *h, int fd) {
 int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
     struct pollfd p[9];
     if (nfds > 8) return FC_EINVAL;
-    long curl_ms;
-    if (curl_multi_timeout(h->multi, &curl_ms) == CURLM_OK && curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms))
-        timeout_ms = (int)curl_ms;
+    long curl_ms = next_timeout(h);
+    if (curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms)) timeout_ms = (int)curl_ms;
     p[0] = (struct pollfd){.fd = h->epfd, .events = POLLIN};
     for (int i = 0; i < nfds; i++) p[i + 1] = (struct pollfd){.fd = fds[i].fd, .events = POLLIN};
     if (poll(p, (nfds_t)nfds + 1, timeout_ms) < 0 && errno != EINTR) return FC_EIO;
@@ -285,11 +349,12 @@ int fc_http_wait(fc_http *h, fc_pollfd *fds, int nfds, int timeout_ms) {
         h->dispatching = 1;
         h->nremoved = 0;
         for (int i = 0; i < n && rc == FC_OK && h->nremoved >= 0; i++) {
-            if (was_removed(h, ev[i].data.fd)) continue; /* closed meanwhile; the number may be reused */
+            int fd = (int)(uint32_t)ev[i].data.u64, index = (int)(ev[i].data.u64 >> 32);
+            if (was_removed(h, fd)) continue; /* closed meanwhile; the number may be reused */
             int mask = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                        (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                        (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-            if (curl_multi_socket_action(h->multi, ev[i].data.fd, mask, &still) != CURLM_OK) rc = FC_EIO;
+            if (curl_multi_socket_action(h->shards[index].multi, fd, mask, &still) != CURLM_OK) rc = FC_EIO;
         }
         h->dispatching = 0;
         if (rc != FC_OK) return rc;
@@ -475,16 +540,17 @@ int fc_http_next(fc_http *h, fc_http_done *d) {
     }
     int left;
     CURLMsg *m;
-    while ((m = curl_multi_info_read(h->multi, &left))) {
-        if (m->msg != CURLMSG_DONE) continue;
-        transfer *t;
-        CURLcode res = m->data.result;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-        curl_multi_remove_handle(h->multi, t->easy);
-        h->running--;
-        fill_done(t, res, d);
-        h->last_done = t;
-        return 1;
+    for (int n = 0; n < h->nshards; n++, h->next_shard = (h->next_shard + 1) % h->nshards) {
+        while ((m = curl_multi_info_read(h->shards[h->next_shard].multi, &left))) {
+            if (m->msg != CURLMSG_DONE) continue;
+            transfer *t;
+            CURLcode res = m->data.result;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+            forget(h, t);
+            fill_done(t, res, d);
+            h->last_done = t;
+            return 1;
+        }
     }
     return 0;
 }
@@ -494,8 +560,7 @@ int fc_http_running(const fc_http *h) { return h->running; }
 void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg) {
     for (transfer *t = h->all; t; t = t->next_all) {
         if (!t->active || t == h->last_done) continue;
-        curl_multi_remove_handle(h->multi, t->easy);
-        h->running--;
+        forget(h, t);
         void *ud = t->ud;
         recycle(h, t);
         if (cb) cb(ud, arg);
@@ -505,8 +570,7 @@ void fc_http_cancel_all(fc_http *h, void (*cb)(void *ud, void *arg), void *arg) 
 void fc_http_cancel(fc_http *h, void *ud) {
     for (transfer *t = h->all; t; t = t->next_all) {
         if (!t->active || t->ud != ud || t == h->last_done) continue;
-        curl_multi_remove_handle(h->multi, t->easy);
-        h->running--;
+        forget(h, t);
         recycle(h, t);
         return;
     }

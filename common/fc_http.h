@@ -53,7 +53,8 @@ void fc_http_global_cleanup(void);
 fc_http *fc_http_new(const fc_http_conf *conf);
 void fc_http_free(fc_http *h);
 
-/* fc_http_post starts a POST of a JSON body (copied) to url; ud comes back in fc_http_done. */
+/* fc_http_post starts a POST of a JSON body to url; ud comes back in fc_http_done. body is borrowed, not copied:
+ * it must stay as it is until fc_http_next hands this request back or it is cancelled. */
 int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void *ud);
 
 /* fc_http_wait sleeps until a transfer progresses, one of fds is readable, or timeout_ms

@@ -248,11 +248,12 @@ static void run_asks(ask *asks, int n, size_t cap) {
                          .max_body_bytes = cap};
     fc_http *h = fc_http_new(&conf);
     assert_non_null(h);
-    char url[64], body[64];
+    char url[64], body[16][64]; /* each body stays until its answer: fc_http_post borrows it */
+    assert_true(n <= 16);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
     for (int i = 0; i < n; i++) {
-        int len = snprintf(body, sizeof(body), "%d %ld %d", asks[i].status, asks[i].bytes, asks[i].chunked);
-        assert_int_equal(fc_http_post(h, url, body, (size_t)len, &asks[i]), FC_OK);
+        int len = snprintf(body[i], sizeof(body[i]), "%d %ld %d", asks[i].status, asks[i].bytes, asks[i].chunked);
+        assert_int_equal(fc_http_post(h, url, body[i], (size_t)len, &asks[i]), FC_OK);
     }
     assert_int_equal(fc_http_running(h), n);
     for (int left = n; left > 0; left--) {
