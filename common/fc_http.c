@@ -78,7 +78,6 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     shard *sh = userp;
     fc_http *h = sh->h;
     (void)easy;
-    (void)socketp;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL); /* fails harmlessly if already closed */
         if (h->dispatching && h->nremoved < (int)(sizeof(h->removed) / sizeof(h->removed[0])))
@@ -90,8 +89,12 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     struct epoll_event ev = {0};
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
     ev.data.u64 = (uint64_t)(uint32_t)sh->index << 32 | (uint32_t)s;
-    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-        return epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ? 0 : -1;
+    /* socketp is what curl_multi_assign left on the socket: set once it is in the epoll set (curl forgets it
+     * with the socket on CURL_POLL_REMOVE), so that a new socket costs one epoll_ctl, not a failed MOD first. */
+    if (socketp && epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) == 0) return 0;
+    if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && (errno != EEXIST || epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0))
+        return -1;
+    curl_multi_assign(sh->multi, s, sh);
     return 0;
 }
 
@@ -236,6 +239,9 @@ static int add_shard(fc_http *h) {
     *sh = (shard){.multi = curl_multi_init(), .h = h, .index = h->nshards};
     if (!sh->multi) return FC_ENOMEM;
     curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    /* curl's default keeps 4 idle connections per transfer still in the handle: a shard whose calls all ended
+     * together (a lull, a burst of failures) would close all but a few, and the next calls would connect anew. */
+    curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, (long)FC_HTTP_SHARD);
     curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     h->nshards++;
     for (int i = 0; i < h->nshards; i++) /* realloc may have moved them */
@@ -273,7 +279,15 @@ static void recycle(fc_http *h, transfer *t) {
     h->free_list = t;
 }
 
+/* release_done recycles the transfer fc_http_next last handed back: its body is the caller's no more. */
+static void release_done(fc_http *h) {
+    if (!h->last_done) return;
+    recycle(h, h->last_done);
+    h->last_done = NULL;
+}
+
 int fc_http_post(fc_http *h, const char *url, const char *body, size_t len, void *ud) {
+    release_done(h); /* first, so that a new call takes its transfer, in its shard, and its idle connection */
     transfer *t = get_transfer(h);
     if (!t) return FC_ENOMEM;
     t->errbuf[0] = '\0';
@@ -534,10 +548,7 @@ static void fill_done(transfer *t, CURLcode res, fc_http_done *d) {
 }
 
 int fc_http_next(fc_http *h, fc_http_done *d) {
-    if (h->last_done) {
-        recycle(h, h->last_done);
-        h->last_done = NULL;
-    }
+    release_done(h);
     int left;
     CURLMsg *m;
     for (int n = 0; n < h->nshards; n++, h->next_shard = (h->next_shard + 1) % h->nshards) {

@@ -35,7 +35,7 @@ static int listen_loopback(int *port) {
     socklen_t len = sizeof(a);
     assert_true(fd >= 0);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(fd, 64), 0);
+    assert_int_equal(listen(fd, 256), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
     *port = ntohs(a.sin_port);
     return fd;
@@ -176,6 +176,104 @@ static void test_cancel(void **state) {
     assert_false(fc_http_next(h, &d));
     fc_http_free(h);
     close(fd);
+}
+
+/* ---- many requests in flight at once ---- */
+
+#define MANY 200  /* more than three shards' worth of transfers (FC_HTTP_SHARD is 64) */
+#define ROUNDS 2
+
+typedef struct echo {
+    int fd;
+    int accepted;          /* connections, over every round */
+    int conn[MANY + 8];
+    char req[MANY + 8][512];
+    size_t got[MANY + 8];
+} echo;
+
+/* echo_rounds holds every request until MANY are in, then answers each on its own connection with the body it
+ * brought; ROUNDS times. The client must have MANY requests in flight at once, on MANY connections. */
+static void *echo_rounds(void *arg) {
+    echo *e = arg;
+    for (int round = 0; round < ROUNDS; round++) {
+        int pending = 0;
+        long long until = now_ms() + 10000;
+        for (int i = 0; i < e->accepted; i++) e->got[i] = 0;
+        while (pending < MANY && now_ms() < until) {
+            struct pollfd p[MANY + 9];
+            int n = 0;
+            p[n++] = (struct pollfd){.fd = e->fd, .events = POLLIN};
+            for (int i = 0; i < e->accepted; i++) p[n++] = (struct pollfd){.fd = e->conn[i], .events = POLLIN};
+            if (poll(p, (nfds_t)n, 1000) <= 0) continue;
+            if ((p[0].revents & POLLIN) && e->accepted < MANY + 8) e->conn[e->accepted++] = accept(e->fd, NULL, NULL);
+            for (int i = 0; i + 1 < n; i++) {
+                if (!(p[i + 1].revents & POLLIN)) continue;
+                ssize_t r = read(e->conn[i], e->req[i] + e->got[i], sizeof(e->req[i]) - 1 - e->got[i]);
+                if (r <= 0) { /* closed by the client: polled no more */
+                    close(e->conn[i]);
+                    e->conn[i] = -1;
+                    continue;
+                }
+                e->got[i] += (size_t)r;
+                e->req[i][e->got[i]] = '\0';
+                char *end = strstr(e->req[i], "\r\n\r\n"), *cl = strstr(e->req[i], "Content-Length: ");
+                if (end && cl && strlen(end + 4) == (size_t)strtol(cl + 16, NULL, 10)) pending++;
+            }
+        }
+        for (int i = 0; i < e->accepted; i++) {
+            char *end = e->got[i] ? strstr(e->req[i], "\r\n\r\n") : NULL;
+            if (!end) continue;
+            char resp[700];
+            int n = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(end + 4),
+                             end + 4);
+            if (write(e->conn[i], resp, (size_t)n) != n) break;
+        }
+    }
+    return NULL;
+}
+
+/* MANY requests in flight at once, spread over several multi handles, each come back once with its own answer;
+ * the second round reuses the first round's connections. */
+static void test_many_in_flight(void **state) {
+    static echo e;
+    memset(&e, 0, sizeof(e));
+    int port;
+    e.fd = listen_loopback(&port);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, echo_rounds, &e), 0);
+    fc_http_conf conf = {.user_agent = "ua-test", .timeout_ms = 15000, .connect_timeout_ms = 5000};
+    fc_http *h = fc_http_new(&conf);
+    assert_non_null(h);
+    char url[64];
+    static char body[MANY][32]; /* borrowed by fc_http_post until the answer */
+    static int seen[MANY];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", port);
+    for (int round = 0; round < ROUNDS; round++) {
+        memset(seen, 0, sizeof(seen));
+        for (int i = 0; i < MANY; i++) {
+            int len = snprintf(body[i], sizeof(body[i]), "{\"round\":%d,\"i\":%d}", round, i);
+            assert_int_equal(fc_http_post(h, url, body[i], (size_t)len, &seen[i]), FC_OK);
+        }
+        assert_int_equal(fc_http_running(h), MANY);
+        for (int left = MANY; left > 0; left--) {
+            fc_http_done d;
+            assert_true(run(h, &d, 15000));
+            int i = (int)((int *)d.ud - seen);
+            assert_true(i >= 0 && i < MANY);
+            assert_int_equal(seen[i]++, 0);
+            assert_int_equal(d.err, 0);
+            assert_int_equal(d.status, 200);
+            assert_int_equal(d.len, strlen(body[i]));
+            assert_memory_equal(d.body, body[i], d.len);
+        }
+        assert_int_equal(fc_http_running(h), 0);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(e.accepted, MANY); /* the second round opened no connection */
+    for (int i = 0; i < e.accepted; i++)
+        if (e.conn[i] >= 0) close(e.conn[i]);
+    fc_http_free(h);
+    close(e.fd);
 }
 
 /* ---- the cap on answer sizes ---- */
@@ -481,6 +579,7 @@ int main(void) {
         cmocka_unit_test(test_answer_and_keepalive),
         cmocka_unit_test(test_timeout_alone),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_many_in_flight),
         cmocka_unit_test(test_body_cap),
         cmocka_unit_test(test_body_uncapped),
         cmocka_unit_test(test_retry_after_parse),
