@@ -59,6 +59,7 @@ struct fc_amqp {
     int ok;
     int probe_open;               /* PROBE_CHANNEL is open */
     int blocked;                  /* 1 between connection.blocked and connection.unblocked */
+    int settled;                  /* this connection sent an ack or a nack: its close waits for them */
     char consumer_tag[FC_AMQP_CONSUMERS_MAX][64]; /* active consumers; "" = free slot */
     char consumer_queue[FC_AMQP_CONSUMERS_MAX][256]; /* the queue each consumes */
     uint64_t next_seq;            /* sequence number of the next publish */
@@ -221,6 +222,7 @@ static void destroy_conn(fc_amqp *a) {
     a->conn = NULL;
     a->ok = 0;
     a->blocked = 0;
+    a->settled = 0;
     a->probe_open = 0;
     memset(a->consumer_tag, 0, sizeof(a->consumer_tag));
     forget_pending(a);
@@ -458,7 +460,7 @@ void fc_amqp_close(fc_amqp *a) {
     if (a->conn && a->ok && !a->blocked) {
         char why[sizeof(a->errstr)];
         snprintf(why, sizeof(why), "%s", a->errstr); /* kept for the caller, whatever the wait meets */
-        let_acks_settle(a);
+        if (a->settled) let_acks_settle(a); /* a connection that only published has nothing to wait for */
         if (fc_amqp_ok(a) && !a->blocked) { /* the wait may have seen connection.blocked */
             amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
             amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
@@ -767,16 +769,19 @@ static int status_error(fc_amqp *a, int st, const char *what) {
 
 int fc_amqp_ack(fc_amqp *a, uint64_t tag) {
     if (!fc_amqp_ok(a)) return FC_ECONN;
+    a->settled = 1;
     return status_error(a, amqp_basic_ack(a->conn, CHANNEL, tag, 0), "basic.ack");
 }
 
 int fc_amqp_ack_upto(fc_amqp *a, uint64_t tag) {
     if (!fc_amqp_ok(a)) return FC_ECONN;
+    a->settled = 1;
     return status_error(a, amqp_basic_ack(a->conn, CHANNEL, tag, 1), "basic.ack");
 }
 
 int fc_amqp_nack(fc_amqp *a, uint64_t tag, int requeue) {
     if (!fc_amqp_ok(a)) return FC_ECONN;
+    a->settled = 1;
     return status_error(a, amqp_basic_nack(a->conn, CHANNEL, tag, 0, requeue), "basic.nack");
 }
 

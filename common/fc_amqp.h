@@ -99,10 +99,10 @@ void fc_amqp_free(fc_amqp *a);
  * calls again when none answered. */
 int fc_amqp_connect(fc_amqp *a);
 /* fc_amqp_close closes politely (if still connected and not blocked by the broker) and forgets
- * unconfirmed publishes. A polite close first cancels the consumers still active and waits about
- * 300 ms (1.3 s at most), so that the acks just sent reach their quorum queues: RabbitMQ 3.10
- * drops the ones it still holds back when the channel closes, and their messages would be
- * delivered again. Synchronous methods (declare, consume, cancel, queue depth) give up
+ * unconfirmed publishes. A polite close of a connection that sent acks or nacks first cancels the
+ * consumers still active and waits about 300 ms (1.3 s at most), so that the acks just sent reach
+ * their quorum queues: RabbitMQ 3.10 drops the ones it still holds back when the channel closes,
+ * and their messages would be delivered again. One that settled nothing closes at once. Synchronous methods (declare, consume, cancel, queue depth) give up
  * after 15 s without an answer, and the connection then counts as lost. */
 void fc_amqp_close(fc_amqp *a);
 /* What a polite close usually takes, ms: callers with a deadline stop that much before it. */
