@@ -207,9 +207,9 @@ static void setup_easy(fc_http *h, transfer *t) {
     curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
-    /* Stall detection: less than 1 byte/s for half the total timeout (at least 10 s). */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, h->timeout_ms / 2000 > 10 ? h->timeout_ms / 2000 : 10L);
+    /* No low-speed limit (CURLOPT_LOW_SPEED_*): a chat completion that is not streamed sends nothing until it is
+     * written, so a byte-rate check would fail slow answers before API_TIMEOUT; and it makes curl wake every
+     * transfer once a second (a poll and a state-machine run for each call in flight). */
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);

@@ -45,6 +45,7 @@ typedef struct server {
     int fd;
     int requests;         /* answered on one kept-alive connection */
     const char *response; /* the answer to each, whole; NULL: a 429 with Retry-After: 3 */
+    int delay_ms;         /* before each answer */
     char first_request[4096];
 } server;
 
@@ -78,6 +79,7 @@ static void *serve(void *arg) {
         char buf[4096];
         read_request(c, buf, sizeof(buf));
         if (i == 0) snprintf(s->first_request, sizeof(s->first_request), "%s", buf);
+        if (s->delay_ms) poll(NULL, 0, s->delay_ms);
         const char *resp = s->response ? s->response
                                        : "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Type: "
                                          "application/json\r\nContent-Length: 16\r\n\r\n{\"error\":\"slow\"}";
@@ -153,6 +155,31 @@ static void test_timeout_alone(void **state) {
     if (took < 250 || took > 5000) fail_msg("timed out after %lld ms, API timeout 300 ms", took);
     fc_http_free(h);
     close(fd);
+}
+
+/* An answer that takes most of the timeout, with not a byte before it (a chat completion that is not streamed),
+ * is taken: nothing but the timeout ends a call. (A byte-rate limit over half the timeout, as the client once
+ * had, failed it after about 16 s: "Operation too slow".) */
+static void test_slow_answer(void **state) {
+    int port;
+    server s = {.fd = listen_loopback(&port), .requests = 1, .delay_ms = 17000,
+                .response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, serve, &s), 0);
+    fc_http_conf conf = {.user_agent = "ua-test", .timeout_ms = 20000, .connect_timeout_ms = 2000};
+    fc_http *h = fc_http_new(&conf);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", port);
+    int tag;
+    fc_http_done d;
+    assert_int_equal(fc_http_post(h, url, "{}", 2, &tag), FC_OK);
+    assert_true(run(h, &d, 25000));
+    if (d.err) fail_msg("a 17 s answer under a 20 s timeout failed: %s", d.error);
+    assert_int_equal(d.status, 200);
+    assert_true(d.elapsed_ms >= 16900);
+    pthread_join(t, NULL);
+    fc_http_free(h);
+    close(s.fd);
 }
 
 /* A cancelled request never comes back from fc_http_next, and the client stays usable. */
@@ -578,6 +605,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_answer_and_keepalive),
         cmocka_unit_test(test_timeout_alone),
+        cmocka_unit_test(test_slow_answer),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_many_in_flight),
         cmocka_unit_test(test_body_cap),
