@@ -79,22 +79,11 @@ for p in "${WPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 
 # redis-benchmark on the same server: the limiter's own script (a reserve with a zero
 # increment, so it is granted every time and writes its key, as a real reserve does) and SET.
-# The script is the C string in common/fc_limiter.c, with its FC_STR(NAME) constants replaced by
-# their values from common/fc_limiter.h.
-python3 - "$SRC/common/fc_limiter.c" "$SRC/common/fc_limiter.h" >"$TMP/limiter.lua" <<'EOF'
-import ast, re, sys
-src = open(sys.argv[1]).read()
-consts = dict(re.findall(r'#define (FC_\w+) (\d+)', open(sys.argv[2]).read()))
-body = src.split('static const char script[] =', 1)[1].split(';\n', 1)[0]
-out = []
-for m in re.finditer(r'("(?:[^"\\]|\\.)*")|FC_STR\((\w+)\)', body):
-    out.append(ast.literal_eval(m.group(1)) if m.group(1) else consts[m.group(2)])
-sys.stdout.write(''.join(out))
-EOF
-# The workers loaded the same script: the extraction is exact.
+"$BUILD/bench/bench-limiter" --script >"$TMP/limiter.lua" || fail "bench-limiter --script failed"
+# The workers loaded the same script (checked by its SHA).
 SHA=$(sha1sum "$TMP/limiter.lua" | cut -c1-40)
 [ "$(redis-cli -p "$RPORT" script exists "$SHA")" = 1 ] ||
-    fail "the script extracted from fc_limiter.c is not the one the workers ran"
+    fail "the script bench-limiter printed is not the one the workers ran"
 bench_cmd() { # bench_cmd N ARGS...: prints "requests/s cpu_ms_per_1k" for redis-benchmark ARGS
     local n=$1 t0 t1 out c0 u0 c1 u1; shift
     read -r c0 u0 _ < <(cmdstats)

@@ -1,7 +1,8 @@
 /* Benchmark of fc_limiter_acquire against a real Redis: latency p50/p99 and acquires/s from
  * P processes at once, with a rate high enough never to wait (so it measures the round trip).
  *
- *   bench-limiter [URL] [PROCS] [ACQUIRES_PER_PROC]     defaults: redis://127.0.0.1:6379 1 20000 */
+ *   bench-limiter [URL] [PROCS] [ACQUIRES_PER_PROC]     defaults: redis://127.0.0.1:6379 1 20000
+ *   bench-limiter --script                              prints the limiter's Lua script */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,7 @@ static void report(shared *sh, int procs, long n) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--script") == 0) return fputs(fc_limiter_script(), stdout) == EOF;
     const char *url = argc > 1 ? argv[1] : "redis://127.0.0.1:6379";
     int procs = argc > 2 ? atoi(argv[2]) : 1;
     long n = argc > 3 ? atol(argv[3]) : 20000;

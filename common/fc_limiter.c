@@ -162,6 +162,10 @@ static const char script[] =
     "end\n"
     "return {0, wait, left, eff, epoch}\n";
 
+const char *fc_limiter_script(void) {
+    return script;
+}
+
 struct fc_limiter {
     fc_redis *redis;              /* borrowed; NULL = always down */
     char prefix[FC_KEY_MAX / 2 + 1]; /* for the job keys */

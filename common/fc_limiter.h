@@ -361,6 +361,10 @@ typedef struct fc_limiter_args {
 int fc_limiter_reserve_args(const fc_limiter *l, long cost_tokens, long long est_uusd, const fc_budget *b,
                             fc_limiter_args *a);
 
+/* fc_limiter_script returns the Lua the limiter runs (every operation, one SHA), for tools that
+ * load it elsewhere (the fleet benchmark runs it under redis-benchmark). */
+const char *fc_limiter_script(void);
+
 /* fc_limiter_stats_get copies the counters. */
 void fc_limiter_stats_get(const fc_limiter *l, fc_limiter_stats *out);
 
